@@ -1,0 +1,40 @@
+# Skylapse: `make demo` runs the main job on embedded defaults, `make test` runs the whole suite.
+# Both set everything up on a fresh machine with Python 3.11+ and make.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Debian packages the tests and benchmarks call as real programs.
+DEBS   := enfuse rsync openssh-server openssh-client redis-server
+
+.PHONY: demo test lint bench system-deps clean
+
+$(BIN)/skylapse: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# Installs what is missing, only when we are root (CI and these machines); elsewhere it says what to install.
+system-deps:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "please install:$$missing (apt-get)"; exit 1; fi; \
+	fi
+
+demo: $(BIN)/skylapse
+	$(BIN)/skylapse demo --out demo-output
+
+lint: $(BIN)/skylapse
+	$(BIN)/ruff check .
+
+test: $(BIN)/skylapse system-deps lint
+	$(BIN)/pytest
+
+bench: $(BIN)/skylapse system-deps
+	$(BIN)/python bench/render_bench.py
+	$(BIN)/python bench/fusion_bench.py
+
+clean:
+	rm -rf $(VENV) demo-output bench/out .pytest_cache .ruff_cache
