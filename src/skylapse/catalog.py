@@ -1,0 +1,301 @@
+"""The frame catalog: one SQLite database (WAL) that knows every frame the station has taken.
+
+A row is written only after its file is durable on disk (see `skylapse.capture.storage`), so a
+crash at any moment never leaves the catalog pointing at a half-written frame. The same table is
+the transfer queue: ``transfer_state`` moves ``pending -> sent -> verified``, and only verified
+frames may be deleted by retention or by emergency cleanup before untransferred ones.
+
+SQLite in WAL mode lets the capture loop write while the API and the transfer worker read; each
+thread uses its own connection (`Catalog` opens one per thread).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS frames (
+    id               INTEGER PRIMARY KEY,
+    path             TEXT NOT NULL UNIQUE,
+    session_id       TEXT,
+    scheduled_at     TEXT,
+    captured_at      TEXT NOT NULL,
+    exposure_time_s  REAL,
+    analogue_gain    REAL,
+    iso              REAL,
+    aperture         REAL,
+    lens_position    REAL,
+    white_balance    TEXT,
+    sensor_temp_c    REAL,
+    bracket_set      INTEGER,
+    bracket_index    INTEGER,
+    ev_offset        REAL,
+    exposure_error_ev REAL,
+    focus_score      REAL,
+    quality_score    REAL,
+    latency_ms       REAL,
+    phase            TEXT,
+    strategy         TEXT,
+    sha256           TEXT NOT NULL,
+    size_bytes       INTEGER NOT NULL,
+    extra            TEXT,
+    transfer_state   TEXT NOT NULL DEFAULT 'pending',
+    transfer_attempts INTEGER NOT NULL DEFAULT 0,
+    transferred_at   TEXT,
+    deleted_at       TEXT,
+    deleted_reason   TEXT
+);
+CREATE INDEX IF NOT EXISTS frames_captured ON frames(captured_at);
+CREATE INDEX IF NOT EXISTS frames_transfer ON frames(transfer_state, deleted_at);
+CREATE TABLE IF NOT EXISTS sessions (
+    id          TEXT PRIMARY KEY,
+    started_at  TEXT NOT NULL,
+    ended_at    TEXT,
+    camera      TEXT,
+    settings    TEXT
+);
+"""
+
+TRANSFER_STATES = ("pending", "sent", "verified")
+
+
+@dataclass
+class FrameRecord:
+    """Everything recorded about one frame: its file, how it was taken and what became of it."""
+
+    path: str
+    captured_at: datetime
+    sha256: str
+    size_bytes: int
+    session_id: str | None = None
+    scheduled_at: datetime | None = None
+    exposure_time_s: float | None = None
+    analogue_gain: float | None = None
+    iso: float | None = None
+    aperture: float | None = None
+    lens_position: float | None = None
+    white_balance: tuple[float, float] | None = None
+    sensor_temp_c: float | None = None
+    bracket_set: int | None = None
+    bracket_index: int | None = None
+    ev_offset: float | None = None
+    exposure_error_ev: float | None = None
+    focus_score: float | None = None
+    quality_score: float | None = None
+    latency_ms: float | None = None
+    phase: str | None = None
+    strategy: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None
+    transfer_state: str = "pending"
+    transfer_attempts: int = 0
+    transferred_at: datetime | None = None
+    deleted_at: datetime | None = None
+    deleted_reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict: times in ISO 8601 with microseconds, bracket as an object."""
+        out: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            if isinstance(value, datetime):
+                value = value.isoformat(timespec="microseconds")
+            out[key] = value
+        out["bracket"] = (
+            {"set": self.bracket_set, "index": self.bracket_index, "ev_offset": self.ev_offset}
+            if self.bracket_set is not None
+            else None
+        )
+        return out
+
+
+_DATETIME_FIELDS = {"captured_at", "scheduled_at", "transferred_at", "deleted_at"}
+_COLUMNS = [f.name for f in fields(FrameRecord) if f.name != "id"]
+
+
+def _to_row(record: FrameRecord) -> list[Any]:
+    row = []
+    for name in _COLUMNS:
+        value = getattr(record, name)
+        if isinstance(value, datetime):
+            value = value.isoformat(timespec="microseconds")
+        elif name == "white_balance" and value is not None:
+            value = json.dumps(list(value))
+        elif name == "extra":
+            value = json.dumps(value) if value else None
+        row.append(value)
+    return row
+
+
+def _from_row(row: sqlite3.Row) -> FrameRecord:
+    values = dict(row)
+    for name in _DATETIME_FIELDS:
+        if values.get(name):
+            values[name] = datetime.fromisoformat(values[name])
+    if values.get("white_balance"):
+        values["white_balance"] = tuple(json.loads(values["white_balance"]))
+    values["extra"] = json.loads(values["extra"]) if values.get("extra") else {}
+    return FrameRecord(**values)
+
+
+class Catalog:
+    """The capture station's SQLite catalog (frames and sessions), safe to share across threads."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._connect() as db:
+            db.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable across application crashes in WAL mode; the frame files
+            # themselves are fsynced before their row is written.
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._connect()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # --- frames ---------------------------------------------------------------------------
+
+    def add_frame(self, record: FrameRecord) -> int:
+        """Insert a durable frame; returns its id."""
+        placeholders = ",".join("?" for _ in _COLUMNS)
+        with self.transaction() as db:
+            cur = db.execute(
+                f"INSERT INTO frames ({','.join(_COLUMNS)}) VALUES ({placeholders})",
+                _to_row(record),
+            )
+        record.id = cur.lastrowid
+        return record.id
+
+    def get_frame(self, frame_id: int) -> FrameRecord | None:
+        row = self._connect().execute("SELECT * FROM frames WHERE id = ?", (frame_id,)).fetchone()
+        return _from_row(row) if row else None
+
+    def frame_by_path(self, path: str) -> FrameRecord | None:
+        row = self._connect().execute("SELECT * FROM frames WHERE path = ?", (path,)).fetchone()
+        return _from_row(row) if row else None
+
+    def frames(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        include_deleted: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[FrameRecord]:
+        """Frames in capture order, optionally within [since, until)."""
+        where, args = [], []
+        if since is not None:
+            where.append("captured_at >= ?")
+            args.append(since.isoformat(timespec="microseconds"))
+        if until is not None:
+            where.append("captured_at < ?")
+            args.append(until.isoformat(timespec="microseconds"))
+        if not include_deleted:
+            where.append("deleted_at IS NULL")
+        sql = "SELECT * FROM frames"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY captured_at, id LIMIT ? OFFSET ?"
+        args += [-1 if limit is None else limit, offset]
+        return [_from_row(r) for r in self._connect().execute(sql, args)]
+
+    def count_frames(self, *, transfer_state: str | None = None) -> int:
+        sql, args = "SELECT COUNT(*) FROM frames WHERE deleted_at IS NULL", []
+        if transfer_state is not None:
+            sql += " AND transfer_state = ?"
+            args.append(transfer_state)
+        return self._connect().execute(sql, args).fetchone()[0]
+
+    def pending_transfer(self, limit: int = 100) -> list[FrameRecord]:
+        """The transfer queue: frames not yet verified by the receiver, oldest first."""
+        rows = self._connect().execute(
+            "SELECT * FROM frames WHERE transfer_state != 'verified' AND deleted_at IS NULL "
+            "ORDER BY captured_at, id LIMIT ?",
+            (limit,),
+        )
+        return [_from_row(r) for r in rows]
+
+    def set_transfer_state(
+        self, frame_ids: Sequence[int], state: str, when: datetime | None = None
+    ) -> None:
+        if state not in TRANSFER_STATES:
+            raise ValueError(f"unknown transfer state {state!r}")
+        stamp = when.isoformat(timespec="microseconds") if when else None
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE frames SET transfer_state = ?,"
+                " transferred_at = COALESCE(?, transferred_at),"
+                " transfer_attempts = transfer_attempts + (? = 'sent') WHERE id = ?",
+                [(state, stamp if state == "verified" else None, state, i) for i in frame_ids],
+            )
+
+    def deletion_candidates(self) -> list[FrameRecord]:
+        """Live frames in the order emergency cleanup deletes them: verified first, then oldest."""
+        rows = self._connect().execute(
+            "SELECT * FROM frames WHERE deleted_at IS NULL "
+            "ORDER BY transfer_state != 'verified', captured_at, id"
+        )
+        return [_from_row(r) for r in rows]
+
+    def mark_deleted(self, frame_id: int, when: datetime, reason: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE frames SET deleted_at = ?, deleted_reason = ? WHERE id = ?",
+                (when.isoformat(timespec="microseconds"), reason, frame_id),
+            )
+
+    # --- sessions -------------------------------------------------------------------------
+
+    def open_session(
+        self, session_id: str, started_at: datetime, camera: str, settings: dict[str, Any]
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO sessions (id, started_at, camera, settings)"
+                " VALUES (?, ?, ?, ?)",
+                (session_id, started_at.isoformat(timespec="microseconds"), camera,
+                 json.dumps(settings, default=str)),
+            )
+
+    def close_session(self, session_id: str, ended_at: datetime) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE sessions SET ended_at = ? WHERE id = ?",
+                (ended_at.isoformat(timespec="microseconds"), session_id),
+            )
+
+    def sessions(self) -> list[dict[str, Any]]:
+        rows = self._connect().execute("SELECT * FROM sessions ORDER BY started_at")
+        return [dict(r) for r in rows]
