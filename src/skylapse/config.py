@@ -1,0 +1,281 @@
+"""Skylapse configuration: one YAML file, validated with pydantic when it is loaded.
+
+The file has one top-level section per service part. This module defines the capture-side
+sections; other parts (transfer, processing, api) add their own section model as a field of
+:class:`SkylapseConfig`, with defaults, so older files keep loading.
+
+* ``location``  where the station stands (sun position, weather).
+* ``schedule``  the day's phases by sun elevation, each with its capture interval and strategy,
+  and which strategy the weather substitutes in which phase.
+* ``strategies`` named capture strategies (HDR, white balance, exposure bias and limits).
+* ``exposure``  the exposure ramping controller's settings.
+* ``weather``   the OpenWeatherMap client and the thresholds that classify the sky.
+
+Every field has a default, so an empty file is a valid configuration; the shipped defaults live in
+``skylapse/data/skylapse.yaml``. Unknown keys are errors (a misspelt key would otherwise be
+silently ignored). :func:`load_config` raises :class:`ConfigError` naming the file and the dotted
+path of each offending field.
+
+API
+---
+``load_config(path=None) -> SkylapseConfig``   the file, or the packaged default when ``None``.
+``parse_config(data, source) -> SkylapseConfig``  an already-parsed mapping (``source`` names it).
+``default_config() -> SkylapseConfig``          the packaged default file.
+"""
+
+from __future__ import annotations
+
+import itertools
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_CONFIG_RESOURCE = "data/skylapse.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be read or does not validate; the message names both."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LocationConfig(_Section):
+    """Where the station stands. The time zone is an IANA name, used for the printed plan."""
+
+    latitude: float = Field(46.55, ge=-90, le=90, description="degrees, north positive")
+    longitude: float = Field(7.98, ge=-180, le=180, description="degrees, east positive")
+    elevation_m: float = Field(2000.0, ge=-500, le=9000, description="metres above sea level")
+    timezone: str = Field("UTC", description="IANA time zone name, e.g. Europe/Zurich")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
+
+class PhaseConfig(_Section):
+    """A part of the day: it holds while the sun is at or above ``from_elevation_deg`` (and below
+    the previous phase's bound)."""
+
+    name: str
+    from_elevation_deg: float = Field(ge=-90, le=90)
+    interval_s: float = Field(gt=0, le=3600, description="seconds between captures")
+    strategy: str = Field(description="name of an entry in `strategies`")
+
+
+class WeatherOverride(_Section):
+    """Under this sky condition, use ``strategy`` instead of the phase's own in ``phases``."""
+
+    strategy: str
+    phases: list[str]
+
+
+_DEFAULT_PHASES = [
+    PhaseConfig(name="day", from_elevation_deg=6, interval_s=30, strategy="day"),
+    PhaseConfig(name="golden_hour", from_elevation_deg=-4, interval_s=10, strategy="golden_hour"),
+    PhaseConfig(name="blue_hour", from_elevation_deg=-6, interval_s=15, strategy="blue_hour"),
+    PhaseConfig(name="twilight", from_elevation_deg=-18, interval_s=30, strategy="night"),
+    PhaseConfig(name="night", from_elevation_deg=-90, interval_s=60, strategy="night"),
+]
+
+
+class ScheduleConfig(_Section):
+    """Phases ordered from the highest sun down; the last one must reach -90°.
+
+    The default bounds are astral's: golden hour -4°..+6°, blue hour -6°..-4°, civil/nautical/
+    astronomical twilight down to -18°.
+    """
+
+    phases: list[PhaseConfig] = Field(default_factory=lambda: list(_DEFAULT_PHASES))
+    weather_overrides: dict[Literal["overcast", "stormy"], WeatherOverride] = Field(
+        default_factory=lambda: {
+            "stormy": WeatherOverride(
+                strategy="stormy", phases=["day", "golden_hour", "blue_hour"]
+            ),
+            "overcast": WeatherOverride(strategy="overcast", phases=["day", "golden_hour"]),
+        }
+    )
+
+    @model_validator(mode="after")
+    def _ordered_and_complete(self) -> ScheduleConfig:
+        bounds = [p.from_elevation_deg for p in self.phases]
+        if not bounds:
+            raise ValueError("at least one phase is needed")
+        if any(a <= b for a, b in itertools.pairwise(bounds)):
+            raise ValueError("phases must be ordered by strictly falling from_elevation_deg")
+        if bounds[-1] > -90:
+            raise ValueError("the last phase must start at -90 so every sun elevation has a phase")
+        names = [p.name for p in self.phases]
+        if len(set(names)) != len(names):
+            raise ValueError("phase names must be unique")
+        for cond, ov in self.weather_overrides.items():
+            unknown = set(ov.phases) - set(names)
+            if unknown:
+                raise ValueError(f"weather_overrides.{cond} names unknown phases {sorted(unknown)}")
+        return self
+
+
+class StrategyConfig(_Section):
+    """How frames are taken in a phase or weather. Exposure fields steer the controller; the
+    tone fields (shadow lift, contrast) travel with each frame as hints for processing."""
+
+    hdr: bool = False
+    bracket_ev: list[float] = Field(default_factory=lambda: [-2.0, 0.0, 2.0])
+    white_balance: Literal["auto"] | int = Field(
+        "auto", description="'auto', or a fixed colour temperature in kelvin (keeps the light's "
+        "colour instead of neutralising it)"
+    )
+    exposure_bias_ev: float = Field(0.0, ge=-3, le=3, description="added to the level target")
+    max_exposure_s: float = Field(30.0, gt=0, description="longest exposure in this strategy")
+    max_gain: float = Field(16.0, ge=1, description="highest analogue gain (1 = base ISO)")
+    highlight_clip_max: float = Field(
+        0.01, ge=0, le=1, description="fraction of clipped pixels tolerated before the controller "
+        "pulls exposure down"
+    )
+    shadow_lift: float = Field(0.0, ge=0, le=1)
+    contrast: float = Field(1.0, gt=0, le=3)
+
+    @field_validator("white_balance")
+    @classmethod
+    def _kelvin_range(cls, v: str | int) -> str | int:
+        if isinstance(v, int) and not 1500 <= v <= 15000:
+            raise ValueError("white balance must be 'auto' or 1500..15000 K")
+        return v
+
+
+def _default_strategies() -> dict[str, StrategyConfig]:
+    return {
+        "day": StrategyConfig(max_exposure_s=1 / 30),
+        "golden_hour": StrategyConfig(hdr=True, white_balance=5500, max_exposure_s=1.0),
+        "blue_hour": StrategyConfig(white_balance=4300, max_exposure_s=15.0, max_gain=4.0),
+        "overcast": StrategyConfig(shadow_lift=0.25, contrast=1.2, exposure_bias_ev=0.3,
+                                   max_exposure_s=1 / 15),
+        "stormy": StrategyConfig(exposure_bias_ev=-0.5, highlight_clip_max=0.002,
+                                 max_exposure_s=1 / 250, max_gain=8.0),
+        "night": StrategyConfig(white_balance=4000, max_exposure_s=30.0, max_gain=16.0),
+    }
+
+
+class ExposureConfig(_Section):
+    """The ramping controller (see :mod:`skylapse.capture.exposure`)."""
+
+    aperture_f: float = Field(1.8, gt=0, description="the lens's fixed f-number")
+    target_log2_luma: float = Field(
+        -2.47, le=0, description="day target of the centre-weighted mean log2 linear luminance "
+        "(-2.47 = 18 % grey)"
+    )
+    night_darken_ev: float = Field(1.25, ge=1.0, le=1.5,
+                                   description="how much darker the night level is than the day")
+    night_ramp_deg: tuple[float, float] = Field(
+        (-4.0, -14.0), description="sun elevations over which the target eases from day to night"
+    )
+    max_step_ev: float = Field(1 / 3, gt=0, le=2, description="largest change between frames")
+    max_rate_ev_per_min: float = Field(1.0, gt=0, description="largest change per minute")
+    target_slew_ev_per_min: float = Field(
+        0.25, gt=0, description="how fast the level target follows a change of strategy bias or "
+        "highlight protection"
+    )
+    scene_smoothing: float = Field(
+        0.3, gt=0, le=1, description="weight of the newest frame in the scene-brightness estimate"
+    )
+    interval_margin_s: float = Field(
+        2.0, ge=0, description="an exposure ends at least this long before the next frame"
+    )
+    min_exposure_s: float = Field(1e-4, gt=0)
+    clip_level: float = Field(0.98, gt=0, le=1, description="linear level counted as clipped")
+
+    @field_validator("night_ramp_deg")
+    @classmethod
+    def _ramp_falls(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not v[0] > v[1]:
+            raise ValueError("night_ramp_deg must go from a higher to a lower elevation")
+        return v
+
+
+class WeatherConfig(_Section):
+    """OpenWeatherMap client and the thresholds that turn an observation into a sky condition."""
+
+    enabled: bool = True
+    api_key: str | None = Field(None, description="falls back to $OPENWEATHERMAP_API_KEY")
+    base_url: str = "https://api.openweathermap.org/data/2.5/weather"
+    refresh_s: float = Field(900.0, gt=0, description="how often to fetch")
+    stale_after_s: float = Field(3 * 3600.0, gt=0,
+                                 description="older observations are dropped: clear sky assumed")
+    timeout_s: float = Field(10.0, gt=0)
+    cache_path: Path = Path("~/.cache/skylapse/weather.json")
+    overcast_cloud_pct: float = Field(85.0, ge=0, le=100)
+    overcast_visibility_m: float = Field(2000.0, ge=0, description="haze/fog below this")
+    stormy_wind_ms: float = Field(12.0, ge=0, description="sustained wind or gusts above this")
+    stormy_precip_mm_h: float = Field(2.0, ge=0)
+
+
+class SkylapseConfig(_Section):
+    """The whole file. Add a section by adding a field with a default model."""
+
+    location: LocationConfig = Field(default_factory=LocationConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    strategies: dict[str, StrategyConfig] = Field(default_factory=_default_strategies)
+    exposure: ExposureConfig = Field(default_factory=ExposureConfig)
+    weather: WeatherConfig = Field(default_factory=WeatherConfig)
+
+    @model_validator(mode="after")
+    def _strategies_exist(self) -> SkylapseConfig:
+        used = {p.strategy for p in self.schedule.phases}
+        used |= {ov.strategy for ov in self.schedule.weather_overrides.values()}
+        missing = used - set(self.strategies)
+        if missing:
+            raise ValueError(f"schedule names strategies not in `strategies`: {sorted(missing)}")
+        return self
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "<config>") -> SkylapseConfig:
+    """Validate an already-parsed mapping; ``source`` names it in error messages."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    try:
+        return SkylapseConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from exc
+
+
+def load_config(path: str | Path | None = None) -> SkylapseConfig:
+    """Read and validate a YAML configuration file (the packaged default when ``path`` is None)."""
+    if path is None:
+        return default_config()
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_config(data, str(path))
+
+
+def default_config() -> SkylapseConfig:
+    """The configuration shipped with the package (``skylapse/data/skylapse.yaml``)."""
+    text = resources.files("skylapse").joinpath(DEFAULT_CONFIG_RESOURCE).read_text()
+    return parse_config(yaml.safe_load(text), f"skylapse/{DEFAULT_CONFIG_RESOURCE}")
