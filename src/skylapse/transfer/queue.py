@@ -1,0 +1,292 @@
+"""The capture side's transfer queue: batches of frames to the processing host, verified.
+
+The queue is the catalog itself (`skylapse.catalog`): every frame is written with
+``transfer_state = 'pending'``, so the queue survives restarts for free and resumes where it
+stopped. One batch goes like this:
+
+1. The oldest frames not yet verified are listed, with the SHA-256 recorded at capture, in a
+   manifest (``sha256sum`` format).
+2. ``rsync`` sends the frames to ``<inbox>/<station>/`` over SSH. Interrupted files wait in
+   ``.rsync-partial`` and resume on the next attempt.
+3. One ``ssh`` command on the receiver writes the manifest (from its stdin) to
+   ``.manifests/<batch>.sha256.part``, runs ``sha256sum -c`` on it and, only if every file
+   checks, renames it to ``<batch>.sha256``: the commit that hands the batch to the
+   processing side's ingest, which never looks at ``.part`` manifests. The checker's output is
+   read back as the acknowledgement.
+4. Frames are marked ``verified`` only after that commit. Failed frames are re-sent with
+   ``--checksum`` on the next attempt, since a corrupted copy has the size and time of the good one.
+
+Only verified frames become eligible for retention and preferred by emergency cleanup
+(`skylapse.capture.storage`), so nothing that has not provably arrived is deleted first.
+A failing batch is retried with exponential backoff and jitter (tenacity) for as long as the
+worker runs; a failed transfer never blocks capture, which only ever adds rows to the catalog.
+"""
+
+from __future__ import annotations
+
+import shlex
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from skylapse.catalog import Catalog, FrameRecord
+from skylapse.log import get_logger
+from skylapse.transfer.rsync import (
+    CommandRunner,
+    SshTarget,
+    TransferCommandError,
+    rsync_argv,
+    ssh_argv,
+)
+
+log = get_logger(__name__)
+
+MANIFEST_DIR = ".manifests"
+
+
+class VerificationFailed(RuntimeError):
+    """The receiver's checksums did not match for some frames of a batch."""
+
+    def __init__(self, failed: list[str]):
+        self.failed = failed
+        super().__init__(f"{len(failed)} frame(s) failed verification: {', '.join(failed[:5])}")
+
+
+@dataclass
+class TransferStats:
+    """Counters behind the transfer metrics and the /health detail."""
+
+    frames_sent: int = 0
+    bytes_sent: int = 0
+    batches_verified: int = 0
+    failures: int = 0
+    verification_failures: int = 0
+    last_success: datetime | None = None
+    failing_since: datetime | None = None
+    last_error: str | None = None
+    queue_depth: int = 0
+    history: list[str] = field(default_factory=list, repr=False)
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    batch_size: int = 50
+    bandwidth_limit_kbps: int | None = None
+    compress: bool = True
+    rsync_program: str = "rsync"
+    ssh_program: str = "ssh"
+    command_timeout_s: float = 600.0
+    retry_initial_s: float = 1.0
+    retry_max_s: float = 300.0
+
+
+class TransferWorker:
+    """Moves the catalog's pending frames to the processing host, one verified batch at a time."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        buffer_root: str | Path,
+        target: SshTarget,
+        station: str,
+        settings: TransferSettings | None = None,
+    ):
+        self.catalog = catalog
+        self.buffer_root = Path(buffer_root)
+        self.target = target
+        self.station = station
+        self.settings = settings or TransferSettings()
+        self.stats = TransferStats()
+        self.runner = CommandRunner()
+        self._stop = threading.Event()
+
+    @property
+    def remote_dir(self) -> str:
+        return f"{self.target.inbox.rstrip('/')}/{self.station}"
+
+    # -- one batch ---------------------------------------------------------------------------
+
+    def send_batch(self) -> int:
+        """Send and verify one batch; returns how many frames were verified (0: queue empty).
+
+        Raises `TransferCommandError` or `VerificationFailed`; the caller retries.
+        """
+        batch = self._next_batch()
+        self.stats.queue_depth = self.catalog.count_frames() - self.catalog.count_frames(
+            transfer_state="verified"
+        )
+        if not batch:
+            return 0
+        batch_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+        manifest = "".join(f"{r.sha256}  {r.path}\n" for r in batch)
+        files_from = self.buffer_root / MANIFEST_DIR / f"{batch_id}.list"
+        files_from.parent.mkdir(parents=True, exist_ok=True)
+        files_from.write_text("".join(f"{r.path}\n" for r in batch))
+        resend = any(r.transfer_attempts > 0 for r in batch)
+        ids = [r.id for r in batch]
+        try:
+            self.runner.run(
+                rsync_argv(
+                    self.target, self.buffer_root, files_from, self.remote_dir,
+                    bandwidth_limit_kbps=self.settings.bandwidth_limit_kbps,
+                    compress=self.settings.compress, checksum=resend,
+                    rsync_program=self.settings.rsync_program,
+                    ssh_program=self.settings.ssh_program,
+                ),
+                timeout_s=self.settings.command_timeout_s,
+            )
+        finally:
+            files_from.unlink(missing_ok=True)
+        self.catalog.set_transfer_state(ids, "sent")
+        self._verify_and_commit(batch_id, manifest, batch)
+        now = datetime.now(UTC)
+        self.catalog.set_transfer_state(ids, "verified", when=now)
+        self.stats.frames_sent += len(batch)
+        self.stats.bytes_sent += sum(r.size_bytes for r in batch)
+        self.stats.batches_verified += 1
+        self.stats.last_success = now
+        self.stats.failing_since = None
+        self.stats.queue_depth = max(0, self.stats.queue_depth - len(batch))
+        log.info("batch verified", batch=batch_id, frames=len(batch), station=self.station)
+        return len(batch)
+
+    def _next_batch(self) -> list[FrameRecord]:
+        batch = []
+        for record in self.catalog.pending_transfer(self.settings.batch_size):
+            if (self.buffer_root / record.path).is_file():
+                batch.append(record)
+            else:
+                # Not on disk and not deleted by us: nothing to send, and nothing to wait for.
+                self.catalog.mark_deleted(record.id, datetime.now(UTC), "missing from the buffer")
+                log.error("frame missing from the buffer", path=record.path)
+        return batch
+
+    def _verify_and_commit(self, batch_id: str, manifest: str, batch: list[FrameRecord]) -> None:
+        part = f"{MANIFEST_DIR}/{batch_id}.sha256.part"
+        committed = f"{MANIFEST_DIR}/{batch_id}.sha256"
+        # The manifest travels on stdin of the verifying command, so an interrupted rsync never
+        # leaves one behind, and a failed check removes it.
+        script = (
+            f"cd {shlex.quote(self.remote_dir)} && mkdir -p {MANIFEST_DIR} && "
+            f"cat > {part} && sha256sum -c {part} 2>&1; rc=$?; "
+            f"if [ $rc -eq 0 ]; then mv -f {part} {committed} && sync -f . &&"
+            f" echo SKYLAPSE-COMMITTED; else rm -f {part}; fi; exit $rc"
+        )
+        argv = [*ssh_argv(self.target, self.settings.ssh_program), self.target.destination, script]
+        try:
+            out = self.runner.run(
+                argv, timeout_s=self.settings.command_timeout_s, stdin_text=manifest
+            )
+        except TransferCommandError as exc:
+            if exc.returncode == 1:  # sha256sum: some file did not match or is missing
+                failed = _failed_paths(exc.stderr)
+                self._count_attempts(batch, failed)
+                self.stats.verification_failures += 1
+                raise VerificationFailed(failed) from None
+            raise
+        ok = {line.rsplit(": ", 1)[0] for line in out.splitlines() if line.endswith(": OK")}
+        missing = [r.path for r in batch if r.path not in ok]
+        if missing or "SKYLAPSE-COMMITTED" not in out:
+            raise VerificationFailed(missing or ["<manifest not committed>"])
+
+    def _count_attempts(self, batch: list[FrameRecord], failed: list[str]) -> None:
+        # 'sent' bumps the attempt counter, so the next try of these frames uses --checksum.
+        bad = [r.id for r in batch if r.path in set(failed)]
+        if bad:
+            self.catalog.set_transfer_state(bad, "sent")
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def drain(self, deadline_s: float | None = None) -> int:
+        """Send batches until the queue is empty, retrying failures; returns frames verified.
+
+        With ``deadline_s``, gives up (raising the last error) after that many seconds of
+        failing; without it, retries for as long as it takes.
+        """
+        total = 0
+        while not self._stop.is_set():
+            sent = self._send_with_retry(deadline_s)
+            if sent == 0:
+                break
+            total += sent
+        return total
+
+    def run(self, poll_s: float = 5.0) -> None:
+        """Run until `stop`: drain the queue, then wait for new frames."""
+        while not self._stop.is_set():
+            try:
+                self.drain()
+            except Exception as exc:  # never let the worker die; the next poll retries
+                log.error("transfer loop error", error=str(exc))
+            self._stop.wait(poll_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.runner.kill()
+
+    def _send_with_retry(self, deadline_s: float | None) -> int:
+        retrying = Retrying(
+            retry=retry_if_exception(lambda e: _retryable(e) and not self._stop.is_set()),
+            wait=wait_random_exponential(
+                multiplier=self.settings.retry_initial_s, max=self.settings.retry_max_s
+            ),
+            stop=stop_after_delay(deadline_s) if deadline_s is not None else _never,
+            before_sleep=self._on_failure,
+            sleep=self._stop.wait,
+            reraise=True,
+        )
+        try:
+            return retrying(self.send_batch)
+        except RetryError as exc:  # pragma: no cover - reraise=True re-raises the cause
+            raise exc.last_attempt.exception() from None
+        except Exception as exc:
+            self._record_failure(exc)
+            raise
+
+    def _on_failure(self, retry_state) -> None:
+        self._record_failure(retry_state.outcome.exception())
+
+    def _record_failure(self, exc: BaseException | None) -> None:
+        self.stats.failures += 1
+        self.stats.last_error = str(exc)
+        if self.stats.failing_since is None:
+            self.stats.failing_since = datetime.now(UTC)
+        log.warning("transfer attempt failed", error=str(exc), station=self.station)
+
+    def failing_for_s(self, now: datetime | None = None) -> float:
+        """Seconds since transfers started failing (0 while they succeed): the alert input."""
+        if self.stats.failing_since is None:
+            return 0.0
+        return ((now or datetime.now(UTC)) - self.stats.failing_since).total_seconds()
+
+
+def _never(retry_state) -> bool:
+    return False
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, VerificationFailed):
+        return True
+    if isinstance(exc, TransferCommandError):
+        return exc.retryable
+    return isinstance(exc, OSError)
+
+
+def _failed_paths(sha256sum_output: str) -> list[str]:
+    failed = []
+    for line in sha256sum_output.splitlines():
+        path, sep, status = line.rpartition(": ")
+        if sep and status != "OK" and not line.startswith("sha256sum:"):
+            failed.append(path)
+    return failed
+
