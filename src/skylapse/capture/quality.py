@@ -89,8 +89,8 @@ def quality_components(frame_linear_luma: np.ndarray) -> QualityComponents:
         luma = cv2.resize(luma, (MAX_WIDTH, max(1, round(h * MAX_WIDTH / w))),
                           interpolation=cv2.INTER_AREA)
     sub = luma[::2, ::2]
-    high = np.count_nonzero(sub >= CLIP_LEVEL) / sub.size
-    low = np.count_nonzero(sub <= BLACK_LEVEL) / sub.size
+    high = float(np.count_nonzero(sub >= CLIP_LEVEL)) / sub.size
+    low = float(np.count_nonzero(sub <= BLACK_LEVEL)) / sub.size
     clipping = max(0.0, 1.0 - high / 0.1 - low / 0.5)
 
     encoded = cv2.sqrt(np.maximum(luma, 0.0))
