@@ -86,3 +86,95 @@ def test_render_with_clouds_changes_only_the_sky(scene):
     diff = np.abs(cloudy - clear).sum(axis=2)
     assert diff[scene.sky_mask == 1.0].mean() > 0.01
     assert diff[scene.sky_mask == 0.0].max() < 1e-6
+
+
+def _read_linear(path) -> np.ndarray:
+    import cv2
+
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    rgb = bgr[..., ::-1].astype(np.float64) / 255.0
+    return np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def test_sequence_files_exif_and_determinism(tmp_path):
+    from PIL import Image
+
+    a = synthetic.generate_sequence(tmp_path / "a", frames=6, size=(W, H), seed=5)
+    b = synthetic.generate_sequence(tmp_path / "b", frames=6, size=(W, H), seed=5)
+    c = synthetic.generate_sequence(tmp_path / "c", frames=6, size=(W, H), seed=6)
+    files = sorted((tmp_path / "a").glob("frame_*.jpg"))
+    assert [f.name for f in files] == [f"frame_{i:05d}.jpg" for i in range(6)]
+    assert all(5_000 < f.stat().st_size < 200_000 for f in files)
+    for fa in files:
+        assert fa.read_bytes() == (tmp_path / "b" / fa.name).read_bytes()
+    assert a == b and a != c
+    assert synthetic.SequenceTruth.load(tmp_path / "a") == a
+    with Image.open(files[3]) as im:
+        assert im.size == (W, H)
+        exif = im.getexif().get_ifd(0x8769)
+    assert exif[0x9003] == "2024:09:21 18:40:30"  # 3 frames x 10 s after 18:40:00
+    assert exif[0x9291] == "000"
+    assert float(exif[0x829A]) == pytest.approx(1 / 250, rel=1e-4)
+    assert exif[0x8827] == 100 and float(exif[0x829D]) == pytest.approx(8.0)
+
+
+def test_written_brightness_matches_truth_and_flicker_is_as_recorded(tmp_path):
+    clean = synthetic.generate_sequence(
+        tmp_path / "clean", frames=8, size=(W, H), fmt="png", flicker_ev_std=0.0, shake_px=0.0,
+        drift_px_per_frame=0.0, rotation_deg=0.0, seed=2)
+    measured = np.array([synthetic.central_log2_luminance(_read_linear(tmp_path / "clean" / f.file))
+                         for f in clean.frames])
+    truth = clean.column("log2_luminance")
+    np.testing.assert_allclose(measured, truth, atol=0.01)
+    # Smooth, accelerating sunset: -3 EV over the sequence, the last steps the largest.
+    assert truth[-1] - truth[0] == pytest.approx(-3.0, abs=0.1)
+    steps = np.diff(truth)
+    assert np.all(steps < 0) and steps[-1] < 3 * steps[1]
+
+    flick = synthetic.generate_sequence(
+        tmp_path / "flicker", frames=8, size=(W, H), fmt="png", flicker_ev_std=0.2, shake_px=0.0,
+        drift_px_per_frame=0.0, rotation_deg=0.0, seed=2)
+    measured_f = np.array([
+        synthetic.central_log2_luminance(_read_linear(tmp_path / "flicker" / f.file))
+        for f in flick.frames])
+    np.testing.assert_allclose(flick.column("log2_luminance"), truth, atol=1e-9)
+    np.testing.assert_allclose(measured_f - truth, flick.column("flicker_ev"), atol=0.03)
+    assert flick.column("flicker_ev").std() > 0.08
+
+
+def test_shake_truth_matches_the_written_shift(tmp_path):
+    import cv2
+
+    # Fixed light, so that only the shake differs between frames.
+    truth = synthetic.generate_sequence(
+        tmp_path, frames=4, size=(640, 360), fmt="png", flicker_ev_std=0.0, shake_px=3.0,
+        drift_px_per_frame=0.5, rotation_deg=0.0, noise=0.5, clouds=False, seed=8,
+        sunset_ev=0.0, sun_altitude_deg=(-5.0, -5.0))
+    ref = cv2.imread(str(tmp_path / truth.frames[0].file), cv2.IMREAD_GRAYSCALE)
+    win = cv2.createHanningWindow((640, 180), cv2.CV_32F)
+    for f in truth.frames[1:]:
+        img = cv2.imread(str(tmp_path / f.file), cv2.IMREAD_GRAYSCALE)
+        (sx, sy), _ = cv2.phaseCorrelate(ref[180:].astype(np.float32),
+                                         img[180:].astype(np.float32), win)
+        # Windowed phase correlation is good to about a tenth of a pixel.
+        assert sx == pytest.approx(f.dx - truth.frames[0].dx, abs=0.2)
+        assert sy == pytest.approx(f.dy - truth.frames[0].dy, abs=0.2)
+
+
+def test_holy_grail_ramp_steps_are_in_exif_and_in_the_frames(tmp_path):
+    from PIL import Image
+
+    truth = synthetic.generate_sequence(
+        tmp_path, frames=12, size=(W, H), fmt="jpg", flicker_ev_std=0.0, shake_px=0.0,
+        drift_px_per_frame=0.0, rotation_deg=0.0, ramp_ev=2.0, ramp_step_ev=1 / 3, seed=1)
+    cam = truth.column("camera_ev")
+    assert cam[0] == 0.0 and cam[-1] == pytest.approx(2.0)
+    assert np.allclose(np.round(cam * 3), cam * 3)  # whole 1/3 EV steps
+    err = truth.column("exposure_error_ev")
+    assert np.all((err <= 1e-9) & (err > -1 / 3 - 1e-9)) and err.min() < -0.1
+    for f in truth.frames:
+        with Image.open(tmp_path / f.file) as im:
+            t = float(im.getexif().get_ifd(0x8769)[0x829A])
+        assert np.log2(t * 250) == pytest.approx(f.camera_ev, abs=1e-3)
+        measured = synthetic.central_log2_luminance(_read_linear(tmp_path / f.file))
+        assert measured - f.log2_luminance == pytest.approx(f.exposure_error_ev, abs=0.03)
