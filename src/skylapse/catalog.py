@@ -145,15 +145,20 @@ def _from_row(row: sqlite3.Row) -> FrameRecord:
     return FrameRecord(**values)
 
 
-class Catalog:
-    """The capture station's SQLite catalog (frames and sessions), safe to share across threads."""
+class SqliteStore:
+    """A SQLite database in WAL mode with one connection per thread.
+
+    WAL lets one writer and many readers work at once (the capture loop writes while the API
+    and the transfer worker read); a connection per thread is what sqlite3 wants.
+    """
+
+    schema = ""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self._connect() as db:
-            db.executescript(SCHEMA)
+        self._connect().executescript(self.schema)
 
     def _connect(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -183,6 +188,12 @@ class Catalog:
         if db is not None:
             db.close()
             self._local.db = None
+
+
+class Catalog(SqliteStore):
+    """The capture station's catalog (frames and sessions), safe to share across threads."""
+
+    schema = SCHEMA
 
     # --- frames ---------------------------------------------------------------------------
 
@@ -261,6 +272,17 @@ class Catalog:
                 [(state, stamp if state == "verified" else None, state, i) for i in frame_ids],
             )
 
+    def requeue_paths(self, paths: Sequence[str]) -> int:
+        """Put frames back in the transfer queue (the receiver asked for them again)."""
+        with self.transaction() as db:
+            cur = db.executemany(
+                "UPDATE frames SET transfer_state = 'pending', transferred_at = NULL,"
+                " transfer_attempts = transfer_attempts + 1"
+                " WHERE path = ? AND deleted_at IS NULL",
+                [(p,) for p in paths],
+            )
+        return cur.rowcount
+
     def deletion_candidates(self) -> list[FrameRecord]:
         """Live frames in the order emergency cleanup deletes them: verified first, then oldest."""
         rows = self._connect().execute(
@@ -299,3 +321,216 @@ class Catalog:
     def sessions(self) -> list[dict[str, Any]]:
         rows = self._connect().execute("SELECT * FROM sessions ORDER BY started_at")
         return [dict(r) for r in rows]
+
+
+PROCESSING_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sequences (
+    id          INTEGER PRIMARY KEY,
+    station     TEXT NOT NULL,
+    camera      TEXT NOT NULL,
+    session_id  TEXT NOT NULL,
+    first_at    TEXT,
+    last_at     TEXT,
+    frames      INTEGER NOT NULL DEFAULT 0,
+    phases      TEXT NOT NULL DEFAULT '[]',
+    closed_at   TEXT,
+    UNIQUE (station, camera, session_id)
+);
+CREATE TABLE IF NOT EXISTS ingested (
+    id          INTEGER PRIMARY KEY,
+    station     TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    store_path  TEXT NOT NULL,
+    sha256      TEXT NOT NULL,
+    size_bytes  INTEGER NOT NULL,
+    captured_at TEXT,
+    phase       TEXT,
+    sequence_id INTEGER REFERENCES sequences(id),
+    metadata    TEXT,
+    ingested_at TEXT NOT NULL,
+    UNIQUE (station, path)
+);
+CREATE INDEX IF NOT EXISTS ingested_sequence ON ingested(sequence_id, captured_at);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id              INTEGER PRIMARY KEY,
+    station         TEXT NOT NULL,
+    path            TEXT NOT NULL,
+    quarantine_path TEXT NOT NULL,
+    reason          TEXT NOT NULL,
+    at              TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id             TEXT PRIMARY KEY,
+    kind           TEXT NOT NULL,
+    params         TEXT NOT NULL,
+    state          TEXT NOT NULL,
+    error          TEXT,
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    progress       REAL NOT NULL DEFAULT 0,
+    result         TEXT,
+    correlation_id TEXT,
+    created_at     TEXT NOT NULL,
+    started_at     TEXT,
+    finished_at    TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, created_at);
+"""
+
+JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat(timespec="microseconds") if dt else None
+
+
+class ProcessingCatalog(SqliteStore):
+    """The processing host's catalog: ingested frames, their sequences, quarantine and jobs."""
+
+    schema = PROCESSING_SCHEMA
+
+    # --- ingest ---------------------------------------------------------------------------
+
+    def is_ingested(self, station: str, path: str) -> bool:
+        row = self._connect().execute(
+            "SELECT 1 FROM ingested WHERE station = ? AND path = ?", (station, path)
+        ).fetchone()
+        return row is not None
+
+    def record_ingested(
+        self,
+        *,
+        station: str,
+        path: str,
+        store_path: str,
+        sha256: str,
+        size_bytes: int,
+        captured_at: datetime | None,
+        camera: str,
+        session_id: str,
+        phase: str | None,
+        metadata: dict[str, Any],
+        now: datetime,
+    ) -> int:
+        """Add a verified frame to its sequence (created on first sight); returns the sequence id.
+
+        Idempotent: a frame already recorded for (station, path) is left as it is.
+        """
+        at = _iso(captured_at)
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO sequences (station, camera, session_id) VALUES (?, ?, ?)",
+                (station, camera, session_id),
+            )
+            seq = db.execute(
+                "SELECT id, phases FROM sequences"
+                " WHERE station = ? AND camera = ? AND session_id = ?",
+                (station, camera, session_id),
+            ).fetchone()
+            cur = db.execute(
+                "INSERT OR IGNORE INTO ingested (station, path, store_path, sha256, size_bytes,"
+                " captured_at, phase, sequence_id, metadata, ingested_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (station, path, store_path, sha256, size_bytes, at, phase, seq["id"],
+                 json.dumps(metadata, default=str), _iso(now)),
+            )
+            if cur.rowcount:
+                phases = json.loads(seq["phases"])
+                if phase and phase not in phases:
+                    phases.append(phase)
+                db.execute(
+                    "UPDATE sequences SET frames = frames + 1, phases = ?,"
+                    " first_at = MIN(COALESCE(first_at, ?), ?),"
+                    " last_at = MAX(COALESCE(last_at, ?), ?) WHERE id = ?",
+                    (json.dumps(phases), at, at, at, at, seq["id"]),
+                )
+        return seq["id"]
+
+    def record_quarantine(
+        self, station: str, path: str, quarantine_path: str, reason: str, now: datetime
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO quarantine (station, path, quarantine_path, reason, at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (station, path, quarantine_path, reason, _iso(now)),
+            )
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._connect().execute("SELECT * FROM quarantine ORDER BY id")]
+
+    def sequences(self) -> list[dict[str, Any]]:
+        rows = self._connect().execute("SELECT * FROM sequences ORDER BY first_at, id")
+        return [{**dict(r), "phases": json.loads(r["phases"])} for r in rows]
+
+    def sequence(self, sequence_id: int) -> dict[str, Any] | None:
+        row = self._connect().execute(
+            "SELECT * FROM sequences WHERE id = ?", (sequence_id,)
+        ).fetchone()
+        return {**dict(row), "phases": json.loads(row["phases"])} if row else None
+
+    def close_sequence(self, sequence_id: int, when: datetime) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE sequences SET closed_at = ? WHERE id = ?", (_iso(when), sequence_id))
+
+    def sequence_frames(self, sequence_id: int, phase: str | None = None) -> list[dict[str, Any]]:
+        """The stored frames of a sequence in capture order (optionally one phase only)."""
+        sql, args = "SELECT * FROM ingested WHERE sequence_id = ?", [sequence_id]
+        if phase is not None:
+            sql += " AND phase = ?"
+            args.append(phase)
+        sql += " ORDER BY captured_at, path"
+        return [dict(r) for r in self._connect().execute(sql, args)]
+
+    # --- jobs -----------------------------------------------------------------------------
+
+    def add_job(
+        self, job_id: str, kind: str, params: dict[str, Any], now: datetime,
+        correlation_id: str | None = None,
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO jobs (id, kind, params, state, created_at, correlation_id)"
+                " VALUES (?, ?, ?, 'queued', ?, ?)",
+                (job_id, kind, json.dumps(params, default=str), _iso(now), correlation_id),
+            )
+
+    def update_job(self, job_id: str, **changes: Any) -> None:
+        if "state" in changes and changes["state"] not in JOB_STATES:
+            raise ValueError(f"unknown job state {changes['state']!r}")
+        allowed = {"state", "error", "attempts", "progress", "result", "started_at", "finished_at"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"cannot update job fields {sorted(unknown)}")
+        values = {
+            k: (_iso(v) if isinstance(v, datetime) else json.dumps(v) if k == "result" else v)
+            for k, v in changes.items()
+        }
+        sets = ", ".join(f"{k} = ?" for k in values)
+        with self.transaction() as db:
+            db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", [*values.values(), job_id])
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        row = self._connect().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job_dict(row) if row else None
+
+    def jobs(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM jobs", []
+        if state is not None:
+            sql += " WHERE state = ?"
+            args.append(state)
+        sql += " ORDER BY created_at DESC LIMIT ?"
+        args.append(limit)
+        return [_job_dict(r) for r in self._connect().execute(sql, args)]
+
+    def queue_depth(self) -> int:
+        """Jobs waiting or running: the ``processing_queue_depth`` metric."""
+        return self._connect().execute(
+            "SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')"
+        ).fetchone()[0]
+
+
+def _job_dict(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    out["params"] = json.loads(out["params"])
+    out["result"] = json.loads(out["result"]) if out["result"] else None
+    return out

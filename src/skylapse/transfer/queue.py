@@ -13,6 +13,8 @@ stopped. One batch goes like this:
    checks, renames it to ``<batch>.sha256``: the commit that hands the batch to the
    processing side's ingest, which never looks at ``.part`` manifests. The checker's output is
    read back as the acknowledgement.
+   The same command hands back the receiver's ``.resend`` list (frames its ingest quarantined
+   after arrival), which go back into the queue.
 4. Frames are marked ``verified`` only after that commit. Failed frames are re-sent with
    ``--checksum`` on the next attempt, since a corrupted copy has the size and time of the good one.
 
@@ -52,6 +54,10 @@ from skylapse.transfer.rsync import (
 log = get_logger(__name__)
 
 MANIFEST_DIR = ".manifests"
+#: Paths the receiver's ingest rejected after arrival (see `skylapse.processing.ingest`).
+RESEND_FILE = ".resend"
+COMMITTED_MARK = "SKYLAPSE-COMMITTED"
+RESEND_MARK = "SKYLAPSE-RESEND"
 
 
 class VerificationFailed(RuntimeError):
@@ -180,7 +186,11 @@ class TransferWorker:
             f"cd {shlex.quote(self.remote_dir)} && mkdir -p {MANIFEST_DIR} && "
             f"cat > {part} && sha256sum -c {part} 2>&1; rc=$?; "
             f"if [ $rc -eq 0 ]; then mv -f {part} {committed} && sync -f . &&"
-            f" echo SKYLAPSE-COMMITTED; else rm -f {part}; fi; exit $rc"
+            f" echo {COMMITTED_MARK}; else rm -f {part}; fi; "
+            # frames the receiver's ingest rejected after arrival, to be sent again
+            f"if [ -f {RESEND_FILE} ] && mv -f {RESEND_FILE} {RESEND_FILE}.reading; then"
+            f" echo {RESEND_MARK}; cat {RESEND_FILE}.reading; rm -f {RESEND_FILE}.reading; fi; "
+            "exit $rc"
         )
         argv = [*ssh_argv(self.target, self.settings.ssh_program), self.target.destination, script]
         try:
@@ -194,10 +204,17 @@ class TransferWorker:
                 self.stats.verification_failures += 1
                 raise VerificationFailed(failed) from None
             raise
-        ok = {line.rsplit(": ", 1)[0] for line in out.splitlines() if line.endswith(": OK")}
+        checked, _, resend = out.partition(RESEND_MARK)
+        self._requeue(resend.split())
+        ok = {ln.rsplit(": ", 1)[0] for ln in checked.splitlines() if ln.endswith(": OK")}
         missing = [r.path for r in batch if r.path not in ok]
-        if missing or "SKYLAPSE-COMMITTED" not in out:
+        if missing or COMMITTED_MARK not in checked:
             raise VerificationFailed(missing or ["<manifest not committed>"])
+
+    def _requeue(self, paths: list[str]) -> None:
+        if paths:
+            n = self.catalog.requeue_paths(paths)
+            log.warning("receiver asked to re-send frames", frames=n, station=self.station)
 
     def _count_attempts(self, batch: list[FrameRecord], failed: list[str]) -> None:
         # 'sent' bumps the attempt counter, so the next try of these frames uses --checksum.
