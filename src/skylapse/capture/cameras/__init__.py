@@ -1,0 +1,71 @@
+"""The camera layer of the capture service: one async interface over every camera.
+
+Public API (details in each module):
+
+- ``base``: :class:`Camera` (``capabilities``, ``supports_capability``, ``configure``,
+  ``capture(settings) -> Frame``, ``capture_hdr_sequence(settings, ev_offsets)``,
+  ``autofocus``, ``close``), :class:`CameraCapability`, :class:`CaptureSettings`,
+  :class:`CameraConfig`, :class:`Frame`, :class:`FrameMetadata`, :func:`bracket_exposures`.
+  Frame pixels: uint16 (H, W, 3) RGB, sRGB-encoded 0..65535 after white balance (the pipeline
+  convention of ``skylapse.processing.srgb``).
+- ``factory``: :class:`CameraFactory` (``auto_detect_camera()``, ``create(name)``).
+- backends: :class:`Picamera2Camera`, :class:`UsbCamera`, :class:`SimulatedCamera`,
+  :class:`ReplayCamera`.
+- ``profiles``: YAML camera profiles (``builtin_profile``, ``load_profile``, ``ProfileError``).
+- ``focus``: ``focus_score`` (variance of the Laplacian), ``contrast_autofocus``.
+"""
+
+from skylapse.capture.cameras.base import (
+    Camera,
+    CameraCapability,
+    CameraConfig,
+    CameraError,
+    CapabilityNotSupported,
+    CaptureSettings,
+    Frame,
+    FrameMetadata,
+    bracket_exposures,
+)
+from skylapse.capture.cameras.factory import CameraFactory
+from skylapse.capture.cameras.focus import FocusResult, contrast_autofocus, focus_score
+from skylapse.capture.cameras.picamera import Picamera2Camera
+from skylapse.capture.cameras.profiles import (
+    CameraProfile,
+    ProfileError,
+    available_profiles,
+    builtin_profile,
+    load_profile,
+    profile_for_sensor,
+)
+from skylapse.capture.cameras.replay import ReplayCamera, ReplayExhausted
+from skylapse.capture.cameras.simulated import Location, SimulatedCamera, SimWeather
+from skylapse.capture.cameras.usb import UsbCamera
+
+__all__ = [
+    "Camera",
+    "CameraCapability",
+    "CameraConfig",
+    "CameraError",
+    "CameraFactory",
+    "CameraProfile",
+    "CapabilityNotSupported",
+    "CaptureSettings",
+    "FocusResult",
+    "Frame",
+    "FrameMetadata",
+    "Location",
+    "Picamera2Camera",
+    "ProfileError",
+    "ReplayCamera",
+    "ReplayExhausted",
+    "SimWeather",
+    "SimulatedCamera",
+    "UsbCamera",
+    "available_profiles",
+    "bracket_exposures",
+    "builtin_profile",
+    "contrast_autofocus",
+    "focus_score",
+    "load_profile",
+    "profile_for_sensor",
+]
