@@ -265,3 +265,26 @@ def test_analysis_accepts_grey_uint8_and_float_luminance():
     assert grey8.ndim == 2 and len(a8) == 3 and a8.gains().shape == (3,)
     with pytest.raises(TypeError):
         dfk.DeflickerAnalysis().add(lin.astype(np.int32))
+
+
+def test_short_sequences_and_unmeasurable_frames_get_finite_gains():
+    rng = np.random.default_rng(0)
+    lit = rng.uniform(0.1, 0.5, (36, 64)).astype(np.float32)
+    for n in (1, 2, 3, 5):
+        analysis = dfk.DeflickerAnalysis()
+        for i in range(n):
+            analysis.add(lit * 2 ** (0.1 * (-1) ** i))
+        gains = analysis.gains()
+        assert gains.shape == (n,) and np.all(np.isfinite(gains)) and np.all(gains > 0)
+    # a black frame in the middle cannot be measured: it keeps gain 1 (no EXIF), others fine
+    analysis = dfk.DeflickerAnalysis()
+    for i in range(40):
+        frame = np.zeros_like(lit) if i == 20 else lit * 2 ** rng.normal(0, 0.08)
+        analysis.add(frame)
+    assert math.isnan(analysis.measured[20])
+    gains = analysis.gains()
+    assert gains[20] == pytest.approx(1.0)
+    assert np.all(np.isfinite(gains))
+    corrected = analysis.measured + np.log2(gains)
+    assert np.nanstd(corrected) < 0.5 * np.nanstd(analysis.measured)
+    assert np.nanmax(np.abs(np.diff(corrected))) < 0.01  # frame to frame: smooth
