@@ -54,8 +54,8 @@ def ecc_warp(
     init: np.ndarray | None = None,
     finest_level: int = 0,
     coarsest_size: int = 48,
-    iterations: int = 60,
-    epsilon: float = 1e-6,
+    iterations: int = 30,
+    epsilon: float = 1e-5,
     min_pixels: int = 1500,
     max_step: float = 2.0,
 ) -> np.ndarray:
@@ -118,6 +118,19 @@ def ecc_warp(
     warp = warp.astype(np.float64)
     warp[:, 2] *= 2.0**finest_level
     return warp
+
+
+def working_level(shape: tuple[int, ...], min_side: int = 256) -> int:
+    """The coarsest pyramid level whose shorter side is still >= ``min_side`` (0 if none).
+
+    ECC's accuracy is a small fraction of a pixel at the level it finishes on, so ~270 px
+    (a quarter of 1080p) already gives a few hundredths of a full-resolution pixel at a
+    sixteenth of the cost.
+    """
+    level = 0
+    while min(shape[:2]) >> (level + 1) >= min_side:
+        level += 1
+    return level
 
 
 def apply_warp(
