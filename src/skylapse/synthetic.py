@@ -43,6 +43,7 @@ import cv2
 import numpy as np
 
 from skylapse import sky
+from skylapse.exif import exif_bytes, with_exif_jpeg, with_exif_png
 
 #: Rec. 709 / sRGB luminance weights.
 LUMA_WEIGHTS = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
@@ -604,10 +605,6 @@ BASE_EXPOSURE_TIME_S = 1 / 250
 BASE_ISO = 100
 BASE_F_NUMBER = 8.0
 
-_EXIF_IFD = 0x8769
-_TAG_MAKE, _TAG_MODEL, _TAG_DATETIME = 0x010F, 0x0110, 0x0132
-_TAG_EXPOSURE_TIME, _TAG_F_NUMBER, _TAG_ISO = 0x829A, 0x829D, 0x8827
-_TAG_DATETIME_ORIGINAL, _TAG_SUBSEC_ORIGINAL = 0x9003, 0x9291
 
 
 @dataclass(frozen=True)
@@ -673,47 +670,6 @@ class SequenceTruth:
         d = json.loads(p.read_text())
         frames = tuple(FrameTruth(**f) for f in d.pop("frames"))
         return cls(frames=frames, **d)
-
-
-def _exif_bytes(when: datetime, exposure_time: float, iso: int, f_number: float) -> bytes:
-    from fractions import Fraction
-
-    from PIL import Image
-    from PIL.TiffImagePlugin import IFDRational
-
-    exif = Image.Exif()
-    exif[_TAG_MAKE] = "Skylapse"
-    exif[_TAG_MODEL] = "synthetic"
-    stamp = when.strftime("%Y:%m:%d %H:%M:%S")
-    exif[_TAG_DATETIME] = stamp
-    ifd = exif.get_ifd(_EXIF_IFD)
-    ifd[_TAG_DATETIME_ORIGINAL] = stamp
-    ifd[_TAG_SUBSEC_ORIGINAL] = f"{when.microsecond // 1000:03d}"
-    et = Fraction(exposure_time).limit_denominator(1_000_000)
-    ifd[_TAG_EXPOSURE_TIME] = IFDRational(et.numerator, et.denominator)
-    fn = Fraction(f_number).limit_denominator(100)
-    ifd[_TAG_F_NUMBER] = IFDRational(fn.numerator, fn.denominator)
-    ifd[_TAG_ISO] = int(iso)
-    return exif.tobytes()
-
-
-def _with_exif_jpeg(jpeg: bytes, exif: bytes) -> bytes:
-    """Insert an APP1 Exif segment right after SOI (no re-encoding)."""
-    if jpeg[:2] != b"\xff\xd8":
-        raise ValueError("not a JPEG stream")
-    segment = b"\xff\xe1" + (len(exif) + 2).to_bytes(2, "big") + exif
-    return jpeg[:2] + segment + jpeg[2:]
-
-
-def _with_exif_png(png: bytes, exif: bytes) -> bytes:
-    """Insert an eXIf chunk after IHDR (PNG 1.5 extension; the TIFF data without 'Exif\\0\\0')."""
-    import zlib
-
-    data = exif[6:] if exif.startswith(b"Exif\x00\x00") else exif
-    chunk = len(data).to_bytes(4, "big") + b"eXIf" + data
-    chunk += zlib.crc32(b"eXIf" + data).to_bytes(4, "big")
-    ihdr_end = 8 + 4 + 4 + 13 + 4
-    return png[:ihdr_end] + chunk + png[ihdr_end:]
 
 
 @cache
@@ -843,15 +799,15 @@ def generate_sequence(
         rgb8 = (enc >> 4).astype(np.uint8)
         bgr = cv2.cvtColor(rgb8, cv2.COLOR_RGB2BGR)
         when = start + timedelta(seconds=i * interval_s)
-        exif = _exif_bytes(when, BASE_EXPOSURE_TIME_S * 2.0 ** camera_ev[i], BASE_ISO,
-                           BASE_F_NUMBER)
+        exif = exif_bytes(when, exposure_time_s=BASE_EXPOSURE_TIME_S * 2.0 ** camera_ev[i],
+                          iso=BASE_ISO, f_number=BASE_F_NUMBER, model="synthetic")
         name = f"frame_{i:05d}.{fmt}"
         if fmt == "jpg":
             ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
-            data = _with_exif_jpeg(buf.tobytes(), exif)
+            data = with_exif_jpeg(buf.tobytes(), exif)
         else:
             ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-            data = _with_exif_png(buf.tobytes(), exif)
+            data = with_exif_png(buf.tobytes(), exif)
         if not ok:
             raise RuntimeError(f"could not encode {name}")
         (out / name).write_bytes(data)
