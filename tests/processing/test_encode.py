@@ -222,3 +222,33 @@ def test_parse_size(spec: str | None, source: tuple[int, int], expected: tuple[i
 def test_parse_size_rejects_garbage(spec: str) -> None:
     with pytest.raises(ValueError, match=r"size|height|even"):
         parse_size(spec, (1920, 1080))
+
+
+class _FailingStream:
+    """Stands in for the PyAV stream: encodes two frames, then fails like a full disk."""
+
+    def __init__(self, stream: av.video.stream.VideoStream) -> None:
+        self._stream = stream
+        self.calls = 0
+
+    def encode(self, frame: av.VideoFrame | None) -> list[av.Packet]:
+        self.calls += 1
+        if frame is not None and self.calls > 2:
+            raise OSError("No space left on device")
+        return self._stream.encode(frame)
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_encoder_errors_reach_the_producer(tmp_path: Path, background: bool) -> None:
+    out = tmp_path / "a.mp4"
+    frame = _frames(1)[0]
+    video = VideoEncoder(out, codec="h264", size=(W, H), preset="ultrafast",
+                         background=background)
+    video._stream = _FailingStream(video._stream)  # type: ignore[assignment]
+    with pytest.raises(OSError, match="No space"):
+        for _ in range(50):  # the error surfaces on a later write (or at close)
+            video.write(frame)
+        video.close()
+    video.abort()
+    assert list(tmp_path.iterdir()) == []
+
