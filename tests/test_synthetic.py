@@ -113,7 +113,7 @@ def test_sequence_files_exif_and_determinism(tmp_path):
         assert im.size == (W, H)
         exif = im.getexif().get_ifd(0x8769)
     assert exif[0x9003] == "2024:09:21 18:40:30"  # 3 frames x 10 s after 18:40:00
-    assert exif[0x9291] == "000"
+    assert exif[0x9291] == "000000"  # SubSecTimeOriginal in microseconds
     assert float(exif[0x829A]) == pytest.approx(1 / 250, rel=1e-4)
     assert exif[0x8827] == 100 and float(exif[0x829D]) == pytest.approx(8.0)
 
