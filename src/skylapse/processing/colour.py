@@ -1,0 +1,270 @@
+"""Colour: white balance (gray world or a Kelvin value), contrast and saturation.
+
+White balance is a per-channel gain in linear light (a von Kries-style diagonal scaling in
+the sRGB primaries, as a camera applies its white-balance multipliers). Gains are normalized
+so that a neutral of the scene keeps its luminance (Rec. 709 weights): correcting a cast
+changes colour, not exposure.
+
+- ``gray_world_gains(frame)``: the gray-world assumption (Buchsbaum 1980): the scene's average
+  reflectance is achromatic, so the mean of each channel (in linear light) should be equal.
+  Clipped pixels (whose true colour is unknown) and very dark ones (noise, black level) are
+  left out. A timelapse should not change its balance frame by frame: measure on reduced
+  frames in pass 1 and smooth over time, or measure once.
+- ``kelvin_gains(kelvin, reference=6500)``: the frames were lit by a black body of ``kelvin``;
+  the gains map its white to the white of ``reference`` (photographers' convention: 3200 K
+  corrects tungsten light, so the picture gets bluer; 10000 K makes it warmer). The
+  chromaticity of the Planckian locus comes from the cubic approximation of Kim et al.
+  (US patent 7,024,034, 2006; valid 1667-25000 K, within about 1e-3 in xy), converted to
+  linear sRGB with the IEC 61966-2-1 matrix.
+- ``apply_white_balance(frame, gains)``: one 16-bit table lookup per sample, exact in linear
+  light.
+- ``adjust_contrast_saturation(frame, contrast, saturation)``: contrast is an S-curve about
+  mid-grey (18 % reflectance) in the sRGB-encoded domain, which is close to perceptually
+  uniform (like CIE L*), fixing black, mid-grey and white; saturation scales chroma against
+  Rec. 709 luma of the encoded values (as video tools such as ffmpeg's ``eq`` do), so that
+  saturation 0 gives exact greys. Both are identities at 1.0.
+- ``ColourGrade(gains, contrast, saturation)``: everything above folded into one per-channel
+  table and one 3x3 matrix, built once per sequence; ``grade.apply(frame)`` per frame in
+  pass 2 costs one lookup and one ``cv2.transform``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from skylapse.processing import srgb
+
+REC709_LUMA = np.array([0.2126, 0.7152, 0.0722])
+# CIE XYZ to linear sRGB (IEC 61966-2-1:1999).
+XYZ_TO_LINEAR_SRGB = np.array(
+    [
+        [3.2404542, -1.5371385, -0.4985314],
+        [-0.9692660, 1.8760108, 0.0415560],
+        [0.0556434, -0.2040259, 1.0572252],
+    ]
+)
+KELVIN_RANGE = (1667.0, 25000.0)
+MID_GREY = float(srgb.encode(0.18))  # 18 % reflectance, about 0.461 encoded
+
+Gains = tuple[float, float, float]
+
+
+def _check_frame(frame: np.ndarray) -> None:
+    if frame.dtype != np.uint16 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise TypeError(f"expected a uint16 (H, W, 3) frame, got {frame.dtype} {frame.shape}")
+
+
+def _luminance_preserving(gains: np.ndarray, neutral: np.ndarray) -> Gains:
+    """Scale ``gains`` so that ``neutral * gains`` has the luminance of ``neutral``."""
+    scale = float(REC709_LUMA @ neutral) / float(REC709_LUMA @ (neutral * gains))
+    g = gains * scale
+    return (float(g[0]), float(g[1]), float(g[2]))
+
+
+def gray_world_gains(
+    frame: np.ndarray,
+    *,
+    clip_level: float = 0.98,
+    dark_level: float = 0.01,
+    max_gain_ratio: float = 4.0,
+    max_samples: int = 40_000,
+) -> Gains:
+    """White-balance gains (r, g, b) that make the frame's average colour neutral.
+
+    Pixels with any channel at or above ``clip_level`` (fraction of full scale, encoded) and
+    pixels whose linear luminance is below ``dark_level`` are ignored. Gains are luminance
+    preserving and limited so that no two differ by more than ``max_gain_ratio`` (a scene that
+    really is one colour, e.g. a red sunset, should not be turned grey). With too few usable
+    pixels (fewer than 0.1 %) the gains are (1, 1, 1). At most about ``max_samples`` pixels
+    (a regular subsample) are read.
+    """
+    _check_frame(frame)
+    h, w = frame.shape[:2]
+    step = max(1, int(np.sqrt(h * w / max_samples)))
+    sample = frame[::step, ::step].reshape(-1, 3)
+    lin = srgb.to_linear(sample)
+    usable = (sample.max(axis=1) < clip_level * srgb.MAX16) & (
+        lin @ REC709_LUMA.astype(np.float32) > dark_level
+    )
+    if usable.sum() < max(1, sample.shape[0] // 1000):
+        return (1.0, 1.0, 1.0)
+    mean = lin[usable].mean(axis=0, dtype=np.float64)
+    target = float(REC709_LUMA @ mean)
+    gains = target / np.maximum(mean, 1e-9)
+    # Limit the spread of the gains about their geometric mean.
+    centre = np.exp(np.log(gains).mean())
+    half = np.sqrt(max_gain_ratio)
+    gains = np.clip(gains, centre / half, centre * half)
+    return _luminance_preserving(gains, mean)
+
+
+def planckian_xy(kelvin: float) -> tuple[float, float]:
+    """CIE 1931 chromaticity (x, y) of a black body, by the cubic fit of Kim et al. (2006)."""
+    t = float(kelvin)
+    if not KELVIN_RANGE[0] <= t <= KELVIN_RANGE[1]:
+        lo, hi = KELVIN_RANGE
+        raise ValueError(f"colour temperature {t:g} K outside {lo:g}-{hi:g} K")
+    if t <= 4000:
+        x = -0.2661239e9 / t**3 - 0.2343589e6 / t**2 + 0.8776956e3 / t + 0.179910
+    else:
+        x = -3.0258469e9 / t**3 + 2.1070379e6 / t**2 + 0.2226347e3 / t + 0.240390
+    if t <= 2222:
+        y = -1.1063814 * x**3 - 1.34811020 * x**2 + 2.18555832 * x - 0.20219683
+    elif t <= 4000:
+        y = -0.9549476 * x**3 - 1.37418593 * x**2 + 2.09137015 * x - 0.16748867
+    else:
+        y = 3.0817580 * x**3 - 5.87338670 * x**2 + 3.75112997 * x - 0.37001483
+    return x, y
+
+
+def planckian_linear_rgb(kelvin: float) -> np.ndarray:
+    """Linear sRGB of a black body's white at luminance Y = 1 (may leave the gamut < 1900 K)."""
+    x, y = planckian_xy(kelvin)
+    xyz = np.array([x / y, 1.0, (1.0 - x - y) / y])
+    return XYZ_TO_LINEAR_SRGB @ xyz
+
+
+def kelvin_gains(kelvin: float, reference: float = 6500.0) -> Gains:
+    """Gains that turn the white of a ``kelvin`` black body into that of ``reference``.
+
+    ``kelvin`` is the light the frames were taken in: 3200 K (tungsten) gives gains that cool
+    the picture, 10000 K (blue shade) gains that warm it, and ``kelvin == reference`` gives
+    (1, 1, 1). The luminance of a neutral is preserved.
+    """
+    source = planckian_linear_rgb(kelvin)
+    target = planckian_linear_rgb(reference)
+    if np.any(source <= 0) or np.any(target <= 0):
+        raise ValueError(f"{kelvin:g} K or {reference:g} K lies outside the sRGB gamut")
+    return _luminance_preserving(target / source, source)
+
+
+def _cast_gains(gains: Gains | np.ndarray) -> Gains:
+    g = tuple(float(v) for v in np.asarray(gains, dtype=np.float64).reshape(-1))
+    if len(g) != 3 or not all(np.isfinite(v) and v > 0 for v in g):
+        raise ValueError(f"gains must be three positive numbers, got {gains!r}")
+    return (g[0], g[1], g[2])
+
+
+@lru_cache(maxsize=16)
+def _white_balance_lut(gains: Gains) -> np.ndarray:
+    lut = np.stack([srgb.gain_lut(g) for g in gains], axis=-1).reshape(65536, 1, 3)
+    lut.setflags(write=False)
+    return lut
+
+
+def apply_lut16(frame: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """Look up every uint16 sample in a 65536-entry table, one table per channel.
+
+    ``lut`` is (65536,) for all channels or (65536, 1, 3) per channel. Uses ``cv2.LUT``, which
+    takes 16-bit input since OpenCV 5 (about 3x faster than numpy indexing); falls back to
+    numpy on older OpenCV.
+    """
+    try:
+        return cv2.LUT(frame, lut)
+    except cv2.error:
+        if lut.ndim == 1:
+            return lut[frame]
+        return np.stack([lut[:, 0, c][frame[..., c]] for c in range(3)], axis=-1)
+
+
+def apply_white_balance(frame: np.ndarray, gains: Gains | np.ndarray) -> np.ndarray:
+    """Multiply each channel of a uint16 sRGB frame by its gain in linear light.
+
+    Values pushed past white clip to white. Tables are cached per gains, so per-frame calls
+    with the sequence's gains cost one lookup per sample.
+    """
+    _check_frame(frame)
+    return apply_lut16(frame, _white_balance_lut(_cast_gains(gains)))
+
+
+def contrast_curve(values: np.ndarray, contrast: float) -> np.ndarray:
+    """The contrast S-curve on sRGB-encoded values in [0, 1].
+
+    Two power curves meet at mid-grey ``p`` with slope ``contrast`` there:
+    ``p (v/p)^c`` below, ``1 - (1-p) ((1-v)/(1-p))^c`` above. Black, mid-grey and white stay
+    put, the curve is monotonic, and ``c = 1`` is the identity; ``c > 1`` steepens the mid-tones
+    and rolls off shadows and highlights smoothly, ``c < 1`` flattens.
+    """
+    if contrast <= 0:
+        raise ValueError(f"contrast must be > 0, got {contrast}")
+    v = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
+    p = MID_GREY
+    low = p * (v / p) ** contrast
+    high = 1.0 - (1.0 - p) * ((1.0 - v) / (1.0 - p)) ** contrast
+    return np.where(v <= p, low, high)
+
+
+@lru_cache(maxsize=16)
+def _contrast_lut(contrast: float) -> np.ndarray:
+    lut = np.rint(contrast_curve(np.arange(65536) / 65535.0, contrast) * 65535).astype(np.uint16)
+    lut.setflags(write=False)
+    return lut
+
+
+def saturation_matrix(saturation: float) -> np.ndarray:
+    """3x3 matrix ``s I + (1 - s) 1 l^T`` with ``l`` the Rec. 709 luma weights.
+
+    It keeps luma, scales chroma by ``s``; ``s = 0`` makes the three rows equal (exact grey).
+    """
+    if saturation < 0:
+        raise ValueError(f"saturation must be >= 0, got {saturation}")
+    s = float(saturation)
+    return (s * np.eye(3) + (1.0 - s) * np.tile(REC709_LUMA, (3, 1))).astype(np.float32)
+
+
+def adjust_contrast_saturation(
+    frame: np.ndarray, contrast: float = 1.0, saturation: float = 1.0
+) -> np.ndarray:
+    """Contrast about mid-grey and saturation of a uint16 sRGB frame (exact identity at 1, 1)."""
+    _check_frame(frame)
+    if contrast <= 0:
+        raise ValueError(f"contrast must be > 0, got {contrast}")
+    out = frame if contrast == 1.0 else apply_lut16(frame, _contrast_lut(float(contrast)))
+    if saturation != 1.0:
+        out = cv2.transform(out, saturation_matrix(saturation))
+    return out.copy() if out is frame else out
+
+
+@dataclass(frozen=True)
+class ColourGrade:
+    """White balance, contrast and saturation for a whole sequence, applied in two passes.
+
+    The white-balance gains (linear light) and the contrast curve (encoded) compose into one
+    per-channel 16-bit table; saturation is one 3x3 ``cv2.transform``. Equivalent to
+    ``adjust_contrast_saturation(apply_white_balance(f, gains), contrast, saturation)``.
+    """
+
+    gains: Gains = (1.0, 1.0, 1.0)
+    contrast: float = 1.0
+    saturation: float = 1.0
+    _lut: np.ndarray | None = field(init=False, repr=False, compare=False, default=None)
+
+    def __post_init__(self) -> None:
+        gains = _cast_gains(self.gains)
+        object.__setattr__(self, "gains", gains)
+        if self.contrast <= 0:
+            raise ValueError(f"contrast must be > 0, got {self.contrast}")
+        saturation_matrix(self.saturation)  # validates
+        lut = None
+        if gains != (1.0, 1.0, 1.0):
+            lut = _white_balance_lut(gains)
+        if self.contrast != 1.0:
+            curve = _contrast_lut(float(self.contrast))
+            lut = curve.reshape(65536, 1, 1).repeat(3, axis=2) if lut is None else curve[lut]
+        object.__setattr__(self, "_lut", lut)
+
+    @property
+    def is_identity(self) -> bool:
+        return self._lut is None and self.saturation == 1.0
+
+    def apply(self, frame: np.ndarray) -> np.ndarray:
+        """Grade one uint16 sRGB frame (a new array; the input is left untouched)."""
+        _check_frame(frame)
+        out = frame if self._lut is None else apply_lut16(frame, self._lut)
+        if self.saturation != 1.0:
+            out = cv2.transform(out, saturation_matrix(self.saturation))
+        return out.copy() if out is frame else out
