@@ -4,7 +4,7 @@
 survey of Pertuz, Puig & Garcia (2013, "Analysis of focus measure operators for
 shape-from-focus", Pattern Recognition 46) ranks among the most discriminating and cheapest
 operators. It is computed on the luma of the central window only, where a landscape camera's
-subject (the ridge line) is, and costs ~2 ms on a 1080p frame.
+subject (the ridge line) is, reduced to about 640 px wide, and costs ~2 ms on a 1080p frame.
 
 ``contrast_autofocus`` searches the lens position coarse-then-fine: a coarse sweep over the
 whole travel finds the peak's neighbourhood, a fine sweep between the coarse neighbours of the
@@ -22,10 +22,17 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+#: Windows wider than this are reduced (area average) by an integer factor before the Laplacian.
+ANALYSIS_WIDTH = 640
+
 
 def focus_score(pixels: np.ndarray, window: float = 0.5) -> float:
     """Variance of the Laplacian of the central ``window`` fraction of a frame's luma.
 
+    Windows wider than ``ANALYSIS_WIDTH`` are first reduced by an integer area-average factor:
+    pixel noise is white, so at full resolution it dominates the Laplacian's variance and
+    flattens the focus curve; averaging k x k pixels divides its variance by k² while a lens
+    blur of a pixel or more survives. It also makes scores comparable across resolutions.
     Accepts uint8/uint16 RGB or grey frames; values are normalised to [0, 1] first so that the
     score does not depend on the sample type. Higher is sharper.
     """
@@ -39,6 +46,10 @@ def focus_score(pixels: np.ndarray, window: float = 0.5) -> float:
         grey = cv2.cvtColor(crop.astype(np.float32) * np.float32(scale), cv2.COLOR_RGB2GRAY)
     else:
         grey = crop.astype(np.float32) * np.float32(scale)
+    factor = math.ceil(grey.shape[1] / ANALYSIS_WIDTH)
+    if factor > 1:
+        grey = cv2.resize(grey, (grey.shape[1] // factor, grey.shape[0] // factor),
+                          interpolation=cv2.INTER_AREA)
     lap = cv2.Laplacian(grey, cv2.CV_32F, ksize=3)
     return float(lap.var())
 
