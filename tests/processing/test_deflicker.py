@@ -136,7 +136,13 @@ def test_apply_gain_matches_the_exact_linear_light_table():
         out = dfk.apply_gain(frame, gain)
         assert out.dtype == np.uint16 and out.shape == frame.shape
         assert np.abs(out.astype(int) - exact).max() <= tol, gain
-    assert dfk.apply_gain(frame, 1.0) is frame
+    same = dfk.apply_gain(frame, 1.0)
+    assert same is not frame and np.array_equal(same, frame)
+    out = np.empty_like(frame)
+    assert dfk.apply_gain(frame, 0.8, out=out) is out
+    assert np.abs(out.astype(int) - srgb.gain_lut(0.8)[frame]).max() <= 25
+    with pytest.raises(ValueError):
+        dfk.apply_gain(frame, 0.8, out=frame)
 
 
 def test_smoother_keeps_an_accelerating_trend_without_running_ahead():
