@@ -188,3 +188,14 @@ def test_library_is_imported_lazily(monkeypatch):
 
     with pytest.raises(CameraError, match="picamera2 is not installed"):
         backend.Picamera2Camera()
+
+
+def test_auto_exposure_after_manual_frees_the_frame_duration(fake):
+    cam = Picamera2Camera(picamera2_class=fake)
+    run(cam.configure(CameraConfig(resolution=(16, 12))))
+    picam = fake.instances[0]
+    run(cam.capture(CaptureSettings(exposure_time_s=2.0)))
+    assert picam.state["FrameDurationLimits"][1] >= 2_000_000  # a frame lasts the exposure
+    run(cam.capture())
+    assert picam.control_log[-1]["AeEnable"] is True
+    assert picam.control_log[-1]["FrameDurationLimits"] == (33333, 120_000_000)

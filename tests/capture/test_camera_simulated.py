@@ -257,3 +257,24 @@ def test_raw_saved_when_configured(tmp_path):
     raw = cv2.imread(str(frame.metadata.dng_path), cv2.IMREAD_UNCHANGED)
     assert raw.dtype == np.uint16 and raw.shape == (36, 64, 3)
     assert np.all(raw % 16 == 0)  # 12-bit codes in the top bits
+
+
+def test_hdr_bracket_by_exposure_time():
+    cam = camera(SimulatedClock(when_sun_at(-3)), size=(160, 90))
+    t = metered(-3)
+    frames = asyncio.run(cam.capture_hdr_sequence(CaptureSettings(exposure_time_s=t),
+                                                  [-2, 0, 2]))
+    assert [f.metadata.exposure_time_s for f in frames] == pytest.approx([t / 4, t, 4 * t])
+    assert {f.metadata.analogue_gain for f in frames} == {1.0}
+    means = [mean_luma(f) for f in frames]
+    assert means[1] / means[0] == pytest.approx(4.0, rel=0.1)
+    assert means[2] > means[1]
+
+
+def test_weather_from_an_observation():
+    class Obs:
+        cloud_cover_pct = 75.0
+        wind_ms = 9.0
+
+    w = SimWeather.from_observation(Obs(), wind_from_deg=90.0)
+    assert (w.cloud_cover, w.wind_speed_mps, w.wind_from_deg) == (0.75, 9.0, 90.0)

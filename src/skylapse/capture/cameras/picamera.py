@@ -157,6 +157,10 @@ class Picamera2Camera(Camera):
             controls["FrameDurationLimits"] = (100, max(exposure_us + 1000, 100_000))
         else:
             controls["AeEnable"] = True
+            if "FrameDurationLimits" in self._applied:
+                # give the AE back the sensor's whole frame-duration range
+                lo, hi, _ = self._picam.camera_controls["FrameDurationLimits"]
+                controls["FrameDurationLimits"] = (lo, hi)
             if settings.analogue_gain is not None:
                 controls["AnalogueGain"] = float(settings.analogue_gain)
         if settings.white_balance_gains is not None:

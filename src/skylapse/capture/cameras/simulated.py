@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from functools import cache, lru_cache
 from pathlib import Path
 from statistics import NormalDist
+from typing import Any
 
 import astral
 import astral.sun
@@ -80,6 +81,14 @@ class SimWeather:
     wind_speed_mps: float = 6.0
     wind_from_deg: float = 270.0
     temperature_c: float = 5.0
+
+    @classmethod
+    def from_observation(cls, obs: Any, **overrides: float) -> SimWeather:
+        """From a ``skylapse.capture.weather.WeatherObservation`` (cloud_cover_pct, wind_ms);
+        what it lacks (wind direction, temperature) comes from ``overrides`` or the defaults."""
+        values = {"cloud_cover": float(obs.cloud_cover_pct) / 100.0,
+                  "wind_speed_mps": float(obs.wind_ms), **overrides}
+        return cls(**values)
 
 
 WeatherSource = SimWeather | Callable[[datetime], SimWeather]
