@@ -302,6 +302,8 @@ def _probe(path: Path, fmt: str) -> FrameInfo:
         raise
     except UnidentifiedImageError:
         raise FrameReadError(path, "not a recognisable image") from None
+    except Image.DecompressionBombError as exc:
+        raise FrameReadError(path, f"implausibly large image: {exc}") from None
     except (OSError, ValueError, SyntaxError, struct.error) as exc:
         raise FrameReadError(path, f"unreadable header: {exc}") from None
 
