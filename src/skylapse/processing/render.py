@@ -1,0 +1,495 @@
+"""The render pipeline: a folder of frames in, a deflickered, stabilized timelapse out.
+
+This is the imperative shell around the pure stages in this package. It streams the sequence
+twice and never holds it in memory:
+
+1. **Analysis pass.** Every shot's reference frame is read at reduced resolution (cheap: JPEG
+   decodes at 1/2 or 1/4 scale through DCT scaling) and fed to the deflicker analysis and the
+   motion tracker, which keep a few numbers per frame. Afterwards the per-frame exposure gains,
+   the stabilizing transforms and the common crop of the whole sequence are known.
+2. **Render pass.** Frames are decoded at full resolution a few ahead on a thread pool, then
+   fused (HDR brackets, focus stacks), lens-corrected, gained, warped (stabilize + crop + scale in
+   one resample), temporally denoised over a window of neighbours, colour-adjusted, and handed
+   to the encoders, each on its own thread behind a bounded queue.
+
+A shot is what becomes one output frame: one frame, or one bracket / focus set.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from skylapse.processing import (
+    colour,
+    deflicker,
+    denoise,
+    encode,
+    exposure_fusion,
+    focus_stack,
+    lens,
+    previews,
+    sources,
+    stabilize,
+)
+from skylapse.processing.streaming import SinkThread, prefetch
+
+OutputFormat = Literal["h265", "h264", "frames"]
+StabilizeMode = Literal["tripod", "smooth", "off"]
+DenoiseMode = Literal["temporal", "spatial", "off"]
+
+#: Reduction of the analysis pass: 1/2 keeps registration sub-pixel at full resolution.
+ANALYSIS_SCALE = 2
+#: Frames decoded ahead of the one being processed.
+PREFETCH_DEPTH = 3
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+class RenderError(Exception):
+    """A render that cannot start or finish: empty source, unwritable output, bad options."""
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Everything `skylapse render` can be told. Defaults are the recommended render."""
+
+    formats: tuple[OutputFormat, ...] = ("h265",)
+    size: str | None = None
+    fps: float = 24.0
+    crf: int | None = None
+    preset: str = "medium"
+    deflicker: bool = True
+    stabilize: StabilizeMode = "tripod"
+    denoise: DenoiseMode = "temporal"
+    white_balance: str | None = None  # "gray-world" or a colour temperature in kelvin
+    contrast: float = 1.0
+    saturation: float = 1.0
+    lens_profile: Path | None = None
+    brackets: int | Literal["auto"] | None = None
+    focus_stack: int | None = None
+    frames_format: Literal["png", "jpg"] = "png"
+    keogram: bool = True
+    contact_sheet: bool = True
+    decode_threads: int = 2
+
+
+@dataclass
+class RenderSummary:
+    """What a render did: the table `skylapse render` prints at the end."""
+
+    frames_in: int = 0
+    shots_rendered: int = 0
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    outputs: list[Path] = field(default_factory=list)
+    source_size: tuple[int, int] = (0, 0)
+    output_size: tuple[int, int] = (0, 0)
+    wall_seconds: float = 0.0
+    exposure_correction_ev: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.shots_rendered / self.wall_seconds if self.wall_seconds else 0.0
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Where each output goes, derived from ``-o OUT``."""
+
+    videos: dict[str, Path]
+    frames_dir: Path | None
+    keogram: Path | None
+    contact_sheet: Path | None
+
+    @classmethod
+    def for_output(cls, out: Path, options: RenderOptions) -> OutputPaths:
+        stem = out.with_suffix("") if out.suffix else out
+        videos: dict[str, Path] = {}
+        if "h265" in options.formats:
+            videos["h265"] = out if out.suffix else out.with_suffix(".mp4")
+        if "h264" in options.formats:
+            videos["h264"] = (
+                stem.with_name(stem.name + ".preview.mp4") if videos else out.with_suffix(".mp4")
+            )
+        frames_dir = stem.with_name(stem.name + ".frames") if "frames" in options.formats else None
+        return cls(
+            videos=videos,
+            frames_dir=frames_dir,
+            keogram=stem.with_name(stem.name + ".keogram.png") if options.keogram else None,
+            contact_sheet=stem.with_name(stem.name + ".contact.png")
+            if options.contact_sheet
+            else None,
+        )
+
+
+class _StageClock:
+    """Accumulates seconds per stage into the summary."""
+
+    def __init__(self, seconds: dict[str, float]):
+        self.seconds = seconds
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - t0
+
+
+def group_shots(frames: Sequence[sources.FrameInfo], options: RenderOptions) -> list[list[int]]:
+    """Split the ordered frames into shots: single frames, bracket sets or focus sets."""
+    if options.brackets is not None and options.focus_stack is not None:
+        raise RenderError("--brackets and --focus-stack cannot be combined")
+    if options.focus_stack is not None:
+        n = options.focus_stack
+        return [list(range(i, min(i + n, len(frames)))) for i in range(0, len(frames), n)]
+    if options.brackets is not None:
+        evs = [_frame_ev(f) for f in frames]
+        if options.brackets == "auto":
+            if any(ev is None for ev in evs):
+                raise RenderError("--brackets auto needs EXIF exposure values on every frame")
+            return exposure_fusion.group_brackets(evs, None)
+        return exposure_fusion.group_brackets([ev or 0.0 for ev in evs], options.brackets)
+    return [[i] for i in range(len(frames))]
+
+
+def _frame_ev(info: sources.FrameInfo) -> float | None:
+    if info.exposure_time_s is None:
+        return None
+    return deflicker.exposure_ev(info.exposure_time_s, info.iso, info.f_number)
+
+
+def _reference_index(shot: Sequence[int], frames: Sequence[sources.FrameInfo]) -> int:
+    """The frame of a shot whose exposure stands for it: the middle exposure of a bracket set."""
+    if len(shot) == 1:
+        return shot[0]
+    evs = [_frame_ev(frames[i]) for i in shot]
+    if all(ev is not None for ev in evs):
+        order = sorted(range(len(shot)), key=lambda k: evs[k])
+        return shot[order[len(order) // 2]]
+    return shot[len(shot) // 2]
+
+
+def _check_output(out: Path) -> None:
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise RenderError(f"cannot write {out}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RenderError(f"cannot write {out}: folder {parent} is not writable")
+    if out.is_dir():
+        raise RenderError(f"cannot write {out}: it is a folder")
+
+
+def render(
+    src: str | Path,
+    out: str | Path,
+    options: RenderOptions | None = None,
+    progress: ProgressCallback | None = None,
+) -> RenderSummary:
+    """Render the frames found at ``src`` (folder or glob) into ``out`` and its siblings.
+
+    Raises `RenderError` when nothing can be rendered. Unreadable or mismatched frames are
+    skipped and listed in the summary; files in ``src`` are only ever read.
+    """
+    options = options or RenderOptions()
+    out = Path(out)
+    report = progress or (lambda stage, done, total: None)
+    t_start = time.perf_counter()
+    summary = RenderSummary()
+    clock = _StageClock(summary.stage_seconds)
+
+    _check_output(out)
+    with clock("discover"):
+        frames, skipped = sources.discover_frames(src)
+    summary.frames_in = len(frames) + len(skipped)
+    summary.skipped.extend((s.path, s.reason) for s in skipped)
+    if not frames:
+        raise RenderError(f"no readable frames in {src}")
+
+    size = _sequence_size(frames)
+    frames = _drop_mismatched(frames, size, summary)
+    summary.source_size = size
+    shots = group_shots(frames, options)
+    lens_maps = _lens_maps(options.lens_profile, size)
+
+    with ThreadPoolExecutor(
+        max_workers=options.decode_threads, thread_name_prefix="decode"
+    ) as pool:
+        plan = _analyse(frames, shots, size, options, pool, clock, summary, report)
+        if not plan.shots:
+            raise RenderError(f"no readable frames in {src}")
+        _render_pass(frames, plan, size, lens_maps, options, out, pool, clock, summary, report)
+
+    summary.wall_seconds = time.perf_counter() - t_start
+    return summary
+
+
+def _sequence_size(frames: Sequence[sources.FrameInfo]) -> tuple[int, int]:
+    """The size most frames have (a few odd ones out are scaled or refused, not the rest)."""
+    return Counter((f.width, f.height) for f in frames).most_common(1)[0][0]
+
+
+def _drop_mismatched(
+    frames: list[sources.FrameInfo], size: tuple[int, int], summary: RenderSummary
+) -> list[sources.FrameInfo]:
+    kept = []
+    w, h = size
+    for f in frames:
+        if (f.width, f.height) != size and not math.isclose(
+            f.width / f.height, w / h, rel_tol=0.01
+        ):
+            summary.skipped.append(
+                (f.path, f"aspect of {f.width}x{f.height} differs from the sequence's {w}x{h}")
+            )
+            continue
+        kept.append(f)
+    return kept
+
+
+def _lens_maps(profile_path: Path | None, size: tuple[int, int]):
+    if profile_path is None:
+        return None
+    profile = lens.load_lens_profile(profile_path)
+    return lens.lens_correction_maps(profile, size)
+
+
+@dataclass
+class _Plan:
+    """What the analysis pass decided, one entry per shot that will be rendered."""
+
+    shots: list[list[int]]
+    gains: np.ndarray
+    transforms: list[np.ndarray] | None
+    crop: tuple[int, int, int, int] | None
+
+
+def _analyse(frames, shots, size, options, pool, clock, summary, report) -> _Plan:
+    w, h = size
+    reduced_size = (w // ANALYSIS_SCALE, h // ANALYSIS_SCALE)
+    analysis = deflicker.DeflickerAnalysis() if options.deflicker else None
+    tracker = (
+        stabilize.MotionTracker(mode=options.stabilize, scale=ANALYSIS_SCALE)
+        if options.stabilize != "off"
+        else None
+    )
+    refs = [_reference_index(shot, frames) for shot in shots]
+
+    def read_reduced(i: int):
+        t0 = time.perf_counter()
+        try:
+            gray = sources.read_gray_reduced(frames[i].path, ANALYSIS_SCALE)
+        except sources.FrameReadError as exc:
+            return i, None, str(exc.reason), time.perf_counter() - t0
+        if gray.shape[1::-1] != reduced_size:
+            gray = cv2.resize(gray, reduced_size, interpolation=cv2.INTER_AREA)
+        return i, gray, None, time.perf_counter() - t0
+
+    kept: list[list[int]] = []
+    need_pixels = analysis is not None or tracker is not None
+    for n, (shot, (i, gray, error, seconds)) in enumerate(
+        zip(shots, prefetch(pool, read_reduced, refs, PREFETCH_DEPTH * 2), strict=True)
+        if need_pixels
+        else ((shot, (r, None, None, 0.0)) for shot, r in zip(shots, refs, strict=True))
+    ):
+        summary.stage_seconds["decode (analysis)"] += seconds
+        if error is not None:
+            summary.skipped.extend((frames[j].path, error) for j in shot)
+            continue
+        kept.append(shot)
+        if analysis is not None:
+            with clock("deflicker"):
+                analysis.add(gray, known_ev=_frame_ev(frames[i]))
+        if tracker is not None:
+            with clock("stabilize"):
+                tracker.add(gray)
+        report("analysing", n + 1, len(shots))
+
+    gains = np.ones(len(kept))
+    if analysis is not None and kept:
+        with clock("deflicker"):
+            gains = analysis.gains()
+        log_gains = np.log2(gains)
+        summary.exposure_correction_ev = (float(log_gains.min()), float(log_gains.max()))
+    transforms = crop = None
+    if tracker is not None and kept:
+        with clock("stabilize"):
+            transforms = tracker.transforms()
+            crop = stabilize.common_crop(transforms, size)
+    return _Plan(kept, gains, transforms, crop)
+
+
+def _render_pass(frames, plan: _Plan, size, lens_maps, options, out, pool, clock, summary, report):
+    paths = OutputPaths.for_output(out, options)
+    # The output keeps the source's size (or the one asked for): the stabilizing warp crops the
+    # common valid area and scales it back up in the same resample.
+    out_size = encode.parse_size(options.size, size)
+    summary.output_size = out_size
+    grade = colour.ColourGrade(
+        _white_balance_gains(frames, plan, options) or (1.0, 1.0, 1.0),
+        options.contrast,
+        options.saturation,
+    )
+
+    def read_shot(n: int):
+        t0 = time.perf_counter()
+        images = []
+        for j in plan.shots[n]:
+            try:
+                images.append(sources.fit_to_size(sources.read_frame(frames[j].path), size))
+            except sources.FrameReadError as exc:
+                return n, None, (frames[j].path, exc.reason), time.perf_counter() - t0
+        return n, images, None, time.perf_counter() - t0
+
+    with ExitStack() as stack:
+        sinks = _open_sinks(paths, out_size, options, stack, summary)
+        keogram = previews.KeogramBuilder() if paths.keogram else None
+        sheet = previews.ContactSheet(len(plan.shots)) if paths.contact_sheet else None
+        denoiser = denoise.Denoiser(options.denoise)
+        emitted = 0
+
+        def emit(frame: np.ndarray) -> None:
+            nonlocal emitted
+            if not grade.is_identity:
+                with clock("colour"):
+                    frame = grade.apply(frame)
+            for sink in sinks:
+                sink.put(frame)
+            with clock("previews"):
+                if keogram is not None:
+                    keogram.add(frame)
+                if sheet is not None:
+                    sheet.add(emitted, frame)
+            emitted += 1
+            report("rendering", emitted, len(plan.shots))
+
+        for n, images, error, seconds in prefetch(
+            pool, read_shot, range(len(plan.shots)), PREFETCH_DEPTH
+        ):
+            summary.stage_seconds["decode"] += seconds
+            if error is not None:
+                # The file changed since the analysis pass; render on without it.
+                summary.skipped.append(error)
+                continue
+            frame = _process_shot(images, n, plan, size, out_size, lens_maps, options, clock)
+            with clock("denoise"):
+                ready = denoiser.push(frame)
+            for f in ready:
+                emit(f)
+        with clock("denoise"):
+            ready = denoiser.flush()
+        for f in ready:
+            emit(f)
+
+        with clock("encode (wait)"):
+            for sink in sinks:
+                sink.close()
+        summary.shots_rendered = emitted
+
+    with clock("previews"):
+        if keogram is not None and emitted:
+            previews.write_png(paths.keogram, keogram.image())
+            summary.outputs.append(paths.keogram)
+        if sheet is not None and emitted:
+            previews.write_png(paths.contact_sheet, sheet.image())
+            summary.outputs.append(paths.contact_sheet)
+
+
+def _process_shot(images, n, plan: _Plan, size, out_size, lens_maps, options, clock) -> np.ndarray:
+    if len(images) > 1:
+        with clock("fusion"):
+            if options.focus_stack is not None:
+                frame = focus_stack.fuse_focus_stack(focus_stack.align_focus_stack(images))
+            else:
+                frame = exposure_fusion.fuse_exposures(exposure_fusion.align_brackets(images))
+    else:
+        frame = images[0]
+    if lens_maps is not None:
+        with clock("lens"):
+            frame = lens.correct_lens(frame, lens_maps)
+    if options.deflicker:
+        with clock("deflicker"):
+            frame = deflicker.apply_gain(frame, float(plan.gains[n]))
+    with clock("stabilize"):
+        if plan.transforms is not None:
+            frame = stabilize.warp_frame(frame, plan.transforms[n], plan.crop, out_size)
+        elif out_size != size:
+            frame = cv2.resize(frame, out_size, interpolation=cv2.INTER_AREA)
+    return frame
+
+
+def _white_balance_gains(frames, plan: _Plan, options) -> tuple[float, float, float] | None:
+    """One white balance for the whole sequence: per-frame gray-world would itself flicker."""
+    wb = options.white_balance
+    if wb is None:
+        return None
+    if wb.replace("_", "-").lower() in ("gray-world", "grey-world"):
+        picks = np.unique(
+            np.linspace(0, len(plan.shots) - 1, num=min(9, len(plan.shots))).astype(int)
+        )
+        samples = []
+        for n in picks:
+            try:
+                img = sources.read_frame(frames[plan.shots[n][0]].path)
+            except sources.FrameReadError:
+                continue
+            samples.append(colour.gray_world_gains(img))
+        if not samples:
+            return None
+        return tuple(float(g) for g in np.median(np.array(samples), axis=0))
+    try:
+        kelvin = float(wb.lower().removesuffix("k"))
+    except ValueError as exc:
+        raise RenderError(
+            f"--white-balance: expected gray-world or a kelvin value, got {wb!r}"
+        ) from exc
+    return colour.kelvin_gains(kelvin)
+
+
+def _open_sinks(
+    paths: OutputPaths, out_size, options, stack: ExitStack, summary
+) -> list[SinkThread]:
+    sinks = []
+    for codec, path in paths.videos.items():
+        encoder = stack.enter_context(
+            encode.VideoEncoder(
+                path,
+                codec=codec,
+                size=out_size,
+                fps=options.fps,
+                crf=options.crf,
+                preset=options.preset,
+            )
+        )
+        sinks.append(SinkThread(_timed(encoder.write, f"encode {codec}", summary), name=codec))
+        summary.outputs.append(path)
+    if paths.frames_dir is not None:
+        writer = stack.enter_context(
+            encode.FrameSequenceWriter(paths.frames_dir, fmt=options.frames_format)
+        )
+        sinks.append(SinkThread(_timed(writer.write, "write frames", summary), name="frames"))
+        summary.outputs.append(paths.frames_dir)
+    return sinks
+
+
+def _timed(consume: Callable[[np.ndarray], object], stage: str, summary: RenderSummary):
+    """Wrap a sink's consumer so its time lands in the summary (one key per sink thread)."""
+
+    def timed(frame: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        consume(frame)
+        summary.stage_seconds[stage] += time.perf_counter() - t0
+
+    return timed
