@@ -468,6 +468,13 @@ class ProcessingCatalog(SqliteStore):
         ).fetchone()
         return {**dict(row), "phases": json.loads(row["phases"])} if row else None
 
+    def last_ingested_at(self, sequence_id: int) -> datetime | None:
+        """When the newest frame of a sequence arrived (not when it was captured)."""
+        row = self._connect().execute(
+            "SELECT MAX(ingested_at) FROM ingested WHERE sequence_id = ?", (sequence_id,)
+        ).fetchone()
+        return datetime.fromisoformat(row[0]) if row and row[0] else None
+
     def close_sequence(self, sequence_id: int, when: datetime) -> None:
         with self.transaction() as db:
             db.execute("UPDATE sequences SET closed_at = ? WHERE id = ?", (_iso(when), sequence_id))

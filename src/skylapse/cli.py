@@ -250,6 +250,19 @@ def _size_of(path: Path) -> str:
     return f"{total:.1f} GB"
 
 
+from skylapse.processing import commands as _processing_commands  # noqa: E402
+
+app.command("worker")(_processing_commands.worker)
+app.command("ingest")(_processing_commands.ingest)
+
+
+from skylapse.capture import commands as _capture_commands  # noqa: E402
+
+app.command("plan")(_capture_commands.plan)
+app.command("capture")(_capture_commands.capture)
+app.command("frames")(_capture_commands.frames)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

@@ -1,0 +1,82 @@
+"""`skylapse worker` and `skylapse ingest`: the processing service's command-line side."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+DATA_DIR_ENV = "SKYLAPSE_DATA_DIR"
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get(DATA_DIR_ENV, "skylapse-data"))
+
+
+DataOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data", help=f"Processing data folder (default ${DATA_DIR_ENV} or ./skylapse-data)."
+    ),
+]
+
+
+def worker(
+    data: DataOption = None,
+    workers: Annotated[int, typer.Option(help="Jobs run at once by this process.", min=1)] = 1,
+    queue_url: Annotated[
+        str | None,
+        typer.Option(
+            help="redis://… to share jobs between machines (default $SKYLAPSE_QUEUE_URL)."
+        ),
+    ] = None,
+) -> None:
+    """Run processing jobs from the queue until interrupted (start as many as you like)."""
+    from skylapse import log
+    from skylapse.processing.jobs import JobService
+
+    log.configure()
+    service = JobService(data or default_data_dir(), queue_url)
+    service.consumer(workers).run()
+
+
+def ingest(
+    data: DataOption = None,
+    inbox: Annotated[
+        Path | None, typer.Option(help="Where the capture side delivers (default DATA/inbox).")
+    ] = None,
+    watch: Annotated[bool, typer.Option(help="Keep scanning every --every seconds.")] = False,
+    every: Annotated[float, typer.Option(help="Seconds between scans with --watch.")] = 5.0,
+    render_after: Annotated[
+        float | None,
+        typer.Option(help="Queue a render once a sequence got no frame for this many minutes."),
+    ] = None,
+) -> None:
+    """Verify arriving frames into the store and catalog; quarantine what fails."""
+    from skylapse import log
+    from skylapse.processing.ingest import Ingestor
+    from skylapse.processing.jobs import JobService
+
+    log.configure()
+    data_dir = data or default_data_dir()
+    service = JobService(data_dir)
+    ingestor = Ingestor(
+        inbox or data_dir / "inbox", service.store, data_dir / "quarantine", service.catalog
+    )
+    while True:
+        report = ingestor.scan()
+        if report.ingested or report.quarantined:
+            typer.echo(
+                f"ingested {report.ingested}, quarantined {len(report.quarantined)}, "
+                f"already had {report.already_ingested}"
+            )
+        if render_after is not None:
+            for job in service.close_idle_sequences(timedelta(minutes=render_after)):
+                typer.echo(f"queued render job {job}")
+        if not watch:
+            return
+        time.sleep(every)

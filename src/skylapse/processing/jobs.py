@@ -1,0 +1,289 @@
+"""Processing jobs on a real task queue (huey), tracked in the processing catalog.
+
+The queue is SQLite by default (one machine, nothing to run) and Redis when
+``SKYLAPSE_QUEUE_URL=redis://…`` is set, so that `skylapse worker` processes on several
+machines share the work. A job's parameters and state live in the catalog's ``jobs`` table;
+the queue carries only the job id. That keeps jobs idempotent (a task re-delivered after a
+worker died finds the job already done and does nothing) and lets the API list, cancel and
+retry them without asking the queue.
+
+Job kinds:
+
+* ``render``: a sequence (or one phase of it) through `skylapse.processing.render`, into
+  ``<data>/timelapses/<sequence>-<job>/``.
+* ``enhance``: one bracket set (HDR exposure fusion) or focus stack fused into a still.
+
+A failing job is retried by the queue up to its limit, then marked ``failed`` with the error.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from huey import Huey, RedisHuey, SqliteHuey
+from pydantic import BaseModel, ConfigDict, Field
+
+from skylapse.catalog import ProcessingCatalog
+from skylapse.log import correlation_id, get_logger
+
+log = get_logger(__name__)
+
+QUEUE_URL_ENV = "SKYLAPSE_QUEUE_URL"
+
+
+class RenderJobOptions(BaseModel):
+    """What a render job may ask for; the same names as `skylapse render`'s flags."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    formats: list[Literal["h265", "h264", "frames"]] = Field(default_factory=lambda: ["h265"])
+    size: str | None = None
+    fps: float = Field(24.0, gt=0, le=240)
+    crf: int | None = Field(None, ge=0, le=51)
+    preset: str = "medium"
+    deflicker: bool = True
+    stabilize: Literal["tripod", "smooth", "off"] = "tripod"
+    denoise: Literal["temporal", "spatial", "off"] = "temporal"
+    white_balance: str | None = None
+    contrast: float = Field(1.0, gt=0, le=4)
+    saturation: float = Field(1.0, ge=0, le=4)
+    brackets: int | Literal["auto"] | None = None
+    focus_stack: int | None = Field(None, ge=2)
+
+    def to_render_options(self):
+        from skylapse.processing.render import RenderOptions
+
+        values = self.model_dump()
+        values["formats"] = tuple(values["formats"])
+        return RenderOptions(**values)
+
+
+class JobCancelled(Exception):
+    """Raised inside a running job when it was cancelled."""
+
+
+def make_huey(queue_url: str | None, data_dir: Path, name: str = "skylapse") -> Huey:
+    """The task queue: Redis for ``redis://`` URLs, else a SQLite file in the data folder."""
+    if queue_url:
+        if not queue_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"{QUEUE_URL_ENV}: expected a redis:// URL, got {queue_url!r}")
+        return RedisHuey(name, url=queue_url)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return SqliteHuey(name, filename=str(data_dir / "queue.db"))
+
+
+class JobService:
+    """Submits, runs and tracks jobs: the same object in the API process and in every worker."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        queue_url: str | None = None,
+        *,
+        retries: int = 2,
+        retry_delay_s: float = 2.0,
+        on_progress: Callable[[str, float], None] | None = None,
+    ):
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.catalog = ProcessingCatalog(self.data_dir / "processing.db")
+        self.store = self.data_dir / "store"
+        self.timelapses = self.data_dir / "timelapses"
+        self.working = self.data_dir / "working"
+        self.retries = retries
+        self.on_progress = on_progress
+        url = queue_url if queue_url is not None else os.environ.get(QUEUE_URL_ENV)
+        self.huey = make_huey(url, self.data_dir)
+        self._task = self.huey.task(
+            retries=retries, retry_delay=retry_delay_s, context=True, name="skylapse.job"
+        )(self._execute)
+
+    # -- submitting --------------------------------------------------------------------------
+
+    def submit(self, kind: str, params: dict[str, Any], *, correlation: str | None = None) -> str:
+        """Record a job and queue it; returns its id."""
+        if kind not in _RUNNERS:
+            raise ValueError(f"unknown job kind {kind!r}; expected one of {sorted(_RUNNERS)}")
+        job_id = uuid.uuid4().hex[:12]
+        self.catalog.add_job(job_id, kind, params, datetime.now(UTC), correlation)
+        self._task(job_id)
+        log.info("job queued", job=job_id, kind=kind)
+        return job_id
+
+    def submit_render(
+        self,
+        sequence_id: int,
+        options: RenderJobOptions | None = None,
+        *,
+        phase: str | None = None,
+        correlation: str | None = None,
+    ) -> str:
+        if self.catalog.sequence(sequence_id) is None:
+            raise ValueError(f"no sequence {sequence_id}")
+        params = {
+            "sequence_id": sequence_id,
+            "phase": phase,
+            "options": (options or RenderJobOptions()).model_dump(),
+        }
+        return self.submit("render", params, correlation=correlation)
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        job = self._require(job_id)
+        if job["state"] in ("queued", "running"):
+            self.catalog.update_job(job_id, state="cancelled", finished_at=datetime.now(UTC))
+        return self._require(job_id)
+
+    def retry(self, job_id: str) -> dict[str, Any]:
+        job = self._require(job_id)
+        if job["state"] not in ("failed", "cancelled"):
+            raise ValueError(f"job {job_id} is {job['state']}; only failed or cancelled jobs retry")
+        self.catalog.update_job(
+            job_id, state="queued", error=None, progress=0.0, started_at=None, finished_at=None
+        )
+        self._task(job_id)
+        return self._require(job_id)
+
+    def close_idle_sequences(
+        self, idle: timedelta, options: RenderJobOptions | None = None, now: datetime | None = None
+    ) -> list[str]:
+        """Close sequences that received no frame for ``idle`` and queue their render.
+
+        The capture side's session has ended when its frames stop coming; rendering on that
+        signal needs no extra message between the two services.
+        """
+        now = now or datetime.now(UTC)
+        jobs = []
+        for seq in self.catalog.sequences():
+            if seq["closed_at"] or not seq["frames"]:
+                continue
+            last = self.catalog.last_ingested_at(seq["id"])
+            if last is not None and now - last >= idle:
+                self.catalog.close_sequence(seq["id"], now)
+                jobs.append(self.submit_render(seq["id"], options))
+        return jobs
+
+    def _require(self, job_id: str) -> dict[str, Any]:
+        job = self.catalog.job(job_id)
+        if job is None:
+            raise KeyError(job_id)
+        return job
+
+    # -- running -----------------------------------------------------------------------------
+
+    def consumer(self, workers: int = 1):
+        """A huey consumer running this service's jobs on ``workers`` threads."""
+        return self.huey.create_consumer(workers=workers, worker_type="thread", periodic=False)
+
+    def _execute(self, job_id: str, task=None) -> None:
+        job = self.catalog.job(job_id)
+        if job is None or job["state"] in ("done", "cancelled"):
+            return  # re-delivered or cancelled: idempotent
+        with correlation_id(job.get("correlation_id") or job_id):
+            attempts = job["attempts"] + 1
+            self.catalog.update_job(
+                job_id, state="running", attempts=attempts, started_at=datetime.now(UTC), error=None
+            )
+            log.info("job started", job=job_id, kind=job["kind"], attempt=attempts)
+            t0 = time.perf_counter()
+            try:
+                result = _RUNNERS[job["kind"]](self, job_id, job["params"])
+            except JobCancelled:
+                log.info("job cancelled", job=job_id)
+                return
+            except Exception as exc:
+                final = task is None or not task.retries
+                self.catalog.update_job(
+                    job_id,
+                    state="failed" if final else "queued",
+                    error=f"{type(exc).__name__}: {exc}",
+                    finished_at=datetime.now(UTC) if final else None,
+                )
+                log.error("job failed", job=job_id, error=str(exc), final=final)
+                raise
+            result["duration_s"] = round(time.perf_counter() - t0, 3)
+            self.catalog.update_job(
+                job_id, state="done", progress=1.0, result=result, finished_at=datetime.now(UTC)
+            )
+            log.info("job done", job=job_id, seconds=result["duration_s"])
+
+    def _progress(self, job_id: str) -> Callable[[str, int, int], None]:
+        """A render progress callback that stores progress (throttled) and honours cancel."""
+        last = [0.0]
+
+        def report(stage: str, done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - last[0] < 0.5 and done < total:
+                return
+            last[0] = now
+            if self.catalog.job(job_id)["state"] == "cancelled":
+                raise JobCancelled(job_id)
+            # the analysis pass is roughly the first 15 % of a render's time
+            share = done / max(total, 1)
+            fraction = 0.15 * share if stage == "analysing" else 0.15 + 0.85 * share
+            self.catalog.update_job(job_id, progress=round(fraction, 4))
+            if self.on_progress is not None:
+                self.on_progress(job_id, fraction)
+
+        return report
+
+
+def _run_render(service: JobService, job_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    from skylapse.processing.render import render
+
+    frames = service.catalog.sequence_frames(params["sequence_id"], params.get("phase"))
+    if not frames:
+        raise ValueError(f"sequence {params['sequence_id']} has no frames")
+    work = service.working / job_id
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "frames").mkdir(parents=True)
+    try:
+        # Links named in capture order: the render orders by EXIF time, then by name.
+        for i, f in enumerate(frames):
+            src = service.store / f["store_path"]
+            os.symlink(src.resolve(), work / "frames" / f"{i:06d}{src.suffix.lower()}")
+        out_dir = service.timelapses / f"{params['sequence_id']}-{job_id}"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        options = RenderJobOptions(**params["options"]).to_render_options()
+        summary = render(
+            work / "frames", out_dir / "timelapse.mp4", options, progress=service._progress(job_id)
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # processing_working cleanup
+    return {
+        "outputs": [str(p.relative_to(service.data_dir)) for p in summary.outputs],
+        "frames": summary.shots_rendered,
+        "skipped": [[str(p), r] for p, r in summary.skipped],
+        "render_fps": round(summary.frames_per_second, 2),
+    }
+
+
+def _run_enhance(service: JobService, job_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    from skylapse.processing import exposure_fusion, focus_stack, sources
+    from skylapse.processing.encode import write_image
+
+    paths = [service.store / p for p in params["paths"]]
+    for p in paths:
+        if not p.resolve().is_relative_to(service.store.resolve()):
+            raise ValueError(f"{p} is outside the store")
+    images = [sources.read_frame(p) for p in paths]
+    if params.get("mode", "hdr") == "focus":
+        fused = focus_stack.fuse_focus_stack(focus_stack.align_focus_stack(images))
+    else:
+        fused = exposure_fusion.fuse_exposures(exposure_fusion.align_brackets(images))
+    out = service.data_dir / "enhanced" / f"{job_id}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_image(out, fused)
+    return {"outputs": [str(out.relative_to(service.data_dir))]}
+
+
+_RUNNERS: dict[str, Callable[[JobService, str, dict[str, Any]], dict[str, Any]]] = {
+    "render": _run_render,
+    "enhance": _run_enhance,
+}

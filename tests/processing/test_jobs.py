@@ -1,0 +1,143 @@
+"""Jobs on the huey queue: SQLite by default, Redis shared by several worker processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from servers import running_redis
+from skylapse.processing.ingest import Ingestor
+from skylapse.processing.jobs import JobService, RenderJobOptions, make_huey
+from skylapse.synthetic import generate_sequence
+from tests_support import commit_frames_to_inbox
+
+FAST = RenderJobOptions(formats=["h264"], preset="ultrafast", denoise="off")
+
+
+def ingest_sequence(service: JobService, tmp_path: Path, frames: int, station="peak-1") -> int:
+    src = tmp_path / f"gen-{station}"
+    generate_sequence(src, frames=frames, size=(160, 90), seed=len(station))
+    inbox = tmp_path / "inbox"
+    commit_frames_to_inbox(src, inbox / station)
+    report = Ingestor(inbox, service.store, tmp_path / "quarantine", service.catalog).scan()
+    assert report.ingested == frames
+    (seq,) = [s for s in service.catalog.sequences() if s["station"] == station]
+    return seq["id"]
+
+
+def wait_for(predicate, timeout=90.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def run_consumer(service: JobService, workers: int = 1):
+    consumer = service.consumer(workers)
+    consumer.start()
+    return consumer
+
+
+def test_render_job_runs_and_is_recorded(tmp_path):
+    service = JobService(tmp_path / "data", queue_url="")
+    seq = ingest_sequence(service, tmp_path, 12)
+    job = service.submit_render(seq, FAST)
+    assert service.catalog.job(job)["state"] == "queued"
+    assert service.catalog.queue_depth() == 1
+    consumer = run_consumer(service)
+    try:
+        wait_for(lambda: service.catalog.job(job)["state"] == "done", what="render job")
+    finally:
+        consumer.stop(graceful=True)
+    result = service.catalog.job(job)
+    assert result["progress"] == 1.0 and result["attempts"] == 1
+    assert result["result"]["frames"] == 12
+    video = service.data_dir / result["result"]["outputs"][0]
+    assert video.suffix == ".mp4" and video.stat().st_size > 0
+    assert not any(service.working.iterdir())  # working files cleaned up
+    assert service.catalog.queue_depth() == 0
+
+
+def test_failing_job_retries_then_fails_with_error(tmp_path):
+    service = JobService(tmp_path / "data", queue_url="", retries=1, retry_delay_s=0.05)
+    seq = ingest_sequence(service, tmp_path, 3)
+    for f in service.catalog.sequence_frames(seq):
+        (service.store / f["store_path"]).unlink()  # every frame gone: the render must fail
+    job = service.submit_render(seq, FAST)
+    consumer = run_consumer(service)
+    try:
+        wait_for(lambda: service.catalog.job(job)["state"] == "failed", what="failure")
+    finally:
+        consumer.stop(graceful=True)
+    failed = service.catalog.job(job)
+    assert failed["attempts"] == 2  # first try plus one retry
+    assert "RenderError" in failed["error"] or "no readable frames" in failed["error"]
+
+
+def test_cancel_and_retry(tmp_path):
+    service = JobService(tmp_path / "data", queue_url="")
+    seq = ingest_sequence(service, tmp_path, 6)
+    job = service.submit_render(seq, FAST)
+    assert service.cancel(job)["state"] == "cancelled"
+    consumer = run_consumer(service)
+    try:
+        time.sleep(1.0)
+        assert service.catalog.job(job)["state"] == "cancelled"  # not run
+        assert service.retry(job)["state"] == "queued"
+        wait_for(lambda: service.catalog.job(job)["state"] == "done", what="retried job")
+    finally:
+        consumer.stop(graceful=True)
+    with pytest.raises(ValueError, match="only failed or cancelled"):
+        service.retry(job)
+
+
+def test_idle_sequences_are_closed_and_rendered(tmp_path):
+    service = JobService(tmp_path / "data", queue_url="")
+    seq = ingest_sequence(service, tmp_path, 4)
+    assert service.close_idle_sequences(timedelta(minutes=10)) == []
+    later = datetime.now(UTC) + timedelta(minutes=11)
+    jobs = service.close_idle_sequences(timedelta(minutes=10), FAST, now=later)
+    assert len(jobs) == 1 and service.catalog.sequence(seq)["closed_at"] is not None
+    assert service.close_idle_sequences(timedelta(minutes=10), FAST, now=later) == []
+
+
+def test_queue_url_must_be_redis(tmp_path):
+    with pytest.raises(ValueError, match="redis://"):
+        make_huey("amqp://nope", tmp_path)
+
+
+def test_redis_queue_shared_by_two_worker_processes(tmp_path):
+    with running_redis(tmp_path / "redis") as redis:
+        data = tmp_path / "data"
+        service = JobService(data, queue_url=redis.url)
+        seqs = [ingest_sequence(service, tmp_path, 6, station=f"peak-{i}") for i in range(4)]
+        env = {**os.environ, "SKYLAPSE_QUEUE_URL": redis.url}
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "skylapse.cli", "worker", "--data", str(data)],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            )
+            for _ in range(2)
+        ]
+        try:
+            jobs = [service.submit_render(s, FAST) for s in seqs]
+            wait_for(
+                lambda: all(service.catalog.job(j)["state"] == "done" for j in jobs),
+                timeout=120, what="all jobs on two workers",
+            )
+        finally:
+            for w in workers:
+                w.terminate()
+            logs = [w.communicate(timeout=20)[1] for w in workers]
+        assert all(service.catalog.job(j)["attempts"] == 1 for j in jobs)  # each ran once
+        # both workers took a share of the work (their JSON logs say which jobs they started)
+        started = [sum('"job started"' in line for line in log.splitlines()) for log in logs]
+        assert sum(started) == 4 and all(n >= 1 for n in started), started

@@ -1,0 +1,23 @@
+"""Small helpers shared by several test modules."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+
+def commit_frames_to_inbox(src: Path, station_dir: Path, name: str = "batch-1") -> list[str]:
+    """Put every frame of ``src`` into a station's inbox with a committed manifest, as the
+    capture side's transfer would."""
+    lines, rels = [], []
+    for frame in sorted(p for p in src.iterdir() if p.suffix in (".jpg", ".png")):
+        rel = f"frames/{frame.name}"
+        dest = station_dir / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(frame, dest)
+        lines.append(f"{hashlib.sha256(frame.read_bytes()).hexdigest()}  {rel}\n")
+        rels.append(rel)
+    (station_dir / ".manifests").mkdir(parents=True, exist_ok=True)
+    (station_dir / ".manifests" / f"{name}.sha256").write_text("".join(lines))
+    return rels
