@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 from fractions import Fraction
 from pathlib import Path
@@ -196,6 +197,9 @@ def test_write_image_gray_and_errors(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         write_image(tmp_path / "a.png", rgb8.astype(np.float32))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.png", "sub"]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (tmp_path / "g.png").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
 @pytest.mark.parametrize(

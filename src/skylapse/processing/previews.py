@@ -1,15 +1,16 @@
 """Preview images of a whole sequence: a keogram and a contact sheet, built while streaming.
 
 Both keep only a few kilobytes per frame, so they can ride along the render pass without
-holding the sequence in memory. Frames come in the pipeline convention (uint16 (H, W, 3) RGB,
-sRGB-encoded); the previews come out as uint8 RGB images (they are for looking at).
+holding the sequence in memory. Frames come in, and the preview images go out, in the pipeline
+convention (uint16 (H, W, 3) RGB, sRGB-encoded; ``srgb.to_uint8`` before writing an 8-bit PNG);
+contact-sheet thumbnails are kept at 8 bits, which is all a thumbnail needs.
 
 API
 ---
-``centre_band(frame, band_width=None) -> (H, 3) uint8``
+``centre_band(frame, band_width=None) -> (H, 3) uint16``
     The frame's central vertical line, averaged over a narrow band of columns (default
     ~0.5 % of the width, odd) to tame noise and single-pixel detail.
-``keogram(columns, aspect=2.0) -> (H', N', 3) uint8``
+``keogram(columns, aspect=2.0) -> (H', N', 3) uint16``
     Columns side by side, one per frame, so time runs left to right: the classic auroral
     "keogram" (Eather, Mende & Judge, 1976) and a quick way to see a day's light, clouds and
     exposure jumps. With ``aspect=None`` the raw image (column i = frame i) is returned;
@@ -53,27 +54,31 @@ def _as_uint8(image: np.ndarray) -> np.ndarray:
     return srgb.to_uint8(image) if image.dtype == np.uint16 else image
 
 
+def _as_uint16(image: np.ndarray) -> np.ndarray:
+    return srgb.to_uint16(image)
+
+
 def default_band_width(width: int) -> int:
     """An odd band of about 0.5 % of the frame width (9 px at 1920), at least 1."""
     return 2 * (width // 400) + 1
 
 
 def centre_band(frame: np.ndarray, band_width: int | None = None) -> np.ndarray:
-    """Mean of the ``band_width`` columns around the frame's centre: an (H, 3) uint8 column."""
+    """Mean of the ``band_width`` columns around the frame's centre: an (H, 3) uint16 column."""
     _check_frame(frame)
     width = frame.shape[1]
     band = default_band_width(width) if band_width is None else int(band_width)
     band = max(1, min(band, width))
     x0 = min(width // 2 - band // 2, width - band)  # centred on column width // 2
     column = frame[:, x0: x0 + band].mean(axis=1, dtype=np.float32)
-    if frame.dtype == np.uint16:
-        column = column / 257.0
-    return np.clip(np.rint(column), 0, 255).astype(np.uint8)
+    if frame.dtype == np.uint8:
+        column *= 257.0
+    return np.clip(np.rint(column), 0, srgb.MAX16).astype(np.uint16)
 
 
 def keogram(columns: Sequence[np.ndarray], aspect: float | None = 2.0,
             min_height: int = 270) -> np.ndarray:
-    """Put per-frame (H, 3) columns side by side into a keogram image (uint8 RGB).
+    """Put per-frame (H, 3) columns side by side into a keogram image (uint16 RGB, like them).
 
     With ``aspect=None`` the result is (H, N, 3) with column i from frame i. Otherwise the
     height becomes ``N / aspect`` clamped to [min(H, min_height), H] (rows area-averaged, never
@@ -174,7 +179,7 @@ class ContactSheet:
                 _GUTTER + row * (th + _GUTTER))
 
     def image(self, labels: bool = True) -> np.ndarray:
-        """The sheet as uint8 RGB; tiles of frames that never arrived stay background."""
+        """The sheet as a uint16 RGB image; tiles of frames that never arrived stay background."""
         th = self.thumb_height or round(self.thumb_width * 9 / 16)
         sheet = np.full(
             (_GUTTER + self.rows * (th + _GUTTER),
@@ -191,7 +196,7 @@ class ContactSheet:
                 for colour, width in (((0, 0, 0), thickness + 2), ((255, 255, 255), thickness)):
                     cv2.putText(sheet, self.labels[index], origin, cv2.FONT_HERSHEY_SIMPLEX,
                                 scale, colour, width, cv2.LINE_AA)
-        return sheet
+        return _as_uint16(sheet)
 
 
 def write_png(path: str | os.PathLike[str], image: np.ndarray) -> None:
