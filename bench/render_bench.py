@@ -10,7 +10,7 @@ of:
   plain      ffmpeg decode + libx265 encode, same preset/CRF, yuv420p10le, same size
 
 and decodes every output (PyAV) to measure residual flicker, jitter and drift
-(bench/metrics.py). Prints a table against the targets. Exits non-zero only on errors.
+(skylapse.processing.measure). Prints a table against the targets. Exits non-zero only on errors.
 
     .venv/bin/python bench/render_bench.py                 # 200 frames, 1080p, medium, CRF 28
     .venv/bin/python bench/render_bench.py --frames 30 --size 640x360   # quick
@@ -32,9 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import metrics
 from skylapse import synthetic
+from skylapse.processing import measure as metrics
 
 HERE = Path(__file__).resolve().parent
 TARGETS = {"flicker": 0.02, "jitter": 0.1, "drift": 0.5, "time_ratio": 1.10, "mem_extra_mb": 150}

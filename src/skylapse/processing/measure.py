@@ -1,4 +1,6 @@
-"""What the render bench measures on a decoded output: residual flicker, jitter and drift.
+"""How good a rendered timelapse is: residual flicker, jitter and drift of decoded frames.
+
+The render bench, the demo's summary and the tests all measure with these.
 
 All functions are pure: they take frames (``uint8`` or ``uint16`` sRGB-encoded RGB arrays, as
 PyAV decodes them as ``rgb24`` / ``rgb48le``) and return numbers.

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import metrics
 from skylapse import synthetic
+from skylapse.processing import measure as metrics
 
 
 @pytest.fixture(scope="module")
