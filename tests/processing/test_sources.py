@@ -59,7 +59,8 @@ def _save(path: Path, rgb: np.ndarray, **kwargs) -> Path:
     return path
 
 
-def write_dng(path: Path, cfa: np.ndarray, white: int = 65535) -> Path:
+def write_dng(path: Path, cfa: np.ndarray, white: int = 65535,
+              when: str = "2024:06:01 12:00:00") -> Path:
     """A minimal uncompressed RGGB DNG (one little-endian IFD, one strip) whose camera colour
     matrix is sRGB's, so that LibRaw's output equals the CFA values sRGB-encoded."""
     h, w = cfa.shape
@@ -69,6 +70,7 @@ def write_dng(path: Path, cfa: np.ndarray, white: int = 65535) -> Path:
         (254, 4, [0]), (256, 4, [w]), (257, 4, [h]), (258, 3, [16]), (259, 3, [1]),
         (262, 3, [32803]), (271, 2, b"Skylapse\0"), (272, 2, b"Test\0"), (273, 4, None),
         (274, 3, [1]), (277, 3, [1]), (278, 4, [h]), (279, 4, [len(pixels)]), (284, 3, [1]),
+        (306, 2, when.encode() + b"\0"),
         (33421, 3, [2, 2]), (33422, 1, [0, 1, 1, 2]), (50706, 1, [1, 4, 0, 0]),
         (50708, 2, b"Skylapse Test\0"), (50717, 4, [white]),
         (50721, 10, [(round(v * 10000), 10000) for v in xyz_to_srgb]),
@@ -333,6 +335,7 @@ def test_dng_discovery_and_decoding(tmp_path: Path) -> None:
     frames, skipped = discover_frames(tmp_path)
     assert skipped == []
     assert frames[0].fmt == "dng" and frames[0].size == (w, h)
+    assert frames[0].captured_at == datetime(2024, 6, 1, 12, 0)  # DateTime, read by seeking
     rgb = read_frame(tmp_path / "a.dng")
     assert rgb.dtype == np.uint16 and rgb.shape == (h, w, 3)
     # LibRaw output with sRGB primaries, the sRGB curve and no auto-brightening equals
@@ -346,8 +349,14 @@ def test_dng_discovery_and_decoding(tmp_path: Path) -> None:
     assert float(np.median(gray)) == pytest.approx(float(sources.srgb.decode(lum / 65535)),
                                                    rel=0.02)
     (tmp_path / "bad.dng").write_bytes(b"II*\0" + b"\0" * 100)
-    _, skipped = discover_frames(tmp_path)
-    assert [s.path.name for s in skipped] == ["bad.dng"]
+    data = (tmp_path / "a.dng").read_bytes()
+    (tmp_path / "cut.dng").write_bytes(data[: len(data) // 2])
+    frames, skipped = discover_frames(tmp_path)
+    assert [f.path.name for f in frames] == ["a.dng"]
+    reasons = {s.path.name: s.reason for s in skipped}
+    assert set(reasons) == {"bad.dng", "cut.dng"} and "truncated" in reasons["cut.dng"]
+    with pytest.raises(FrameReadError):
+        read_frame(tmp_path / "cut.dng")
 
 
 def test_dng_without_rawpy_says_what_to_install(

@@ -108,6 +108,7 @@ _TAG_SUBSEC_DIGITIZED = 0x9292
 # TIFF data layout tags, for the truncation check.
 _TAG_STRIP_OFFSETS, _TAG_STRIP_BYTES = 273, 279
 _TAG_TILE_OFFSETS, _TAG_TILE_BYTES = 324, 325
+_TAG_SUB_IFDS = 330
 
 _REDUCED_JPEG_FLAGS = {
     1: cv2.IMREAD_GRAYSCALE,
@@ -289,7 +290,7 @@ def _probe(path: Path, fmt: str) -> FrameInfo:
             elif fmt == "png":
                 _check_tail(path, size, b"IEND", "PNG IEND chunk")
             elif fmt == "tiff":
-                _check_tiff_extent(path, im, size)
+                _check_tiff_extent(path, getattr(im, "tag_v2", None), size)
                 # Pillow already swaps im.size for rotated TIFFs; use the stored dimensions.
                 width, height = im.tag_v2.get(256, width), im.tag_v2.get(257, height)
             # PNG's getexif() would decode the pixels when the eXIf chunk is absent.
@@ -316,8 +317,8 @@ def _check_tail(path: Path, size: int, marker: bytes, what: str) -> None:
         raise FrameReadError(path, f"truncated: no {what} at the end of the file")
 
 
-def _check_tiff_extent(path: Path, im: Image.Image, size: int) -> None:
-    tags = getattr(im, "tag_v2", None)
+def _check_tiff_extent(path: Path, tags: Any, size: int) -> None:
+    """Raise if the strips or tiles listed in one TIFF IFD run past the end of the file."""
     if tags is None:
         return
     for off_tag, len_tag in ((_TAG_STRIP_OFFSETS, _TAG_STRIP_BYTES),
@@ -345,28 +346,37 @@ def _probe_dng(path: Path) -> FrameInfo:
     if sizes.flip in (5, 6):
         width, height = height, width
     try:
-        exif = _read_tiff_exif(path)
+        exif, image_ifds = _read_tiff_ifds(path)
     except (OSError, ValueError, SyntaxError, struct.error):
-        exif = None
+        exif, image_ifds = None, []
+    file_size = path.stat().st_size
+    for ifd in image_ifds:  # the raw data lives in IFD0 or a SubIFD
+        _check_tiff_extent(path, ifd, file_size)
     return _frame_info(path, "dng", width, height, exif, apply_orientation=False)
 
 
-def _read_tiff_exif(path: Path) -> dict[int, Any]:
-    """IFD0 plus the EXIF sub-IFD of a TIFF-structured file (DNG), read by seeking."""
+def _read_tiff_ifds(path: Path) -> tuple[dict[int, Any], list[Any]]:
+    """Tags of IFD0 merged with its EXIF sub-IFD, and the image IFDs (IFD0 + SubIFDs) of a
+    TIFF-structured file such as a DNG, read by seeking (the pixel data is never read)."""
     tags: dict[int, Any] = {}
     with open(path, "rb") as fh:
         header = fh.read(8)
-        ifd = TiffImagePlugin.ImageFileDirectory_v2(header)
-        fh.seek(ifd.next)
-        ifd.load(fh)
-        tags.update(ifd)
-        exif_offset = tags.get(_TAG_EXIF_IFD)
-        if exif_offset:
-            sub = TiffImagePlugin.ImageFileDirectory_v2(header)
-            fh.seek(int(exif_offset))
-            sub.load(fh)
-            tags.update(sub)
-    return tags
+
+        def load(offset: int) -> TiffImagePlugin.ImageFileDirectory_v2:
+            ifd = TiffImagePlugin.ImageFileDirectory_v2(header)
+            fh.seek(offset)
+            ifd.load(fh)
+            return ifd
+
+        ifd0 = load(TiffImagePlugin.ImageFileDirectory_v2(header).next)
+        tags.update(ifd0)
+        image_ifds = [ifd0]
+        sub_offsets = ifd0.get(_TAG_SUB_IFDS) or ()
+        for offset in sub_offsets if isinstance(sub_offsets, tuple) else (sub_offsets,):
+            image_ifds.append(load(int(offset)))
+        if exif_offset := tags.get(_TAG_EXIF_IFD):
+            tags.update(load(int(exif_offset)))
+    return tags, image_ifds
 
 
 def _frame_info(
