@@ -41,6 +41,7 @@ from skylapse.processing import (
     lens,
     previews,
     sources,
+    srgb,
     stabilize,
 )
 from skylapse.processing.streaming import SinkThread, prefetch
@@ -213,7 +214,10 @@ def render(
 
     _check_output(out)
     with clock("discover"):
-        frames, skipped = sources.discover_frames(src)
+        try:
+            frames, skipped = sources.discover_frames(src)
+        except (FileNotFoundError, sources.MissingRawSupportError) as exc:
+            raise RenderError(str(exc)) from None
     summary.frames_in = len(frames) + len(skipped)
     summary.skipped.extend((s.path, s.reason) for s in skipped)
     if not frames:
@@ -348,9 +352,12 @@ def _render_pass(frames, plan: _Plan, size, lens_maps, options, out, pool, clock
         images = []
         for j in plan.shots[n]:
             try:
-                images.append(sources.fit_to_size(sources.read_frame(frames[j].path), size))
+                path = frames[j].path
+                images.append(sources.fit_to_size(sources.read_frame(path), size, path=path))
             except sources.FrameReadError as exc:
                 return n, None, (frames[j].path, exc.reason), time.perf_counter() - t0
+            except sources.AspectMismatchError as exc:
+                return n, None, (frames[j].path, str(exc)), time.perf_counter() - t0
         return n, images, None, time.perf_counter() - t0
 
     with ExitStack() as stack:
@@ -400,10 +407,10 @@ def _render_pass(frames, plan: _Plan, size, lens_maps, options, out, pool, clock
 
     with clock("previews"):
         if keogram is not None and emitted:
-            previews.write_png(paths.keogram, keogram.image())
+            previews.write_png(paths.keogram, srgb.to_uint8(keogram.image()))
             summary.outputs.append(paths.keogram)
         if sheet is not None and emitted:
-            previews.write_png(paths.contact_sheet, sheet.image())
+            previews.write_png(paths.contact_sheet, srgb.to_uint8(sheet.image()))
             summary.outputs.append(paths.contact_sheet)
 
 
