@@ -142,3 +142,29 @@ def running_redis(base: Path) -> Iterator[RedisServer]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@dataclass
+class S3Server:
+    """moto's S3 API served over real HTTP on loopback; any credentials are accepted."""
+
+    port: int
+    server: object
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def running_s3() -> Iterator[S3Server]:
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        wait_for_port(port)
+        yield S3Server(port, server)
+    finally:
+        server.stop()

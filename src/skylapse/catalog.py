@@ -374,6 +374,22 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at    TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, created_at);
+CREATE TABLE IF NOT EXISTS timelapses (
+    id              INTEGER PRIMARY KEY,
+    job_id          TEXT NOT NULL UNIQUE,
+    sequence_id     INTEGER,
+    path            TEXT NOT NULL,
+    created_at      TEXT NOT NULL,
+    files           TEXT NOT NULL,
+    size_bytes      INTEGER NOT NULL,
+    backed_up_at    TEXT,
+    backup_location TEXT,
+    backup_sha256   TEXT,
+    backup_etags    TEXT,
+    deleted_at      TEXT,
+    deleted_reason  TEXT
+);
+CREATE INDEX IF NOT EXISTS timelapses_created ON timelapses(deleted_at, created_at);
 """
 
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -488,6 +504,24 @@ class ProcessingCatalog(SqliteStore):
         sql += " ORDER BY captured_at, path"
         return [dict(r) for r in self._connect().execute(sql, args)]
 
+    def ingested_after(self, after_id: int, limit: int = 1000) -> list[dict[str, Any]]:
+        """Frames ingested after row ``after_id``, in ingest order, with their metadata parsed
+        (the API's metrics follow new frames this way)."""
+        rows = self._connect().execute(
+            "SELECT * FROM ingested WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+        )
+        out = []
+        for r in rows:
+            row = dict(r)
+            row["metadata"] = json.loads(row["metadata"]) if row["metadata"] else {}
+            out.append(row)
+        return out
+
+    def last_ingested_id(self) -> int:
+        """The newest ingested row's id (0 when nothing was ingested)."""
+        row = self._connect().execute("SELECT MAX(id) FROM ingested").fetchone()
+        return row[0] or 0
+
     # --- jobs -----------------------------------------------------------------------------
 
     def add_job(
@@ -535,9 +569,78 @@ class ProcessingCatalog(SqliteStore):
             "SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')"
         ).fetchone()[0]
 
+    # --- archived timelapses (skylapse.processing.archive) ---------------------------------
+
+    def add_timelapse(
+        self, *, job_id: str, sequence_id: int | None, path: str, files: list[dict[str, Any]],
+        created_at: datetime,
+    ) -> int:
+        """Record an archived timelapse (idempotent per render job); returns its id."""
+        size = sum(int(f["size"]) for f in files)
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO timelapses (job_id, sequence_id, path, created_at, files,"
+                " size_bytes) VALUES (?, ?, ?, ?, ?, ?)",
+                (job_id, sequence_id, path, _iso(created_at), json.dumps(files), size),
+            )
+            row = db.execute("SELECT id FROM timelapses WHERE job_id = ?", (job_id,)).fetchone()
+        return row["id"]
+
+    def timelapse(self, timelapse_id: int) -> dict[str, Any] | None:
+        row = self._connect().execute(
+            "SELECT * FROM timelapses WHERE id = ?", (timelapse_id,)
+        ).fetchone()
+        return _timelapse_dict(row) if row else None
+
+    def timelapse_for_job(self, job_id: str) -> dict[str, Any] | None:
+        row = self._connect().execute(
+            "SELECT * FROM timelapses WHERE job_id = ?", (job_id,)
+        ).fetchone()
+        return _timelapse_dict(row) if row else None
+
+    def timelapses(
+        self, *, include_deleted: bool = False, backed_up: bool | None = None
+    ) -> list[dict[str, Any]]:
+        """Archived timelapses, oldest first (the order retention deletes them in)."""
+        where = [] if include_deleted else ["deleted_at IS NULL"]
+        if backed_up is not None:
+            where.append("backed_up_at IS NOT NULL" if backed_up else "backed_up_at IS NULL")
+        sql = "SELECT * FROM timelapses"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at, id"
+        return [_timelapse_dict(r) for r in self._connect().execute(sql)]
+
+    def mark_timelapse_backed_up(
+        self, timelapse_id: int, when: datetime, location: str, sha256: str,
+        etags: dict[str, str],
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE timelapses SET backed_up_at = ?, backup_location = ?, backup_sha256 = ?,"
+                " backup_etags = ? WHERE id = ?",
+                (_iso(when), location, sha256, json.dumps(etags), timelapse_id),
+            )
+
+    def mark_timelapse_deleted(self, timelapse_id: int, when: datetime, reason: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE timelapses SET deleted_at = ?, deleted_reason = ? WHERE id = ?",
+                (_iso(when), reason, timelapse_id),
+            )
+
 
 def _job_dict(row: sqlite3.Row) -> dict[str, Any]:
     out = dict(row)
     out["params"] = json.loads(out["params"])
     out["result"] = json.loads(out["result"]) if out["result"] else None
+    return out
+
+
+def _timelapse_dict(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    out["files"] = json.loads(out["files"])
+    out["backup_etags"] = json.loads(out["backup_etags"]) if out["backup_etags"] else None
+    for key in ("created_at", "backed_up_at", "deleted_at"):
+        out[key] = datetime.fromisoformat(out[key]) if out[key] else None
     return out
