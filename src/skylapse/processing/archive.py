@@ -43,7 +43,7 @@ class ArchiveConfig(_Section):
     """The archive: where it is, what goes in, and how long it is kept."""
 
     dir: Path | None = Field(None, description="archive folder (default: DATA/archive)")
-    after_render: bool = Field(True, description="queue an archive job when a render finishes")
+    after_render: bool = Field(False, description="queue an archive job when a render finishes")
     include_frames: bool = Field(False, description="keep the source frames with the timelapse")
     max_age_days: float | None = Field(
         None, gt=0, description="delete backed-up timelapses older than this"

@@ -12,6 +12,9 @@ Job kinds:
 * ``render``: a sequence (or one phase of it) through `skylapse.processing.render`, into
   ``<data>/timelapses/<sequence>-<job>/``.
 * ``enhance``: one bracket set (HDR exposure fusion) or focus stack fused into a still.
+* ``archive``: a finished render's outputs into the archive (`skylapse.processing.archive`),
+  then working-folder cleanup, S3 backup when configured, and retention. Queued by every
+  finished render when ``ArchiveConfig.after_render`` (``SKYLAPSE_ARCHIVE_AFTER_RENDER=1``).
 
 A failing job is retried by the queue up to its limit, then marked ``failed`` with the error.
 """
@@ -32,6 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from skylapse.catalog import ProcessingCatalog
 from skylapse.log import correlation_id, get_logger
+from skylapse.processing.archive import ArchiveConfig
+from skylapse.processing.backup import BackupConfig
 
 log = get_logger(__name__)
 
@@ -90,6 +95,8 @@ class JobService:
         retries: int = 2,
         retry_delay_s: float = 2.0,
         on_progress: Callable[[str, float], None] | None = None,
+        archive: ArchiveConfig | None = None,
+        backup: BackupConfig | None = None,
     ):
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -99,6 +106,8 @@ class JobService:
         self.working = self.data_dir / "working"
         self.retries = retries
         self.on_progress = on_progress
+        self.archive = archive if archive is not None else ArchiveConfig.from_env()
+        self.backup = backup if backup is not None else BackupConfig.from_env()
         url = queue_url if queue_url is not None else os.environ.get(QUEUE_URL_ENV)
         self.huey = make_huey(url, self.data_dir)
         self._task = self.huey.task(
@@ -212,6 +221,8 @@ class JobService:
                 job_id, state="done", progress=1.0, result=result, finished_at=datetime.now(UTC)
             )
             log.info("job done", job=job_id, seconds=result["duration_s"])
+            if job["kind"] == "render" and self.archive.after_render:
+                self.submit("archive", {"job_id": job_id}, correlation=job.get("correlation_id"))
 
     def _progress(self, job_id: str) -> Callable[[str, int, int], None]:
         """A render progress callback that stores progress (throttled) and honours cancel."""
@@ -283,7 +294,39 @@ def _run_enhance(service: JobService, job_id: str, params: dict[str, Any]) -> di
     return {"outputs": [str(out.relative_to(service.data_dir))]}
 
 
+def _data_relative(service: JobService, path: Path) -> str:
+    inside = path.is_relative_to(service.data_dir)
+    return str(path.relative_to(service.data_dir) if inside else path)
+
+
+def _run_archive(service: JobService, job_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    from skylapse.processing.archive import Archive
+    from skylapse.processing.backup import S3Backup
+
+    cfg = service.archive
+    archive = Archive(service.data_dir, service.catalog, cfg.dir)
+    frames = params.get("include_frames", cfg.include_frames)
+    record = archive.archive_job_outputs(params["job_id"], include_frames=frames)
+    result: dict[str, Any] = {
+        "timelapse_id": record["id"],
+        "outputs": [_data_relative(service, archive.path_of(record) / f["path"])
+                    for f in record["files"]],
+        "size_bytes": record["size_bytes"],
+        "working_removed": archive.cleanup_working(service.working),
+    }
+    if service.backup.enabled and record["backed_up_at"] is None:
+        backed = S3Backup(service.backup, archive.root / ".backup-state").backup_timelapse(
+            archive, record["id"]
+        )
+        result["backup_location"] = backed["backup_location"]
+    if cfg.max_age is not None or cfg.max_total_bytes is not None:
+        report = archive.enforce_retention(cfg.max_age, cfg.max_total_bytes)
+        result["retention_deleted"] = report.deleted
+    return result
+
+
 _RUNNERS: dict[str, Callable[[JobService, str, dict[str, Any]], dict[str, Any]]] = {
     "render": _run_render,
     "enhance": _run_enhance,
+    "archive": _run_archive,
 }
