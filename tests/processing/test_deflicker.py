@@ -294,3 +294,69 @@ def test_short_sequences_and_unmeasurable_frames_get_finite_gains():
     corrected = analysis.measured + np.log2(gains)
     assert np.nanstd(corrected) < 0.5 * np.nanstd(analysis.measured)
     assert np.nanmax(np.abs(np.diff(corrected))) < 0.01  # frame to frame: smooth
+
+
+def test_whittaker_solver_matches_a_dense_solution():
+    rng = np.random.default_rng(0)
+    for n in (4, 7, 48, 301):
+        y = rng.normal(0, 0.1, n).cumsum()
+        w = rng.uniform(0.2, 1.0, n)
+        w[n // 2] = 0.0
+        for cutoff in (8.0, 80.0):
+            lam = 1.0 / (2.0 * math.sin(math.pi / cutoff)) ** 6
+            d = np.diff(np.eye(n), 3, axis=0)
+            dense = np.linalg.solve(np.diag(w) + lam * d.T @ d, w * y)
+            smooth = dfk.smooth_log_exposure(y, cutoff, weights=w, robust_iterations=0)
+            np.testing.assert_allclose(smooth, dense, atol=1e-6)
+
+
+def test_automatic_smoothing_does_not_follow_white_flicker():
+    rng = np.random.default_rng(11)
+    for n in (200, 1000):
+        t = np.arange(n) / (n - 1)
+        for trend in (np.zeros(n), -2.0 * t**2):
+            for _ in range(5):
+                flicker = rng.normal(0, 0.08, n)
+                left = dfk.smooth_log_exposure(trend + flicker) - trend
+                assert np.std(left - left.mean()) < 0.08 / 4  # ~0.008-0.015 measured
+    # short: a period-40 wobble cannot be told from a trend, so judged on average
+    reductions = []
+    for _ in range(10):
+        flicker = rng.normal(0, 0.08, 60)
+        left = dfk.smooth_log_exposure(flicker)
+        reductions.append(0.08 / np.std(left - left.mean()))
+    assert np.mean(reductions) > 4
+
+
+def test_short_fast_sunset_is_followed_without_an_error_ramp():
+    # 48 frames, -2 EV accelerating: a fixed 80-frame cutoff is a global quadratic here
+    frames = list(make_sequence(n=48, seed=7, sunset_ev=-2.0))
+    residual, uncorrected, out, truth, _ = run_deflicker(frames)
+    stiff, *_ = run_deflicker(frames, cutoff_frames=80)
+    print(f"48 fast frames: residual {residual:.4f} EV (fixed 80: {stiff:.4f}), "
+          f"uncorrected {uncorrected:.4f} EV")
+    assert uncorrected > 0.06
+    assert residual < 0.025 and residual < 0.7 * stiff
+    error = (out - truth) - np.mean(out - truth)
+    assert np.abs(error[:6]).max() < 0.05  # no ramp of error at the start
+
+
+def test_long_slow_sunset_is_still_smoothed_hard():
+    frames = list(make_sequence(n=200, seed=8, sunset_ev=-3.0))
+    residual, uncorrected, out, truth, _ = run_deflicker(frames)
+    stiff, *_ = run_deflicker(frames, cutoff_frames=80)
+    print(f"200 slow frames: residual {residual:.4f} EV (fixed 80: {stiff:.4f}), "
+          f"uncorrected {uncorrected:.4f} EV")
+    assert uncorrected > 0.06
+    assert residual < 0.011 and residual <= stiff + 0.001
+    # the -3 EV sunset is kept, ends included (10-frame means: each frame keeps its noise)
+    kept = out[-10:].mean() - out[:10].mean()
+    assert kept == pytest.approx(truth[-10:].mean() - truth[:10].mean(), abs=0.04)  # 0.038
+
+
+def test_pure_flicker_on_a_constant_scene():
+    frames = list(make_sequence(n=80, seed=9, sunset_ev=0.0))
+    residual, uncorrected, *_ = run_deflicker(frames)
+    print(f"constant scene: residual {residual:.4f} EV, uncorrected {uncorrected:.4f} EV")
+    assert uncorrected > 0.06
+    assert residual < 0.015

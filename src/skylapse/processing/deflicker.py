@@ -20,7 +20,9 @@ changes - a sunset, a holy-grail exposure ramp - must survive. The stage works i
    2003), with LOWESS-style bisquare robustness iterations (Cleveland, JASA 74, 1979). Its null
    space is the quadratics, so a steady or accelerating trend passes unchanged - also at the ends
    of the sequence, which it handles without padding - while independent frame-to-frame errors are
-   averaged out. A causal/forward window (as ffmpeg's ``deflicker``) instead lags or leads a ramp.
+   averaged out. How hard it smooths is chosen per sequence by (modified) generalized
+   cross-validation, so a long slow sunset is smoothed hard and a short fast one is followed.
+   A causal/forward window (as ffmpeg's ``deflicker``) instead lags or leads a ramp.
 
 The correction ``gain = 2 ** (smoothed - measured)`` is applied in linear light.
 
@@ -49,10 +51,12 @@ import numpy as np
 
 from skylapse.processing import srgb
 
-#: Period, in frames, at which the smoother halves a fluctuation: slower changes are kept,
-#: faster ones removed. Independent per-frame errors leak through with ~0.14 of their standard
-#: deviation at 80 frames (0.18 at 60; measured on 200 frames, ends included).
-DEFAULT_CUTOFF_FRAMES = 80.0
+#: Range of the automatically chosen smoothing cutoff (frames; see :func:`smooth_log_exposure`).
+#: A cutoff of 8 frames still averages white flicker down to ~0.4 of its standard deviation,
+#: 200 to ~0.1 (long, slow sequences); the old fixed 80 frames leaked ~0.14.
+AUTO_CUTOFF_BOUNDS = (8.0, 200.0)
+_GCV_GRID = 16  # cutoffs tried, geometrically spaced, before a parabolic refinement
+_GCV_GAMMA = 2.0  # modified GCV (Kim & Gu use 1.4): errs toward stiff, flicker shows more
 #: Block grid (columns, rows) of the luminance measurement: 60x60 px blocks at 1080p.
 DEFAULT_GRID = (32, 18)
 #: Linear luminance at or above which a sample counts as (nearly) clipped.
@@ -190,54 +194,187 @@ def _cutoff_to_lambda(cutoff_frames: float, order: int) -> float:
     return 1.0 / (2.0 * math.sin(math.pi / cutoff_frames)) ** (2 * order)
 
 
-def _solve_banded_spd(band: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """Solve A x = rhs for symmetric positive-definite banded A, ``band[k, i] = A[i + k, i]``.
-
-    Banded Cholesky, O(n p^2): a few ms for thousands of frames without a dense n x n matrix.
-    """
-    p, n = band.shape[0] - 1, band.shape[1]
-    a = band.T.tolist()  # a[i][k] = A[i + k, i]
-    low = [[0.0] * (p + 1) for _ in range(n)]  # low[i][k] = L[i + k, i]
-    for j in range(n):
-        s = a[j][0] - sum(low[j - k][k] ** 2 for k in range(1, min(p, j) + 1))
-        d = math.sqrt(s)
-        low[j][0] = d
-        for i in range(1, min(p, n - 1 - j) + 1):
-            # L[j+i, j] = (A[j+i, j] - sum_k L[j+i, j-k] L[j, j-k]) / L[j, j]
-            s = a[j][i]
-            for k in range(1, min(p - i, j) + 1):
-                s -= low[j - k][i + k] * low[j - k][k]
-            low[j][i] = s / d
-    y = [0.0] * n
-    for i in range(n):
-        s = float(rhs[i])
-        for k in range(1, min(p, i) + 1):
-            s -= low[i - k][k] * y[i - k]
-        y[i] = s / low[i][0]
-    x = [0.0] * n
-    for i in range(n - 1, -1, -1):
-        s = y[i]
-        for k in range(1, min(p, n - 1 - i) + 1):
-            s -= low[i][k] * x[i + k]
-        x[i] = s / low[i][0]
-    return np.array(x)
-
-
-def _whittaker(y: np.ndarray, w: np.ndarray, lam: float, order: int) -> np.ndarray:
-    n = y.size
-    coeffs = np.array([math.comb(order, k) * (-1) ** (order - k) for k in range(order + 1)], float)
-    band = np.zeros((order + 1, n))
-    band[0] = w
-    rows = np.arange(n - order)
+@lru_cache(maxsize=8)
+def _penalty_bands(n: int, order: int) -> np.ndarray:
+    """``bands[k, i] = (D'D)[i + k, i]``, ``D`` the ``order``-th difference matrix (n-order x n)."""
+    coeffs = [math.comb(order, k) * (-1) ** (order - k) for k in range(order + 1)]
+    bands = np.zeros((order + 1, n))
+    rows = np.arange(max(n - order, 0))
     for a in range(order + 1):
-        for b in range(a + 1):  # A[r + a, r + b] += lam c_a c_b, stored at band[a - b, r + b]
-            np.add.at(band[a - b], rows + b, lam * coeffs[a] * coeffs[b])
-    return _solve_banded_spd(band, w * y)
+        for b in range(a + 1):  # D'D[r + a, r + b] += c_a c_b for every row r of D
+            bands[a - b, rows + b] += coeffs[a] * coeffs[b]
+    bands.setflags(write=False)
+    return bands
+
+
+def _block_tridiagonal(bands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric band matrices ``bands[..., k, i] = A[i + k, i]`` (k <= p) as block-tridiagonal.
+
+    Blocks are p x p (p = bandwidth), so the band fits in the diagonal and first off-diagonal
+    blocks. ``n`` is padded to whole blocks with decoupled identity rows. Returns the diagonal
+    blocks ``(..., m, p, p)`` and the sub-diagonal blocks ``A[block i + 1, block i]``.
+    """
+    *batch, kp1, n = bands.shape
+    p = kp1 - 1
+    m = -(-n // p)
+    pad = np.zeros((*batch, kp1, m * p))
+    pad[..., :n] = bands
+    pad[..., 0, n:] = 1.0
+    a, b = np.arange(p)[:, None], np.arange(p)[None, :]
+    start = (np.arange(m) * p)[:, None, None]
+    diag = pad[..., np.abs(a - b), start + np.minimum(a, b)]
+    offset = p + a - b  # row (i + 1) p + a, column i p + b: band offset p + a - b, zero beyond p
+    sub = np.where(offset <= p, pad[..., np.minimum(offset, p), start + b], 0.0)
+    sub[..., -1, :, :] = 0.0
+    return diag, sub
+
+
+def _solve_block_tridiagonal(diag: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+                             rhs: np.ndarray) -> np.ndarray:
+    """Solve ``lower_i x_{i-1} + diag_i x_i + upper_i x_{i+1} = rhs_i`` by block cyclic reduction.
+
+    Each level eliminates the odd block rows from the even ones with batched p x p inverses
+    (numerically stable for symmetric positive-definite systems: the reduced blocks are Schur
+    complements), halving the system; ~log2(m) vectorised steps instead of an m-step loop
+    (Hockney 1965; Golub & Van Loan, "Matrix Computations", 4.5.4). Leading batch dimensions
+    solve several systems at once. Shapes ``(..., m, p, p)``, ``rhs (..., m, p, 1)``.
+    """
+    m, p = diag.shape[-3], diag.shape[-1]
+    if m <= 3:  # assemble the last few blocks densely
+        dense = np.zeros((*diag.shape[:-3], m * p, m * p))
+        for i in range(m):
+            dense[..., i * p:(i + 1) * p, i * p:(i + 1) * p] = diag[..., i, :, :]
+            if i > 0:
+                dense[..., i * p:(i + 1) * p, (i - 1) * p:i * p] = lower[..., i, :, :]
+                dense[..., (i - 1) * p:i * p, i * p:(i + 1) * p] = upper[..., i - 1, :, :]
+        flat = np.linalg.solve(dense, rhs.reshape(*rhs.shape[:-3], m * p, 1))
+        return flat.reshape(rhs.shape)
+    if m % 2 == 0:  # an odd count keeps both end rows: pad with a decoupled identity row
+        def grow(x: np.ndarray, fill: np.ndarray | float) -> np.ndarray:
+            extra = np.zeros_like(x[..., :1, :, :])
+            extra[...] = fill
+            return np.concatenate([x, extra], axis=-3)
+        x = _solve_block_tridiagonal(grow(diag, np.eye(p)), grow(lower, 0.0),
+                                     grow(upper, 0.0), grow(rhs, 0.0))
+        return x[..., :m, :, :]
+
+    def around(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # the odd rows left and right of each even row (zero past the ends)
+        none = np.zeros_like(x[..., :1, :, :])
+        return np.concatenate([none, x], axis=-3), np.concatenate([x, none], axis=-3)
+
+    odd_inv = np.linalg.inv(diag[..., 1::2, :, :])
+    inv_left, inv_right = around(odd_inv)
+    lower_left, lower_right = around(lower[..., 1::2, :, :])
+    upper_left, upper_right = around(upper[..., 1::2, :, :])
+    rhs_left, rhs_right = around(rhs[..., 1::2, :, :])
+    alpha = -lower[..., 0::2, :, :] @ inv_left
+    gamma = -upper[..., 0::2, :, :] @ inv_right
+    even = _solve_block_tridiagonal(
+        diag[..., 0::2, :, :] + alpha @ upper_left + gamma @ lower_right,
+        alpha @ lower_left,
+        gamma @ upper_right,
+        rhs[..., 0::2, :, :] + alpha @ rhs_left + gamma @ rhs_right,
+    )
+    odd = odd_inv @ (rhs[..., 1::2, :, :] - lower[..., 1::2, :, :] @ even[..., :-1, :, :]
+                     - upper[..., 1::2, :, :] @ even[..., 1:, :, :])
+    out = np.empty_like(rhs)
+    out[..., 0::2, :, :] = even
+    out[..., 1::2, :, :] = odd
+    return out
+
+
+def _whittaker(y: np.ndarray, w: np.ndarray, lams: np.ndarray, order: int) -> np.ndarray:
+    """Whittaker fits ``(W + lam D'D)^-1 W y``, one row per ``lam``: ``(len(lams), n)``."""
+    n = y.size
+    lams = np.atleast_1d(np.asarray(lams, dtype=np.float64))
+    bands = lams[:, None, None] * _penalty_bands(n, order)
+    bands[:, 0] += w
+    diag, sub = _block_tridiagonal(bands)
+    m, p = diag.shape[-3], order
+    lower = np.zeros_like(diag)
+    lower[:, 1:] = sub[:, :-1]
+    rhs = np.zeros(m * p)
+    rhs[:n] = w * y
+    rhs = np.broadcast_to(rhs.reshape(m, p, 1), (lams.size, m, p, 1))
+    x = _solve_block_tridiagonal(diag, lower, np.swapaxes(sub, -1, -2), rhs)
+    return x.reshape(lams.size, m * p)[:, :n]
+
+
+def _hat_trace(n: int, lams: np.ndarray, order: int) -> np.ndarray:
+    """Approximate ``tr (I + lam D'D)^-1`` (the fit's degrees of freedom), one per ``lam``.
+
+    ``D'D`` has ``order`` zero eigenvalues (the polynomials it leaves alone); the others are
+    those of the banded Toeplitz ``DD'``, close to its symbol ``(2 - 2 cos w)^order`` sampled at
+    ``w = pi (k + (order - 1) / 2) / n`` - within 0.1 degree of freedom of the exact trace for
+    cutoffs of 8 frames and more (checked against dense inverses for n = 10..200).
+    """
+    k = np.arange(1, max(n - order, 0) + 1)
+    mu = (2.0 - 2.0 * np.cos(np.pi * (k + 0.5 * (order - 1)) / n)) ** order
+    return order + np.sum(1.0 / (1.0 + np.outer(lams, mu)), axis=1)
+
+
+def _gcv_fit(y: np.ndarray, w: np.ndarray, order: int,
+             bounds: tuple[float, float]) -> tuple[np.ndarray, float]:
+    """The Whittaker fit whose cutoff (within ``bounds``) minimises the modified GCV score."""
+    cutoffs = np.geomspace(bounds[0], bounds[1], _GCV_GRID)
+    lams = np.array([_cutoff_to_lambda(c, order) for c in cutoffs])
+    fits = _whittaker(y, w, lams, order)
+    total = float(np.sum(w))
+    rss = np.sum(w * (y - fits) ** 2, axis=1)
+    # uneven weights are approximated by their mean for the trace
+    dof = _hat_trace(y.size, lams * y.size / total, order)
+    score = rss / np.maximum(1.0 - _GCV_GAMMA * dof / total, 1e-3) ** 2
+    best = int(np.argmin(score))
+    if 0 < best < cutoffs.size - 1:  # parabola through the neighbours, in log cutoff
+        s0, s1, s2 = np.log(score[best - 1:best + 2])
+        curvature = s0 - 2.0 * s1 + s2
+        if curvature > 0:
+            step = 0.5 * (s0 - s2) / curvature
+            ratio = cutoffs[1] / cutoffs[0]
+            cutoff = float(cutoffs[best] * ratio ** np.clip(step, -0.5, 0.5))
+            return _whittaker(y, w, [_cutoff_to_lambda(cutoff, order)], order)[0], cutoff
+    return fits[best], float(cutoffs[best])
+
+
+def _smooth(curve: np.ndarray, cutoff_frames: float | None, weights: np.ndarray | None,
+            robust_iterations: int, order: int) -> tuple[np.ndarray, float]:
+    y = np.asarray(curve, dtype=np.float64)
+    n = y.size
+    w0 = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64).copy()
+    finite = np.isfinite(y)
+    w0[~finite] = 0.0
+    y = np.where(finite, y, 0.0)
+    good = w0 > 0
+    if good.sum() < order:  # too few points to pin a polynomial: constant (or nothing)
+        level = float(np.sum(w0 * y) / np.sum(w0)) if good.any() else 0.0
+        return np.full(n, level), math.inf
+
+    def fit(w: np.ndarray) -> tuple[np.ndarray, float]:
+        if cutoff_frames is not None:
+            lam = _cutoff_to_lambda(cutoff_frames, order)
+            return _whittaker(y, w, [lam], order)[0], float(cutoff_frames)
+        return _gcv_fit(y, w, order, AUTO_CUTOFF_BOUNDS)
+
+    z, cutoff = fit(w0)
+    for i in range(robust_iterations):
+        r = np.abs(y - z)
+        scale = 6.0 * float(np.median(r[good]))
+        if scale < 1e-9:
+            break
+        w = w0 * np.clip(1.0 - (r / scale) ** 2, 0.0, None) ** 2
+        if np.count_nonzero(w) < order:
+            break
+        if i == 0:  # choose again without the wild frames' pull, then keep that cutoff
+            z, cutoff = fit(w)
+        else:
+            z = _whittaker(y, w, [_cutoff_to_lambda(cutoff, order)], order)[0]
+    return z, cutoff
 
 
 def smooth_log_exposure(
     curve: np.ndarray,
-    cutoff_frames: float = DEFAULT_CUTOFF_FRAMES,
+    cutoff_frames: float | None = None,
     weights: np.ndarray | None = None,
     robust_iterations: int = 2,
     order: int = 3,
@@ -249,34 +386,23 @@ def smooth_log_exposure(
     ``order = 3`` penalty leaves any quadratic - a steady or accelerating sunset, an exposure
     ramp - untouched, including at the sequence's ends, where it needs no padding. The filter is
     symmetric (centred, zero phase), so it neither lags nor leads a ramp. ``lam`` is set so that
-    a fluctuation with a period of ``cutoff_frames`` is halved. ``weights`` (0 for frames that
-    could not be measured; NaNs in ``curve`` get weight 0 and are interpolated) are combined with
-    ``robust_iterations`` rounds of bisquare weights on 6 x median |residual| (Cleveland 1979),
-    so a single wild frame does not pull its neighbours.
+    a fluctuation with a period of ``cutoff_frames`` is halved.
+
+    ``cutoff_frames=None`` (the default) chooses it per sequence from the data, within
+    ``AUTO_CUTOFF_BOUNDS``: flicker is white from frame to frame while the trend is smooth, so
+    the cutoff that best predicts left-out frames - generalized cross-validation (Craven & Wahba,
+    Numer. Math. 31, 1979; for this smoother Eilers 2003, section 5), with Kim & Gu's factor 1.4
+    on the degrees of freedom against GCV's occasional undersmoothing (JRSS B 66, 2004) - is
+    stiff on a slow sequence and follows a short, fast one (whose trend is far from quadratic
+    over its length) closely enough not to leave a ramp of error at its ends.
+
+    ``weights`` (0 for frames that could not be measured; NaNs in ``curve`` get weight 0 and are
+    interpolated) are combined with ``robust_iterations`` rounds of bisquare weights on
+    6 x median |residual| (Cleveland 1979), so a single wild frame does not pull its neighbours;
+    an automatic cutoff is chosen again with the first round's weights, so wild frames do not
+    make it follow them.
     """
-    y = np.asarray(curve, dtype=np.float64)
-    n = y.size
-    w0 = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64).copy()
-    finite = np.isfinite(y)
-    w0[~finite] = 0.0
-    y = np.where(finite, y, 0.0)
-    good = w0 > 0
-    if good.sum() < order:  # too few points to pin a polynomial: constant (or nothing)
-        level = float(np.sum(w0 * y) / np.sum(w0)) if good.any() else 0.0
-        return np.full(n, level)
-    lam = _cutoff_to_lambda(cutoff_frames, order)
-    w = w0
-    z = _whittaker(y, w, lam, order)
-    for _ in range(robust_iterations):
-        r = np.abs(y - z)
-        scale = 6.0 * float(np.median(r[good]))
-        if scale < 1e-9:
-            break
-        w = w0 * np.clip(1.0 - (r / scale) ** 2, 0.0, None) ** 2
-        if np.count_nonzero(w) < order:
-            break
-        z = _whittaker(y, w, lam, order)
-    return z
+    return _smooth(curve, cutoff_frames, weights, robust_iterations, order)[0]
 
 
 def camera_ramp(known_ev: np.ndarray) -> np.ndarray:
@@ -309,7 +435,7 @@ def camera_ramp(known_ev: np.ndarray) -> np.ndarray:
 def gains_from_log_exposure(
     measured: np.ndarray,
     known_ev: np.ndarray | None = None,
-    cutoff_frames: float = DEFAULT_CUTOFF_FRAMES,
+    cutoff_frames: float | None = None,
     weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-frame linear gains from measured log2 exposures (and the camera's known ones).
@@ -334,8 +460,11 @@ def gains_from_log_exposure(
     elif not have.all():
         idx = np.arange(n)
         e = np.interp(idx, idx[have], e[have])
-    scene = smooth_log_exposure(m - e, cutoff_frames, weights)
-    ramp = smooth_log_exposure(camera_ramp(e), cutoff_frames, robust_iterations=0)
+    scene, cutoff = _smooth(m - e, cutoff_frames, weights, robust_iterations=2, order=3)
+    # the camera's ramp is smoothed as much as the scene (choosing for it alone would keep
+    # every kink of a noise-free ramp)
+    ramp_cutoff = cutoff if math.isfinite(cutoff) else AUTO_CUTOFF_BOUNDS[1]
+    ramp = smooth_log_exposure(camera_ramp(e), ramp_cutoff, robust_iterations=0)
     log_gain = np.where(np.isfinite(m), scene + ramp - m, ramp - e)
     return np.exp2(log_gain)
 
@@ -348,7 +477,8 @@ class DeflickerAnalysis:
     Parameters
     ----------
     grid : (columns, rows) of measurement blocks; keep blocks large against camera shake.
-    cutoff_frames : smoothing period, see :func:`smooth_log_exposure`.
+    cutoff_frames : smoothing period, see :func:`smooth_log_exposure`; None (the default)
+        chooses it per sequence from the measurements.
     reference_frames : time constant (frames) of the exponentially averaged block reference;
         long enough to average noise, short enough to follow drift and changing light.
     variance_frames : time constant of each block's residual variance, which sets its weight.
@@ -357,7 +487,7 @@ class DeflickerAnalysis:
     def __init__(
         self,
         grid: tuple[int, int] = DEFAULT_GRID,
-        cutoff_frames: float = DEFAULT_CUTOFF_FRAMES,
+        cutoff_frames: float | None = None,
         reference_frames: float = 8.0,
         variance_frames: float = 16.0,
     ) -> None:
