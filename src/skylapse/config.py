@@ -10,6 +10,8 @@ sections; other parts (transfer, processing, api) add their own section model as
 * ``strategies`` named capture strategies (HDR, white balance, exposure bias and limits).
 * ``exposure``  the exposure ramping controller's settings.
 * ``weather``   the OpenWeatherMap client and the thresholds that classify the sky.
+* ``capture``   the capture service: unattended session windows around sunrise and sunset, the
+  local buffer, JPEG quality, HDR, the writer queue and the storage manager's limits.
 
 Every field has a default, so an empty file is a valid configuration; the shipped defaults live in
 ``skylapse/data/skylapse.yaml``. Unknown keys are errors (a misspelt key would otherwise be
@@ -220,6 +222,81 @@ class WeatherConfig(_Section):
     stormy_precip_mm_h: float = Field(2.0, ge=0)
 
 
+class SessionWindowConfig(_Section):
+    """An unattended session: from ``before_min`` before to ``after_min`` after the day's
+    sunrise or sunset (skipped on days without that event, e.g. polar day or night)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="used in the session id")
+    around: Literal["sunrise", "sunset"]
+    before_min: float = Field(60.0, ge=0, le=720)
+    after_min: float = Field(60.0, ge=0, le=720)
+
+
+def _default_windows() -> list[SessionWindowConfig]:
+    return [
+        SessionWindowConfig(name="sunrise", around="sunrise", before_min=60, after_min=60),
+        SessionWindowConfig(name="sunset", around="sunset", before_min=90, after_min=90),
+    ]
+
+
+class CaptureConfig(_Section):
+    """The capture service (see :mod:`skylapse.capture.service`)."""
+
+    windows: list[SessionWindowConfig] = Field(default_factory=_default_windows)
+    buffer_dir: Path = Field(Path("~/skylapse/buffer"), description="the local frame buffer")
+    jpeg_quality: int = Field(92, ge=1, le=100)
+    hdr: bool = Field(True, description="take brackets where the strategy asks for HDR")
+    autofocus: bool = Field(True, description="autofocus at session start when the camera can")
+    writer_queue: int = Field(8, ge=1, le=256,
+                              description="frames waiting to be encoded and written, at most")
+    retention_h: float = Field(48.0, gt=0, description="keep verified frames this long")
+    watermark_pct: float = Field(80.0, gt=0, le=100,
+                                 description="emergency cleanup above this disk usage")
+    storage_check_s: float = Field(300.0, gt=0, description="how often storage is enforced")
+
+    @model_validator(mode="after")
+    def _unique_windows(self) -> CaptureConfig:
+        names = [w.name for w in self.windows]
+        if len(set(names)) != len(names):
+            raise ValueError("capture window names must be unique")
+        return self
+
+
+class ApiConfig(_Section):
+    """The services' HTTP APIs (`skylapse serve capture|processing`, see :mod:`skylapse.api`)."""
+
+    host: str = Field("127.0.0.1", description="listen address; loopback unless you mean it")
+    capture_port: int = Field(8080, ge=1, le=65535)
+    processing_port: int = Field(8081, ge=1, le=65535)
+    token: str | None = Field(
+        None, min_length=16, description="bearer token; $SKYLAPSE_API_TOKEN takes precedence"
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="origins allowed cross-site; empty = CORS off"
+    )
+    max_body_kb: int = Field(64, ge=1, le=1024 * 1024, description="largest request body")
+    public_docs: bool = Field(False, description="serve /docs and /openapi.json without token")
+
+
+class ProcessingConfig(_Section):
+    """The processing service (`skylapse serve processing`, `skylapse worker`)."""
+
+    data_dir: Path | None = Field(
+        None, description="processing data folder (default $SKYLAPSE_DATA_DIR or ./skylapse-data)"
+    )
+    queue_url: str | None = Field(
+        None, description="redis://... to share jobs between machines (default: SQLite)"
+    )
+    workers: int = Field(1, ge=0, le=64, description="job threads in the serving process")
+    ingest_every_s: float = Field(5.0, gt=0, le=3600, description="inbox scan interval")
+    render_after_min: float | None = Field(
+        30.0, gt=0, description="render a sequence once no frame came for this long; null = never"
+    )
+    job_poll_s: float = Field(0.5, gt=0, le=60, description="job-event polling interval")
+    disk_warn_pct: float = Field(90.0, gt=0, le=100, description="health degraded above this")
+    disk_fail_pct: float = Field(97.0, gt=0, le=100, description="health failing above this")
+
+
 class SkylapseConfig(_Section):
     """The whole file. Add a section by adding a field with a default model."""
 
@@ -228,6 +305,9 @@ class SkylapseConfig(_Section):
     strategies: dict[str, StrategyConfig] = Field(default_factory=_default_strategies)
     exposure: ExposureConfig = Field(default_factory=ExposureConfig)
     weather: WeatherConfig = Field(default_factory=WeatherConfig)
+    capture: CaptureConfig = Field(default_factory=CaptureConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    processing: ProcessingConfig = Field(default_factory=ProcessingConfig)
 
     @model_validator(mode="after")
     def _strategies_exist(self) -> SkylapseConfig:

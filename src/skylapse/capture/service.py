@@ -1,0 +1,769 @@
+"""The capture service: sessions of frames taken on monotonic deadlines, day after day.
+
+One :class:`CaptureService` owns the camera, the catalog, the writer and the storage manager.
+The CLI drives it (``skylapse capture``), and so will the REST API later::
+
+    service = CaptureService(camera, buffer="/var/skylapse", config=cfg, clock=RealClock())
+    await service.open()                                  # configure camera, recover the buffer
+    sid = await service.start_session(SessionSpec(duration_s=3600))   # POST /sessions
+    records = await service.capture_now(bracket=False)    # POST /capture (between deadlines)
+    service.status()                                      # GET /status
+    queue = service.subscribe()                           # per-frame events (WebSocket)
+    summary = await service.stop_session(sid)             # DELETE /sessions/{id}
+    await service.run_plan()                              # unattended: sessions by the plan
+    await service.close()
+
+The loop, per frame
+-------------------
+Deadlines are ``anchor + k * interval`` on ``clock.monotonic()`` (:class:`DeadlineSchedule`),
+never "previous frame + interval", so lateness never accumulates. When the interval changes with
+the phase (``interval="auto"``) the schedule is re-anchored at the current deadline. When a
+frame's work runs past the next deadline (by more than ``LATE_TOLERANCE_S``), that deadline is
+skipped for the first future one, and counted.
+
+Everything for frame *k* (settings from the exposure controller, phase and strategy from the sun
+and the sky, whether to bracket) is computed *before* its deadline, so at the deadline the loop
+only wakes and calls the camera: ``capture_latency_ms`` (deadline to the start of the exposure)
+is an event-loop wake-up. After the exposure the loop meters the frame and scores its quality in
+a worker thread (on a copy reduced to at most 960 px wide), hands the pixels to the
+:class:`~skylapse.capture.writer.FrameWriter` (encode, EXIF, atomic write, catalog row, in its
+own thread), asks the controller for the next frame's settings (sun elevation now and at the
+next deadline, metering, the strategy of the next frame's phase and sky) and sleeps. Weather
+refreshes and storage enforcement (retention, watermark) run as background tasks started from
+the loop when due, never awaited by it.
+
+Layout: ``<buffer>/<YYYY-MM-DD>/<session_id>/frame_000123.jpg`` (brackets ``frame_000123_b0.jpg``
+...), the catalog at ``<buffer>/catalog.sqlite``; catalog paths are relative to the buffer.
+A session with an existing id resumes: numbering continues after the highest frame found on
+disk or in the catalog, so nothing is overwritten.
+
+API
+---
+``SessionSpec``, ``SessionSummary``, ``DeadlineSchedule``, ``FrameAnalysis``,
+``analyse_frame(pixels, clip_level) -> FrameAnalysis``                  pure.
+``CaptureService`` (methods above), ``SessionError``.
+``CATALOG_NAME`` = "catalog.sqlite".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import cv2
+import numpy as np
+
+from skylapse.capture.cameras.base import (
+    Camera,
+    CameraCapability,
+    CameraConfig,
+    CaptureSettings,
+    Frame,
+)
+from skylapse.capture.clock import Clock, RealClock
+from skylapse.capture.exposure import ExposureController, ExposureSettings, Metering, meter
+from skylapse.capture.quality import image_quality_score
+from skylapse.capture.storage import StorageManager
+from skylapse.capture.strategy import CaptureChoice, choose_capture
+from skylapse.capture.sun import sun_elevation
+from skylapse.capture.weather import SkyCondition
+from skylapse.capture.windows import current_or_next_window
+from skylapse.capture.writer import FrameWriter, WriteJob
+from skylapse.catalog import Catalog, FrameRecord
+from skylapse.config import SkylapseConfig, default_config
+from skylapse.log import get_logger
+from skylapse.processing import srgb
+
+log = get_logger(__name__)
+
+CATALOG_NAME = "catalog.sqlite"
+#: A deadline missed by less than this is still taken (late) rather than skipped.
+LATE_TOLERANCE_S = 0.05
+#: Metering and quality work on a copy at most this wide.
+ANALYSIS_WIDTH = 960
+_FRAME_NAME = re.compile(r"frame_(\d{6,})(?:_b\d+)?\.jpg$")
+
+
+class SessionError(RuntimeError):
+    """A session request that cannot be honoured (one is already running, unknown id...)."""
+
+
+# ------------------------------------------------------------------------------------------
+# Pure pieces
+# ------------------------------------------------------------------------------------------
+
+
+class DeadlineSchedule:
+    """Capture deadlines ``anchor + k * interval`` on a monotonic clock (no cumulative drift).
+
+    :meth:`advance` moves to the next deadline; with a new interval it first re-anchors at the
+    current deadline, so a phase change neither loses nor bunches frames. If the next deadline
+    has already passed by more than ``tolerance_s``, it jumps to the first deadline after
+    ``now`` and returns how many were skipped.
+    """
+
+    def __init__(self, start: float, interval_s: float, tolerance_s: float = LATE_TOLERANCE_S):
+        if interval_s <= 0:
+            raise ValueError("the interval must be positive")
+        self.anchor = start
+        self.interval = interval_s
+        self.tolerance = tolerance_s
+        self.k = 0
+        self.skipped = 0
+
+    @property
+    def deadline(self) -> float:
+        return self.anchor + self.k * self.interval
+
+    def advance(self, now: float, interval_s: float | None = None) -> int:
+        if interval_s is not None and interval_s != self.interval:
+            if interval_s <= 0:
+                raise ValueError("the interval must be positive")
+            self.anchor, self.k, self.interval = self.deadline, 0, interval_s
+        self.k += 1
+        skipped = 0
+        tolerance = min(self.tolerance, 0.25 * self.interval)
+        if now > self.deadline + tolerance:
+            future = math.floor((now - self.anchor) / self.interval) + 1
+            skipped = future - self.k
+            self.k = future
+        self.skipped += skipped
+        return skipped
+
+
+@dataclass(frozen=True)
+class FrameAnalysis:
+    """What the loop reads from a frame right after it is taken."""
+
+    metering: Metering
+    quality_score: float
+
+
+def analyse_frame(pixels: np.ndarray, clip_level: float = 0.98) -> FrameAnalysis:
+    """Metering (for the exposure controller) and the quality score of a uint16 sRGB frame.
+
+    Both work on linear luma of a copy reduced (area average) to at most ``ANALYSIS_WIDTH``
+    pixels wide: metering reduces to 64 px anyway and the quality score to 960 px, so the
+    full-resolution luma (tens of ms at 1080p) would be wasted work.
+    """
+    h, w = pixels.shape[:2]
+    if w > ANALYSIS_WIDTH:
+        small = cv2.resize(pixels, (ANALYSIS_WIDTH, max(1, round(h * ANALYSIS_WIDTH / w))),
+                           interpolation=cv2.INTER_AREA)
+    else:
+        small = pixels
+    luma = srgb.luma(small) if small.ndim == 3 else srgb.to_linear(small)
+    return FrameAnalysis(meter(luma, clip_level), image_quality_score(luma))
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+# ------------------------------------------------------------------------------------------
+# Sessions
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """What a session should do. ``interval_s=None`` follows the plan's phase intervals; the
+    session ends at ``duration_s`` after its start, at wall time ``end``, after ``max_frames``
+    or when stopped, whichever comes first."""
+
+    session_id: str | None = None  # None: YYYYMMDD-HHMMSS of the start; an existing id resumes
+    interval_s: float | None = None
+    duration_s: float | None = None
+    end: dt.datetime | None = None
+    max_frames: int | None = None
+    hdr: bool | None = None  # None: config.capture.hdr
+    day: dt.date | None = None  # folder date; None: the start's local date
+
+
+@dataclass
+class SessionSummary:
+    """What a session did; also the live counters while it runs."""
+
+    session_id: str
+    started_at: dt.datetime
+    ended_at: dt.datetime | None = None
+    shots: int = 0  # capture events (a bracket counts once)
+    files: int = 0  # frames handed to the writer (each bracket frame counts)
+    written: int = 0
+    failed: int = 0
+    skipped_deadlines: int = 0
+    first_frame_number: int = 0
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+    exposure_s: tuple[float, float] | None = None
+    gain: tuple[float, float] | None = None
+    ev: tuple[float, float] | None = None
+    phases: list[str] = field(default_factory=list)
+    focus_acquisition_time_s: float | None = None
+    lens_position: float | None = None
+
+    def latency_ms(self, q: float) -> float | None:
+        return _percentile(self.latencies_ms, q)
+
+    def note_exposure(self, exposure_s: float, gain: float) -> None:
+        ev = math.log2(exposure_s * gain)
+        for name, v in (("exposure_s", exposure_s), ("gain", gain), ("ev", ev)):
+            cur = getattr(self, name)
+            setattr(self, name, (v, v) if cur is None else (min(cur[0], v), max(cur[1], v)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "started_at": self.started_at.isoformat(timespec="microseconds"),
+            "ended_at": self.ended_at.isoformat(timespec="microseconds") if self.ended_at else None,
+            "shots": self.shots, "files": self.files, "written": self.written,
+            "failed": self.failed, "skipped_deadlines": self.skipped_deadlines,
+            "latency_ms_p50": self.latency_ms(50), "latency_ms_p99": self.latency_ms(99),
+            "latency_ms_max": max(self.latencies_ms) if self.latencies_ms else None,
+            "exposure_s": self.exposure_s, "gain": self.gain, "ev": self.ev,
+            "phases": self.phases,
+            "focus_acquisition_time_s": self.focus_acquisition_time_s,
+            "lens_position": self.lens_position,
+        }
+
+
+@dataclass
+class _Session:
+    spec: SessionSpec
+    summary: SessionSummary
+    folder: Path  # relative to the buffer
+    next_number: int
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+    settings: ExposureSettings | None = None  # the last settings used (for capture_now)
+
+
+class CaptureService:
+    """Sessions, manual frames, status and per-frame events over one camera (module docstring).
+
+    ``write_hook`` (tests, benches) runs in the writer thread before each write.
+    """
+
+    def __init__(
+        self,
+        camera: Camera,
+        *,
+        buffer: str | Path,
+        config: SkylapseConfig | None = None,
+        clock: Clock | None = None,
+        camera_config: CameraConfig | None = None,
+        weather: Any | None = None,
+        catalog: Catalog | None = None,
+        disk_usage: Callable[[Path], Any] | None = None,
+        write_hook: Callable[[WriteJob], None] | None = None,
+    ) -> None:
+        self.camera = camera
+        self.config = config or default_config()
+        self.clock: Clock = clock or camera.clock or RealClock()
+        self.buffer = Path(buffer).expanduser()
+        self.buffer.mkdir(parents=True, exist_ok=True)
+        self.camera_config = camera_config
+        self.weather = weather  # anything with ``async condition(now) -> SkyCondition``
+        self.catalog = catalog or Catalog(self.buffer / CATALOG_NAME)
+        cap = self.config.capture
+        self.storage = StorageManager(
+            self.buffer, self.catalog, retention=dt.timedelta(hours=cap.retention_h),
+            watermark_pct=cap.watermark_pct, disk_usage=disk_usage)
+        self.writer = FrameWriter(self.buffer, self.catalog, storage=self.storage,
+                                  quality=cap.jpeg_quality, maxsize=cap.writer_queue,
+                                  write_hook=write_hook)
+        self._camera_lock = asyncio.Lock()
+        self._session: _Session | None = None
+        self._last_summary: SessionSummary | None = None
+        self._subscribers: set[asyncio.Queue] = set()
+        self._sky: SkyCondition = "clear"
+        self._weather_task: asyncio.Task | None = None
+        self._storage_task: asyncio.Task | None = None
+        self._last_storage_check: float | None = None
+        self._plan_stop = asyncio.Event()
+        self._opened = False
+        self._last_frame: Frame | None = None
+        self._lens_position: float | None = None
+        self.focus_acquisition_time_s: float | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @property
+    def location(self):
+        return self.config.location
+
+    async def open(self) -> None:
+        """Configure the camera and remove half-written files a crash left behind."""
+        if self._opened:
+            return
+        removed = await asyncio.to_thread(self.storage.recover)
+        if removed:
+            log.warning("recovered buffer", removed=len(removed))
+        await self.camera.configure(self.camera_config)
+        ex = self.config.exposure
+        self._exposure_config = ex.model_copy(
+            update={"aperture_f": self.camera.profile.lens.aperture_f})
+        self._opened = True
+
+    async def close(self) -> None:
+        """Stop any session, finish writing, release the camera."""
+        if self._session is not None:
+            await self.stop_session(self._session.summary.session_id)
+        for task in (self._weather_task, self._storage_task):
+            if task is not None and not task.done():
+                with contextlib.suppress(Exception):
+                    await task
+        await self.writer.drain()
+        self.writer.close()
+        if self._opened:
+            await self.camera.close()
+            self._opened = False
+
+    # -- events ----------------------------------------------------------------------------
+    def subscribe(self, maxsize: int = 256) -> asyncio.Queue:
+        """A queue of event dicts (``{"event": "frame" | "skipped" | "session_started" |
+        "session_stopped", ...}``); when a slow reader lets it fill, the oldest are dropped."""
+        q: asyncio.Queue = asyncio.Queue(maxsize)
+        self._subscribers.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue) -> None:
+        self._subscribers.discard(q)
+
+    def _emit(self, event: str, **data: Any) -> None:
+        item = {"event": event, **data}
+        for q in self._subscribers:
+            if q.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    q.get_nowait()
+            q.put_nowait(item)
+
+    # -- status ----------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """A JSON-ready snapshot for ``GET /status``."""
+        s = self._session
+        summary = s.summary if s else self._last_summary
+        return {
+            "state": "capturing" if s else "idle",
+            "session": summary.to_json() if summary else None,
+            "sky": self._sky,
+            "camera": f"{self.camera.name}:{self.camera.profile.name}",
+            "lens_position": self._lens_position,
+            "focus_acquisition_time_s": self.focus_acquisition_time_s,
+            "writer": self.writer.stats(),
+            "storage": {"utilization_pct": self.storage.utilization_pct(),
+                        "deleted": dict(self.storage.deleted_total)},
+            "last_frame_at": (self._last_frame.metadata.timestamp.isoformat(
+                timespec="microseconds") if self._last_frame else None),
+        }
+
+    def latest_frame(self) -> Frame | None:
+        """The last frame taken (for a live preview; do not modify its pixels)."""
+        return self._last_frame
+
+    # -- sessions --------------------------------------------------------------------------
+    def _local_date(self, when: dt.datetime) -> dt.date:
+        return when.astimezone(ZoneInfo(self.location.timezone)).date()
+
+    def _next_number(self, folder: Path, session_id: str) -> int:
+        """One past the highest frame number on disk or in the catalog for this session."""
+        numbers = [int(m.group(1)) for p in (self.buffer / folder).glob("frame_*.jpg")
+                   if (m := _FRAME_NAME.search(p.name))]
+        with self.catalog.transaction() as db:
+            rows = db.execute("SELECT path FROM frames WHERE session_id = ?", (session_id,))
+            numbers += [int(m.group(1)) for (path,) in rows if (m := _FRAME_NAME.search(path))]
+        return max(numbers, default=-1) + 1
+
+    def _open_session(self, spec: SessionSpec) -> _Session:
+        now = self.clock.now()
+        sid = spec.session_id or now.strftime("%Y%m%d-%H%M%S")
+        day = spec.day or self._local_date(now)
+        folder = Path(day.isoformat()) / sid
+        number = self._next_number(folder, sid)
+        started = now
+        for row in self.catalog.sessions():
+            if row["id"] == sid:  # resuming: keep the first start
+                started = dt.datetime.fromisoformat(row["started_at"])
+        settings = {"interval_s": spec.interval_s or "auto", "hdr": self._hdr_enabled(spec),
+                    "location": self.location.model_dump(), "resumed_at_frame": number}
+        camera_name = f"{self.camera.name}:{self.camera.profile.name}"
+        self.catalog.open_session(sid, started, camera_name, settings)
+        summary = SessionSummary(sid, now, first_frame_number=number)
+        log.info("session opened", session_id=sid, resumed=number > 0, first_frame=number)
+        return _Session(spec, summary, folder, number)
+
+    def _hdr_enabled(self, spec: SessionSpec) -> bool:
+        wanted = self.config.capture.hdr if spec.hdr is None else spec.hdr
+        return wanted and self.camera.supports_capability(CameraCapability.HDR_BRACKETING)
+
+    async def start_session(self, spec: SessionSpec | None = None) -> str:
+        """Open a session and run its loop in the background; returns the session id."""
+        await self.open()
+        if self._session is not None:
+            raise SessionError(f"session {self._session.summary.session_id} is running")
+        session = self._open_session(spec or SessionSpec())
+        self._session = session
+        session.task = asyncio.create_task(self._run(session),
+                                           name=f"capture-{session.summary.session_id}")
+        return session.summary.session_id
+
+    async def wait_session(self) -> SessionSummary | None:
+        """Wait for the running session (if any) to end; its summary."""
+        s = self._session
+        if s is None or s.task is None:
+            return self._last_summary
+        return await s.task
+
+    async def stop_session(self, session_id: str) -> SessionSummary:
+        """Stop the running session at its next deadline (an exposure in progress completes)."""
+        s = self._session
+        if s is None or s.summary.session_id != session_id:
+            raise SessionError(f"no running session {session_id!r}")
+        s.stop.set()
+        assert s.task is not None
+        return await s.task
+
+    async def run_session(self, spec: SessionSpec | None = None) -> SessionSummary:
+        """Start a session and wait for it to end."""
+        await self.start_session(spec)
+        summary = await self.wait_session()
+        assert summary is not None
+        return summary
+
+    async def run_plan(self, until: dt.datetime | None = None) -> list[SessionSummary]:
+        """Unattended operation: open and close sessions by the configured windows, forever
+        (or until ``until``, or :meth:`stop_plan`). A start inside a window resumes it."""
+        await self.open()
+        summaries = []
+        while not self._plan_stop.is_set():
+            now = self.clock.now()
+            if until is not None and now >= until:
+                break
+            window = current_or_next_window(self.location, now, self.config)
+            if window is None:  # polar night / day without windows: look again in an hour
+                await self._sleep_wall(now + dt.timedelta(hours=1), until)
+                continue
+            if window.start > now:
+                log.info("waiting for the next window", session_id=window.session_id,
+                         opens=window.start.isoformat())
+                await self._sleep_wall(window.start, until)
+                continue
+            end = window.end if until is None else min(window.end, until)
+            summaries.append(await self.run_session(
+                SessionSpec(session_id=window.session_id, end=end, day=window.day)))
+            # the last deadline fell before the end: let the window close before looking again
+            await self._sleep_wall(end, until)
+        return summaries
+
+    def stop_plan(self) -> None:
+        self._plan_stop.set()
+        if self._session is not None:
+            self._session.stop.set()
+
+    async def _sleep_wall(self, when: dt.datetime, until: dt.datetime | None) -> None:
+        """Sleep to a wall time in chunks (so clock corrections and stop requests are seen)."""
+        if until is not None:
+            when = min(when, until)
+        while not self._plan_stop.is_set():
+            remaining = (when - self.clock.now()).total_seconds()
+            if remaining <= 0:
+                return
+            await self._interruptible_sleep(min(remaining, 300.0), self._plan_stop)
+
+    async def _interruptible_sleep(self, seconds: float, stop: asyncio.Event) -> None:
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (sleeper, stopper):
+            task.cancel()
+
+    # -- manual frames ---------------------------------------------------------------------
+    async def capture_now(self, bracket: bool = False) -> list[FrameRecord]:
+        """Take a frame (or a bracket) now, between the session's deadlines; returns the
+        written catalog records. Outside a session it goes to the day's ``manual`` session."""
+        await self.open()
+        s = self._session
+        if s is None:
+            now = self.clock.now()
+            sid = f"{self._local_date(now):%Y%m%d}-manual"
+            s = self._open_session(SessionSpec(session_id=sid))
+            own = True
+        else:
+            own = False
+        elev = sun_elevation(self.location, self.clock.now())
+        choice = choose_capture(self.config, elev, self._sky)
+        settings = s.settings
+        if settings is None:
+            ctrl = ExposureController(self._exposure_config, choice.strategy)
+            settings = ctrl.next_settings(None, elev, elev, choice.interval_s)
+        number = s.next_number
+        s.next_number += 1
+        offsets = choice.strategy.bracket_ev if bracket else None
+        if bracket and not self.camera.supports_capability(CameraCapability.HDR_BRACKETING):
+            raise SessionError(f"{self.camera.name} cannot bracket")
+        frames = await self._capture(settings, choice, offsets, s.folder, number)
+        futures = await self._submit(s, frames, number, settings, choice, elev, elev,
+                                     self.clock.now(), None, manual=True)
+        records = [r for r in await asyncio.gather(*futures) if r is not None]
+        if own:
+            self.catalog.close_session(s.summary.session_id, self.clock.now())
+        return records
+
+    # -- the loop --------------------------------------------------------------------------
+    def _camera_settings(self, settings: ExposureSettings, choice: CaptureChoice,
+                         dng: Path | None) -> CaptureSettings:
+        cam = self.camera
+        manual_t = cam.supports_capability(CameraCapability.MANUAL_EXPOSURE)
+        manual_g = cam.supports_capability(CameraCapability.MANUAL_GAIN)
+        wb = choice.strategy.white_balance
+        # a fixed colour temperature where the device takes one; the simulated camera takes
+        # only (red, blue) gains and renders at its daylight balance, i.e. a fixed ~5500 K
+        kelvin = (float(wb) if isinstance(wb, int) and cam.name != "simulated"
+                  and cam.supports_capability(CameraCapability.WHITE_BALANCE) else None)
+        return CaptureSettings(
+            exposure_time_s=settings.exposure_s if manual_t else None,
+            analogue_gain=settings.gain if manual_g else None,
+            colour_temperature_k=kelvin,
+            dng_path=dng,
+        )
+
+    async def _capture(self, settings: ExposureSettings, choice: CaptureChoice,
+                       offsets: list[float] | None, folder: Path, number: int) -> list[Frame]:
+        raw = self.camera.supports_capability(CameraCapability.RAW_DNG)
+        dng = self.buffer / folder / f"frame_{number:06d}.dng" if raw else None
+        cam_settings = self._camera_settings(settings, choice, dng)
+        async with self._camera_lock:
+            if offsets:
+                return await self.camera.capture_hdr_sequence(cam_settings, offsets)
+            return [await self.camera.capture(cam_settings)]
+
+    async def _autofocus(self, summary: SessionSummary) -> None:
+        if not self.config.capture.autofocus:
+            return
+        if not self.camera.supports_capability(CameraCapability.AUTOFOCUS):
+            return
+        t0 = time.perf_counter()
+        async with self._camera_lock:
+            position = await self.camera.autofocus()
+        self.focus_acquisition_time_s = time.perf_counter() - t0
+        self._lens_position = position
+        summary.focus_acquisition_time_s = self.focus_acquisition_time_s
+        summary.lens_position = position
+        log.info("autofocus", lens_position=position,
+                 focus_acquisition_time_s=round(self.focus_acquisition_time_s, 3))
+
+    def _maintenance(self, summary: SessionSummary) -> None:
+        """Start weather and storage work when due; never awaited by the loop."""
+        now_m = self.clock.monotonic()
+        if self.weather is not None and (self._weather_task is None or self._weather_task.done()):
+            self._weather_task = asyncio.create_task(self._refresh_sky())
+        due = (self._last_storage_check is None
+               or now_m - self._last_storage_check >= self.config.capture.storage_check_s)
+        if due and (self._storage_task is None or self._storage_task.done()):
+            self._last_storage_check = now_m
+            self._storage_task = asyncio.create_task(
+                asyncio.to_thread(self.storage.enforce, self.clock.now()))
+
+    async def _refresh_sky(self) -> None:
+        try:
+            self._sky = await self.weather.condition(self.clock.now())
+        except Exception as exc:  # weather never stops capture
+            log.warning("weather failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def _submit(self, s: _Session, frames: list[Frame], number: int,
+                      settings: ExposureSettings, choice: CaptureChoice, elev_now: float,
+                      elev_next: float, scheduled_at: dt.datetime,
+                      deadline_latency_ms: float | None, manual: bool = False,
+                      analyses: list[FrameAnalysis] | None = None) -> list[asyncio.Future]:
+        if analyses is None:
+            analyses = await asyncio.to_thread(
+                lambda: [analyse_frame(f.pixels, self._exposure_config.clip_level)
+                         for f in frames])
+        bracketed = len(frames) > 1
+        futures = []
+        sid = s.summary.session_id
+        for i, (frame, analysis) in enumerate(zip(frames, analyses, strict=True)):
+            md = frame.metadata
+            name = f"frame_{number:06d}_b{i}.jpg" if bracketed else f"frame_{number:06d}.jpg"
+            wanted = settings.wanted_ev + md.ev_offset
+            achieved = math.log2(md.exposure_time_s * md.analogue_gain)
+            bracket = ({"set": number, "index": i, "ev_offset": md.ev_offset}
+                       if bracketed else None)
+            record = FrameRecord(
+                path=str(s.folder / name), captured_at=md.timestamp, sha256="", size_bytes=0,
+                session_id=sid, scheduled_at=scheduled_at,
+                exposure_time_s=md.exposure_time_s, analogue_gain=md.analogue_gain,
+                iso=md.iso, aperture=md.aperture_f, lens_position=md.lens_position,
+                white_balance=md.white_balance_gains, sensor_temp_c=md.sensor_temperature_c,
+                bracket_set=number if bracketed else None,
+                bracket_index=i if bracketed else None,
+                ev_offset=md.ev_offset if bracketed else None,
+                exposure_error_ev=wanted - achieved, focus_score=md.focus_score,
+                quality_score=analysis.quality_score, latency_ms=deadline_latency_ms,
+                phase=choice.phase, strategy=choice.strategy_name,
+                extra={"frame_number": number, "wanted_ev": wanted, "achieved_ev": achieved,
+                       "limited_by": settings.limited_by, "sun_elevation_deg": elev_now,
+                       "sun_elevation_next_deg": elev_next, "sky": choice.sky,
+                       "metered_log2": analysis.metering.log2_mean,
+                       "clipped_fraction": analysis.metering.clipped_fraction,
+                       "manual": manual,
+                       "dng_path": str(md.dng_path) if md.dng_path else None},
+            )
+            exif = {
+                "session_id": sid, "frame_number": number, "phase": choice.phase,
+                "strategy": choice.strategy_name,
+                "scheduled_at": scheduled_at.isoformat(timespec="microseconds"),
+                "bracket": bracket, "wanted_ev": wanted, "achieved_ev": achieved,
+                "exposure_error_ev": wanted - achieved, "focus_score": md.focus_score,
+                "quality_score": analysis.quality_score, "camera": md.camera,
+                "lens_position": md.lens_position, "sun_elevation_deg": elev_now,
+                "sky": choice.sky, "latency_ms": deadline_latency_ms,
+            }
+            fut = await self.writer.submit(WriteJob(frame.pixels, record, md.camera, exif))
+            summary = s.summary
+            summary.files += 1
+            summary.note_exposure(md.exposure_time_s, md.analogue_gain)
+            fut.add_done_callback(lambda f, summary=summary: self._written(summary, f))
+            futures.append(fut)
+        self._last_frame = frames[-1]
+        return futures
+
+    def _written(self, summary: SessionSummary, fut: asyncio.Future) -> None:
+        record = None if fut.cancelled() or fut.exception() else fut.result()
+        if record is None:
+            summary.failed += 1
+            return
+        summary.written += 1
+        self._emit("frame", session_id=summary.session_id, record=record.to_json())
+
+    async def _run(self, s: _Session) -> SessionSummary:
+        summary = s.summary
+        clock = self.clock
+        try:
+            self._emit("session_started", session_id=summary.session_id)
+            await self._autofocus(summary)
+            mono0, wall0 = clock.monotonic(), clock.now()
+
+            def wall(mono: float) -> dt.datetime:
+                return wall0 + dt.timedelta(seconds=mono - mono0)
+
+            end_mono = math.inf
+            if s.spec.duration_s is not None:
+                end_mono = mono0 + s.spec.duration_s
+            if s.spec.end is not None:
+                end_mono = min(end_mono, mono0 + (s.spec.end - wall0).total_seconds())
+
+            elev = sun_elevation(self.location, wall0)
+            choice = choose_capture(self.config, elev, self._sky)
+            interval = s.spec.interval_s or choice.interval_s
+            schedule = DeadlineSchedule(mono0, interval)
+            ctrl = ExposureController(self._exposure_config, choice.strategy)
+            settings = ctrl.next_settings(None, elev, elev, interval)
+            hdr = self._hdr_enabled(s.spec)
+            self._maintenance(summary)
+
+            while not s.stop.is_set() and schedule.deadline < end_mono:
+                if s.spec.max_frames is not None and summary.shots >= s.spec.max_frames:
+                    break
+                deadline = schedule.deadline
+                offsets = choice.strategy.bracket_ev if hdr and choice.strategy.hdr else None
+                number = s.next_number
+                # -- at the deadline: wake and expose, nothing else ------------------------
+                delay = deadline - clock.monotonic()
+                if delay > 0:
+                    await self._interruptible_sleep(delay, s.stop)
+                    if s.stop.is_set():
+                        break
+                while clock.monotonic() < deadline:  # sub-ms early wake-up of the event loop
+                    await asyncio.sleep(0)
+                t_call = clock.monotonic()
+                frames = await self._capture(settings, choice, offsets, s.folder, number)
+                latency_ms = (t_call - deadline) * 1e3
+                # -- after the exposure: analysis, hand-off, next settings -----------------
+                s.next_number += 1
+                s.settings = settings
+                summary.shots += 1
+                summary.latencies_ms.append(latency_ms)
+                if choice.phase not in summary.phases:
+                    summary.phases.append(choice.phase)
+                analyses = await asyncio.to_thread(
+                    lambda frames=frames: [analyse_frame(f.pixels,
+                                                         self._exposure_config.clip_level)
+                                           for f in frames])
+                ref = min(range(len(frames)), key=lambda i: abs(frames[i].metadata.ev_offset))
+                md = frames[ref].metadata
+                taken = ExposureSettings(md.exposure_time_s, md.analogue_gain, settings.wanted_ev)
+                elev_frame = elev
+                # the next deadline: the phase of this frame sets the interval (auto)
+                next_interval = s.spec.interval_s or choice.interval_s
+                skipped = schedule.advance(clock.monotonic(), next_interval)
+                if skipped:
+                    summary.skipped_deadlines += skipped
+                    log.warning("deadlines skipped", session_id=summary.session_id,
+                                skipped=skipped, frame=number)
+                    self._emit("skipped", session_id=summary.session_id, count=skipped)
+                elev_next = sun_elevation(self.location, wall(schedule.deadline))
+                await self._submit(s, frames, number, settings, choice, elev_frame, elev_next,
+                                   wall(deadline), latency_ms, analyses=analyses)
+                next_choice = choose_capture(self.config, elev_next, self._sky)
+                settings = ctrl.next_settings(
+                    analyses[ref].metering, sun_elevation(self.location, clock.now()),
+                    elev_next, schedule.interval, strategy=next_choice.strategy,
+                    taken_with=taken)
+                choice, elev = next_choice, elev_next
+                self._maintenance(summary)
+            summary.skipped_deadlines = schedule.skipped
+            await self.writer.drain()
+        finally:
+            summary.ended_at = clock.now()
+            self.catalog.close_session(summary.session_id, summary.ended_at)
+            self._last_summary = summary
+            self._session = None
+            self._emit("session_stopped", session=summary.to_json())
+            log.info("session closed", **{k: v for k, v in summary.to_json().items()
+                                          if k not in ("exposure_s", "gain", "ev", "phases")})
+        return summary
+
+
+def summary_lines(summary: SessionSummary) -> list[tuple[str, str]]:
+    """(label, value) rows for printing a session summary."""
+    def rng(v: tuple[float, float] | None, fmt: str) -> str:
+        return "—" if v is None else f"{fmt.format(v[0])} .. {fmt.format(v[1])}"
+
+    p50, p99 = summary.latency_ms(50), summary.latency_ms(99)
+    rows = [
+        ("session", summary.session_id),
+        ("frames", f"{summary.shots} shots, {summary.written} files written"
+                   + (f", {summary.failed} failed" if summary.failed else "")),
+        ("skipped deadlines", str(summary.skipped_deadlines)),
+        ("capture latency", "—" if p50 is None else f"p50 {p50:.2f} ms, p99 {p99:.2f} ms"),
+        ("exposure", rng(summary.exposure_s, "{:.5g} s")),
+        ("gain", rng(summary.gain, "{:.2f}")),
+        ("exposure EV (log2 t·g)", rng(summary.ev, "{:+.2f}")),
+        ("phases", ", ".join(summary.phases) or "—"),
+    ]
+    if summary.focus_acquisition_time_s is not None:
+        rows.append(("autofocus", f"lens {summary.lens_position:.3f} dpt in "
+                                  f"{summary.focus_acquisition_time_s:.2f} s"))
+    return rows
+
+
+__all__ = [
+    "ANALYSIS_WIDTH",
+    "CATALOG_NAME",
+    "CaptureService",
+    "DeadlineSchedule",
+    "FrameAnalysis",
+    "SessionError",
+    "SessionSpec",
+    "SessionSummary",
+    "analyse_frame",
+    "summary_lines",
+]

@@ -1,0 +1,215 @@
+"""Off the capture path: encode a frame to JPEG with EXIF, write it atomically, catalog it.
+
+The capture loop must reach every exposure on time, so nothing slow happens on it: each frame
+goes as a :class:`WriteJob` to a :class:`FrameWriter`, a single worker thread behind a bounded
+queue. The thread encodes (``cv2.imencode``, which releases the GIL), adds EXIF without
+re-encoding (:mod:`skylapse.exif`), writes with ``write_atomic`` (temporary file, fsync, rename)
+and only then adds the catalog row, so a crash at any moment leaves no row for an incomplete
+file. The queue bound keeps memory finite (a 1080p uint16 frame is 12 MB); when it is full the
+loop waits (back-pressure, counted as ``writer_waits``), which only happens if the disk is far
+slower than the capture interval.
+
+When a write fails for lack of space, the writer runs the storage manager's emergency cleanup
+and retries once: capture never stops because the disk is full. A frame that still cannot be
+written is dropped, logged and counted; the loop carries on.
+
+API
+---
+``encode_jpeg(pixels, quality=92) -> bytes``       pure: uint16 RGB sRGB frame -> 8-bit JPEG.
+``frame_exif(record, camera_model, skylapse) -> bytes``   the EXIF block for a frame.
+``WriteJob(pixels, record, camera_model, skylapse)``
+``FrameWriter(root, catalog, storage=None, quality=92, maxsize=8, on_written=None,
+write_hook=None)``: ``await submit(job) -> asyncio.Future[FrameRecord | None]``,
+``await drain()``, ``close()``, ``stats()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from skylapse.capture.storage import StorageManager, write_atomic
+from skylapse.catalog import Catalog, FrameRecord
+from skylapse.exif import exif_bytes, with_exif_jpeg
+from skylapse.log import get_logger
+
+log = get_logger(__name__)
+
+
+def encode_jpeg(pixels: np.ndarray, quality: int = 92) -> bytes:
+    """A uint16 RGB sRGB pipeline frame as baseline JPEG bytes.
+
+    16 to 8 bits by ``cv2.convertScaleAbs`` (round(v / 257), saturating: the same values as
+    ``srgb.to_uint8`` at a fraction of the cost), RGB to OpenCV's BGR order, then libjpeg.
+    """
+    if pixels.dtype == np.uint16:
+        eight = cv2.convertScaleAbs(pixels, alpha=1.0 / 257.0)
+    elif pixels.dtype == np.uint8:
+        eight = pixels
+    else:
+        raise TypeError(f"expected a uint8 or uint16 frame, got {pixels.dtype}")
+    if eight.ndim == 3:
+        eight = cv2.cvtColor(eight, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".jpg", eight, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def frame_exif(record: FrameRecord, camera_model: str, skylapse: dict[str, Any]) -> bytes:
+    """Standard tags (time with sub-seconds, exposure, ISO, f-number, model) + Skylapse's dict."""
+    return exif_bytes(
+        record.captured_at,
+        exposure_time_s=record.exposure_time_s,
+        iso=record.iso,
+        f_number=record.aperture,
+        model=camera_model,
+        skylapse=skylapse,
+    )
+
+
+@dataclass
+class WriteJob:
+    """One frame to persist. ``record.path`` is relative to the buffer root; sha256 and size are
+    filled in by the writer."""
+
+    pixels: np.ndarray
+    record: FrameRecord
+    camera_model: str
+    skylapse: dict[str, Any] = field(default_factory=dict)
+
+
+class FrameWriter:
+    """A worker thread that encodes, writes and catalogs frames (see module docstring)."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        catalog: Catalog,
+        *,
+        storage: StorageManager | None = None,
+        quality: int = 92,
+        maxsize: int = 8,
+        on_written: Callable[[FrameRecord], None] | None = None,
+        write_hook: Callable[[WriteJob], None] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.catalog = catalog
+        self.storage = storage
+        self.quality = quality
+        self.maxsize = maxsize
+        self.on_written = on_written
+        self._write_hook = write_hook  # test seam: runs in the writer thread before each write
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-writer")
+        self._slots: asyncio.Semaphore | None = None
+        self._pending: set[asyncio.Future] = set()
+        self._lock = threading.Lock()
+        self.written = 0
+        self.failed = 0
+        self.waits = 0
+        self.max_depth = 0
+        self.write_ms: deque[float] = deque(maxlen=1000)  # recent frames only
+
+    def _slots_for_loop(self) -> asyncio.Semaphore:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.maxsize)
+        return self._slots
+
+    @property
+    def depth(self) -> int:
+        """Frames queued or being written."""
+        return len(self._pending)
+
+    async def submit(self, job: WriteJob) -> asyncio.Future:
+        """Queue a frame; returns a future for its catalog record (None if it was dropped).
+
+        Waits only while ``maxsize`` frames are already queued (back-pressure)."""
+        slots = self._slots_for_loop()
+        if slots.locked():
+            self.waits += 1
+            if self.waits == 1 or self.waits % 100 == 0:  # logged, not flooded
+                log.warning("writer queue full: capture waits", depth=self.depth,
+                            waits=self.waits)
+        await slots.acquire()
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(self._executor, self._write, job)
+        self._pending.add(fut)
+        self.max_depth = max(self.max_depth, len(self._pending))
+
+        def done(f: asyncio.Future) -> None:
+            self._pending.discard(f)
+            slots.release()
+
+        fut.add_done_callback(done)
+        return fut
+
+    async def drain(self) -> None:
+        """Wait until every queued frame is written (or dropped)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    def close(self) -> None:
+        """Finish queued work and stop the thread (call after :meth:`drain`)."""
+        self._executor.shutdown(wait=True)
+
+    def stats(self) -> dict[str, Any]:
+        times = np.array(self.write_ms) if self.write_ms else np.zeros(1)
+        return {
+            "written": self.written,
+            "failed": self.failed,
+            "queue_depth": self.depth,
+            "max_queue_depth": self.max_depth,
+            "writer_waits": self.waits,
+            "write_ms_p50": float(np.percentile(times, 50)),
+            "write_ms_max": float(times.max()),
+        }
+
+    # -- the worker thread -----------------------------------------------------------------
+    def _encode(self, job: WriteJob) -> bytes:
+        jpeg = encode_jpeg(job.pixels, self.quality)
+        return with_exif_jpeg(jpeg, frame_exif(job.record, job.camera_model, job.skylapse))
+
+    def _persist(self, job: WriteJob, data: bytes) -> FrameRecord:
+        sha = write_atomic(self.root / job.record.path, data)
+        record = replace(job.record, sha256=sha, size_bytes=len(data))
+        self.catalog.add_frame(record)  # only now: the file is complete and durable
+        return record
+
+    def _write(self, job: WriteJob) -> FrameRecord | None:
+        t0 = time.perf_counter()
+        try:
+            if self._write_hook is not None:
+                self._write_hook(job)
+            data = self._encode(job)
+            try:
+                record = self._persist(job, data)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or self.storage is None:
+                    raise
+                log.error("disk full while writing a frame: emergency cleanup",
+                          path=job.record.path)
+                self.storage.enforce()
+                record = self._persist(job, data)
+        except Exception as exc:
+            with self._lock:
+                self.failed += 1
+            log.error("frame dropped: could not be written", path=job.record.path,
+                      error=f"{type(exc).__name__}: {exc}")
+            return None
+        with self._lock:
+            self.written += 1
+            self.write_ms.append((time.perf_counter() - t0) * 1e3)
+        if self.on_written is not None:
+            self.on_written(record)
+        return record
