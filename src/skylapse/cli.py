@@ -263,6 +263,14 @@ app.command("capture")(_capture_commands.capture)
 app.command("frames")(_capture_commands.frames)
 
 
+from skylapse import deploy_commands as _deploy_commands  # noqa: E402
+
+app.command("install-service")(_deploy_commands.install_service)
+app.command("doctor")(_deploy_commands.doctor)
+app.command("archive")(_deploy_commands.archive)
+app.command("backup")(_deploy_commands.backup)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 
