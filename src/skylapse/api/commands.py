@@ -1,0 +1,124 @@
+"""`skylapse serve capture|processing`: run a service's API with uvicorn.
+
+Settings come from, in order of precedence: the command line, the environment
+(``SKYLAPSE_API_TOKEN``, ``SKYLAPSE_DATA_DIR``, ``SKYLAPSE_QUEUE_URL``), the config file's ``api``
+and ``processing`` sections, and the built-in defaults (loopback, CORS off, 64 KB bodies).
+Without a token the service does not start.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+SERVICES = ("capture", "processing")
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    from skylapse.cli import fail
+
+    return fail(message, code)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    service: Annotated[str, typer.Argument(help="capture or processing.")],
+    host: Annotated[
+        str | None, typer.Option(help="Listen address (default api.host: 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port (default api.capture_port 8080 / api.processing_port 8081).",
+                     min=1, max=65535),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Processing data folder (default $SKYLAPSE_DATA_DIR, "
+                     "processing.data_dir, or ./skylapse-data)."),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Processing job threads in this process (default processing.workers, "
+                     "1); 0 = API only, `skylapse worker` processes run the jobs.", min=0),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Skylapse YAML config file.")
+    ] = None,
+) -> None:
+    """Serve a service's REST API, metrics and WebSocket (the processing service also ingests
+    and runs jobs)."""
+    from skylapse import log
+    from skylapse.api.auth import MissingTokenError, resolve_token
+    from skylapse.config import ConfigError, load_config
+
+    if service not in SERVICES:
+        raise typer.BadParameter(f"{service!r} is not one of {', '.join(SERVICES)}",
+                                 param_hint="SERVICE")
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        token = resolve_token(cfg.api.token)
+    except MissingTokenError as exc:
+        raise _fail(str(exc)) from None
+    host = host or cfg.api.host
+    log.configure()
+    logger = log.get_logger("skylapse.api")
+    if not _is_loopback(host):
+        logger.warning("listening beyond this machine", host=host)
+
+    if service == "processing":
+        from skylapse.api.processing import ProcessingSettings, create_processing_app
+        from skylapse.processing.commands import DATA_DIR_ENV
+
+        data_dir = data or (
+            Path(os.environ[DATA_DIR_ENV]) if os.environ.get(DATA_DIR_ENV)
+            else cfg.processing.data_dir or Path("skylapse-data")
+        )
+        pc = cfg.processing
+        settings = ProcessingSettings(
+            data_dir=data_dir.expanduser(),
+            token=token,
+            queue_url=pc.queue_url,  # None: $SKYLAPSE_QUEUE_URL or SQLite
+            workers=pc.workers if workers is None else workers,
+            ingest_every_s=pc.ingest_every_s,
+            render_after_min=pc.render_after_min,
+            job_poll_s=pc.job_poll_s,
+            cors_origins=tuple(cfg.api.cors_origins),
+            max_body_bytes=cfg.api.max_body_kb * 1024,
+            public_docs=cfg.api.public_docs,
+            disk_warn_pct=pc.disk_warn_pct,
+            disk_fail_pct=pc.disk_fail_pct,
+        )
+        try:
+            app = create_processing_app(settings)
+        except (OSError, ValueError) as exc:
+            raise _fail(str(exc)) from None
+        port = port or cfg.api.processing_port
+    else:
+        try:
+            from skylapse.api.capture import create_capture_app
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("skylapse.api.capture",):
+                raise
+            raise _fail("the capture service's API is not available yet "
+                        "(skylapse.api.capture is missing)") from None
+        # Contract for the capture side: create_capture_app(config, token) -> FastAPI.
+        app = create_capture_app(cfg, token)
+        port = port or cfg.api.capture_port
+    from skylapse.api.server import run_server
+
+    run_server(app, host, port)

@@ -1,0 +1,196 @@
+"""The parts every Skylapse service API shares, and the factory that assembles them.
+
+:func:`create_service_app` returns a FastAPI app that already has:
+
+* correlation ids and an access log line per request, a bound on request bodies, CORS only
+  when origins are configured (off by default), JSON error handlers (422 naming the field);
+* ``GET /health`` (the only endpoint without a token): a :class:`HealthReport` built from the
+  service's named checks, 200 while nothing fails, 503 when something does;
+* ``GET /metrics`` (token): the service's :class:`~skylapse.metrics.ServiceMetrics` in
+  Prometheus' text format;
+* ``GET /openapi.json`` and ``GET /docs`` (token, unless ``public_docs``);
+* the dashboard hook: when the folder ``skylapse/web/static`` exists, ``/`` serves its
+  ``index.html`` and ``/static/...`` its files, without a token (they are the page's code,
+  not data; the page asks for the token and sends it with its API calls).
+
+``app.state.require_token`` is the bearer-token dependency for the service's own routes, e.g.
+``APIRouter(dependencies=[Depends(app.state.require_token)])``; ``app.state.token`` is the
+token itself (for :func:`skylapse.api.auth.authenticate_websocket`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+import skylapse
+from skylapse.api.auth import bearer_auth
+from skylapse.api.middleware import (
+    BodySizeLimitMiddleware,
+    CorrelationIdMiddleware,
+    install_error_handlers,
+)
+from skylapse.metrics import EXPOSITION_CONTENT_TYPE, ServiceMetrics
+
+HealthStatus = Literal["ok", "degraded", "failing"]
+_SEVERITY = {"ok": 0, "degraded": 1, "failing": 2}
+
+#: Where the dashboard's static files live when someone has built them.
+DASHBOARD_DIR = Path(skylapse.__file__).parent / "web" / "static"
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+
+
+class Check(BaseModel):
+    """One part of a service's health."""
+
+    status: HealthStatus
+    detail: str
+
+
+class HealthReport(BaseModel):
+    """``GET /health``: the worst check decides the overall status."""
+
+    service: str
+    status: HealthStatus
+    version: str
+    uptime_s: float = Field(description="seconds since this process started")
+    checks: dict[str, Check]
+
+
+def worst(statuses: Sequence[HealthStatus]) -> HealthStatus:
+    """The most severe of some statuses (``ok`` for none)."""
+    return max(statuses, key=_SEVERITY.__getitem__, default="ok")
+
+
+def run_checks(checks: Mapping[str, Callable[[], Check]]) -> dict[str, Check]:
+    """Run each named check; one that raises counts as failing with the error as detail."""
+    results = {}
+    for name, check in checks.items():
+        try:
+            results[name] = check()
+        except Exception as exc:
+            results[name] = Check(status="failing", detail=f"{type(exc).__name__}: {exc}")
+    return results
+
+
+def disk_check(path: Path, warn_pct: float = 90.0, fail_pct: float = 97.0) -> Check:
+    """Disk use of the file system holding ``path``: degraded above ``warn_pct``."""
+    usage = shutil.disk_usage(path)
+    pct = 100.0 * usage.used / usage.total if usage.total else 100.0
+    status: HealthStatus = "failing" if pct >= fail_pct else "degraded" if pct >= warn_pct else "ok"
+    free_gb = usage.free / 1e9
+    return Check(status=status, detail=f"{pct:.1f} % used, {free_gb:.1f} GB free on {path}")
+
+
+def create_service_app(
+    *,
+    service: str,
+    title: str,
+    description: str,
+    token: str,
+    metrics: ServiceMetrics,
+    health_checks: Mapping[str, Callable[[], Check]],
+    cors_origins: Sequence[str] = (),
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    public_docs: bool = False,
+    lifespan: Any = None,
+    dashboard_dir: Path | None = DASHBOARD_DIR,
+) -> FastAPI:
+    """A FastAPI app with the shared middleware, ``/health``, ``/metrics``, docs and hooks."""
+    if not token:
+        raise ValueError("an API token is required")
+    started = time.monotonic()
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=skylapse.__version__,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    require_token = bearer_auth(token)
+    app.state.require_token = require_token
+    app.state.token = token
+    app.state.metrics = metrics
+    # Added last = outermost: the correlation id also covers 413s and CORS preflights.
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Correlation-ID", "Range"],
+            expose_headers=["X-Correlation-ID", "Content-Range", "Accept-Ranges"],
+        )
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(CorrelationIdMiddleware)
+    install_error_handlers(app)
+    docs_deps = [] if public_docs else [Depends(require_token)]
+
+    @app.get(
+        "/health",
+        response_model=HealthReport,
+        tags=["service"],
+        summary="Service health (no token needed)",
+        responses={503: {"model": HealthReport, "description": "a check is failing"}},
+    )
+    def health() -> JSONResponse:
+        checks = run_checks(health_checks)
+        report = HealthReport(
+            service=service,
+            status=worst([c.status for c in checks.values()]),
+            version=skylapse.__version__,
+            uptime_s=round(time.monotonic() - started, 3),
+            checks=checks,
+        )
+        code = 503 if report.status == "failing" else 200
+        return JSONResponse(report.model_dump(), status_code=code)
+
+    @app.get(
+        "/metrics",
+        tags=["service"],
+        summary="Prometheus metrics",
+        dependencies=[Depends(require_token)],
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
+    def prometheus_metrics() -> Response:
+        return Response(metrics.exposition(), media_type=EXPOSITION_CONTENT_TYPE)
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=docs_deps)
+    def openapi_document() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=docs_deps)
+    def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{title} - docs")
+
+    if dashboard_dir is not None:
+        mount_dashboard(app, dashboard_dir)
+    return app
+
+
+def mount_dashboard(app: FastAPI, folder: Path) -> bool:
+    """Serve ``folder`` at ``/static`` and its ``index.html`` at ``/`` when the folder exists."""
+    if not folder.is_dir():
+        return False
+    app.mount("/static", StaticFiles(directory=folder), name="static")
+    index = folder / "index.html"
+    if index.is_file():
+
+        @app.get("/", include_in_schema=False)
+        def dashboard() -> FileResponse:
+            return FileResponse(index, media_type="text/html")
+
+    return True
