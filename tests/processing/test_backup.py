@@ -237,3 +237,32 @@ def test_config_from_environment():
     assert not BackupConfig.from_env({}).enabled
     with pytest.raises(BackupError, match="bucket"):
         S3Backup(BackupConfig(), os.devnull)
+
+
+def test_archive_and_backup_commands(tmp_path, config, monkeypatch):
+    from typer.testing import CliRunner
+
+    from skylapse.cli import app
+
+    archive = Archive(tmp_path / "data")
+    out = archive.data_dir / "timelapses" / "3-cli"
+    make_file(out / "timelapse.mp4", 6 * MIB)
+    archive.catalog.add_job("cli", "render", {"sequence_id": 3}, datetime.now(UTC))
+    archive.catalog.update_job("cli", state="done",
+                               result={"outputs": ["timelapses/3-cli/timelapse.mp4"]})
+    (archive.data_dir / "working" / "cli").mkdir(parents=True)
+    monkeypatch.setenv("SKYLAPSE_DATA_DIR", str(archive.data_dir))
+    result = CliRunner().invoke(app, ["archive", "--no-backup"])
+    assert result.exit_code == 0, result.output
+    assert "archived 1, backed up 0" in result.output and "kept 0" in result.output
+    assert not (archive.data_dir / "working" / "cli").exists()
+    result = CliRunner().invoke(app, [
+        "backup", "--bucket", config.bucket, "--endpoint-url", config.endpoint_url,
+        "--prefix", "cli", "--part-size-mib", "5",
+    ])
+    assert result.exit_code == 0, result.output
+    (row,) = archive.catalog.timelapses()
+    assert row["backup_location"] == f"s3://{config.bucket}/cli/3-cli/"
+    backup = S3Backup(config, tmp_path / "state")
+    archived = archive.root / "3-cli" / "timelapse.mp4"
+    assert object_bytes(backup, "cli/3-cli/timelapse.mp4") == archived.read_bytes()
