@@ -140,7 +140,8 @@ def archive(
     cfg = ArchiveConfig.from_env()
     updates = {"include_frames": frames, "max_age_days": max_age_days,
                "max_total_gb": max_total_gb}
-    cfg = ArchiveConfig(**{**cfg.model_dump(), **{k: v for k, v in updates.items() if v is not None}})
+    given = {k: v for k, v in updates.items() if v is not None}
+    cfg = ArchiveConfig(**{**cfg.model_dump(), **given})
     data_dir = data or default_data_dir()
     store = Archive(data_dir, root=cfg.dir)
     archived = 0
@@ -188,7 +189,8 @@ def backup(
     cfg = BackupConfig.from_env()
     updates = {"bucket": bucket, "endpoint_url": endpoint_url, "prefix": prefix,
                "part_size_mib": part_size_mib}
-    cfg = BackupConfig(**{**cfg.model_dump(), **{k: v for k, v in updates.items() if v is not None}})
+    given = {k: v for k, v in updates.items() if v is not None}
+    cfg = BackupConfig(**{**cfg.model_dump(), **given})
     if not cfg.enabled:
         raise typer.BadParameter("no bucket: pass --bucket or set SKYLAPSE_BACKUP_BUCKET",
                                  param_hint="--bucket")
