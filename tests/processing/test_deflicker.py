@@ -142,7 +142,7 @@ def test_apply_gain_matches_the_exact_linear_light_table():
     assert dfk.apply_gain(frame, 0.8, out=out) is out
     assert np.abs(out.astype(int) - srgb.gain_lut(0.8)[frame]).max() <= 25
     with pytest.raises(ValueError):
-        dfk.apply_gain(frame, 0.8, out=frame)
+        dfk.apply_gain(frame, 0.8, out=np.empty((2, 2, 3), np.uint16))  # wrong shape
 
 
 def test_smoother_keeps_an_accelerating_trend_without_running_ahead():
@@ -360,3 +360,13 @@ def test_pure_flicker_on_a_constant_scene():
     print(f"constant scene: residual {residual:.4f} EV, uncorrected {uncorrected:.4f} EV")
     assert uncorrected > 0.06
     assert residual < 0.015
+
+
+@pytest.mark.parametrize("ev", [0.0, 0.12, -0.3, 1.5])
+def test_apply_gain_in_place_equals_out_of_place(ev):
+    rng = np.random.default_rng(7)
+    frame = rng.integers(0, 65536, size=(90, 160, 3), dtype=np.uint16)
+    expected = dfk.apply_gain(frame, 2.0**ev)
+    work = frame.copy()
+    assert dfk.apply_gain(work, 2.0**ev, out=work) is work
+    np.testing.assert_array_equal(work, expected)

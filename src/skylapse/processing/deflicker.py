@@ -575,8 +575,8 @@ def apply_gain(frame: np.ndarray, gain: float, out: np.ndarray | None = None) ->
     for gains within +-0.15 EV and 104/65535 within +-1 EV. Two saturating ``cv2.addWeighted``
     and a ``cv2.min``/``max`` cost ~6 ms of one core at 1080p, against ~19 ms for a 16-bit table
     lookup, which is used (exact, cached per 1/1000 EV) beyond +-1 EV. ``out`` (same shape and
-    type, not ``frame``) receives the result if given. Returns ``frame`` itself when the gain is
-    1 to within 1/10000 EV and no ``out`` is given.
+    type; ``frame`` itself to work in place) receives the result if given. Returns ``frame``
+    itself when the gain is 1 to within 1/10000 EV and no ``out`` is given.
     """
     if frame.dtype != np.uint16:
         raise TypeError(f"expected a uint16 frame, got {frame.dtype}")
@@ -584,11 +584,12 @@ def apply_gain(frame: np.ndarray, gain: float, out: np.ndarray | None = None) ->
         raise ValueError(f"gain must be positive and finite, got {gain}")
     if out is None:
         out = np.empty_like(frame)
-    elif out.shape != frame.shape or out.dtype != np.uint16 or out is frame:
-        raise ValueError("out must be a separate uint16 array of the frame's shape")
+    elif out.shape != frame.shape or out.dtype != np.uint16:
+        raise ValueError("out must be a uint16 array of the frame's shape")
     log_gain = math.log2(gain)
     if abs(log_gain) < 1e-4:
-        np.copyto(out, frame)
+        if out is not frame:
+            np.copyto(out, frame)
         return out
     if abs(log_gain) > 1.0:
         np.take(_cached_gain_lut(2.0 ** (round(log_gain * 1000) / 1000)), frame, out=out)
@@ -597,8 +598,9 @@ def apply_gain(frame: np.ndarray, gain: float, out: np.ndarray | None = None) ->
     dst = out.reshape(flat.shape)
     toe = _scratch_like(flat)
     s = gain ** (1 / 2.4)
-    cv2.addWeighted(flat, s, flat, 0.0, 0.055 * srgb.MAX16 * (s - 1.0), dst=dst)
+    # The toe first: with ``out=frame`` the power-segment line below overwrites the input.
     cv2.addWeighted(flat, gain, flat, 0.0, 0.0, dst=toe)
+    cv2.addWeighted(flat, s, flat, 0.0, 0.055 * srgb.MAX16 * (s - 1.0), dst=dst)
     if gain > 1:
         cv2.min(dst, toe, dst=dst)
     else:

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
@@ -52,8 +52,9 @@ DenoiseMode = Literal["temporal", "spatial", "off"]
 
 #: Reduction of the analysis pass: 1/2 keeps registration sub-pixel at full resolution.
 ANALYSIS_SCALE = 2
-#: Frames decoded ahead of the one being processed.
-PREFETCH_DEPTH = 3
+#: Shots decoded ahead of the one being processed: enough to keep both decode threads busy,
+#: few enough that full-resolution frames waiting in line stay out of the memory budget.
+PREFETCH_DEPTH = 2
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -400,7 +401,7 @@ def _render_pass(frames, plan: _Plan, size, lens_maps, options, out, pool, clock
         for f in ready:
             emit(f)
 
-        with clock("encode (wait)"):
+        with clock("encode (wait for the encoders)"):
             for sink in sinks:
                 sink.close()
         summary.shots_rendered = emitted
@@ -415,6 +416,11 @@ def _render_pass(frames, plan: _Plan, size, lens_maps, options, out, pool, clock
 
 
 def _process_shot(images, n, plan: _Plan, size, out_size, lens_maps, options, clock) -> np.ndarray:
+    """One shot's frames to one stabilized, gained output frame.
+
+    Takes ownership of ``images`` (emptied here) and works in place where it can, so that no
+    more full-resolution frames are alive at once than the stage at hand needs.
+    """
     if len(images) > 1:
         with clock("fusion"):
             if options.focus_stack is not None:
@@ -423,12 +429,13 @@ def _process_shot(images, n, plan: _Plan, size, out_size, lens_maps, options, cl
                 frame = exposure_fusion.fuse_exposures(exposure_fusion.align_brackets(images))
     else:
         frame = images[0]
+    images.clear()
     if lens_maps is not None:
         with clock("lens"):
             frame = lens.correct_lens(frame, lens_maps)
     if options.deflicker:
         with clock("deflicker"):
-            frame = deflicker.apply_gain(frame, float(plan.gains[n]))
+            frame = deflicker.apply_gain(frame, float(plan.gains[n]), out=frame)
     with clock("stabilize"):
         if plan.transforms is not None:
             frame = stabilize.warp_frame(frame, plan.transforms[n], plan.crop, out_size)
@@ -465,10 +472,22 @@ def _white_balance_gains(frames, plan: _Plan, options) -> tuple[float, float, fl
     return colour.kelvin_gains(kelvin)
 
 
-def _open_sinks(
-    paths: OutputPaths, out_size, options, stack: ExitStack, summary
-) -> list[SinkThread]:
-    sinks = []
+class _Sink(Protocol):
+    def put(self, frame: np.ndarray) -> None: ...
+    def close(self) -> None: ...
+
+
+class _EncoderSink:
+    """A video encoder fed directly: `VideoEncoder.write` converts to YUV at once and encodes
+    on its own thread, so the 16-bit RGB frame is released before the next one is made."""
+
+    def __init__(self, encoder: encode.VideoEncoder, stage: str, summary: RenderSummary):
+        self.put = _timed(encoder.write, stage, summary)
+        self.close = encoder.close
+
+
+def _open_sinks(paths: OutputPaths, out_size, options, stack: ExitStack, summary) -> list[_Sink]:
+    sinks: list[_Sink] = []
     for codec, path in paths.videos.items():
         encoder = stack.enter_context(
             encode.VideoEncoder(
@@ -480,7 +499,7 @@ def _open_sinks(
                 preset=options.preset,
             )
         )
-        sinks.append(SinkThread(_timed(encoder.write, f"encode {codec}", summary), name=codec))
+        sinks.append(_EncoderSink(encoder, f"convert {codec}", summary))
         summary.outputs.append(path)
     if paths.frames_dir is not None:
         writer = stack.enter_context(

@@ -42,6 +42,7 @@ Ishikawa & Baker 2004, "The template update problem", IEEE TPAMI 26(6)).
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -495,6 +496,19 @@ def output_matrix(
     return compose(invert(transform), out_to_ref)
 
 
+_scratch_buffers = threading.local()
+
+
+def _scratch(name: str, shape: tuple[int, int], like: np.ndarray) -> np.ndarray:
+    """A per-thread RGBA buffer of ``shape`` and ``like``'s dtype, reused across calls."""
+    key = (name, shape, like.dtype.str)
+    buf = getattr(_scratch_buffers, name, None)
+    if buf is None or buf[0] != key:
+        buf = (key, np.empty((*shape, 4), like.dtype))
+        setattr(_scratch_buffers, name, buf)
+    return buf[1]
+
+
 def warp_frame(
     frame: np.ndarray,
     transform: np.ndarray,
@@ -513,8 +527,12 @@ def warp_frame(
     m = output_matrix(transform, crop, out_size)
     flags = interpolation | cv2.WARP_INVERSE_MAP
     if frame.ndim == 3 and frame.shape[2] == 3:
-        rgba = cv2.cvtColor(frame, cv2.COLOR_RGB2RGBA)
-        out = cv2.warpAffine(rgba, m, out_size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        # The two RGBA buffers are reused from frame to frame (per thread): two fresh 16 MB
+        # arrays per 1080p frame would cost page faults and fragment the heap.
+        rgba = cv2.cvtColor(frame, cv2.COLOR_RGB2RGBA, dst=_scratch("in", frame.shape[:2], frame))
+        out_shape = (out_size[1], out_size[0])
+        out = cv2.warpAffine(rgba, m, out_size, dst=_scratch("out", out_shape, frame), flags=flags,
+                             borderMode=cv2.BORDER_REPLICATE)
         return cv2.cvtColor(out, cv2.COLOR_RGBA2RGB)
     return cv2.warpAffine(frame, m, out_size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
 
