@@ -270,6 +270,10 @@ app.command("doctor")(_deploy_commands.doctor)
 app.command("archive")(_deploy_commands.archive)
 app.command("backup")(_deploy_commands.backup)
 
+from skylapse.api import commands as _api_commands  # noqa: E402
+
+app.command("serve")(_api_commands.serve)
+
 
 def main() -> None:  # pragma: no cover - console entry
     app()
