@@ -67,7 +67,7 @@ def test_default_render_is_hevc_main10_with_keogram_and_contact_sheet(sequence, 
     assert keogram is not None and keogram.shape[1] >= 48
     assert cv2.imread(str(tmp_path / "out.contact.png")) is not None
     assert set(summary.outputs) == {out, tmp_path / "out.keogram.png", tmp_path / "out.contact.png"}
-    assert {"deflicker", "stabilize", "denoise", "encode h265"} <= set(summary.stage_seconds)
+    assert {"deflicker", "stabilize", "denoise", "convert h265"} <= set(summary.stage_seconds)
     assert tree_digest(src) == before  # nothing in SRC is modified
 
 
