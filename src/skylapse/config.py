@@ -12,6 +12,8 @@ sections; other parts (transfer, processing, api) add their own section model as
 * ``weather``   the OpenWeatherMap client and the thresholds that classify the sky.
 * ``capture``   the capture service: unattended session windows around sunrise and sunset, the
   local buffer, JPEG quality, HDR, the writer queue and the storage manager's limits.
+* ``transfer``  the processing host that frames go to (off while its host is null).
+* ``alerts``    alert thresholds and notifiers (webhook, MQTT with Home Assistant discovery).
 
 Every field has a default, so an empty file is a valid configuration; the shipped defaults live in
 ``skylapse/data/skylapse.yaml``. Unknown keys are errors (a misspelt key would otherwise be
@@ -239,6 +241,9 @@ def _default_windows() -> list[SessionWindowConfig]:
     ]
 
 
+_CAMERA_SPEC = r"^(auto|simulated|picamera2(:\d+)?|usb(:\S+)?|replay:.+)$"
+
+
 class CaptureConfig(_Section):
     """The capture service (see :mod:`skylapse.capture.service`)."""
 
@@ -253,6 +258,19 @@ class CaptureConfig(_Section):
     watermark_pct: float = Field(80.0, gt=0, le=100,
                                  description="emergency cleanup above this disk usage")
     storage_check_s: float = Field(300.0, gt=0, description="how often storage is enforced")
+    unattended: bool = Field(True, description="`skylapse serve capture` opens and closes "
+                             "sessions by the windows on its own")
+    camera: str = Field("auto", pattern=_CAMERA_SPEC,
+                        description="auto, simulated, picamera2[:N], usb[:DEVICE] or replay:DIR")
+    resolution: tuple[int, int] | None = Field(
+        None, description="[width, height] of captured frames; null = the camera profile's")
+
+    @field_validator("resolution")
+    @classmethod
+    def _sane_resolution(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and not (16 <= v[0] <= 16384 and 16 <= v[1] <= 16384):
+            raise ValueError("width and height must be 16..16384 pixels")
+        return v
 
     @model_validator(mode="after")
     def _unique_windows(self) -> CaptureConfig:
@@ -297,6 +315,51 @@ class ProcessingConfig(_Section):
     disk_fail_pct: float = Field(97.0, gt=0, le=100, description="health failing above this")
 
 
+class TransferConfig(_Section):
+    """Moving frames to the processing host (`skylapse.transfer`); off while ``host`` is null."""
+
+    host: str | None = Field(None, description="processing host; null = no transfers")
+    port: int = Field(22, ge=1, le=65535)
+    user: str | None = None
+    key_file: Path | None = Field(None, description="SSH private key of this station")
+    known_hosts: Path | None = Field(None, description="known_hosts file holding the host's key")
+    inbox: str = Field("/srv/skylapse/inbox", description="absolute inbox folder on the host")
+    station: str = Field("station", pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                         description="this station's folder in the inbox")
+    batch_size: int = Field(50, ge=1, le=10000)
+    bandwidth_limit_kbps: int | None = Field(None, ge=1, description="rsync --bwlimit")
+    poll_s: float = Field(5.0, gt=0, le=3600, description="queue polling interval")
+    alert_after_s: float = Field(3600.0, gt=0, description="alert when failing this long")
+
+
+class MqttConfig(_Section):
+    """An MQTT broker for alerts, with Home Assistant discovery; off while ``host`` is null."""
+
+    host: str | None = None
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    topic_prefix: str = Field("skylapse", pattern=r"^[A-Za-z0-9_/-]+$")
+    discovery_prefix: str = Field("homeassistant", pattern=r"^[A-Za-z0-9_/-]+$")
+    node_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$",
+                                description="default: the transfer section's station")
+
+
+class AlertsConfig(_Section):
+    """Alerts (`skylapse.alerts`): thresholds, debouncing and the notifiers."""
+
+    webhook_url: str | None = Field(None, pattern=r"^https?://", description="JSON POST target")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    evaluate_every_s: float = Field(10.0, gt=0, le=3600)
+    clear_after_s: float = Field(60.0, ge=0, description="an episode closes after its condition "
+                                 "stayed clear this long")
+    capture_latency_p99_ms: float = Field(100.0, gt=0, description="over the last 100 frames")
+    image_quality_min: float = Field(0.3, ge=0, le=1, description="median of the last 10 frames")
+    transfer_queue_max: int = Field(2000, ge=1, description="frames waiting for transfer")
+    processing_queue_max: int = Field(50, ge=1, description="jobs queued or running")
+    job_failures: int = Field(3, ge=1, description="attempts of one job that count as repeated")
+
+
 class SkylapseConfig(_Section):
     """The whole file. Add a section by adding a field with a default model."""
 
@@ -308,6 +371,8 @@ class SkylapseConfig(_Section):
     capture: CaptureConfig = Field(default_factory=CaptureConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     processing: ProcessingConfig = Field(default_factory=ProcessingConfig)
+    transfer: TransferConfig = Field(default_factory=TransferConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     @model_validator(mode="after")
     def _strategies_exist(self) -> SkylapseConfig:
