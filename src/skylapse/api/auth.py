@@ -9,6 +9,10 @@ WebSocket clients cannot always set headers (browsers cannot), so :func:`authent
 accepts, in this order: an ``Authorization: Bearer`` header, a ``?token=`` query parameter, or a
 first text message ``{"token": "..."}`` sent within a few seconds of connecting. A refused
 WebSocket is closed with code 4401.
+
+Media elements (``<video>``, ``<img>``) cannot send headers either, so :func:`media_auth` lets the
+GET endpoints that serve files (and only those) take the token as ``?token=`` instead. The
+access log records the path without the query string, so the token does not end up in logs.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import hmac
 import json
 import os
 
-from fastapi import Depends, HTTPException, Request, WebSocket, status
+from fastapi import Depends, HTTPException, Query, Request, WebSocket, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.websockets import WebSocketDisconnect
 
@@ -81,6 +85,35 @@ def bearer_auth(token: str):
         request.state.authenticated = True
 
     return require_token
+
+
+def media_auth(token: str):
+    """A FastAPI dependency for GET endpoints that serve files to media elements: like
+    :func:`bearer_auth`, but without an ``Authorization`` header it takes ``?token=``.
+
+    A header, when present, decides alone (a wrong header is refused whatever the query says).
+    Use it only on read-only file endpoints: a token in a URL can be copied along with it.
+    """
+
+    def require_token_or_query(
+        request: Request,
+        credentials: HTTPAuthorizationCredentials | None = Depends(_bearer_scheme),  # noqa: B008
+        query_token: str | None = Query(
+            None, alias="token", max_length=1024,
+            description="the API token, for media elements that cannot send a header",
+        ),
+    ) -> None:
+        if "authorization" in request.headers:  # any scheme: a non-bearer one is refused
+            ok = credentials is not None and token_matches(token, credentials.credentials)
+        elif query_token is not None:
+            ok = token_matches(token, query_token)
+        else:
+            raise _unauthorized("missing bearer token")
+        if not ok:
+            raise _unauthorized("invalid token")
+        request.state.authenticated = True
+
+    return require_token_or_query
 
 
 async def authenticate_websocket(

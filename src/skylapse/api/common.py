@@ -15,7 +15,9 @@
 
 ``app.state.require_token`` is the bearer-token dependency for the service's own routes, e.g.
 ``APIRouter(dependencies=[Depends(app.state.require_token)])``; ``app.state.token`` is the
-token itself (for :func:`skylapse.api.auth.authenticate_websocket`).
+token itself (for :func:`skylapse.api.auth.authenticate_websocket`);
+``app.state.require_media_token`` also accepts ``?token=``, for GET endpoints that serve files
+to ``<video>``/``<img>`` elements (see :func:`skylapse.api.auth.media_auth`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 import skylapse
-from skylapse.api.auth import bearer_auth
+from skylapse.api.auth import bearer_auth, media_auth
 from skylapse.api.middleware import (
     BodySizeLimitMiddleware,
     CorrelationIdMiddleware,
@@ -122,6 +124,7 @@ def create_service_app(
     )
     require_token = bearer_auth(token)
     app.state.require_token = require_token
+    app.state.require_media_token = media_auth(token)
     app.state.token = token
     app.state.metrics = metrics
     # Added last = outermost: the correlation id also covers 413s and CORS preflights.

@@ -16,7 +16,8 @@
 ``WS   /ws``                                job events (see below)
 =========================================  ====================================================
 
-Every endpoint but ``/health`` needs ``Authorization: Bearer <token>``. The WebSocket takes the
+Every endpoint but ``/health`` needs ``Authorization: Bearer <token>`` (the file endpoint
+also takes ``?token=``, for ``<video>`` and ``<img>`` elements). The WebSocket takes the
 token as that header, as ``?token=``, or as a first message ``{"token": "..."}``; a refused
 socket is closed with code 4401. It then receives JSON events:
 
@@ -674,7 +675,10 @@ def create_processing_app(settings: ProcessingSettings) -> FastAPI:
                 })
         return out
 
-    @router.get(
+    # <video>/<img> cannot send headers: this one also takes ?token= (see media_auth).
+    files = APIRouter(dependencies=[Depends(app.state.require_media_token)])
+
+    @files.get(
         "/timelapses/{job_id}/{file_name}",
         tags=["timelapses"],
         response_class=FileResponse,
@@ -700,6 +704,7 @@ def create_processing_app(settings: ProcessingSettings) -> FastAPI:
                             content_disposition_type="inline", filename=file_name)
 
     app.include_router(router)
+    app.include_router(files)
 
     @app.websocket("/ws")
     async def job_events(websocket: WebSocket) -> None:
