@@ -10,7 +10,12 @@ of:
   plain      ffmpeg decode + libx265 encode, same preset/CRF, yuv420p10le, same size
 
 and decodes every output (PyAV) to measure residual flicker, jitter and drift
-(skylapse.processing.measure). Prints a table against the targets. Exits non-zero only on errors.
+(skylapse.processing.measure). Jitter and drift are measured two ways: registered to the first
+output frame (any video; but the sunset's moving shading reads as ~1.7 px of drift even with a
+perfect stabilizer), and geometric error against the true camera motion (each output frame
+against its input frame warped as a perfect stabilizer would; lighting cancels). The targets for
+jitter and drift are checked on the geometric one. Prints a table against the targets. Exits
+non-zero only on errors.
 
     .venv/bin/python bench/render_bench.py                 # 200 frames, 1080p, medium, CRF 28
     .venv/bin/python bench/render_bench.py --frames 30 --size 640x360   # quick
@@ -30,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from skylapse import synthetic
@@ -117,10 +123,21 @@ def decode_frames(path: Path):
             yield frame.to_ndarray(format="rgb48le")
 
 
-def score(frames_factory, truth: synthetic.SequenceTruth) -> dict:
+def score(frames_factory, truth: synthetic.SequenceTruth, inputs_factory=None) -> dict:
+    """Flicker; jitter and drift registered to the first frame; and, given the input frames,
+    geometric jitter and drift against the true motion (None where it cannot be measured)."""
     flick = metrics.residual_flicker(frames_factory(), truth)
     motion = metrics.residual_jitter_and_drift(frames_factory())
-    return {"flicker": flick.std, "jitter": motion.jitter_rms, "drift": motion.drift_max}
+    sc = {"flicker": flick.std, "jitter": motion.jitter_rms, "drift": motion.drift_max,
+          "geo_jitter": None, "geo_drift": None}
+    if inputs_factory is not None:
+        try:
+            geo = metrics.stabilization_error_against_truth(frames_factory(), inputs_factory(),
+                                                            truth)
+            sc.update(geo_jitter=geo.jitter_rms, geo_drift=geo.drift_max)
+        except (ValueError, cv2.error) as exc:  # other frame count, no common area
+            print(f"geometric error not measured: {exc}")
+    return sc
 
 
 # ----------------------------------------------------------------------------- contenders
@@ -207,8 +224,12 @@ def fmt_row(name: str, run: Run | None, sc: dict | None, plain: Run | None) -> s
 
     ratio = run.wall_s / plain.wall_s if run and plain else None
     extra = run.peak_mb - plain.peak_mb if run and plain else None
+    def geo(key):
+        return f"{'n/a':>8}" if sc is None or sc[key] is None else format(sc[key], "8.3f")
+
     return (f"{name:<22} {num(sc and sc['flicker'], '8.4f')} {num(sc and sc['jitter'], '8.3f')} "
-            f"{num(sc and sc['drift'], '8.3f')} {num(run and run.wall_s, '9.1f')} "
+            f"{num(sc and sc['drift'], '8.3f')} {geo('geo_jitter')} {geo('geo_drift')} "
+            f"{num(run and run.wall_s, '9.1f')} "
             f"{num(ratio, '7.2f')} {num(run and run.peak_mb, '9.0f')} {num(extra, '+8.0f')}")
 
 
@@ -243,21 +264,20 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, Run | None, dict | None]] = []
 
     def jpegs():
-        import cv2
-
         for f in truth.frames:
             yield cv2.imread(str(src / f.file), cv2.IMREAD_COLOR)[..., ::-1]
 
-    rows.append(("source (no fix)", None, score(jpegs, truth)))
+    rows.append(("source (no fix)", None, score(jpegs, truth, jpegs)))
 
     plain_out = work / "plain.mp4"
     plain = measure([[ff, *inp, *enc, str(plain_out)]], log)
-    rows.append(("plain encode", plain, score(lambda: decode_frames(plain_out), truth)))
+    rows.append(("plain encode", plain, score(lambda: decode_frames(plain_out), truth, jpegs)))
 
     ours_out = work / "ours.mp4"
     try:
         ours = measure([skylapse_cmd(src, ours_out, args, width, height, args.preset)], log)
-        rows.append(("skylapse render", ours, score(lambda: decode_frames(ours_out), truth)))
+        rows.append(("skylapse render", ours,
+                     score(lambda: decode_frames(ours_out), truth, jpegs)))
     except (RuntimeError, FileNotFoundError) as exc:
         print(f"skylapse render failed: {exc}")
         ours = None
@@ -268,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         defl_out = work / "deflicker.mp4"
         chain = f"deflicker=mode={mode}:size={size}"
         defl = measure([[ff, *inp, *with_filter(enc, chain), str(defl_out)]], log)
-        rows.append((f"ffmpeg {mode}/{size}", defl, score(lambda: decode_frames(defl_out), truth)))
+        rows.append((f"ffmpeg {mode}/{size}", defl,
+                     score(lambda: decode_frames(defl_out), truth, jpegs)))
 
         for label, opts in (("tripod", ":tripod=1"), ("default", "")):
             trf = work / f"vidstab_{label}.trf"
@@ -277,18 +298,24 @@ def main(argv: list[str] | None = None) -> int:
             transform = [ff, *inp,
                          *with_filter(enc, f"vidstabtransform=input={trf}{opts}"), str(vout)]
             run = measure([detect, transform], log)
-            rows.append((f"vid.stab {label}", run, score(lambda v=vout: decode_frames(v), truth)))
+            rows.append((f"vid.stab {label}", run,
+                         score(lambda v=vout: decode_frames(v), truth, jpegs)))
 
     print()
     print(f"{args.frames} frames {width}x{height}, libx265 preset {args.preset} CRF {args.crf}, "
           f"{os.cpu_count()} cores")
-    print(f"{'':<22} {'flicker':>8} {'jitter':>8} {'drift':>8} {'wall s':>9} {'x plain':>7} "
-          f"{'peak MB':>9} {'+MB':>8}")
+    print(f"{'':<22} {'':>8} {'registered to 1st':^17} {'geometric vs truth':^17}")
+    print(f"{'':<22} {'flicker':>8} {'jitter':>8} {'drift':>8} {'jitter':>8} {'drift':>8} "
+          f"{'wall s':>9} {'x plain':>7} {'peak MB':>9} {'+MB':>8}")
     for name, run, sc in rows:
         print(fmt_row(name, run, sc, plain))
-    print(f"{'target (ours)':<22} {TARGETS['flicker']:8.2f} {TARGETS['jitter']:8.2f} "
-          f"{TARGETS['drift']:8.2f} {'':>9} {TARGETS['time_ratio']:7.2f} {'':>9} "
-          f"{TARGETS['mem_extra_mb']:+8.0f}")
+    print(f"{'target (ours)':<22} {TARGETS['flicker']:8.2f} {'':>8} {'':>8} "
+          f"{TARGETS['jitter']:8.2f} {TARGETS['drift']:8.2f} {'':>9} "
+          f"{TARGETS['time_ratio']:7.2f} {'':>9} {TARGETS['mem_extra_mb']:+8.0f}")
+    print("jitter/drift px. 'registered to 1st': every frame registered to the first on the lower "
+          "45 % (any video, but the sunset's shading reads as motion); 'geometric vs truth': "
+          "each output frame against its input warped by the true motion (lighting cancels). "
+          "The jitter and drift targets are checked on the geometric one.")
     if search:
         ranked = sorted(search.items(), key=lambda kv: kv[1])[:5]
         print("deflicker search (residual flicker, EV): "
@@ -298,13 +325,16 @@ def main(argv: list[str] | None = None) -> int:
         others = [(n, sc) for n, r, sc in rows if r is not None and n not in
                   ("skylapse render", "plain encode")]
         for n, sc in others:
-            ratios = ", ".join(f"{k} {ours_score[k] / sc[k]:.2f}x" if sc[k] > 0 else f"{k} -"
-                               for k in ("flicker", "jitter", "drift"))
+            ratios = ", ".join(f"{k} {ours_score[k] / sc[k]:.2f}x" if sc[k] and ours_score[k]
+                               is not None else f"{k} -"
+                               for k in ("flicker", "jitter", "drift", "geo_jitter", "geo_drift"))
             print(f"ours vs {n}: {ratios}")
         checks = {
             "flicker": ours_score["flicker"] <= TARGETS["flicker"],
-            "jitter": ours_score["jitter"] <= TARGETS["jitter"],
-            "drift": ours_score["drift"] <= TARGETS["drift"],
+            "jitter (geometric)": ours_score["geo_jitter"] is not None
+            and ours_score["geo_jitter"] <= TARGETS["jitter"],
+            "drift (geometric)": ours_score["geo_drift"] is not None
+            and ours_score["geo_drift"] <= TARGETS["drift"],
             "time": ours.wall_s <= TARGETS["time_ratio"] * plain.wall_s,
             "memory": ours.peak_mb <= plain.peak_mb + TARGETS["mem_extra_mb"],
         }

@@ -64,3 +64,100 @@ def test_residual_flicker_measures_the_applied_gain(base_frame):
     assert metrics.residual_flicker(frames[:1] * 5, np.zeros(5)).std < 1e-9
     with pytest.raises(ValueError):
         metrics.residual_flicker(frames, truth[:3])
+
+
+# --- geometric error against the true camera motion -------------------------------------------
+
+SMALL = (320, 180)
+CROP = (7.0, 5.0, 304.0, 171.0)  # x, y, w, h of the steady frame shown, scaled up 5 %
+
+
+@pytest.fixture(scope="module")
+def sunset(tmp_path_factory) -> tuple[list[np.ndarray], synthetic.SequenceTruth]:
+    folder = tmp_path_factory.mktemp("sunset")
+    truth = synthetic.generate_sequence(folder, frames=24, size=SMALL, seed=0)
+    inputs = [cv2.imread(str(folder / f.file), cv2.IMREAD_COLOR)[..., ::-1] for f in truth.frames]
+    return inputs, truth
+
+
+def _h3(m: np.ndarray) -> np.ndarray:
+    return np.vstack([m, [0.0, 0.0, 1.0]])
+
+
+def _output_to_steady() -> np.ndarray:
+    x, y, w, h = CROP
+    sx, sy = w / SMALL[0], h / SMALL[1]
+    return np.array([[sx, 0.0, x + 0.5 * sx - 0.5], [0.0, sy, y + 0.5 * sy - 0.5], [0, 0, 1]])
+
+
+def _stabilized(inputs, truth, error_x=None, jpeg_quality=None) -> list[np.ndarray]:
+    """What a stabilizer with the true motion outputs (16-bit), content moved by ``error_x``."""
+    outputs = []
+    for i, (frame, f) in enumerate(zip(inputs, truth.frames, strict=True)):
+        e = 0.0 if error_x is None else float(error_x[i])
+        # Output pixel q shows the input at S_i(crop(q - e)): content moved right by e.
+        m = (_h3(metrics.camera_matrix(f.dx, f.dy, f.rotation_deg, SMALL)) @ _output_to_steady()
+             @ np.array([[1.0, 0.0, -e], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))[:2]
+        out = cv2.warpAffine(frame.astype(np.uint16) * 257, m, SMALL,
+                             flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                             borderMode=cv2.BORDER_REPLICATE)
+        if jpeg_quality is not None:
+            _ok, buf = cv2.imencode(".jpg", (out >> 8).astype(np.uint8),
+                                   [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+            out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        outputs.append(out)
+    return outputs
+
+
+def test_camera_matrix_follows_the_synthetic_truth_convention():
+    m = metrics.camera_matrix(1.5, -0.5, 0.3, SMALL)
+    np.testing.assert_allclose(m, synthetic._shake_matrix(1.5, -0.5, 0.3, 0, *SMALL), atol=1e-12)
+    centre = np.array([(SMALL[0] - 1) / 2, (SMALL[1] - 1) / 2, 1.0])
+    np.testing.assert_allclose(m @ centre, [centre[0] + 1.5, centre[1] - 0.5], atol=1e-12)
+    # Clockwise on screen (rows point down): a point right of the centre moves down.
+    assert (m @ (centre + np.array([100.0, 0.0, 0.0])))[1] > (m @ centre)[1]
+
+
+def test_perfect_stabilizer_has_no_geometric_error_although_the_old_metric_sees_drift(sunset):
+    inputs, truth = sunset
+    outputs = _stabilized(inputs, truth)
+    apparent = metrics.residual_jitter_and_drift(outputs)
+    assert apparent.drift_max > 0.3  # the sunset's moving shading, read as motion
+    res = metrics.stabilization_error_against_truth(outputs, inputs, truth)
+    assert res.drift_max < 0.03 and res.jitter_rms < 0.02
+    assert np.abs(res.shifts).max() < 0.03
+    # The fitted output geometry is the true one: S_0 ∘ crop.
+    true_m0 = (_h3(metrics.camera_matrix(*_motion(truth, 0), SMALL)) @ _output_to_steady())[:2]
+    corners = np.array([[0, 0, 1], [319, 0, 1], [0, 179, 1], [319, 179, 1]], np.float64)
+    np.testing.assert_allclose(corners @ res.output_to_input.T, corners @ true_m0.T, atol=0.05)
+    # Lossy encoding of the output (JPEG q90 of 8 bits) costs little.
+    lossy = metrics.stabilization_error_against_truth(_stabilized(inputs, truth, jpeg_quality=90),
+                                                      inputs, truth)
+    assert lossy.drift_max < 0.05 and lossy.jitter_rms < 0.03
+
+
+def _motion(truth, i: int) -> tuple[float, float, float]:
+    f = truth.frames[i]
+    return f.dx, f.dy, f.rotation_deg
+
+
+def test_injected_drift_is_measured(sunset):
+    inputs, truth = sunset
+    ramp = np.linspace(0.0, 0.5, len(inputs))
+    res = metrics.stabilization_error_against_truth(_stabilized(inputs, truth, ramp), inputs,
+                                                    truth)
+    assert res.drift_max == pytest.approx(0.5, abs=0.05)
+    np.testing.assert_allclose(res.shifts[:, 0] - res.shifts[0, 0], ramp, atol=0.05)
+    assert np.abs(res.shifts[:, 1]).max() < 0.05
+    steps = np.diff(ramp)
+    assert res.jitter_rms == pytest.approx(np.sqrt((steps**2).mean()), abs=0.03)
+
+
+def test_unstabilized_input_shows_the_true_shake(sunset):
+    inputs, truth = sunset
+    res = metrics.stabilization_error_against_truth(inputs, inputs, truth)
+    np.testing.assert_allclose(res.output_to_input, np.eye(3)[:2], atol=0.02)
+    shake = np.stack([truth.column("dx"), truth.column("dy")], axis=1)
+    np.testing.assert_allclose(res.shifts - res.shifts[0], shake - shake[0], atol=0.1)
+    with pytest.raises(ValueError):
+        metrics.stabilization_error_against_truth(inputs[:5], inputs[:6], truth)
