@@ -27,12 +27,22 @@ W, H = 320, 180
 @pytest.fixture(scope="module")
 def sequence(tmp_path_factory) -> tuple[Path, SequenceTruth]:
     src = tmp_path_factory.mktemp("seq")
-    truth = generate_sequence(src, frames=48, size=(W, H), shake_px=1.0, drift_px_per_frame=0.03,
-                              flicker_ev_std=0.08, sunset_ev=-1.5, seed=3)
+    truth = generate_sequence(
+        src,
+        frames=48,
+        size=(W, H),
+        shake_px=1.0,
+        drift_px_per_frame=0.03,
+        flicker_ev_std=0.08,
+        sunset_ev=-1.5,
+        seed=3,
+    )
     return src, truth
 
 
-def decode(path: Path, fmt: str = "rgb48le") -> tuple[list[np.ndarray], av.video.stream.VideoStream]:
+def decode(
+    path: Path, fmt: str = "rgb48le"
+) -> tuple[list[np.ndarray], av.video.stream.VideoStream]:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         frames = [f.to_ndarray(format=fmt) for f in container.decode(stream)]
@@ -42,17 +52,24 @@ def decode(path: Path, fmt: str = "rgb48le") -> tuple[list[np.ndarray], av.video
 def probe(path: Path) -> dict:
     with av.open(str(path)) as container:
         s = container.streams.video[0]
-        return {"codec": s.codec_context.name, "pix_fmt": s.codec_context.pix_fmt,
-                "size": (s.width, s.height), "tag": s.codec_tag}
+        return {
+            "codec": s.codec_context.name,
+            "pix_fmt": s.codec_context.pix_fmt,
+            "size": (s.width, s.height),
+            "tag": s.codec_tag,
+        }
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.iterdir()) if p.is_file()}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.iterdir())
+        if p.is_file()
+    }
 
 
 def test_default_render_is_hevc_main10_with_keogram_and_contact_sheet(sequence, tmp_path):
-    src, truth = sequence
+    src, _truth = sequence
     before = tree_digest(src)
     out = tmp_path / "out.mp4"
     summary = render(src, out, RenderOptions(**FAST))
@@ -71,13 +88,20 @@ def test_default_render_is_hevc_main10_with_keogram_and_contact_sheet(sequence, 
     assert tree_digest(src) == before  # nothing in SRC is modified
 
 
-def test_deflicker_and_stabilization_remove_flicker_and_shake_but_keep_the_sunset(sequence, tmp_path):
+def test_deflicker_and_stabilization_remove_flicker_and_shake_but_keep_the_sunset(
+    sequence, tmp_path
+):
     src, truth = sequence
     out = tmp_path / "fixed.mp4"
     render(src, out, RenderOptions(formats=("h264",), crf=12, **FAST))
     raw = tmp_path / "raw.mp4"
-    render(src, raw, RenderOptions(formats=("h264",), crf=12, deflicker=False, stabilize="off",
-                                   denoise="off", **FAST))
+    render(
+        src,
+        raw,
+        RenderOptions(
+            formats=("h264",), crf=12, deflicker=False, stabilize="off", denoise="off", **FAST
+        ),
+    )
     fixed_frames, _ = decode(out)
     raw_frames, _ = decode(raw)
     fixed = measure.residual_flicker(fixed_frames, truth)
@@ -97,9 +121,18 @@ def test_deflicker_and_stabilization_remove_flicker_and_shake_but_keep_the_sunse
 def test_formats_size_and_frames_output(sequence, tmp_path):
     src, _ = sequence
     out = tmp_path / "clip.mp4"
-    summary = render(src, out, RenderOptions(formats=("h265", "h264", "frames"), size="160x90",
-                                             frames_format="jpg", keogram=False,
-                                             contact_sheet=False, **FAST))
+    summary = render(
+        src,
+        out,
+        RenderOptions(
+            formats=("h265", "h264", "frames"),
+            size="160x90",
+            frames_format="jpg",
+            keogram=False,
+            contact_sheet=False,
+            **FAST,
+        ),
+    )
     assert probe(out)["size"] == (160, 90)
     preview = tmp_path / "clip.preview.mp4"
     assert probe(preview)["codec"] == "h264" and probe(preview)["pix_fmt"] == "yuv420p"
@@ -141,8 +174,9 @@ def test_cli_errors_exit_2_with_one_line(tmp_path, sequence):
     src, _ = sequence
     result = runner.invoke(app, ["render", str(src), "-o", str(tmp_path / "nope" / "x.mp4")])
     assert result.exit_code == 2 and "does not exist" in result.output
-    result = runner.invoke(app, ["render", str(src), "-o", str(tmp_path / "x.mp4"),
-                                 "--format", "gif"])
+    result = runner.invoke(
+        app, ["render", str(src), "-o", str(tmp_path / "x.mp4"), "--format", "gif"]
+    )
     assert result.exit_code == 2 and "--format" in result.output
     with pytest.raises(RenderError):
         render(tmp_path / "missing-folder", tmp_path / "y.mp4")
@@ -150,9 +184,24 @@ def test_cli_errors_exit_2_with_one_line(tmp_path, sequence):
 
 def test_cli_render_prints_summary(sequence, tmp_path):
     src, _ = sequence
-    result = runner.invoke(app, ["render", str(src), "-o", str(tmp_path / "c.mp4"), "--format",
-                                 "h264", "--preset", "ultrafast", "--no-keogram",
-                                 "--white-balance", "gray-world", "--saturation", "1.2"])
+    result = runner.invoke(
+        app,
+        [
+            "render",
+            str(src),
+            "-o",
+            str(tmp_path / "c.mp4"),
+            "--format",
+            "h264",
+            "--preset",
+            "ultrafast",
+            "--no-keogram",
+            "--white-balance",
+            "gray-world",
+            "--saturation",
+            "1.2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "frames rendered" in result.output and "48" in result.output
     assert (tmp_path / "c.mp4").exists() and not (tmp_path / "c.keogram.png").exists()
@@ -164,11 +213,12 @@ def write_brackets(folder: Path, base_frames: list[Path], evs: tuple[float, ...]
     t0 = datetime(2026, 6, 21, 20, 0)
     n = 0
     for i, frame in enumerate(base_frames):
-        rgb = srgb.to_linear(srgb.to_uint16(cv2.cvtColor(cv2.imread(str(frame)),
-                                                         cv2.COLOR_BGR2RGB)))
+        rgb = srgb.to_linear(
+            srgb.to_uint16(cv2.cvtColor(cv2.imread(str(frame)), cv2.COLOR_BGR2RGB))
+        )
         for ev in evs:
             img = srgb.to_uint8(srgb.from_linear(rgb * 2.0**ev))
-            ok, enc = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+            _ok, enc = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
             when = t0 + timedelta(seconds=10 * i, milliseconds=100 * n)
             exif = exif_bytes(when, exposure_time_s=0.01 * 2.0**ev, iso=100, f_number=8)
             (folder / f"img_{n:04d}.jpg").write_bytes(with_exif_jpeg(enc.tobytes(), exif))
@@ -180,8 +230,21 @@ def test_hdr_brackets_fuse_into_one_frame_per_set(sequence, tmp_path, brackets):
     src, _ = sequence
     sets = tmp_path / "brackets"
     write_brackets(sets, sorted(src.glob("*.jpg"))[:8], (-2.0, 0.0, 2.0))
-    result = runner.invoke(app, ["render", str(sets), "-o", str(tmp_path / "hdr.mp4"), "--format",
-                                 "h264", "--preset", "ultrafast", "--brackets", brackets])
+    result = runner.invoke(
+        app,
+        [
+            "render",
+            str(sets),
+            "-o",
+            str(tmp_path / "hdr.mp4"),
+            "--format",
+            "h264",
+            "--preset",
+            "ultrafast",
+            "--brackets",
+            brackets,
+        ],
+    )
     assert result.exit_code == 0, result.output
     frames, _ = decode(tmp_path / "hdr.mp4", "rgb24")
     assert len(frames) == 8
@@ -190,11 +253,13 @@ def test_hdr_brackets_fuse_into_one_frame_per_set(sequence, tmp_path, brackets):
 def test_focus_stack_and_lens_profile(sequence, tmp_path):
     src, _ = sequence
     profile = tmp_path / "lens.yaml"
-    profile.write_text("name: test\nfocal_length: 0.8\ndistortion: {k1: -0.05, k2: 0.01}\n"
-                       "vignetting: {a: -0.2}\n")
+    profile.write_text(
+        "name: test\nfocal_length: 0.8\ndistortion: {k1: -0.05, k2: 0.01}\nvignetting: {a: -0.2}\n"
+    )
     out = tmp_path / "fs.mp4"
-    summary = render(src, out, RenderOptions(formats=("h264",), focus_stack=2,
-                                             lens_profile=profile, **FAST))
+    summary = render(
+        src, out, RenderOptions(formats=("h264",), focus_stack=2, lens_profile=profile, **FAST)
+    )
     assert summary.shots_rendered == 24
     assert {"fusion", "lens"} <= set(summary.stage_seconds)
     assert len(decode(out, "rgb24")[0]) == 24
