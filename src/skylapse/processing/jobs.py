@@ -272,6 +272,11 @@ def _run_render(service: JobService, job_id: str, params: dict[str, Any]) -> dic
         "frames": summary.shots_rendered,
         "skipped": [[str(p), r] for p, r in summary.skipped],
         "render_fps": round(summary.frames_per_second, 2),
+        "render_wall_s": round(summary.wall_seconds, 3),
+        "stage_seconds": {k: round(v, 3) for k, v in summary.stage_seconds.items()},
+        "source_size": list(summary.source_size),
+        "output_size": list(summary.output_size),
+        "exposure_correction_ev": [round(v, 3) for v in summary.exposure_correction_ev],
     }
 
 

@@ -31,6 +31,7 @@ from typing import Literal, Protocol
 import cv2
 import numpy as np
 
+from skylapse.exif import read_skylapse_metadata
 from skylapse.processing import (
     colour,
     deflicker,
@@ -159,6 +160,10 @@ def group_shots(frames: Sequence[sources.FrameInfo], options: RenderOptions) -> 
         n = options.focus_stack
         return [list(range(i, min(i + n, len(frames)))) for i in range(0, len(frames), n)]
     if options.brackets is not None:
+        if options.brackets == "auto":
+            recorded = capture_bracket_sets(frames)
+            if recorded is not None:
+                return recorded
         evs = [_frame_ev(f) for f in frames]
         if options.brackets == "auto":
             if any(ev is None for ev in evs):
@@ -166,6 +171,36 @@ def group_shots(frames: Sequence[sources.FrameInfo], options: RenderOptions) -> 
             return exposure_fusion.group_brackets(evs, None)
         return exposure_fusion.group_brackets([ev or 0.0 for ev in evs], options.brackets)
     return [[i] for i in range(len(frames))]
+
+
+def capture_bracket_sets(frames: Sequence[sources.FrameInfo]) -> list[list[int]] | None:
+    """Shots as the capture service took them, from its record in each frame's EXIF (session
+    and bracket set number), or None when no frame has that record.
+
+    A station brackets only in some phases (golden hour), so a session mixes single frames
+    and bracket sets, which no fixed period of the EV pattern describes; the capture's own
+    record does, exactly. Frames without a bracket record are single shots.
+    """
+    keys: list[tuple[object, object] | None] = []
+    for f in frames:
+        meta: dict = {}
+        if f.fmt in ("jpeg", "png", "tiff"):
+            try:
+                meta = read_skylapse_metadata(f.path)
+            except (OSError, ValueError, SyntaxError):  # no or unreadable EXIF
+                meta = {}
+        bracket = meta.get("bracket")
+        keys.append((meta.get("session_id"), bracket.get("set"))
+                    if isinstance(bracket, dict) and "set" in bracket else None)
+    if all(k is None for k in keys):
+        return None
+    shots: list[list[int]] = []
+    for i, key in enumerate(keys):
+        if key is not None and shots and keys[shots[-1][-1]] == key:
+            shots[-1].append(i)
+        else:
+            shots.append([i])
+    return shots
 
 
 def _frame_ev(info: sources.FrameInfo) -> float | None:
