@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Debian packages the tests and benchmarks call as real programs.
-DEBS   := enfuse rsync openssh-server openssh-client redis-server systemd mosquitto
+DEBS   := enfuse rsync openssh-server openssh-client redis-server systemd mosquitto chromium
 
 .PHONY: demo test lint bench system-deps clean
 
