@@ -72,6 +72,7 @@ from skylapse.capture.cameras.base import (
 from skylapse.capture.clock import Clock, RealClock
 from skylapse.capture.exposure import ExposureController, ExposureSettings, Metering, meter
 from skylapse.capture.quality import image_quality_score
+from skylapse.capture.sensors import Bme280, lux_estimate, read_thermal_zone
 from skylapse.capture.storage import StorageManager
 from skylapse.capture.strategy import CaptureChoice, choose_capture
 from skylapse.capture.sun import sun_elevation
@@ -290,6 +291,7 @@ class CaptureService:
         self._last_storage_check: float | None = None
         self._plan_stop = asyncio.Event()
         self._opened = False
+        self._bme280 = Bme280()  # read only if fitted; the driver loads lazily
         self._last_frame: Frame | None = None
         self._lens_position: float | None = None
         self.focus_acquisition_time_s: float | None = None
@@ -311,6 +313,20 @@ class CaptureService:
         self._exposure_config = ex.model_copy(
             update={"aperture_f": self.camera.profile.lens.aperture_f})
         self._opened = True
+
+    def apply_config(self, config: SkylapseConfig) -> None:
+        """Use ``config`` from now on (``PUT /config``): phases, intervals and strategies from
+        the next frame, exposure settings from the next session, JPEG quality from the next
+        write, retention and watermark from the next storage check. The buffer, the camera and
+        the writer queue's size stay as they were opened."""
+        self.config = config
+        cap = config.capture
+        self.writer.quality = cap.jpeg_quality
+        self.storage.retention = dt.timedelta(hours=cap.retention_h)
+        self.storage.watermark_pct = cap.watermark_pct
+        if self._opened:
+            self._exposure_config = config.exposure.model_copy(
+                update={"aperture_f": self.camera.profile.lens.aperture_f})
 
     async def close(self) -> None:
         """Stop any session, finish writing, release the camera."""
@@ -346,6 +362,18 @@ class CaptureService:
             q.put_nowait(item)
 
     # -- status ----------------------------------------------------------------------------
+    def _read_environment(self) -> dict[str, float]:
+        """The Pi's own temperature and, with a BME280 fitted, the air around the station."""
+        values: dict[str, float] = {}
+        soc = read_thermal_zone()
+        if soc is not None:
+            values["soc_temp_c"] = soc
+        air = self._bme280.read()
+        if air is not None:
+            values.update(ambient_temp_c=air.temperature_c, humidity_pct=air.humidity_pct,
+                          pressure_hpa=air.pressure_hpa)
+        return values
+
     def status(self) -> dict[str, Any]:
         """A JSON-ready snapshot for ``GET /status``."""
         s = self._session
@@ -587,6 +615,7 @@ class CaptureService:
                 lambda: [analyse_frame(f.pixels, self._exposure_config.clip_level)
                          for f in frames])
         bracketed = len(frames) > 1
+        environment = await asyncio.to_thread(self._read_environment)
         futures = []
         sid = s.summary.session_id
         for i, (frame, analysis) in enumerate(zip(frames, analyses, strict=True)):
@@ -613,6 +642,8 @@ class CaptureService:
                        "sun_elevation_next_deg": elev_next, "sky": choice.sky,
                        "metered_log2": analysis.metering.log2_mean,
                        "clipped_fraction": analysis.metering.clipped_fraction,
+                       "lux": round(lux_estimate(analysis.metering.log2_mean, md.ev100), 4),
+                       **environment,
                        "manual": manual,
                        "dng_path": str(md.dng_path) if md.dng_path else None},
             )
