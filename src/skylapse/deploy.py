@@ -1,8 +1,12 @@
 """The capture station's systemd unit, and installing it (`skylapse install-service`).
 
-The unit runs `skylapse capture --plan` as an unprivileged user with ``Type=notify``: the service
-says READY and feeds the watchdog (`skylapse.capture.watchdog`), so systemd restarts it when the
-capture loop hangs, not only when it exits. The sandbox allows what capture needs and nothing
+The unit runs `skylapse serve capture` (the capture service with its API, see
+`skylapse.api.capture`) as an unprivileged user with ``Type=notify``: the service says READY once
+the camera is open and feeds the watchdog (`skylapse.capture.watchdog`) while its capture loop
+makes progress, so systemd restarts it when the loop hangs, not only when it exits. The API
+token comes from ``/etc/skylapse/skylapse.env`` (``SKYLAPSE_API_TOKEN=...``, optional: else
+``api.token`` in the config file); `install_capture_service` creates that file with a random
+token when it is missing. The sandbox allows what capture needs and nothing
 more: the camera devices (V4L2, media controller, DMA heaps for libcamera buffers), the network
 (weather, transfer), and writing to the state folder and the buffer only.
 
@@ -23,6 +27,8 @@ from pathlib import Path
 
 UNIT_NAME = "skylapse-capture.service"
 STATE_DIR = Path("/var/lib/skylapse")
+#: ``SKYLAPSE_API_TOKEN=...`` for the service (root-owned, readable by the service's group).
+ENV_FILE = Path("/etc/skylapse/skylapse.env")
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ User={user}
 Group={user}
 SupplementaryGroups=video
 Environment=PYTHONUNBUFFERED=1
+EnvironmentFile=-{env_file}
 StateDirectory=skylapse
 WorkingDirectory=/var/lib/skylapse
 UMask=0027
@@ -99,10 +106,9 @@ WantedBy=multi-user.target
 
 def render_capture_unit(settings: UnitSettings) -> str:
     """The unit file's text for these settings."""
-    argv = [str(settings.executable), "capture", "--plan", "--buffer", str(settings.buffer_dir)]
+    argv = [str(settings.executable), "serve", "capture", "--data", str(settings.buffer_dir)]
     if settings.config is not None:
         argv += ["--config", str(settings.config)]
-    argv += ["--log-level", "info"]
     under_home = [p for p in (settings.executable, settings.buffer_dir, settings.config)
                   if p is not None and _under_home(p)]
     writable = [str(STATE_DIR)]
@@ -115,6 +121,7 @@ def render_capture_unit(settings: UnitSettings) -> str:
         # a venv or buffer in a home folder must stay reachable
         protect_home="read-only" if under_home else "yes",
         read_write=" ".join(writable),
+        env_file=ENV_FILE,
     )
 
 
@@ -147,6 +154,7 @@ def install_capture_service(
     *,
     dry_run: bool = False,
     state_dir: Path = STATE_DIR,
+    env_file: Path = ENV_FILE,
 ) -> list[str]:
     """Write the unit and, as root, create the user and folders; returns what was done.
 
@@ -172,6 +180,16 @@ def install_capture_service(
                 os.chown(folder, entry.pw_uid, entry.pw_gid)
                 folder.chmod(0o750)
             done.append(f"created {folder} owned by {settings.user}")
+    if not env_file.exists() and (root or dry_run):
+        if not dry_run:
+            import secrets
+
+            env_file.parent.mkdir(parents=True, exist_ok=True)
+            env_file.write_text(f"SKYLAPSE_API_TOKEN={secrets.token_urlsafe(32)}\n")
+            gid = pwd.getpwnam(settings.user).pw_gid
+            os.chown(env_file, 0, gid)
+            env_file.chmod(0o640)
+        done.append(f"wrote a new API token to {env_file}")
     text = render_capture_unit(settings)
     if not dry_run:
         unit_dir.mkdir(parents=True, exist_ok=True)

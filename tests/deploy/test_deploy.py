@@ -167,7 +167,8 @@ def test_repository_unit_is_the_rendered_default():
     assert directives["ProtectSystem"] == "strict" and directives["ProtectHome"] == "yes"
     assert directives["PrivateTmp"] == "yes" and directives["SupplementaryGroups"] == "video"
     assert directives["ReadWritePaths"] == "/var/lib/skylapse"
-    assert directives["ExecStart"].split()[1:4] == ["capture", "--plan", "--buffer"]
+    assert directives["ExecStart"].split()[1:4] == ["serve", "capture", "--data"]
+    assert directives["EnvironmentFile"] == "-/etc/skylapse/skylapse.env"
 
 
 def systemd_verify(unit: Path) -> list[str]:
@@ -215,7 +216,7 @@ def test_install_service_dry_run_prints_the_unit_and_changes_nothing(tmp_path):
                                       "--unit-dir", str(tmp_path / "units")])
     assert result.exit_code == 0, result.output
     assert "[Service]" in result.output and "Type=notify" in result.output
-    assert f"ExecStart={current_executable()} capture --plan" in result.output
+    assert f"ExecStart={current_executable()} serve capture --data" in result.output
     assert f"# would have: wrote {tmp_path / 'units' / UNIT_NAME}" in result.output
     assert not (tmp_path / "units").exists() and not (tmp_path / "buf").exists()
 
@@ -224,7 +225,11 @@ def test_install_service_dry_run_prints_the_unit_and_changes_nothing(tmp_path):
 def test_install_service_writes_the_unit_and_folders(tmp_path):
     settings = UnitSettings(executable=current_executable(), user="nobody",
                             buffer_dir=tmp_path / "buffer")
-    done = install_capture_service(settings, tmp_path / "units", state_dir=tmp_path / "state")
+    env_file = tmp_path / "etc" / "skylapse.env"
+    done = install_capture_service(settings, tmp_path / "units", state_dir=tmp_path / "state",
+                                   env_file=env_file)
+    token = env_file.read_text().strip().removeprefix("SKYLAPSE_API_TOKEN=")
+    assert len(token) >= 32 and oct(env_file.stat().st_mode & 0o777) == "0o640"
     unit = tmp_path / "units" / UNIT_NAME
     assert unit.read_text() == render_capture_unit(settings)
     assert oct(unit.stat().st_mode & 0o777) == "0o644"

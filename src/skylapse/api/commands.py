@@ -45,8 +45,9 @@ def serve(
     ] = None,
     data: Annotated[
         Path | None,
-        typer.Option("--data", help="Processing data folder (default $SKYLAPSE_DATA_DIR, "
-                     "processing.data_dir, or ./skylapse-data)."),
+        typer.Option("--data", help="Processing: data folder (default $SKYLAPSE_DATA_DIR, "
+                     "processing.data_dir, or ./skylapse-data). Capture: the frame buffer "
+                     "(default capture.buffer_dir)."),
     ] = None,
     workers: Annotated[
         int | None,
@@ -116,8 +117,12 @@ def serve(
                 raise
             raise _fail("the capture service's API is not available yet "
                         "(skylapse.api.capture is missing)") from None
-        # Contract for the capture side: create_capture_app(config, token) -> FastAPI.
-        app = create_capture_app(cfg, token)
+        from skylapse.capture.cameras import CameraError
+
+        try:
+            app = create_capture_app(cfg, token, buffer=data.expanduser() if data else None)
+        except (CameraError, OSError, ValueError) as exc:
+            raise _fail(str(exc)) from None
         port = port or cfg.api.capture_port
     from skylapse.api.server import run_server
 
