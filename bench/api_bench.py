@@ -105,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
                "--host", "127.0.0.1", "--port", str(port)]
         if args.service == "processing":
             cmd += ["--workers", "0", "--data", str(Path(tmp) / "data")]
+        else:  # the simulated camera, no weather look-ups, the plan off: the API alone
+            config = Path(tmp) / "skylapse.yaml"
+            config.write_text("weather: {enabled: false}\n"
+                              "capture: {camera: simulated, resolution: [640, 360], "
+                              "unattended: false}\n")
+            cmd += ["--data", str(Path(tmp) / "buffer"), "--config", str(config)]
         log = open(Path(tmp) / "server.log", "wb")  # noqa: SIM115 - closed below
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:

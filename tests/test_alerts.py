@@ -271,3 +271,53 @@ def test_mqtt_publishes_retained_home_assistant_discovery_and_state(tmp_path):
             assert wait_for(lambda: sub.last("skylapse/peak1/status").payload == b"offline")
         finally:
             sub.close()
+
+
+# -- the processing service's conditions ---------------------------------------------------
+
+
+class FakeJobs:
+    def __init__(self):
+        self.rows, self.depth = [], 0
+
+    def jobs(self, state=None, limit=100):
+        return self.rows[:limit]
+
+    def queue_depth(self):
+        return self.depth
+
+
+def test_processing_conditions_job_failing_repeatedly_and_queue_depth():
+    from datetime import UTC, datetime, timedelta
+
+    from skylapse.alerts import processing_conditions
+    from skylapse.config import AlertsConfig
+
+    catalog = FakeJobs()
+    recorder = Recorder()
+    section = AlertsConfig(job_failures=3, processing_queue_max=10, clear_after_s=0)
+    manager = AlertManager("processing", "p", processing_conditions(catalog, section), [recorder])
+    now = datetime.now(UTC)
+
+    def job(state, attempts, error="encoder crashed", finished=now):
+        return {"id": f"j{len(catalog.rows)}", "kind": "render", "state": state,
+                "attempts": attempts, "error": error, "finished_at": finished.isoformat()}
+
+    catalog.rows = [job("failed", 1), job("done", 5, None),
+                    job("failed", 4, finished=now - timedelta(days=3))]  # old: forgotten
+    catalog.depth = 10
+    assert manager.evaluate() == []
+    catalog.rows.append(job("queued", 3))  # retried a third time, still failing
+    catalog.depth = 11
+    events = manager.evaluate()
+    assert sorted(e.alert for e in events) == ["job_failing_repeatedly",
+                                               "processing_queue_depth"]
+    failing = next(e for e in events if e.alert == "job_failing_repeatedly")
+    assert "after 3 attempts: encoder crashed" in failing.detail
+    for _ in range(5):
+        assert manager.evaluate() == []  # once per episode
+    catalog.depth = 9  # above 80 % of the target: the queue episode stays open (hysteresis)
+    assert manager.evaluate() == []
+    catalog.depth, catalog.rows = 2, catalog.rows[:3]
+    assert sorted((e.alert, e.state) for e in manager.evaluate()) == [
+        ("job_failing_repeatedly", "resolved"), ("processing_queue_depth", "resolved")]

@@ -33,7 +33,8 @@ API
 ``AlertManager(service, station, conditions, notifiers).evaluate() -> list[AlertEvent]``,
 ``.active()``, ``.health() -> Check``, ``await .run(every_s)``, ``.close()``.
 ``WebhookNotifier(url)``, ``MqttNotifier(host, port, topic_prefix, ...)``.
-``notifiers_from_config(config, station) -> list``.
+``notifiers_from_config(config, station) -> list``;
+``processing_conditions(catalog, alerts_section) -> list[AlertCondition]``.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 import httpx
@@ -223,15 +224,19 @@ class AlertManager:
         return Check(status=status, detail="; ".join(f"{a['alert']}: {a['detail']}"
                                                      for a in active))
 
-    async def run(self, every_s: float) -> None:
-        """Evaluate every ``every_s`` seconds until cancelled (checks run in a thread)."""
+    async def run(self, every_s: float | Callable[[], float],
+                  on_event: Callable[[AlertEvent], None] | None = None) -> None:
+        """Evaluate every ``every_s`` seconds (a number or a function giving it) until
+        cancelled; checks run in a thread, ``on_event`` gets each opening and closing."""
         self.start()
         while True:
             try:
-                await asyncio.to_thread(self.evaluate)
+                for event in await asyncio.to_thread(self.evaluate):
+                    if on_event is not None:
+                        on_event(event)
             except Exception as exc:  # pragma: no cover - evaluate guards each check
                 log.error("alert evaluation failed", error=repr(exc))
-            await asyncio.sleep(every_s)
+            await asyncio.sleep(every_s() if callable(every_s) else every_s)
 
     def close(self) -> None:
         for notifier in self.notifiers:
@@ -447,6 +452,42 @@ class MqttNotifier:
             self._started = False
 
 
+def processing_conditions(catalog: Any, alerts: Any,
+                          failed_window: timedelta = timedelta(hours=24)) -> list[AlertCondition]:
+    """The processing service's conditions over its catalog (`ProcessingCatalog`), with the
+    thresholds of an ``alerts`` config section (read at each evaluation)."""
+
+    def job_failing(active: bool) -> tuple[bool, str]:
+        limit = alerts.job_failures
+        since = datetime.now(UTC) - failed_window
+        bad = []
+        for job in catalog.jobs(limit=200):
+            if job["attempts"] < limit:
+                continue
+            retrying = job["state"] in ("queued", "running") and job["error"]
+            failed = (job["state"] == "failed" and job["finished_at"]
+                      and datetime.fromisoformat(job["finished_at"]) >= since)
+            if retrying or failed:
+                bad.append(job)
+        detail = "; ".join(f"{j['kind']} job {j['id']} {j['state']} after {j['attempts']} "
+                           f"attempts: {j['error']}" for j in bad[:3])
+        return bool(bad), detail
+
+    def queue_depth(active: bool) -> tuple[bool, str]:
+        depth = catalog.queue_depth()
+        limit = alerts.processing_queue_max
+        return depth > (0.8 * limit if active else limit), (
+            f"{depth} jobs queued or running (target at most {limit})")
+
+    clear = alerts.clear_after_s
+    return [
+        AlertCondition("job_failing_repeatedly", "A processing job fails repeatedly",
+                       "critical", "workers", job_failing, clear_after_s=clear),
+        AlertCondition("processing_queue_depth", "Processing queue too deep", "warning",
+                       "queue", queue_depth, clear_after_s=clear),
+    ]
+
+
 def notifiers_from_config(config: Any, station: str) -> list[Notifier]:
     """The notifiers a :class:`~skylapse.config.SkylapseConfig`'s ``alerts`` section asks for."""
     section = config.alerts
@@ -468,4 +509,5 @@ __all__ = [
     "MqttNotifier",
     "WebhookNotifier",
     "notifiers_from_config",
+    "processing_conditions",
 ]

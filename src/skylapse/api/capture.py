@@ -332,6 +332,7 @@ class CaptureRuntime:
         self._failed_seen = 0
         self._sent_seen = 0
         self._preview: tuple[int, dict[str, Any]] | None = None
+        self._window_cache: tuple[SkylapseConfig, Any, dt.datetime] | None = None
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
         self._transfer_thread: threading.Thread | None = None
@@ -380,6 +381,19 @@ class CaptureRuntime:
         elev = sun_elevation(self.config.location, now)
         return now, elev, choose_capture(self.config, elev, self.service.status()["sky"])
 
+    def window(self, now: dt.datetime):
+        """The current or next session window, cached until it ends or the config changes
+        (astral for five days costs milliseconds; ``/status`` is polled)."""
+        cached = self._window_cache
+        if cached is not None:
+            config, window, computed_at = cached
+            # still the first window ending after now, as long as it has not ended
+            if config is self.config and window is not None and computed_at <= now < window.end:
+                return window
+        window = current_or_next_window(self.config.location, now, self.config)
+        self._window_cache = (self.config, window, now)
+        return window
+
     def transfer_status(self) -> dict[str, Any] | None:
         if self.transfer is None:
             return None
@@ -395,7 +409,7 @@ class CaptureRuntime:
         svc = self.service
         out = svc.status()
         now, elev, choice = self.now_choice()
-        window = current_or_next_window(self.config.location, now, self.config)
+        window = self.window(now)
         catalog = svc.catalog
         stored = catalog.count_frames()
         out.update({
@@ -524,8 +538,7 @@ class CaptureRuntime:
         elif not self.unattended:
             detail = "idle; unattended plan off"
         else:
-            now = self.service.clock.now()
-            window = current_or_next_window(self.config.location, now, self.config)
+            window = self.window(self.service.clock.now())
             detail = ("idle; no window ahead" if window is None else
                       f"idle; next window {window.session_id} opens {_iso(window.start)}")
         return self._with_alerts("scheduler", Check(status="ok", detail=detail))

@@ -27,6 +27,8 @@ socket is closed with code 4401. It then receives JSON events:
   this or other machines are seen too);
 * ``{"type": "progress", "job_id": ..., "progress": 0.42}`` at once from this process's own
   workers (the render reports at most every half second);
+* ``{"type": "alert", "alert": {...}}`` when an alert episode opens or closes (a job failing
+  repeatedly, the queue deeper than ``alerts.processing_queue_max``; see `skylapse.alerts`);
 * ``{"type": "pong"}`` in answer to ``{"type": "ping"}``.
 
 With ``workers > 0`` the app runs a huey consumer with that many threads; with
@@ -58,6 +60,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from skylapse.alerts import AlertManager, notifiers_from_config, processing_conditions
 from skylapse.api.auth import authenticate_websocket
 from skylapse.api.common import (
     DEFAULT_MAX_BODY_BYTES,
@@ -68,6 +71,7 @@ from skylapse.api.common import (
 from skylapse.api.middleware import request_correlation_id
 from skylapse.api.ws import WebSocketHub
 from skylapse.catalog import JOB_STATES
+from skylapse.config import AlertsConfig, SkylapseConfig
 from skylapse.log import correlation_id, get_logger
 from skylapse.metrics import ServiceMetrics, UptimeTracker
 from skylapse.processing.jobs import JobService, RenderJobOptions
@@ -117,6 +121,9 @@ class ProcessingSettings:
     disk_warn_pct: float = 90.0
     disk_fail_pct: float = 97.0
     stale_queue_min: float = 10.0
+    alerts: Any = None  # a config `alerts` section (skylapse.config.AlertsConfig); None: defaults
+    alert_notifiers: list | None = None  # None: the ones the alerts section configures
+    station: str = "processing"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -504,12 +511,19 @@ def create_processing_app(settings: ProcessingSettings) -> FastAPI:
             return Check(status="ok", detail="ingest loop disabled in this process")
         return ingest_loop.check()
 
+    alerts_section = settings.alerts or AlertsConfig()
+    alerts = AlertManager(
+        "processing", settings.station, processing_conditions(jobs.catalog, alerts_section),
+        settings.alert_notifiers if settings.alert_notifiers is not None
+        else notifiers_from_config(SkylapseConfig(alerts=alerts_section), settings.station))
+
     health_checks = {
         "queue": check_queue,
         "disk": lambda: disk_check(data_dir, settings.disk_warn_pct, settings.disk_fail_pct),
         "catalog": check_catalog,
         "workers": check_workers,
         "ingest": check_ingest,
+        "alerts": alerts.health,
     }
 
     @asynccontextmanager
@@ -524,13 +538,18 @@ def create_processing_app(settings: ProcessingSettings) -> FastAPI:
         if ingest_loop is not None:
             ingest_loop.start()
         watcher_task = asyncio.create_task(watcher.run())
+        alerts_task = asyncio.create_task(alerts.run(
+            lambda: alerts_section.evaluate_every_s,
+            lambda event: hub.publish({"type": "alert", "alert": event.to_json()})))
         log.info("processing service started", data=str(data_dir), workers=settings.workers)
         try:
             yield
         finally:
-            watcher_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher_task
+            for task in (watcher_task, alerts_task):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await asyncio.to_thread(alerts.close)
             hub.close_all()
             if ingest_loop is not None:
                 await asyncio.to_thread(ingest_loop.stop)
@@ -556,6 +575,7 @@ def create_processing_app(settings: ProcessingSettings) -> FastAPI:
     app.state.watcher = watcher
     app.state.ingest_loop = ingest_loop
     app.state.settings = settings
+    app.state.alerts = alerts
 
     router = APIRouter(dependencies=[Depends(app.state.require_token)])
 
