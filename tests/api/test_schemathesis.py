@@ -59,3 +59,57 @@ def test_no_server_errors(served, mode):
         assert any(code == 422 for *_, code in seen), seen
     else:
         assert any(code in (200, 202) for *_, code in seen), seen
+
+
+@pytest.fixture(scope="module")
+def served_capture(tmp_path_factory):
+    """The capture service on the simulated camera at 160x90, plan off, with a frame taken."""
+    import datetime as dt
+    import time
+
+    import httpx
+
+    from skylapse.api.capture import create_capture_app
+    from skylapse.capture.cameras import CameraConfig, SimulatedCamera
+    from skylapse.capture.clock import SimulatedClock
+    from skylapse.config import default_config
+
+    clock = SimulatedClock(dt.datetime(2024, 3, 20, 12, tzinfo=dt.UTC))
+    app = create_capture_app(
+        default_config(), TOKEN, camera=SimulatedCamera(clock=clock, seed=1), clock=clock,
+        buffer=tmp_path_factory.mktemp("st-capture"), unattended=False, notifiers=[],
+        camera_config=CameraConfig(resolution=(160, 90)))
+    with ServerThread(app) as server:
+        deadline = time.monotonic() + 20
+        while httpx.post(server.url + "/capture", headers=AUTH).status_code != 200:
+            assert time.monotonic() < deadline  # the camera opens in the background
+        yield server
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def test_capture_api_has_no_server_errors(served_capture, mode):
+    schema = schemathesis.openapi.from_url(served_capture.url + "/openapi.json", headers=AUTH)
+    seen: Counter = Counter()
+
+    @given(case=schema.as_strategy(mode, headers=AUTH))
+    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    def no_5xx(case):
+        response = case.call(base_url=served_capture.url, headers=AUTH, timeout=10)
+        seen[(case.method, case.path, response.status_code)] += 1
+        assert response.status_code < 500, (case.method, case.formatted_path, case.body,
+                                            response.status_code, response.text[:300])
+        if case.method == "POST" and case.path == "/sessions" and response.status_code == 201:
+            httpx_delete(served_capture.url, response.json()["session_id"])
+
+    no_5xx()
+    assert len({(m, p) for m, p, _ in seen}) >= 8, seen
+    codes = {code for *_, code in seen}
+    assert (422 in codes) if mode == GenerationMode.NEGATIVE else (200 in codes), seen
+
+
+def httpx_delete(base: str, session_id: str) -> None:
+    """Stop a session the generated requests started (the simulated clock would race)."""
+    import httpx
+
+    httpx.delete(f"{base}/sessions/{session_id}", headers=AUTH, timeout=10)
