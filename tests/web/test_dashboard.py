@@ -10,14 +10,20 @@ plays, and a phone-sized viewport never scrolls sideways. Screenshots go to /tmp
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from skylapse.api.capture import create_capture_app
 from skylapse.api.processing import ProcessingSettings, create_processing_app
 from skylapse.api.server import ServerThread
+from skylapse.capture.cameras import CameraConfig, SimulatedCamera
+from skylapse.capture.clock import RealClock
+from skylapse.capture.watchdog import Watchdog
+from skylapse.config import default_config
 from skylapse.processing.ingest import Ingestor
 from skylapse.synthetic import generate_sequence
 from tests_support import commit_frames_to_inbox
@@ -101,10 +107,11 @@ def page_of(browser):
 
 @pytest.fixture(scope="module")
 def processing(tmp_path_factory):
-    """The processing service with two ingested sequences, one already rendered."""
+    """The processing service with three ingested sequences: one rendered to H.265 and an
+    H.264 preview, one rendered to H.265 only, one not rendered."""
     tmp = tmp_path_factory.mktemp("processing")
     data = tmp / "data"
-    for station, seed in (("peak-1", 3), ("peak-2", 4)):
+    for station, seed in (("peak-1", 3), ("peak-2", 4), ("peak-3", 5)):
         generate_sequence(tmp / station, frames=16, size=(320, 180), seed=seed)
         commit_frames_to_inbox(tmp / station, data / "inbox" / station)
     app = create_processing_app(ProcessingSettings(
@@ -114,11 +121,15 @@ def processing(tmp_path_factory):
     Ingestor(data / "inbox", jobs.store, data / "quarantine", jobs.catalog).scan()
     with ServerThread(app) as server, httpx.Client(base_url=server.url, headers=AUTH,
                                                    timeout=30) as client:
-        first, second = client.get("/sequences").json()
+        first, second, third = client.get("/sequences").json()
         job = client.post("/jobs", json={"sequence_id": first["id"], "options": FAST}).json()
-        wait_for(lambda: client.get(f"/jobs/{job['id']}").json()["state"] == "done",
-                 what="the first render")
-        yield {"url": server.url + "/", "client": client, "job": job, "unrendered": second}
+        hevc = client.post("/jobs", json={"sequence_id": third["id"],
+                                          "options": {**FAST, "formats": ["h265"]}}).json()
+        for j in (job, hevc):
+            wait_for(lambda j=j: client.get(f"/jobs/{j['id']}").json()["state"] == "done",
+                     what="the renders")
+        yield {"url": server.url + "/", "client": client, "job": job, "hevc_job": hevc,
+               "unrendered": second}
 
 
 def test_processing_page_lists_jobs_and_plays_a_finished_timelapse(processing, page_of):
@@ -153,6 +164,24 @@ def test_processing_page_lists_jobs_and_plays_a_finished_timelapse(processing, p
     assert "the sky's colours over time" in keogram.get_attribute("alt")
     assert page.evaluate("localStorage.getItem('skylapse.token')") == TOKEN
     p.screenshot("processing-desktop.png")
+    assert p.errors == []
+
+
+def test_a_video_the_browser_cannot_decode_says_so(processing, page_of):
+    """Debian's Chromium has no H.265 decoder: an H.265-only timelapse gets a note and its
+    download link instead of a black player (and plays where the browser can decode it)."""
+    p = page_of()
+    p.sign_in(processing["url"])
+    card = p.page.locator(f'article.timelapse[data-job-id="{processing["hevc_job"]["id"]}"]')
+    sync_api.expect(card).to_be_visible()
+    hevc = p.page.evaluate(
+        "document.createElement('video').canPlayType('video/mp4; codecs=\"hvc1.2.4.L93.B0\"')")
+    if hevc:
+        card.locator("video").evaluate("v => v.play()")
+    else:
+        sync_api.expect(card.locator(".cannot-play")).to_contain_text("cannot play")
+        assert card.locator("video").count() == 0
+    assert card.get_by_role("link", name=re.compile("^Video")).count() == 1
     assert p.errors == []
 
 
@@ -198,3 +227,122 @@ def test_a_wrong_token_brings_the_login_back(processing, page_of):
     sync_api.expect(p.page.locator("#login-error")).to_contain_text("refused")
     assert p.page.locator("#processing-view").is_hidden()
     assert p.page.evaluate("localStorage.getItem('skylapse.token')") is None
+
+
+# -- the capture service ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory):
+    """The capture service with a simulated camera at 320x180 on the real clock, no plan.
+    Exposures are capped at 50 ms: the simulated camera takes as long as a real one would, and
+    a night-time run of this test must not wait for 30-second exposures."""
+    cfg = default_config()
+    cfg = cfg.model_copy(update={
+        "capture": cfg.capture.model_copy(update={"autofocus": False, "hdr": False}),
+        "weather": cfg.weather.model_copy(update={"enabled": False}),
+        "strategies": {name: s.model_copy(update={"max_exposure_s": 0.05, "hdr": False})
+                       for name, s in cfg.strategies.items()},
+    })
+    clock = RealClock()
+    app = create_capture_app(
+        cfg, TOKEN, camera=SimulatedCamera(clock=clock, seed=3), clock=clock,
+        buffer=tmp_path_factory.mktemp("buffer"), camera_config=CameraConfig(resolution=(320, 180)),
+        unattended=False, watchdog=Watchdog(env={}), notifiers=[], tick_s=0.5)
+    with ServerThread(app) as server, httpx.Client(base_url=server.url, headers=AUTH,
+                                                   timeout=30) as client:
+        wait_for(lambda: client.get("/health").json()["checks"]["camera"]["status"] == "ok",
+                 what="the camera to open")
+        yield {"url": server.url + "/", "client": client}
+
+
+def newest_frame_id(client) -> int:
+    frames, offset = [], 0
+    while offset is not None:
+        page = client.get(f"/frames?limit=1000&offset={offset}").json()
+        frames += page["frames"]
+        offset = page["next_offset"]
+    return max((f["id"] for f in frames), default=0)
+
+
+def test_capture_page_live_preview_session_and_capture_now(capture, page_of):
+    client = capture["client"]
+    p = page_of()
+    p.sign_in(capture["url"])
+    page = p.page
+    sync_api.expect(page.locator("#connection")).to_have_text("live")
+    sync_api.expect(page.locator("#frames")).to_contain_text("No frames yet")
+
+    # a session started from the page, one frame a second: the preview follows it
+    page.get_by_label("Interval (s)").fill("1")
+    page.get_by_role("button", name="Start session").click()
+    preview = page.get_by_role("img", name="Live preview from the camera, frame taken at")
+    sync_api.expect(preview).to_have_attribute("src", re.compile("^blob:"))
+    first = (preview.get_attribute("src"), preview.get_attribute("data-frame-at"))
+    page.wait_for_function(
+        "([src, at]) => { const i = document.querySelector('#preview');"
+        " return i.src !== src && i.dataset.frameAt > at && i.complete && i.naturalWidth > 0; }",
+        arg=list(first), timeout=6000)
+    assert preview.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [320, 180]
+    page.get_by_role("button", name="Stop session").click()
+    sync_api.expect(page.get_by_role("button", name="Start session")).to_be_visible(timeout=10_000)
+
+    # "Capture now" puts the new frame at the top of the list, with its thumbnail
+    before = newest_frame_id(client)
+    page.get_by_role("button", name="Capture now").click()
+    new_id = wait_for(lambda: (n := newest_frame_id(client)) > before and n, what="a new frame")
+    item = page.locator(f'li[data-frame-id="{new_id}"]')
+    sync_api.expect(item).to_be_visible()
+    sync_api.expect(item).to_contain_text("manual")
+    assert page.locator("#frames li").first.get_attribute("data-frame-id") == str(new_id)
+    thumb = item.get_by_role("img")
+    page.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=thumb.element_handle())
+    assert thumb.evaluate("i => i.src").startswith("blob:")
+    p.screenshot("capture-desktop.png")
+    assert p.errors == []
+
+
+def test_capture_chart_shows_the_sun_and_the_exposure_of_each_frame(capture, page_of):
+    client = capture["client"]
+    client.post("/capture", json={})
+    p = page_of()
+    p.sign_in(capture["url"])
+    page = p.page
+    chart = page.locator("#sun-chart svg")
+    sync_api.expect(chart).to_be_visible()
+    # golden and blue hours come from the service's plan (46.55 N has both every day)
+    phases = [ph["phase"] for ph in client.get("/schedule").json()["phases"]]
+    assert chart.locator("rect.band.golden").count() == phases.count("golden_hour") >= 1
+    assert chart.locator("rect.band.blue").count() == phases.count("blue_hour") >= 1
+    frames = client.get("/frames?limit=1000").json()["frames"]
+    assert chart.locator("circle.ev-dot").count() == len(frames) >= 1
+    # the page's own sun model agrees with the service's (astral) to a tenth of a degree
+    status = client.get("/status").json()
+    js = page.evaluate("""async ([now, lat, lon]) => {
+        const {sunElevation} = await import('/static/sun.js');
+        return sunElevation(Date.parse(now), lat, lon);
+    }""", [status["now"], 46.55, 7.98])
+    assert js == pytest.approx(status["sun_elevation_deg"], abs=0.1)
+    assert "The sun peaks at" in chart.get_attribute("aria-label")
+    assert p.errors == []
+
+
+def test_capture_page_fits_a_phone(capture, page_of):
+    capture["client"].post("/capture", json={})
+    p = page_of(PHONE)
+    p.sign_in(capture["url"])
+    page = p.page
+    page.locator("#frames li.frame-item").first.wait_for()
+    page.locator("#sun-chart svg").wait_for()
+    columns = page.evaluate(
+        "getComputedStyle(document.querySelector('#capture-view')).gridTemplateColumns")
+    assert len(columns.split()) == 1, columns
+    p.no_horizontal_scroll()
+    for button in page.get_by_role("button").all():
+        if button.is_visible():
+            box = button.bounding_box()
+            assert box["height"] >= 44 and box["width"] >= 44, (button.inner_text(), box)
+    # the chart is drawn for the phone's width: its labels stay readable
+    assert page.locator("#sun-chart svg").evaluate("s => s.viewBox.baseVal.width") <= 390
+    p.screenshot("capture-phone.png")
+    assert p.errors == []

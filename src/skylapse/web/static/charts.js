@@ -26,11 +26,11 @@ export function ringGauge({ fraction, label, caption, warn = 0.8, alarm = 0.95, 
   const level = f == null ? "unknown" : f >= alarm ? "alarm" : f >= warn ? "warn" : "ok";
   const ring = svg("svg", { viewBox: "0 0 100 100", class: `gauge-ring ${level}`, "aria-hidden": "true" }, [
     svg("circle", { cx: 50, cy: 50, r, class: "track" }),
-    svg("circle", {
+    f ? svg("circle", {
       cx: 50, cy: 50, r, class: "value",
       "stroke-dasharray": `${(f ?? 0) * circumference} ${circumference}`,
       transform: "rotate(-90 50 50)",
-    }),
+    }) : "",
     text(50, 55, label, { "text-anchor": "middle", class: "gauge-label" }),
   ]);
   const box = document.createElement("div");
@@ -70,9 +70,10 @@ function ticks(lo, hi, target) {
  * data: {samples: [{t, elevation}], bands: [{start, end, kind: "golden"|"blue"}],
  *        frames: [{t, ev}], now, formatTime}
  */
-export function sunChart({ samples, bands = [], frames = [], now = null, formatTime, title }) {
-  const W = 640, H = 260;
-  const m = { l: 44, r: 44, t: 14, b: 30 };
+export function sunChart({ samples, bands = [], frames = [], now = null, formatTime, title, width = 640 }) {
+  // Drawn at the container's pixel width, so text keeps its size on phones and desktops.
+  const W = Math.max(300, Math.round(width)), H = Math.round(Math.min(300, Math.max(200, W * 0.42)));
+  const m = { l: 40, r: 34, t: 12, b: 28 };
   const pw = W - m.l - m.r, ph = H - m.t - m.b;
   const t0 = samples[0].t, t1 = samples[samples.length - 1].t;
   const elevations = samples.map((s) => s.elevation);
@@ -80,8 +81,10 @@ export function sunChart({ samples, bands = [], frames = [], now = null, formatT
   const eHi = Math.max(20, Math.ceil(Math.max(...elevations) / 10) * 10);
   const inDay = frames.filter((f) => f.t >= t0 && f.t <= t1 && Number.isFinite(f.ev));
   const evs = inDay.map((f) => f.ev);
-  const vLo = evs.length ? Math.floor(Math.min(...evs) - 1) : -2;
-  const vHi = evs.length ? Math.ceil(Math.max(...evs) + 1) : 16;
+  // At least 8 EV tall: a steady exposure should look steady, not like noise magnified.
+  const evMid = evs.length ? (Math.min(...evs) + Math.max(...evs)) / 2 : 7;
+  const evHalf = Math.max(4, evs.length ? (Math.max(...evs) - Math.min(...evs)) / 2 + 1 : 9);
+  const vLo = Math.floor(evMid - evHalf), vHi = Math.ceil(evMid + evHalf);
   const x = (t) => m.l + ((t - t0) / (t1 - t0)) * pw;
   const yE = (e) => m.t + (1 - (e - eLo) / (eHi - eLo)) * ph;
   const yV = (v) => m.t + (1 - (v - vLo) / (vHi - vLo)) * ph;
@@ -101,7 +104,8 @@ export function sunChart({ samples, bands = [], frames = [], now = null, formatT
     parts.push(text(m.l + pw + 6, yV(v) + 4, `${v}`, { class: "axis ev-axis" }));
   }
   const hour = 3600e3;
-  for (let t = Math.ceil(t0 / (3 * hour)) * 3 * hour; t <= t1; t += 3 * hour) {
+  const every = (W < 480 ? 6 : 3) * hour;
+  for (let t = Math.ceil(t0 / every) * every; t <= t1; t += every) {
     parts.push(svg("line", { x1: x(t), x2: x(t), y1: m.t + ph, y2: m.t + ph + 4, class: "tick" }));
     parts.push(text(x(t), H - 10, formatTime(t), { "text-anchor": "middle", class: "axis" }));
   }

@@ -51,6 +51,8 @@ export class ProcessingView {
       this.jobs.set(event.job.id, event.job);
       this.renderJobs();
       if (event.job.state === "done" && before?.state !== "done") this.refreshGallery();
+    } else if (event.type === "alert" && event.alert.state === "firing") {
+      this.notify(`${event.alert.title}: ${event.alert.detail}`, true);
     } else if (event.type === "progress") {
       const job = this.jobs.get(event.job_id);
       if (job && !FINISHED.has(job.state)) {
@@ -221,10 +223,18 @@ export class ProcessingView {
       fill(this.el.gallery, h("p", { class: "empty" }, "No finished timelapses yet."));
       return;
     }
-    fill(this.el.gallery, timelapses.map((t) => this.timelapseCard(t)));
+    // Cards are kept by job: a new timelapse does not restart the ones playing.
+    const cards = new Map();
+    for (const t of timelapses) {
+      const cardKey = t.job_id + t.files.map((f) => f.name).join();
+      const old = this.cards?.get(t.job_id);
+      cards.set(t.job_id, old && old.dataset.key === cardKey ? old : this.timelapseCard(t, cardKey));
+    }
+    this.cards = cards;
+    fill(this.el.gallery, [...cards.values()]);
   }
 
-  timelapseCard(t) {
+  timelapseCard(t, cardKey) {
     const byKind = Object.fromEntries(t.files.map((f) => [f.kind, f]));
     const title = `Sequence ${t.sequence_id ?? "?"}${t.phase ? ` · ${t.phase}` : ""}`;
     // The H.264 preview plays everywhere; the H.265 master only where the browser decodes it.
@@ -236,7 +246,14 @@ export class ProcessingView {
         "aria-label": `Timelapse: ${title}`,
       }, sources, "Your browser cannot play this video.")
       : null;
-    if (video) video.muted = true;
+    if (video) {
+      video.muted = true;
+      // Every source failed (e.g. only H.265 and no decoder here): say so, keep the links.
+      sources[sources.length - 1].addEventListener("error", () => {
+        video.replaceWith(h("p", { class: "cannot-play" },
+          "This browser cannot play this video's codec; download it below."));
+      });
+    }
     const keogram = byKind.keogram
       ? h("figure", { class: "keogram" },
         h("img", {
@@ -245,10 +262,11 @@ export class ProcessingView {
         }),
         h("figcaption", {}, "Keogram"))
       : null;
+    const names = { video: "Video", preview: "H.264 preview", contact_sheet: "Contact sheet" };
     const links = t.files.filter((f) => f.kind !== "keogram").map((f) => h("a", {
       href: this.api.mediaUrl(f.url), target: "_blank", rel: "noopener",
-    }, `${f.kind.replace("_", " ")} (${fmtBytes(f.size_bytes)})`));
-    return h("article", { class: "timelapse", "data-job-id": t.job_id },
+    }, `${names[f.kind] || f.name} (${fmtBytes(f.size_bytes)})`));
+    return h("article", { class: "timelapse", "data-job-id": t.job_id, "data-key": cardKey },
       video,
       h("h3", {}, title),
       h("p", { class: "meta" },
