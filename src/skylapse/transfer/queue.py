@@ -57,6 +57,34 @@ MANIFEST_DIR = ".manifests"
 #: Paths the receiver's ingest rejected after arrival (see `skylapse.processing.ingest`).
 RESEND_FILE = ".resend"
 COMMITTED_MARK = "SKYLAPSE-COMMITTED"
+#: Checks a ``sha256sum`` manifest on the receiver and prints what ``sha256sum -c`` prints.
+#: Python's hashlib (OpenSSL, with the CPU's SHA extensions) hashes several times faster than
+#: coreutils' ``sha256sum``, which would otherwise cost as much time as the transfer itself;
+#: hosts without python3 fall back to ``sha256sum -c``.
+_PY_CHECK = (
+    "import hashlib,sys\n"
+    "bad=0\n"
+    "for line in open(sys.argv[1]):\n"
+    "    want,_,name=line.rstrip('\\n').partition('  ')\n"
+    "    try:\n"
+    "        h=hashlib.sha256()\n"
+    "        with open(name,'rb') as f:\n"
+    "            for block in iter(lambda: f.read(1<<20), b''): h.update(block)\n"
+    "        ok=h.hexdigest()==want\n"
+    "    except OSError:\n"
+    "        ok=False\n"
+    "    bad+=not ok\n"
+    "    print(name+(': OK' if ok else ': FAILED'))\n"
+    "sys.exit(1 if bad else 0)\n"
+)
+
+
+def _check_manifest(part: str) -> str:
+    """Shell that checks the manifest ``part``; its status is the check's."""
+    return (
+        f"if command -v python3 >/dev/null; then python3 -c {shlex.quote(_PY_CHECK)} {part};"
+        f" else sha256sum -c {part}; fi"
+    )
 RESEND_MARK = "SKYLAPSE-RESEND"
 
 
@@ -184,8 +212,8 @@ class TransferWorker:
         # leaves one behind, and a failed check removes it.
         script = (
             f"cd {shlex.quote(self.remote_dir)} && mkdir -p {MANIFEST_DIR} && "
-            f"cat > {part} && sha256sum -c {part} 2>&1; rc=$?; "
-            f"if [ $rc -eq 0 ]; then mv -f {part} {committed} && sync -f . &&"
+            f"cat > {part} && {{ {_check_manifest(part)}; }} 2>&1; rc=$?; "
+            f"if [ $rc -eq 0 ]; then mv -f {part} {committed} &&"
             f" echo {COMMITTED_MARK}; else rm -f {part}; fi; "
             # frames the receiver's ingest rejected after arrival, to be sent again
             f"if [ -f {RESEND_FILE} ] && mv -f {RESEND_FILE} {RESEND_FILE}.reading; then"
