@@ -80,6 +80,21 @@ class Page:
         inner = self.page.evaluate("window.innerWidth")
         assert width <= inner, f"page is {width} px wide in a {inner} px viewport"
 
+    def accessibility_basics(self):
+        """Every image has alt text, every form field a label, every button a name."""
+        missing = self.page.evaluate("""() => {
+            const bad = [];
+            for (const img of document.querySelectorAll('img'))
+                if (!img.alt.trim()) bad.push('img ' + img.outerHTML.slice(0, 80));
+            for (const input of document.querySelectorAll('input:not([type=hidden]):not([hidden])'))
+                if (!input.labels.length && !input.getAttribute('aria-label'))
+                    bad.push('input ' + input.id);
+            for (const b of document.querySelectorAll('button'))
+                if (!(b.textContent.trim() || b.getAttribute('aria-label'))) bad.push('button');
+            return bad;
+        }""")
+        assert missing == [], missing
+
     def screenshot(self, name: str):
         SHOTS.mkdir(parents=True, exist_ok=True)
         self.page.screenshot(path=str(SHOTS / name), full_page=True)
@@ -217,6 +232,7 @@ def test_processing_page_fits_a_phone(processing, page_of):
         if button.is_visible():
             box = button.bounding_box()
             assert box["height"] >= 44 and box["width"] >= 44, (button.inner_text(), box)
+    p.accessibility_basics()
     p.screenshot("processing-phone.png")
     assert p.errors == []
 
@@ -344,5 +360,6 @@ def test_capture_page_fits_a_phone(capture, page_of):
             assert box["height"] >= 44 and box["width"] >= 44, (button.inner_text(), box)
     # the chart is drawn for the phone's width: its labels stay readable
     assert page.locator("#sun-chart svg").evaluate("s => s.viewBox.baseVal.width") <= 390
+    p.accessibility_basics()
     p.screenshot("capture-phone.png")
     assert p.errors == []
