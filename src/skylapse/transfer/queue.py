@@ -60,9 +60,10 @@ COMMITTED_MARK = "SKYLAPSE-COMMITTED"
 #: Checks a ``sha256sum`` manifest on the receiver and prints what ``sha256sum -c`` prints.
 #: Python's hashlib (OpenSSL, with the CPU's SHA extensions) hashes several times faster than
 #: coreutils' ``sha256sum``, which would otherwise cost as much time as the transfer itself;
-#: hosts without python3 fall back to ``sha256sum -c``.
+#: hosts without python3 fall back to ``sha256sum -c``. Each checked file is fsynced, and the
+#: commit is synced, so a batch is acknowledged only once it is on the receiver's disk.
 _PY_CHECK = (
-    "import hashlib,sys\n"
+    "import hashlib,os,sys\n"
     "bad=0\n"
     "for line in open(sys.argv[1]):\n"
     "    want,_,name=line.rstrip('\\n').partition('  ')\n"
@@ -70,6 +71,7 @@ _PY_CHECK = (
     "        h=hashlib.sha256()\n"
     "        with open(name,'rb') as f:\n"
     "            for block in iter(lambda: f.read(1<<20), b''): h.update(block)\n"
+    "            os.fsync(f.fileno())\n"
     "        ok=h.hexdigest()==want\n"
     "    except OSError:\n"
     "        ok=False\n"
@@ -213,7 +215,7 @@ class TransferWorker:
         script = (
             f"cd {shlex.quote(self.remote_dir)} && mkdir -p {MANIFEST_DIR} && "
             f"cat > {part} && {{ {_check_manifest(part)}; }} 2>&1; rc=$?; "
-            f"if [ $rc -eq 0 ]; then mv -f {part} {committed} &&"
+            f"if [ $rc -eq 0 ]; then mv -f {part} {committed} && sync -f . &&"
             f" echo {COMMITTED_MARK}; else rm -f {part}; fi; "
             # frames the receiver's ingest rejected after arrival, to be sent again
             f"if [ -f {RESEND_FILE} ] && mv -f {RESEND_FILE} {RESEND_FILE}.reading; then"
