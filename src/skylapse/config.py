@@ -30,6 +30,9 @@ API
 from __future__ import annotations
 
 import itertools
+import os
+from collections.abc import Mapping
+from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -360,6 +363,81 @@ class AlertsConfig(_Section):
     job_failures: int = Field(3, ge=1, description="attempts of one job that count as repeated")
 
 
+class ArchiveConfig(_Section):
+    """The archive: where it is, what goes in, and how long it is kept."""
+
+    dir: Path | None = Field(None, description="archive folder (default: DATA/archive)")
+    after_render: bool = Field(False, description="queue an archive job when a render finishes")
+    include_frames: bool = Field(False, description="keep the source frames with the timelapse")
+    max_age_days: float | None = Field(
+        None, gt=0, description="delete backed-up timelapses older than this"
+    )
+    max_total_gb: float | None = Field(
+        None, gt=0, description="delete the oldest backed-up timelapses above this total"
+    )
+
+    @property
+    def max_age(self) -> timedelta | None:
+        return timedelta(days=self.max_age_days) if self.max_age_days else None
+
+    @property
+    def max_total_bytes(self) -> int | None:
+        return int(self.max_total_gb * 1e9) if self.max_total_gb else None
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, base: ArchiveConfig | None = None
+    ) -> ArchiveConfig:
+        """``SKYLAPSE_ARCHIVE_DIR``, ``_AFTER_RENDER``, ``_FRAMES``, ``_MAX_AGE_DAYS``,
+        ``_MAX_TOTAL_GB``: the same settings for a container's environment."""
+        env = os.environ if env is None else env
+        names = {
+            "dir": "SKYLAPSE_ARCHIVE_DIR",
+            "after_render": "SKYLAPSE_ARCHIVE_AFTER_RENDER",
+            "include_frames": "SKYLAPSE_ARCHIVE_FRAMES",
+            "max_age_days": "SKYLAPSE_ARCHIVE_MAX_AGE_DAYS",
+            "max_total_gb": "SKYLAPSE_ARCHIVE_MAX_TOTAL_GB",
+        }
+        given = {key: env[var] for key, var in names.items() if env.get(var)}
+        return cls(**{**(base.model_dump() if base else {}), **given})
+
+
+class BackupConfig(_Section):
+    """Where backups go. Backup is off while ``bucket`` is unset."""
+
+    bucket: str | None = Field(None, description="bucket name; unset = no backup")
+    prefix: str = Field("skylapse", description="key prefix inside the bucket")
+    endpoint_url: str | None = Field(None, description="S3-compatible store, e.g. MinIO's URL")
+    region: str | None = None
+    access_key_id: str | None = Field(None, description="else AWS_ACCESS_KEY_ID / AWS_PROFILE")
+    secret_access_key: str | None = Field(None, description="else AWS_SECRET_ACCESS_KEY")
+    part_size_mib: int = Field(16, ge=5, le=5120, description="multipart part size")
+    max_attempts: int = Field(6, ge=1, le=50, description="tries per request")
+    retry_wait_s: float = Field(1.0, gt=0, description="first backoff; doubles up to 60 s")
+    timeout_s: float = Field(60.0, gt=0, description="connect and read timeout per request")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.bucket)
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, base: BackupConfig | None = None
+    ) -> BackupConfig:
+        """``SKYLAPSE_BACKUP_BUCKET``, ``_PREFIX``, ``_ENDPOINT_URL``, ``_REGION``,
+        ``_PART_SIZE_MIB``; credentials stay in the standard ``AWS_*`` variables."""
+        env = os.environ if env is None else env
+        names = {
+            "bucket": "SKYLAPSE_BACKUP_BUCKET",
+            "prefix": "SKYLAPSE_BACKUP_PREFIX",
+            "endpoint_url": "SKYLAPSE_BACKUP_ENDPOINT_URL",
+            "region": "SKYLAPSE_BACKUP_REGION",
+            "part_size_mib": "SKYLAPSE_BACKUP_PART_SIZE_MIB",
+        }
+        given = {key: env[var] for key, var in names.items() if env.get(var)}
+        return cls(**{**(base.model_dump() if base else {}), **given})
+
+
 class SkylapseConfig(_Section):
     """The whole file. Add a section by adding a field with a default model."""
 
@@ -373,6 +451,8 @@ class SkylapseConfig(_Section):
     processing: ProcessingConfig = Field(default_factory=ProcessingConfig)
     transfer: TransferConfig = Field(default_factory=TransferConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
+    backup: BackupConfig = Field(default_factory=BackupConfig)
 
     @model_validator(mode="after")
     def _strategies_exist(self) -> SkylapseConfig:

@@ -74,3 +74,18 @@ def test_unreadable_and_malformed_files_name_the_file(tmp_path):
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(listy)
+
+
+def test_archive_and_backup_sections_load_and_env_overrides(tmp_path):
+    from skylapse.config import BackupConfig, load_config
+
+    path = tmp_path / "s.yaml"
+    path.write_text("backup:\n  bucket: timelapses\n  endpoint_url: http://127.0.0.1:9000\n"
+                    "archive:\n  max_age_days: 30\n")
+    cfg = load_config(path)
+    assert cfg.backup.bucket == "timelapses" and cfg.archive.max_age_days == 30
+    merged = BackupConfig.from_env({"SKYLAPSE_BACKUP_PREFIX": "peak"}, base=cfg.backup)
+    assert (merged.bucket, merged.prefix) == ("timelapses", "peak")
+    path.write_text("backup:\n  part_size_mib: 1\n")
+    with pytest.raises(ConfigError, match=r"backup\.part_size_mib"):
+        load_config(path)

@@ -103,6 +103,8 @@ def serve(
             public_docs=cfg.api.public_docs,
             disk_warn_pct=pc.disk_warn_pct,
             disk_fail_pct=pc.disk_fail_pct,
+            archive=cfg.archive,
+            backup=cfg.backup,
             alerts=cfg.alerts,
             station=cfg.alerts.mqtt.node_id or f"{cfg.transfer.station}-processing",
         )

@@ -71,7 +71,7 @@ from skylapse.api.common import (
 from skylapse.api.middleware import request_correlation_id
 from skylapse.api.ws import WebSocketHub
 from skylapse.catalog import JOB_STATES
-from skylapse.config import AlertsConfig, SkylapseConfig
+from skylapse.config import AlertsConfig, ArchiveConfig, BackupConfig, SkylapseConfig
 from skylapse.log import correlation_id, get_logger
 from skylapse.metrics import ServiceMetrics, UptimeTracker
 from skylapse.processing.jobs import JobService, RenderJobOptions
@@ -121,6 +121,8 @@ class ProcessingSettings:
     disk_warn_pct: float = 90.0
     disk_fail_pct: float = 97.0
     stale_queue_min: float = 10.0
+    archive: Any = None  # config `archive` section (skylapse.config.ArchiveConfig); None: env only
+    backup: Any = None  # config `backup` section (skylapse.config.BackupConfig); None: env only
     alerts: Any = None  # a config `alerts` section (skylapse.config.AlertsConfig); None: defaults
     alert_notifiers: list | None = None  # None: the ones the alerts section configures
     station: str = "processing"
@@ -453,7 +455,11 @@ def create_processing_app(settings: ProcessingSettings) -> FastAPI:
         if watcher_box:
             watcher_box[0].nudge()
 
-    jobs = JobService(data_dir, settings.queue_url, on_progress=on_progress)
+    jobs = JobService(
+        data_dir, settings.queue_url, on_progress=on_progress,
+        archive=ArchiveConfig.from_env(base=settings.archive),
+        backup=BackupConfig.from_env(base=settings.backup),
+    )
     uptime = UptimeTracker(data_dir / "uptime-processing.json")
     watcher = JobWatcher(jobs, hub, metrics, uptime, settings.job_poll_s)
     watcher_box.append(watcher)

@@ -27,52 +27,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
-
 from skylapse.catalog import ProcessingCatalog
-from skylapse.config import _Section
+from skylapse.config import ArchiveConfig  # noqa: F401 - its settings, re-exported
 from skylapse.log import get_logger
 
 log = get_logger(__name__)
 
 FINISHED_JOB_STATES = ("done", "failed", "cancelled")
 _HASH_CHUNK = 4 << 20
-
-
-class ArchiveConfig(_Section):
-    """The archive: where it is, what goes in, and how long it is kept."""
-
-    dir: Path | None = Field(None, description="archive folder (default: DATA/archive)")
-    after_render: bool = Field(False, description="queue an archive job when a render finishes")
-    include_frames: bool = Field(False, description="keep the source frames with the timelapse")
-    max_age_days: float | None = Field(
-        None, gt=0, description="delete backed-up timelapses older than this"
-    )
-    max_total_gb: float | None = Field(
-        None, gt=0, description="delete the oldest backed-up timelapses above this total"
-    )
-
-    @property
-    def max_age(self) -> timedelta | None:
-        return timedelta(days=self.max_age_days) if self.max_age_days else None
-
-    @property
-    def max_total_bytes(self) -> int | None:
-        return int(self.max_total_gb * 1e9) if self.max_total_gb else None
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ArchiveConfig:
-        """``SKYLAPSE_ARCHIVE_DIR``, ``_AFTER_RENDER``, ``_FRAMES``, ``_MAX_AGE_DAYS``,
-        ``_MAX_TOTAL_GB``: the same settings for a container's environment."""
-        env = os.environ if env is None else env
-        names = {
-            "dir": "SKYLAPSE_ARCHIVE_DIR",
-            "after_render": "SKYLAPSE_ARCHIVE_AFTER_RENDER",
-            "include_frames": "SKYLAPSE_ARCHIVE_FRAMES",
-            "max_age_days": "SKYLAPSE_ARCHIVE_MAX_AGE_DAYS",
-            "max_total_gb": "SKYLAPSE_ARCHIVE_MAX_TOTAL_GB",
-        }
-        return cls(**{key: env[var] for key, var in names.items() if env.get(var)})
 
 
 @dataclass

@@ -33,7 +33,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
 from tenacity import (
     Retrying,
     retry_if_exception,
@@ -42,7 +41,7 @@ from tenacity import (
     wait_random,
 )
 
-from skylapse.config import _Section
+from skylapse.config import BackupConfig
 from skylapse.log import get_logger
 from skylapse.processing.archive import Archive
 
@@ -55,39 +54,6 @@ _RETRYABLE_CODES = {
     "RequestTimeout", "RequestTimeTooSkewed", "SlowDown", "InternalError", "ServiceUnavailable",
     "Throttling", "ThrottlingException", "BadDigest", "XAmzContentSHA256Mismatch",
 }
-
-
-class BackupConfig(_Section):
-    """Where backups go. Backup is off while ``bucket`` is unset."""
-
-    bucket: str | None = Field(None, description="bucket name; unset = no backup")
-    prefix: str = Field("skylapse", description="key prefix inside the bucket")
-    endpoint_url: str | None = Field(None, description="S3-compatible store, e.g. MinIO's URL")
-    region: str | None = None
-    access_key_id: str | None = Field(None, description="else AWS_ACCESS_KEY_ID / AWS_PROFILE")
-    secret_access_key: str | None = Field(None, description="else AWS_SECRET_ACCESS_KEY")
-    part_size_mib: int = Field(16, ge=5, le=5120, description="multipart part size")
-    max_attempts: int = Field(6, ge=1, le=50, description="tries per request")
-    retry_wait_s: float = Field(1.0, gt=0, description="first backoff; doubles up to 60 s")
-    timeout_s: float = Field(60.0, gt=0, description="connect and read timeout per request")
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.bucket)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> BackupConfig:
-        """``SKYLAPSE_BACKUP_BUCKET``, ``_PREFIX``, ``_ENDPOINT_URL``, ``_REGION``,
-        ``_PART_SIZE_MIB``; credentials stay in the standard ``AWS_*`` variables."""
-        env = os.environ if env is None else env
-        names = {
-            "bucket": "SKYLAPSE_BACKUP_BUCKET",
-            "prefix": "SKYLAPSE_BACKUP_PREFIX",
-            "endpoint_url": "SKYLAPSE_BACKUP_ENDPOINT_URL",
-            "region": "SKYLAPSE_BACKUP_REGION",
-            "part_size_mib": "SKYLAPSE_BACKUP_PART_SIZE_MIB",
-        }
-        return cls(**{key: env[var] for key, var in names.items() if env.get(var)})
 
 
 class BackupError(RuntimeError):
