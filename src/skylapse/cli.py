@@ -178,37 +178,46 @@ def render(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for the sample frames and the results.")] = Path(
+    out: Annotated[Path, typer.Option(help="Folder for everything the demo makes.")] = Path(
         "demo-output"
     ),
-    frames: Annotated[int, typer.Option(help="Frames in the sample sequence.", min=10)] = 120,
-    size: Annotated[str, typer.Option(help="Size of the sample frames, WxH.")] = "1280x720",
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Afterwards, serve the APIs and dashboard (Ctrl-C).")
+    ] = False,
+    resolution: Annotated[
+        str | None, typer.Option(help="The simulated camera's frames, WxH (960x540).")
+    ] = None,
+    size: Annotated[
+        str | None, typer.Option(help="Size of the videos: 1080p (default), 720p or WxH.")
+    ] = None,
+    minutes: Annotated[
+        float | None, typer.Option(help="Length of the evening session (90).", min=5, max=600)
+    ] = None,
+    frames_scale: Annotated[
+        float | None,
+        typer.Option(help="More (>1) or fewer (<1) frames than the demo's ~170 shots: divides "
+                     "the capture intervals.", min=0.01, max=10),
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="Encoder preset, ultrafast .. veryslow (veryfast).")
+    ] = None,
 ) -> None:
-    """Render a sample evening that Skylapse generates itself (no camera, no downloads).
-
-    The sample has what real footage has: a darkening sunset, exposure flicker, shake and
-    drift, drifting clouds and sensor noise. The result is an H.265 timelapse, an H.264 preview,
-    a keogram and a contact sheet.
+    """Run the whole system on this machine with nothing configured: capture an evening on the
+    simulated camera, transfer it with rsync over SSH, ingest, render, archive, and summarise.
     """
-    from skylapse.processing.render import RenderError, RenderOptions
-    from skylapse.processing.render import render as run_render
-    from skylapse.synthetic import generate_sequence
+    from skylapse.capture.commands import parse_resolution
+    from skylapse.demo import DemoError, DemoOptions, print_demo_summary, run_demo, serve_demo
 
+    given = {"resolution": parse_resolution(resolution), "size": size, "minutes": minutes,
+             "frames_scale": frames_scale, "preset": preset}
+    options = DemoOptions(out=out, **{k: v for k, v in given.items() if v is not None})
     try:
-        w, h = (int(v) for v in size.lower().split("x"))
-    except ValueError:
-        raise typer.BadParameter("expected WxH, e.g. 1280x720", param_hint="--size") from None
-    src = out / "frames"
-    if not (src / "truth.json").exists():
-        console.print(f"generating {frames} sample frames in {src} ...")
-        generate_sequence(src, frames=frames, size=(w, h))
-    options = RenderOptions(formats=("h265", "h264"), preset="fast")
-    try:
-        with _progress_bar() as bar:
-            summary = run_render(src, out / "timelapse.mp4", options, progress=_RichProgress(bar))
-    except (RenderError, OSError) as exc:
-        raise fail(str(exc)) from None
-    print_summary(summary)
+        result = run_demo(options, console)
+    except DemoError as exc:
+        raise fail(str(exc), 1) from None
+    print_demo_summary(result, console)
+    if serve:
+        serve_demo(result, console)
 
 
 def print_summary(summary) -> None:
