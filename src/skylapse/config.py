@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -464,40 +464,67 @@ class SkylapseConfig(_Section):
         return self
 
 
-def _format_errors(exc: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def format_validation_errors(exc: ValidationError, source: str) -> str:
+    """One line per problem, ``source: dotted.field: message``, so a reader finds it at once."""
+    lines = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"  {where}: {err['msg']}")
+        lines.append(f"{source}: {where}: {err['msg']}")
     return "\n".join(lines)
+
+
+def validate_mapping(
+    model: type[Model], data: Any, source: str, error: type[ValueError] = ConfigError
+) -> Model:
+    """Validate parsed YAML against ``model``; ``error`` names ``source`` and the field."""
+    if not isinstance(data, dict):
+        raise error(f"{source}: (top level): expected a mapping, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise error(format_validation_errors(exc, source)) from exc
+
+
+def parse_yaml(
+    model: type[Model], text: str, source: str, error: type[ValueError] = ConfigError,
+    *, empty: dict[str, Any] | None = None,
+) -> Model:
+    """YAML text into ``model``; an empty document becomes ``empty`` when that is given."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise error(f"{source}: not valid YAML: {exc}") from exc
+    if data is None and empty is not None:
+        data = empty
+    return validate_mapping(model, data, source, error)
+
+
+def read_yaml(
+    model: type[Model], path: str | Path, error: type[ValueError] = ConfigError,
+    *, empty: dict[str, Any] | None = None,
+) -> Model:
+    """A YAML file into ``model``: the configuration, camera profiles and lens profiles."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    return parse_yaml(model, text, str(path), error, empty=empty)
 
 
 def parse_config(data: Any, source: str = "<config>") -> SkylapseConfig:
     """Validate an already-parsed mapping; ``source`` names it in error messages."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
-    try:
-        return SkylapseConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source)) from exc
+    return validate_mapping(SkylapseConfig, {} if data is None else data, source)
 
 
 def load_config(path: str | Path | None = None) -> SkylapseConfig:
     """Read and validate a YAML configuration file (the packaged default when ``path`` is None)."""
     if path is None:
         return default_config()
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    return parse_config(data, str(path))
+    return read_yaml(SkylapseConfig, path, empty={})
 
 
 def default_config() -> SkylapseConfig:

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from skylapse.config import parse_yaml, read_yaml
 from skylapse.processing import srgb
 
 LENS_PACKAGE_DIR = "data/lens"
@@ -119,36 +119,14 @@ class LensProfile(BaseModel):
         return np.array([[f, 0, cx * (width - 1)], [0, f, cy * (height - 1)], [0, 0, 1.0]])
 
 
-def _format_errors(source: str, err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        lines.append(f"{source}: {where}: {e['msg']}")
-    return "\n".join(lines)
-
-
 def parse_lens_profile(text: str, source: str) -> LensProfile:
     """Validate YAML text as a lens profile; ``source`` names it in error messages."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise LensProfileError(f"{source}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise LensProfileError(f"{source}: (top level): expected a mapping of lens fields")
-    try:
-        return LensProfile.model_validate(data)
-    except ValidationError as exc:
-        raise LensProfileError(_format_errors(source, exc)) from exc
+    return parse_yaml(LensProfile, text, source, LensProfileError)
 
 
 def load_lens_profile(path: str | Path) -> LensProfile:
     """Read and validate a lens profile file."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise LensProfileError(f"{path}: cannot read: {exc.strerror}") from exc
-    return parse_lens_profile(text, str(path))
+    return read_yaml(LensProfile, path, LensProfileError)
 
 
 @cache

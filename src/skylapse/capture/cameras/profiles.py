@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Literal, Self
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from skylapse.config import parse_yaml, read_yaml
 
 PROFILE_PACKAGE_DIR = "data/cameras"
 
@@ -243,36 +244,14 @@ class CameraProfile(_Strict):
         return self.default_resolution or (self.sensor.width_px, self.sensor.height_px)
 
 
-def _format_errors(source: str, err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        lines.append(f"{source}: {where}: {e['msg']}")
-    return "\n".join(lines)
-
-
 def parse_profile(text: str, source: str) -> CameraProfile:
     """Validate YAML text as a profile; ``source`` (a file name) is used in error messages."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"{source}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ProfileError(f"{source}: (top level): expected a mapping of profile fields")
-    try:
-        return CameraProfile.model_validate(data)
-    except ValidationError as exc:
-        raise ProfileError(_format_errors(source, exc)) from exc
+    return parse_yaml(CameraProfile, text, source, ProfileError)
 
 
 def load_profile(path: str | Path) -> CameraProfile:
     """Read and validate a profile file."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read: {exc.strerror}") from exc
-    return parse_profile(text, str(path))
+    return read_yaml(CameraProfile, path, ProfileError)
 
 
 def available_profiles() -> list[str]:
