@@ -20,26 +20,20 @@ stopped. One batch goes like this:
 
 Only verified frames become eligible for retention and preferred by emergency cleanup
 (`skylapse.capture.storage`), so nothing that has not provably arrived is deleted first.
-A failing batch is retried with exponential backoff and jitter (tenacity) for as long as the
+A failing batch is retried with exponential backoff and full jitter for as long as the
 worker runs; a failed transfer never blocks capture, which only ever adds rows to the catalog.
 """
 
 from __future__ import annotations
 
+import random
 import shlex
 import threading
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-
-from tenacity import (
-    RetryError,
-    Retrying,
-    retry_if_exception,
-    stop_after_delay,
-    wait_random_exponential,
-)
 
 from skylapse.catalog import Catalog, FrameRecord
 from skylapse.log import get_logger
@@ -98,6 +92,15 @@ class VerificationFailed(RuntimeError):
         super().__init__(f"{len(failed)} frame(s) failed verification: {', '.join(failed[:5])}")
 
 
+@dataclass(frozen=True)
+class _SentBatch:
+    """A batch that rsync delivered and the receiver has yet to check."""
+
+    batch_id: str
+    manifest: str
+    batch: list[FrameRecord]
+
+
 @dataclass
 class TransferStats:
     """Counters behind the transfer metrics and the /health detail."""
@@ -143,8 +146,10 @@ class TransferWorker:
         self.station = station
         self.settings = settings or TransferSettings()
         self.stats = TransferStats()
-        self.runner = CommandRunner()
+        self.runner = CommandRunner()  # rsync
+        self.verify_runner = CommandRunner()  # the receiver's check, beside the next rsync
         self._stop = threading.Event()
+        self._consecutive_failures = 0
 
     @property
     def remote_dir(self) -> str:
@@ -157,19 +162,22 @@ class TransferWorker:
 
         Raises `TransferCommandError` or `VerificationFailed`; the caller retries.
         """
-        batch = self._next_batch()
+        sent = self._send()
+        return 0 if sent is None else self._confirm(sent)
+
+    def _send(self, exclude: frozenset[int] = frozenset()) -> _SentBatch | None:
+        """rsync the next batch (leaving out frames still being verified); None: nothing to send."""
+        batch = self._next_batch(exclude)
         self.stats.queue_depth = self.catalog.count_frames() - self.catalog.count_frames(
             transfer_state="verified"
         )
         if not batch:
-            return 0
+            return None
         batch_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-        manifest = "".join(f"{r.sha256}  {r.path}\n" for r in batch)
         files_from = self.buffer_root / MANIFEST_DIR / f"{batch_id}.list"
         files_from.parent.mkdir(parents=True, exist_ok=True)
         files_from.write_text("".join(f"{r.path}\n" for r in batch))
         resend = any(r.transfer_attempts > 0 for r in batch)
-        ids = [r.id for r in batch]
         try:
             self.runner.run(
                 rsync_argv(
@@ -183,22 +191,32 @@ class TransferWorker:
             )
         finally:
             files_from.unlink(missing_ok=True)
-        self.catalog.set_transfer_state(ids, "sent")
-        self._verify_and_commit(batch_id, manifest, batch)
+        self.catalog.set_transfer_state([r.id for r in batch], "sent")
+        manifest = "".join(f"{r.sha256}  {r.path}\n" for r in batch)
+        return _SentBatch(batch_id, manifest, batch)
+
+    def _confirm(self, sent: _SentBatch) -> int:
+        """Have the receiver check and commit a sent batch; mark its frames verified."""
+        self._verify_and_commit(sent.batch_id, sent.manifest, sent.batch)
         now = datetime.now(UTC)
-        self.catalog.set_transfer_state(ids, "verified", when=now)
-        self.stats.frames_sent += len(batch)
-        self.stats.bytes_sent += sum(r.size_bytes for r in batch)
+        self.catalog.set_transfer_state([r.id for r in sent.batch], "verified", when=now)
+        self.stats.frames_sent += len(sent.batch)
+        self.stats.bytes_sent += sum(r.size_bytes for r in sent.batch)
         self.stats.batches_verified += 1
         self.stats.last_success = now
         self.stats.failing_since = None
-        self.stats.queue_depth = max(0, self.stats.queue_depth - len(batch))
-        log.info("batch verified", batch=batch_id, frames=len(batch), station=self.station)
-        return len(batch)
+        self._consecutive_failures = 0
+        self.stats.queue_depth = max(0, self.stats.queue_depth - len(sent.batch))
+        log.info("batch verified", batch=sent.batch_id, frames=len(sent.batch),
+                 station=self.station)
+        return len(sent.batch)
 
-    def _next_batch(self) -> list[FrameRecord]:
+    def _next_batch(self, exclude: frozenset[int] = frozenset()) -> list[FrameRecord]:
         batch = []
-        for record in self.catalog.pending_transfer(self.settings.batch_size):
+        limit = self.settings.batch_size + len(exclude)
+        for record in self.catalog.pending_transfer(limit):
+            if record.id in exclude or len(batch) >= self.settings.batch_size:
+                continue
             if (self.buffer_root / record.path).is_file():
                 batch.append(record)
             else:
@@ -224,7 +242,7 @@ class TransferWorker:
         )
         argv = [*ssh_argv(self.target, self.settings.ssh_program), self.target.destination, script]
         try:
-            out = self.runner.run(
+            out = self.verify_runner.run(
                 argv, timeout_s=self.settings.command_timeout_s, stdin_text=manifest
             )
         except TransferCommandError as exc:
@@ -257,16 +275,58 @@ class TransferWorker:
     def drain(self, deadline_s: float | None = None) -> int:
         """Send batches until the queue is empty, retrying failures; returns frames verified.
 
-        With ``deadline_s``, gives up (raising the last error) after that many seconds of
-        failing; without it, retries for as long as it takes.
+        Batch k+1 is rsynced while the receiver checks (and fsyncs) batch k, so the link and
+        the receiver's disk work at the same time. Failures back off exponentially with jitter;
+        frames of a failed batch go back into the queue. With ``deadline_s``, gives up
+        (raising the last error) once transfers have failed for that long; without it, retries
+        for as long as it takes.
         """
         total = 0
-        while not self._stop.is_set():
-            sent = self._send_with_retry(deadline_s)
-            if sent == 0:
-                break
-            total += sent
+        verifying: tuple[Future[int], _SentBatch] | None = None
+        with ThreadPoolExecutor(1, thread_name_prefix="transfer-verify") as pool:
+            try:
+                while not self._stop.is_set():
+                    exclude = frozenset(r.id for r in verifying[1].batch) if verifying else None
+                    error: Exception | None = None
+                    sent = None
+                    try:
+                        sent = self._send(exclude or frozenset())
+                    except Exception as exc:
+                        error = exc
+                    # A verification can put frames back in the queue (the receiver's re-send
+                    # list): after one, look again before calling the queue empty.
+                    was_verifying = verifying is not None
+                    if verifying is not None:
+                        try:
+                            total += verifying[0].result()
+                        except Exception as exc:
+                            error = error or exc
+                        verifying = None
+                    if sent is not None:
+                        verifying = (pool.submit(self._confirm, sent), sent)
+                    if error is not None:
+                        self._back_off(error, deadline_s)
+                    elif sent is None and not was_verifying:
+                        break
+            finally:
+                if verifying is not None:
+                    try:
+                        total += verifying[0].result()
+                    except Exception as exc:  # its frames stay queued for the next drain
+                        self._record_failure(exc)
         return total
+
+    def _back_off(self, error: Exception, deadline_s: float | None) -> None:
+        """Record a failure, then wait (exponential, full jitter) or give up as told."""
+        self._record_failure(error)
+        if not _retryable(error) or self._stop.is_set():
+            raise error
+        if deadline_s is not None and self.failing_for_s() > deadline_s:
+            raise error
+        self._consecutive_failures += 1
+        ceiling = min(self.settings.retry_max_s,
+                      self.settings.retry_initial_s * 2 ** (self._consecutive_failures - 1))
+        self._stop.wait(random.uniform(0, ceiling))
 
     def run(self, poll_s: float = 5.0) -> None:
         """Run until `stop`: drain the queue, then wait for new frames."""
@@ -280,28 +340,7 @@ class TransferWorker:
     def stop(self) -> None:
         self._stop.set()
         self.runner.kill()
-
-    def _send_with_retry(self, deadline_s: float | None) -> int:
-        retrying = Retrying(
-            retry=retry_if_exception(lambda e: _retryable(e) and not self._stop.is_set()),
-            wait=wait_random_exponential(
-                multiplier=self.settings.retry_initial_s, max=self.settings.retry_max_s
-            ),
-            stop=stop_after_delay(deadline_s) if deadline_s is not None else _never,
-            before_sleep=self._on_failure,
-            sleep=self._stop.wait,
-            reraise=True,
-        )
-        try:
-            return retrying(self.send_batch)
-        except RetryError as exc:  # pragma: no cover - reraise=True re-raises the cause
-            raise exc.last_attempt.exception() from None
-        except Exception as exc:
-            self._record_failure(exc)
-            raise
-
-    def _on_failure(self, retry_state) -> None:
-        self._record_failure(retry_state.outcome.exception())
+        self.verify_runner.kill()
 
     def _record_failure(self, exc: BaseException | None) -> None:
         self.stats.failures += 1
@@ -315,10 +354,6 @@ class TransferWorker:
         if self.stats.failing_since is None:
             return 0.0
         return ((now or datetime.now(UTC)) - self.stats.failing_since).total_seconds()
-
-
-def _never(retry_state) -> bool:
-    return False
 
 
 def _retryable(exc: BaseException) -> bool:
