@@ -128,7 +128,7 @@ def test_the_session_holds_the_sunset_and_the_plan_is_scaled():
     assert dt.datetime(2025, 10, 11, 16, 5, tzinfo=dt.UTC) < start < dt.datetime(
         2025, 10, 11, 16, 10, tzinfo=dt.UTC)
     golden = next(p for p in cfg.schedule.phases if p.name == "golden_hour")
-    assert golden.interval_s == pytest.approx(10 * 2.5 / 0.5)
+    assert golden.interval_s == pytest.approx(10 * 2.8 / 0.5)
     assert not cfg.weather.enabled and cfg.location.latitude == pytest.approx(45.92)
 
 

@@ -195,7 +195,7 @@ def demo(
     ] = None,
     frames_scale: Annotated[
         float | None,
-        typer.Option(help="More (>1) or fewer (<1) frames than the demo's ~170 shots: divides "
+        typer.Option(help="More (>1) or fewer (<1) frames than the demo's ~155 shots: divides "
                      "the capture intervals.", min=0.01, max=10),
     ] = None,
     preset: Annotated[

@@ -10,9 +10,10 @@ through the same code a real station and processing host run, in this order:
    the local buffer with their EXIF and catalog rows.
 2. **transfer** - :class:`~skylapse.transfer.queue.TransferWorker`: rsync over SSH to a private
    sshd on 127.0.0.1 that the demo starts with its own keys (`skylapse.transfer.local_sshd`),
-   every batch checksum-verified on the receiver and committed.
+   every batch checksum-verified on the receiver and committed. Like the station's transfer
+   loop it runs during the capture, a batch every few seconds, and drains the rest at the end.
 3. **ingest** - :class:`~skylapse.processing.ingest.Ingestor`: the committed batches into the
-   processing store and catalog, as one sequence.
+   processing store and catalog, as one sequence; it too follows the transfer as it goes.
 4. **render** - a render job on the job queue (huey, SQLite in the output folder) run by an
    in-process consumer thread: H.265 Main10 1080p, an H.264 preview, a keogram and a contact
    sheet, brackets fused from their EXIF exposures (``--brackets auto``).
@@ -20,13 +21,15 @@ through the same code a real station and processing host run, in this order:
 6. **measure** - the outputs decoded and checked; flicker estimated (see
    :func:`flicker_estimate_ev`).
 
-Cost. On 2 cores the budget is two minutes for everything, and the two big costs are the
-simulated camera (~0.1 CPU-s per 1280x720 frame: a scene render and a sensor model with noise,
-3 frames per golden-hour shot) and x265 at 1080p. The demo therefore captures at 1280x720 and
-scales to 1080p in the render's stabilizing warp (one resample it does anyway), and takes frames
-at 2.5x the plan's intervals (25 s in golden hour instead of 10 s): about 170 shots, 450 files,
-7 seconds of video at 24 fps. ``resolution``, ``frames_scale`` and ``minutes`` shrink it for
-tests.
+Cost. On 2 cores the budget is two minutes for everything. The big costs are the simulated
+camera with the capture's per-frame analysis (~0.1 CPU-s per frame at 960x540, barely less than
+at 1280x720; 3 frames per golden-hour shot), the bracket fusion (~1.8x cheaper at 960x540 than
+at 1280x720) and x265 at 1080p (~0.2 CPU-s per frame at preset veryfast). The demo therefore
+captures at 960x540 and scales 2x to 1080p in the render's stabilizing warp (one resample it
+does anyway; softer than a native 1080p capture), encodes at preset veryfast, and takes frames
+at 2.8x the plan's intervals (28 s in golden hour instead of 10 s): about 155 shots, 400 files,
+6.5 seconds of video at 24 fps, ~120 CPU-s in all. ``resolution``, ``frames_scale`` and
+``minutes`` shrink it for tests.
 
 API
 ---
@@ -52,7 +55,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import av
@@ -70,7 +73,10 @@ from rich.table import Table
 from skylapse.capture.sun import sun_events
 from skylapse.catalog import FrameRecord
 from skylapse.config import LocationConfig, SkylapseConfig, default_config
+from skylapse.log import get_logger
 from skylapse.processing import measure
+
+log = get_logger(__name__)
 
 #: Where and when the demo evening happens: the Chamonix valley floor, an autumn sunset.
 DEMO_LOCATION = LocationConfig(latitude=45.92, longitude=6.87, elevation_m=1035.0,
@@ -79,7 +85,7 @@ DEMO_DAY = dt.date(2025, 10, 11)
 #: Share of the session before sunset (50 of 90 minutes: day, golden hour, blue hour, twilight).
 BEFORE_SUNSET = 5 / 9
 #: The demo's frame intervals against the default plan's (see the module docstring).
-INTERVAL_SCALE = 2.5
+INTERVAL_SCALE = 2.8
 STATION = "chamonix-demo"
 MARKER = ".skylapse-demo"
 #: Folders of the output folder the demo owns (and clears on the next run).
@@ -87,9 +93,6 @@ OWNED = ("capture", "ssh", "processing")
 #: Width at which the outputs are decoded for measuring (the central region's mean is all
 #: that is measured, which a reduced decode keeps).
 MEASURE_WIDTH = 480
-
-T = TypeVar("T")
-
 
 class DemoError(RuntimeError):
     """The demo cannot run or a stage failed; the message says what to do."""
@@ -147,6 +150,7 @@ class DemoResult:
     frames_verified: int
     bytes_sent: int
     batches: int
+    batches_during_capture: int
     inbox: Path
     ssh_dir: Path
     ingested: int
@@ -265,45 +269,63 @@ class _Stages:
         self.seconds: dict[str, float] = {}
         self.cpu_seconds: dict[str, float] = {}
 
-    @contextlib.contextmanager
-    def stage(self, name: str, total: float) -> Iterator[Callable[..., None]]:
+    def task(self, name: str, total: float) -> Callable[..., None]:
+        """A progress row; returns ``update(completed=None, detail=None, total=None)``."""
         task = self.progress.add_task(name, total=total, detail="")
 
-        def update(completed: float | None = None, detail: str | None = None) -> None:
-            changes: dict[str, Any] = {}
-            if completed is not None:
-                changes["completed"] = completed
-            if detail is not None:
-                changes["detail"] = detail
-            self.progress.update(task, **changes)
+        def update(completed: float | None = None, detail: str | None = None,
+                   total: float | None = None) -> None:
+            changes = {"completed": completed, "detail": detail, "total": total}
+            self.progress.update(task, **{k: v for k, v in changes.items() if v is not None})
 
+        return update
+
+    def record(self, name: str, seconds: float, cpu_seconds: float) -> None:
+        self.seconds[name] = seconds
+        self.cpu_seconds[name] = cpu_seconds
+
+    @contextlib.contextmanager
+    def stage(self, name: str, total: float) -> Iterator[Callable[..., None]]:
+        """A progress row timed from entering to leaving the block."""
+        update = self.task(name, total)
         t0, cpu0 = time.perf_counter(), _cpu_seconds()
         try:
             yield update
         finally:
-            self.seconds[name] = time.perf_counter() - t0
-            self.cpu_seconds[name] = _cpu_seconds() - cpu0
-        self.progress.update(task, completed=total)
+            self.record(name, time.perf_counter() - t0, _cpu_seconds() - cpu0)
+        update(completed=total)
 
 
-def _in_thread(fn: Callable[[], T], poll: Callable[[], None], every_s: float = 0.1) -> T:
-    """Run ``fn`` in a thread, calling ``poll`` every ``every_s`` until it is done."""
-    box: dict[str, Any] = {}
+class _Follower(threading.Thread):
+    """Runs ``step`` (which returns how much it did) every ``poll_s`` while the stage upstream
+    runs, then until a step finds nothing once ``upstream_done`` is set: the station's transfer
+    loop and the processing side's ingest loop, one behind the other. The first error ends it
+    and is kept in ``error``."""
 
-    def target() -> None:
+    def __init__(self, name: str, step: Callable[[], int], upstream_done: threading.Event,
+                 poll_s: float):
+        super().__init__(name=f"demo-{name}", daemon=True)
+        self.step = step
+        self.upstream_done = upstream_done
+        self.poll_s = poll_s
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.finished_at = math.nan
+        self.finished_cpu = math.nan
+
+    def run(self) -> None:
         try:
-            box["value"] = fn()
+            while True:
+                last = self.upstream_done.is_set()
+                if self.step() == 0 and last:
+                    break
+                if not last:
+                    self.upstream_done.wait(self.poll_s)
         except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name="demo-stage", daemon=True)
-    thread.start()
-    while thread.is_alive():
-        thread.join(every_s)
-        poll()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+            self.error = exc
+        finally:
+            self.finished_at, self.finished_cpu = time.perf_counter(), _cpu_seconds()
+            self.done.set()
 
 
 def prepare_out(out: Path) -> None:
@@ -334,7 +356,7 @@ def _check_programs() -> None:
 
 
 async def _capture(cfg: SkylapseConfig, options: DemoOptions, buffer: Path,
-                   update: Callable[..., None]):
+                   update: Callable[..., None], tick: Callable[[], None] = lambda: None):
     from skylapse.capture.cameras import CameraConfig, CameraFactory, Location
     from skylapse.capture.clock import SimulatedClock
     from skylapse.capture.service import CaptureService, SessionSpec
@@ -366,40 +388,100 @@ async def _capture(cfg: SkylapseConfig, options: DemoOptions, buffer: Path,
             elapsed = (clock.now() - start).total_seconds()
             update(min(elapsed, duration), f"{clock.now().astimezone(tz):%H:%M} "
                    f"{phase.replace('_', ' ')}, {written} frames")
+            tick()
         return session.result()
     finally:
         await service.close()
 
 
-def _transfer(buffer: Path, inbox: Path, ssh_dir: Path, update: Callable[..., None]):
+def _capture_transfer_ingest(cfg: SkylapseConfig, options: DemoOptions, stages: _Stages,
+                             jobs, buffer: Path, inbox: Path, ssh_dir: Path):
+    """Capture the session while the station's transfer loop sends what is written (rsync over
+    the private sshd) and the processing side's ingest loop takes in what is committed, as the
+    two services do; each loop ends once the stage before it has ended and it found nothing
+    more. Stage times: capture (the loops run alongside), then how long transfer and ingest
+    still took after the stage before them ended."""
     from skylapse.capture.service import CATALOG_NAME
     from skylapse.catalog import Catalog
+    from skylapse.processing.ingest import Ingestor, IngestReport
     from skylapse.transfer.local_sshd import running_sshd
     from skylapse.transfer.queue import TransferSettings, TransferWorker
 
     catalog = Catalog(buffer / CATALOG_NAME)
-    total = catalog.count_frames()
-    update(0, f"0 of {total} frames")
+    ingestor = Ingestor(inbox, jobs.store, inbox.parent / "quarantine", jobs.catalog)
+    report = IngestReport()
+
+    def ingest_step() -> int:
+        scanned = ingestor.scan()
+        report.ingested += scanned.ingested
+        report.already_ingested += scanned.already_ingested
+        report.quarantined += scanned.quarantined
+        report.manifests += scanned.manifests
+        return scanned.ingested + len(scanned.quarantined)
+
+    capture_update = stages.task("capture", options.minutes * 60.0)
+    transfer_update = stages.task("transfer", 1)
+    ingest_update = stages.task("ingest", 1)
     with running_sshd(ssh_dir) as sshd:
         # JPEGs hardly compress, and over loopback compressing only costs CPU
         worker = TransferWorker(catalog, buffer, sshd.target(inbox), STATION,
-                                TransferSettings(batch_size=100, compress=False))
+                                TransferSettings(batch_size=250, compress=False))
+        capture_done = threading.Event()
+        def transfer_step() -> int:
+            if capture_done.is_set():  # the rest, retrying failures for up to a minute
+                return worker.drain(deadline_s=60.0)
+            try:  # one batch every few seconds, as the station's loop (`TransferWorker.run`)
+                return worker.send_batch()
+            except Exception as exc:  # the next poll or the final drain tries again
+                log.warning("transfer batch failed", error=str(exc))
+                return 0
 
-        def poll() -> None:
-            update(worker.stats.frames_sent,
-                   f"{worker.stats.frames_sent} of {total} frames, "
-                   f"{worker.stats.batches_verified} batches verified")
+        transfer = _Follower("transfer", transfer_step, capture_done, poll_s=4.0)
+        ingest = _Follower("ingest", ingest_step, transfer.done, poll_s=1.0)
 
-        verified = _in_thread(lambda: worker.drain(deadline_s=60.0), poll)
-        poll()
-    return catalog, worker.stats, verified, total
+        def tick() -> None:
+            written = catalog.count_frames()
+            st = worker.stats
+            transfer_update(st.frames_sent, f"{st.frames_sent} of {written} frames, "
+                            f"{st.batches_verified} batches verified", total=max(written, 1))
+            ingest_update(report.ingested, f"{report.ingested} frames, "
+                          f"{len(report.quarantined)} quarantined", total=max(written, 1))
+
+        transfer.start()
+        ingest.start()
+        t0, cpu0 = time.perf_counter(), _cpu_seconds()
+        try:
+            summary = asyncio.run(_capture(cfg, options, buffer, capture_update, tick))
+        except BaseException:
+            worker.stop()
+            raise
+        finally:
+            capture_done.set()
+            t_captured, cpu_captured = time.perf_counter(), _cpu_seconds()
+            early_batches = worker.stats.batches_verified
+            capture_update(completed=options.minutes * 60.0)
+            for follower in (transfer, ingest):
+                while follower.is_alive():
+                    follower.join(0.1)
+                    tick()
+            tick()
+        for follower in (transfer, ingest):
+            if follower.error is not None:
+                raise DemoError(f"{follower.name.removeprefix('demo-')} failed: "
+                                f"{follower.error}") from follower.error
+    stages.record("capture", t_captured - t0, cpu_captured - cpu0)
+    stages.record("transfer", max(0.0, transfer.finished_at - t_captured),
+                  max(0.0, transfer.finished_cpu - cpu_captured))
+    stages.record("ingest", max(0.0, ingest.finished_at - transfer.finished_at),
+                  max(0.0, ingest.finished_cpu - transfer.finished_cpu))
+    return summary, catalog, worker, report, early_batches
 
 
 def _measure_video(path: Path, levels: bool = True) -> tuple[VideoInfo, np.ndarray]:
     """The stream's properties and (with ``levels``) each frame's central log2 luminance.
 
-    Every frame is decoded either way, so a video that does not decode fails here; without
-    ``levels`` the frames are only counted (no conversion)."""
+    With ``levels`` every frame is decoded; without, only the first (it decodes at all) and the
+    frame count is the container's."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -410,9 +492,11 @@ def _measure_video(path: Path, levels: bool = True) -> tuple[VideoInfo, np.ndarr
         values, frames = [], 0
         for frame in container.decode(stream):
             frames += 1
-            if levels:
-                values.append(measure.central_log2_luminance(frame.to_ndarray(
-                    format="rgb48le", width=mw, height=mh, interpolation="AREA")))
+            if not levels:
+                frames = max(stream.frames, frames)
+                break
+            values.append(measure.central_log2_luminance(frame.to_ndarray(
+                format="rgb48le", width=mw, height=mh, interpolation="AREA")))
         seconds = float(stream.duration * stream.time_base) if stream.duration else 0.0
         info = VideoInfo(path, cc.name, cc.profile, cc.pix_fmt, (w, h), stream.codec_tag,
                          frames, seconds)
@@ -433,7 +517,6 @@ def run_demo(options: DemoOptions, console: Console) -> DemoResult:
     """Run every stage (module docstring); raises DemoError with what to do when one fails."""
     from skylapse.processing.archive import ArchiveConfig
     from skylapse.processing.backup import BackupConfig
-    from skylapse.processing.ingest import Ingestor
     from skylapse.processing.jobs import JobService, RenderJobOptions
 
     t_start, cpu0 = time.perf_counter(), _cpu_seconds()
@@ -446,39 +529,27 @@ def run_demo(options: DemoOptions, console: Console) -> DemoResult:
     inbox = data_dir / "inbox"
     cfg = demo_config(options, buffer)
     stages = _Stages(console)
+    render_task: list[Callable[..., None]] = []
+
+    def on_progress(job_id: str, fraction: float) -> None:
+        if render_task:
+            render_task[0](fraction, f"job {job_id}")
+
     consumer = None
     try:
         with _logs_to(log_path), stages.progress:
-            # 1. capture ------------------------------------------------------------------
-            with stages.stage("capture", options.minutes * 60.0) as update:
-                summary = asyncio.run(_capture(cfg, options, buffer, update))
-            # 2. transfer -----------------------------------------------------------------
-            with stages.stage("transfer", max(summary.written, 1)) as update:
-                catalog, stats, verified, total = _transfer(buffer, inbox, ssh_dir, update)
-            records = catalog.frames()
-            if verified != total or any(r.transfer_state != "verified" for r in records):
-                raise DemoError(f"only {verified} of {total} frames were transferred and "
-                                f"verified; see {log_path}")
-            # 3. ingest -------------------------------------------------------------------
-            render_task: list[Callable[..., None]] = []
-
-            def on_progress(job_id: str, fraction: float) -> None:
-                if render_task:
-                    render_task[0](fraction, f"job {job_id}")
-
             jobs = JobService(data_dir, queue_url="", retries=0, on_progress=on_progress,
                               archive=ArchiveConfig(after_render=True), backup=BackupConfig())
-            with stages.stage("ingest", total) as update:
-                ingestor = Ingestor(inbox, jobs.store, data_dir / "quarantine", jobs.catalog)
-                store = jobs.store / STATION
-
-                def poll() -> None:
-                    n = sum(1 for _ in store.rglob("*.jpg")) if store.is_dir() else 0
-                    update(n, f"{n} of {total} frames")
-
-                report = _in_thread(ingestor.scan, poll, 0.2)
-                update(report.ingested, f"{report.ingested} frames, "
-                       f"{len(report.quarantined)} quarantined")
+            # 1-3. capture, with the transfer and ingest loops following it -------------
+            summary, catalog, worker, report, early_batches = _capture_transfer_ingest(
+                cfg, options, stages, jobs, buffer, inbox, ssh_dir)
+            total = summary.written
+            records = catalog.frames()
+            verified = sum(r.transfer_state == "verified" for r in records)
+            if verified != total or len(records) != total:
+                raise DemoError(f"only {verified} of {total} frames were transferred and "
+                                f"verified; see {log_path}")
+            stats = worker.stats
             if report.quarantined or report.ingested != total:
                 raise DemoError(f"{len(report.quarantined)} frames quarantined at ingest: "
                                 f"{report.quarantined[:3]}")
@@ -528,6 +599,7 @@ def run_demo(options: DemoOptions, console: Console) -> DemoResult:
         bracket_sets=len({r.bracket_set for r in records if r.bracket_set is not None}),
         phases=list(summary.phases), exposure=exposure_range(records),
         frames_verified=verified, bytes_sent=stats.bytes_sent, batches=stats.batches_verified,
+        batches_during_capture=early_batches,
         inbox=inbox, ssh_dir=ssh_dir, ingested=report.ingested,
         quarantined=len(report.quarantined), data_dir=data_dir, sequence_id=sequence["id"],
         render_job=render_job, archive_job=archive_job, archive_dir=archive_dir,
@@ -549,13 +621,13 @@ def _logs_to(path: Path, mode: str = "w") -> Iterator[None]:
 
     import structlog
 
-    from skylapse import log
+    from skylapse.log import configure
 
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     structlog_config = structlog.get_config()
     with open(path, mode) as stream:
-        log.configure("INFO", stream=stream)
+        configure("INFO", stream=stream)
         try:
             yield
         finally:
@@ -651,7 +723,8 @@ def print_demo_summary(result: DemoResult, console: Console) -> None:
                   f"({ex.ev100[1] - ex.ev100[0]:.1f} stops; shutter {_shutter(ex.exposure_s[0])}"
                   f" .. {_shutter(ex.exposure_s[1])}, gain {ex.gain[0]:.2f} .. {ex.gain[1]:.2f})")
     table.add_row("transferred", f"{result.frames_verified} frames verified in "
-                  f"{result.batches} batches ({result.bytes_sent / 1e6:.1f} MB, rsync over ssh)")
+                  f"{result.batches} batches, {result.batches_during_capture} of them during "
+                  f"the capture ({result.bytes_sent / 1e6:.1f} MB, rsync over ssh)")
     table.add_row("ingested", f"{result.ingested} frames, {result.quarantined} quarantined")
     rr = result.render_job.get("result") or {}
     table.add_row("rendered", f"{rr.get('frames')} frames at {rr.get('render_fps')} fps, "
@@ -666,9 +739,12 @@ def print_demo_summary(result: DemoResult, console: Console) -> None:
                   "EV as captured")
     table.add_row("", "no ground truth for a simulated session: std of the second differences "
                   "of the central 50 % brightness / sqrt(6); clouds and the sun count too")
+    after = {"capture": ", transfer and ingest running alongside",
+             "transfer": " more after the capture ended",
+             "ingest": " more after the transfer ended"}
     for stage, seconds in result.stage_seconds.items():
         cpu = result.stage_cpu_seconds.get(stage)
-        table.add_row(f"time: {stage}", f"{seconds:.1f} s" + (
+        table.add_row(f"time: {stage}", f"{seconds:.1f} s{after.get(stage, '')}" + (
             f" (CPU {cpu:.1f} s)" if cpu is not None else ""))
         if stage == "render":
             parts = ", ".join(f"{part} {s:.1f}" for part, s in
