@@ -106,6 +106,22 @@ _SPECS = [
         labels=("stage",),
     ),
     MetricSpec(
+        "transfer_queue_depth", Gauge,
+        "Frames in the station's buffer not yet verified by the processing host.",
+    ),
+    MetricSpec(
+        "transfer_bytes_sent", Counter,
+        "Bytes of frames the processing host has verified.",
+    ),
+    MetricSpec(
+        "transfer_failures", Counter,
+        "Failed transfer attempts (a batch that did not arrive or did not verify).",
+    ),
+    MetricSpec(
+        "transfer_last_success_timestamp_seconds", Gauge,
+        "Unix time of the last batch the processing host verified.",
+    ),
+    MetricSpec(
         "render_frames_per_second", Gauge,
         "Output frames per second of wall time of the most recently finished render job.",
     ),

@@ -368,6 +368,9 @@ def test_status_health_and_metrics_after_capturing(station):
     assert 0 < values["image_quality_score"] <= 1
     assert 0 < values["storage_utilization_pct"] < 100
     assert 0 < values["system_uptime_pct"] <= 100
+    for name in ("transfer_queue_depth", "transfer_bytes_sent", "transfer_failures",
+                 "transfer_last_success_timestamp_seconds"):
+        assert f"# HELP {name}" in text
 
 
 # -- alerts, the unattended plan, the watchdog -------------------------------------------------

@@ -147,6 +147,10 @@ CAPTURE_METRICS = (
     "frames_captured",
     "frames_transferred",
     "frames_failed",
+    "transfer_queue_depth",
+    "transfer_bytes_sent",
+    "transfer_failures",
+    "transfer_last_success_timestamp_seconds",
 )
 
 #: ``GET /frames/{id}/image?size=``: named widths (``full`` = the file as stored).
@@ -331,6 +335,8 @@ class CaptureRuntime:
         self._written_seen = 0
         self._failed_seen = 0
         self._sent_seen = 0
+        self._bytes_seen = 0
+        self._failures_seen = 0
         self._preview: tuple[int, dict[str, Any]] | None = None
         self._window_cache: tuple[SkylapseConfig, Any, dt.datetime] | None = None
         self._tasks: list[asyncio.Task] = []
@@ -714,10 +720,22 @@ class CaptureRuntime:
             self.metrics["frames_failed"].labels(stage="write").inc(failed - self._failed_seen)
             self._failed_seen = failed
         if self.transfer is not None:
-            sent = self.transfer.stats.frames_sent
+            stats = self.transfer.stats
+            sent = stats.frames_sent
             if sent > self._sent_seen:
                 self.metrics["frames_transferred"].inc(sent - self._sent_seen)
                 self._sent_seen = sent
+            if stats.bytes_sent > self._bytes_seen:
+                self.metrics["transfer_bytes_sent"].inc(stats.bytes_sent - self._bytes_seen)
+                self._bytes_seen = stats.bytes_sent
+            if stats.failures > self._failures_seen:
+                self.metrics["transfer_failures"].inc(stats.failures - self._failures_seen)
+                self._failures_seen = stats.failures
+            self.metrics["transfer_queue_depth"].set(stats.queue_depth)
+            if stats.last_success is not None:
+                self.metrics["transfer_last_success_timestamp_seconds"].set(
+                    stats.last_success.timestamp()
+                )
 
     async def preview(self) -> dict[str, Any] | None:
         """The newest frame as a preview message (encoded once per frame)."""
