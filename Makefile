@@ -23,7 +23,7 @@ system-deps:
 	  else echo "please install:$$missing (apt-get)"; exit 1; fi; \
 	fi
 
-demo: $(BIN)/skylapse
+demo: $(BIN)/skylapse system-deps
 	$(BIN)/skylapse demo --out demo-output
 
 lint: $(BIN)/skylapse
