@@ -4,10 +4,11 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# Debian packages the tests and benchmarks call as real programs.
-DEBS   := enfuse rsync openssh-server openssh-client redis-server systemd mosquitto chromium
+# Debian packages the demo (its real transfer path) and the tests and benchmarks run as programs.
+DEMO_DEBS := rsync openssh-server openssh-client
+DEBS      := $(DEMO_DEBS) enfuse redis-server systemd mosquitto chromium
 
-.PHONY: demo test lint bench system-deps clean
+.PHONY: demo test lint bench system-deps demo-deps clean
 
 $(BIN)/skylapse: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,14 +17,21 @@ $(BIN)/skylapse: pyproject.toml
 	touch $@
 
 # Installs what is missing, only when we are root (CI and these machines); elsewhere it says what to install.
-system-deps:
-	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+define install-debs
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else echo "please install:$$missing (apt-get)"; exit 1; fi; \
 	fi
+endef
 
-demo: $(BIN)/skylapse system-deps
+system-deps:
+	$(call install-debs,$(DEBS))
+
+demo-deps:
+	$(call install-debs,$(DEMO_DEBS))
+
+demo: $(BIN)/skylapse demo-deps
 	$(BIN)/skylapse demo --out demo-output
 
 lint: $(BIN)/skylapse
