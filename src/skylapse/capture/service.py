@@ -18,8 +18,9 @@ The loop, per frame
 Deadlines are ``anchor + k * interval`` on ``clock.monotonic()`` (:class:`DeadlineSchedule`),
 never "previous frame + interval", so lateness never accumulates. When the interval changes with
 the phase (``interval="auto"``) the schedule is re-anchored at the current deadline. When a
-frame's work runs past the next deadline (by more than ``LATE_TOLERANCE_S``), that deadline is
-skipped for the first future one, and counted.
+frame's work runs past the next deadline by more than ``LATE_TOLERANCE_FRACTION`` of the
+interval, that deadline is skipped for the first future one, and counted; a deadline missed by
+less is taken late, with its real latency recorded.
 
 Everything for frame *k* (settings from the exposure controller, phase and strategy from the sun
 and the sky, whether to bracket) is computed *before* its deadline, so at the deadline the loop
@@ -87,8 +88,9 @@ from skylapse.processing import srgb
 log = get_logger(__name__)
 
 CATALOG_NAME = "catalog.sqlite"
-#: A deadline missed by less than this is still taken (late) rather than skipped.
-LATE_TOLERANCE_S = 0.05
+#: A deadline missed by less than this fraction of the interval is still taken, late, and its real
+#: latency recorded; one missed by more is skipped (and counted) so frames stay on the grid.
+LATE_TOLERANCE_FRACTION = 0.25
 #: Metering and quality work on a copy at most this wide.
 ANALYSIS_WIDTH = 960
 _FRAME_NAME = re.compile(r"frame_(\d{6,})(?:_b\d+)?\.jpg$")
@@ -108,16 +110,18 @@ class DeadlineSchedule:
 
     :meth:`advance` moves to the next deadline; with a new interval it first re-anchors at the
     current deadline, so a phase change neither loses nor bunches frames. If the next deadline
-    has already passed by more than ``tolerance_s``, it jumps to the first deadline after
-    ``now`` and returns how many were skipped.
+    has already passed by more than ``tolerance_fraction`` of the interval, it jumps to the first
+    deadline after ``now`` and returns how many were skipped.
     """
 
-    def __init__(self, start: float, interval_s: float, tolerance_s: float = LATE_TOLERANCE_S):
+    def __init__(
+        self, start: float, interval_s: float, tolerance_fraction: float = LATE_TOLERANCE_FRACTION
+    ):
         if interval_s <= 0:
             raise ValueError("the interval must be positive")
         self.anchor = start
         self.interval = interval_s
-        self.tolerance = tolerance_s
+        self.tolerance_fraction = tolerance_fraction
         self.k = 0
         self.skipped = 0
 
@@ -132,8 +136,7 @@ class DeadlineSchedule:
             self.anchor, self.k, self.interval = self.deadline, 0, interval_s
         self.k += 1
         skipped = 0
-        tolerance = min(self.tolerance, 0.25 * self.interval)
-        if now > self.deadline + tolerance:
+        if now > self.deadline + self.tolerance_fraction * self.interval:
             future = math.floor((now - self.anchor) / self.interval) + 1
             skipped = future - self.k
             self.k = future
