@@ -29,9 +29,12 @@ import numpy as np
 
 from skylapse.capture.cameras import CameraConfig, SimulatedCamera
 from skylapse.capture.cameras.simulated import LENS_SOFTNESS_PX
-from skylapse.capture.clock import RealClock
+from skylapse.capture.clock import RealClock, SimulatedClock
 from skylapse.capture.service import CaptureService, SessionSpec
 from skylapse.config import default_config
+
+#: Autofocus is measured at mid-afternoon at the simulated camera's default place.
+AUTOFOCUS_AT = dt.datetime(2026, 6, 21, 14, 0, tzinfo=dt.UTC)
 
 
 def background_load() -> subprocess.Popen:
@@ -77,7 +80,8 @@ async def timing(frames: int, interval: float, size: tuple[int, int]) -> dict:
 async def autofocus(seeds: list[int], size: tuple[int, int]) -> list[dict]:
     out = []
     for seed in seeds:
-        cam = SimulatedCamera(clock=RealClock(), seed=seed)
+        # in daylight: at night contrast AF has nothing to find and falls back to infinity
+        cam = SimulatedCamera(clock=SimulatedClock(AUTOFOCUS_AT), seed=seed)
         await cam.configure(CameraConfig(resolution=size))
         t0 = time.perf_counter()
         pos = await cam.autofocus()

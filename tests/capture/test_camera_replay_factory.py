@@ -197,6 +197,22 @@ def test_contrast_search_finds_the_peak_between_samples():
     assert result.evaluations == sorted(result.evaluations)
 
 
+def test_contrast_search_without_a_peak_falls_back_to_infinity():
+    rng = __import__("random").Random(3)
+
+    async def noise_only(position):  # a dark or foggy scene: the score is noise
+        return 1e-4 * (1 + 0.05 * rng.random())
+
+    result = run(contrast_autofocus(noise_only, 0.0, 10.0, fallback=0.6))
+    assert result.lens_position == 0.6 and not result.found
+
+    async def peaked(position):
+        return 1e-3 * math.exp(-((position - 3.37) ** 2) / (2 * 0.8**2)) + 1e-5
+
+    found = run(contrast_autofocus(peaked, 0.0, 10.0, fallback=0.6))
+    assert found.found and found.lens_position == pytest.approx(3.37, abs=0.05)
+
+
 def test_bracket_plan_keeps_gain_until_exposure_limit():
     plan = bracket_exposures(0.5, 2.0, [-2, 0, 2, 4], exposure_range=(1e-4, 4.0),
                              gain_range=(1.0, 16.0))

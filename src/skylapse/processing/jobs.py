@@ -48,7 +48,10 @@ class RenderJobOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    formats: list[Literal["h265", "h264", "frames"]] = Field(default_factory=lambda: ["h265"])
+    # H.265 for keeping, an H.264 preview that every browser plays (the dashboard's gallery).
+    formats: list[Literal["h265", "h264", "frames"]] = Field(
+        default_factory=lambda: ["h265", "h264"]
+    )
     size: str | None = None
     fps: float = Field(24.0, gt=0, le=240)
     crf: int | None = Field(None, ge=0, le=51)

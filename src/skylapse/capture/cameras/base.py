@@ -260,7 +260,9 @@ class Camera(abc.ABC):
             return position
         self._require(CameraCapability.AUTOFOCUS)
         lo, hi = self.profile.focus.lens_position_range
-        result = await contrast_autofocus(self._focus_measure, lo, hi)
+        result = await contrast_autofocus(
+            self._focus_measure, lo, hi, fallback=self.profile.focus.infinity_lens_position
+        )
         await self._set_lens_position(result.lens_position)
         return result.lens_position
 

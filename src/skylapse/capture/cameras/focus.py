@@ -61,6 +61,7 @@ class FocusResult:
     lens_position: float
     score: float
     evaluations: list[tuple[float, float]] = field(default_factory=list)
+    found: bool = True  # False: no contrast peak (night, fog); the fallback position was used
 
 
 def _gaussian_peak(xs: list[float], ys: list[float], i: int) -> tuple[float, float]:
@@ -83,12 +84,16 @@ async def contrast_autofocus(
     lens_max: float,
     coarse_steps: int = 9,
     fine_steps: int = 7,
+    fallback: float | None = None,
+    min_peak_ratio: float = 1.25,
 ) -> FocusResult:
     """Coarse-then-fine contrast search of the lens position in ``[lens_min, lens_max]``.
 
     ``measure(position)`` moves the lens, takes a frame and returns its focus score. The fine
     sweep spans the two coarse intervals around the best coarse sample, so with the default odd
-    step counts it re-uses three coarse samples: 13 measurements in all.
+    step counts it re-uses three coarse samples: 13 measurements in all. With ``fallback``, a
+    coarse sweep whose best score is not ``min_peak_ratio`` above its median has no peak, and
+    the fallback position is returned with ``found=False``.
     """
     if not lens_max > lens_min:
         raise ValueError("lens_max must exceed lens_min")
@@ -102,6 +107,14 @@ async def contrast_autofocus(
 
     coarse = list(np.linspace(lens_min, lens_max, coarse_steps))
     coarse_scores = [await at(p) for p in coarse]
+    if fallback is not None and max(coarse_scores) < min_peak_ratio * float(
+        np.median(coarse_scores)
+    ):
+        # No peak worth the name: in the dark or in fog the score is noise, and chasing it
+        # would park the lens anywhere. A landscape camera is then best at its fallback
+        # (infinity), and the next session in better light focuses again.
+        return FocusResult(float(fallback), float(np.median(coarse_scores)),
+                           sorted(tried.items()), found=False)
     best = int(np.argmax(coarse_scores))
     lo = coarse[max(best - 1, 0)]
     hi = coarse[min(best + 1, len(coarse) - 1)]

@@ -521,7 +521,9 @@ class SimulatedCamera(Camera):
             return await self._in_thread(measure_sync, position)
 
         lo, hi = self.profile.focus.lens_position_range
-        result = await contrast_autofocus(measure, lo, hi)
+        result = await contrast_autofocus(
+            measure, lo, hi, fallback=self.profile.focus.infinity_lens_position
+        )
         self.lens_position = result.lens_position
         return result.lens_position
 
