@@ -242,6 +242,11 @@ def test_mqtt_publishes_retained_home_assistant_discovery_and_state(tmp_path):
         manager.evaluate()
         manager.evaluate()  # still the same episode
         state_topic = "skylapse/peak1/alert/disk_emergency/state"
+        # Let the broker store what was published before a later subscriber arrives: the
+        # notifier's messages share one connection, so once a QoS 1 marker sent after them is
+        # acknowledged, they are at the broker too (on a loaded machine this takes a while).
+        assert wait_for(lambda: notifier._state.get("disk_emergency", ("OFF",))[0] == "ON")
+        notifier.client.publish("skylapse/peak1/test-marker", b"1", qos=1).wait_for_publish(10)
         # a subscriber that arrives later gets everything as retained messages
         sub = Subscriber(port, ["homeassistant/#", "skylapse/#"])
         try:
