@@ -8,6 +8,7 @@ import json
 import subprocess
 import threading
 import time
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import paho.mqtt.client as mqtt
@@ -15,6 +16,7 @@ import pytest
 
 from servers import free_port, require_program, wait_for_port
 from skylapse.alerts import AlertCondition, AlertManager, MqttNotifier, WebhookNotifier
+from tests_support import wait_for
 
 
 class FakeTime:
@@ -39,13 +41,7 @@ class Recorder:
         pass
 
 
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
+wait_for = partial(wait_for, timeout=10.0)
 
 
 def latency_condition(reading: dict) -> AlertCondition:

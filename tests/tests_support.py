@@ -4,7 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_for(
+    predicate: Callable[[], T], timeout: float = 30.0, what: str = "condition",
+    poll_s: float = 0.05,
+) -> T:
+    """Poll ``predicate`` until it returns something truthy, and return that; fail on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def commit_frames_to_inbox(src: Path, station_dir: Path, name: str = "batch-1") -> list[str]:

@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -29,6 +30,7 @@ from skylapse.capture.storage import DiskUsage
 from skylapse.capture.watchdog import Watchdog
 from skylapse.catalog import FrameRecord
 from skylapse.config import default_config, parse_config
+from tests_support import wait_for
 
 TOKEN = "capture-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -66,13 +68,7 @@ class Recorder:
         pass
 
 
-def wait_for(predicate, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_for = partial(wait_for, timeout=15.0)
 
 
 def make_app(tmp: Path, config=None, camera=None, **kw):

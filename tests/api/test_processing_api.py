@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -17,7 +18,7 @@ from skylapse.api.processing import PROCESSING_METRICS, ProcessingSettings, crea
 from skylapse.api.server import ServerThread
 from skylapse.metrics import METRICS, ServiceMetrics, UptimeTracker
 from skylapse.synthetic import generate_sequence
-from tests_support import commit_frames_to_inbox
+from tests_support import commit_frames_to_inbox, wait_for
 
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -32,13 +33,7 @@ def settings(data: Path, **changes) -> ProcessingSettings:
     return ProcessingSettings(**values)
 
 
-def wait_for(predicate, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_for = partial(wait_for, timeout=60.0)
 
 
 @pytest.fixture(scope="module")

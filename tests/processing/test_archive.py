@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -78,23 +79,32 @@ def test_archive_completes_after_a_crash_at_any_step(tmp_path):
     assert archive.path_of(row).joinpath("t.mp4").read_bytes() == b"c" * 100
 
 
-def _another_file_system() -> bool:
+@pytest.fixture
+def other_file_system(tmp_path):
+    """A folder on another file system than the data: /dev/shm where it is one, else a small
+    tmpfs mounted for the test (as root, as in CI)."""
     shm = "/dev/shm"
-    return os.path.isdir(shm) and os.stat(shm).st_dev != os.stat(tempfile.gettempdir()).st_dev
+    if os.path.isdir(shm) and os.stat(shm).st_dev != os.stat(tmp_path).st_dev:
+        with tempfile.TemporaryDirectory(dir=shm) as other:
+            yield other
+        return
+    mount = tmp_path / "other-fs"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], check=True)
+    try:
+        yield str(mount)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-@pytest.mark.skipif(
-    not _another_file_system(),
-    reason="needs a second file system (/dev/shm) for the copy path",
-)
-def test_archive_on_another_file_system_copies_then_removes(tmp_path):
-    with tempfile.TemporaryDirectory(dir="/dev/shm") as other:
-        archive = Archive(tmp_path / "data", root=other)
-        src = finished_render(archive, "x", {"t.mp4": b"x" * 3000})
-        row = archive.archive_job_outputs("x")
-        assert not src.exists()
-        assert (Path(other) / "1-x" / "t.mp4").read_bytes() == b"x" * 3000
-        assert row["files"][0]["sha256"] == hashlib.sha256(b"x" * 3000).hexdigest()
+def test_archive_on_another_file_system_copies_then_removes(tmp_path, other_file_system):
+    other = other_file_system
+    archive = Archive(tmp_path / "data", root=other)
+    src = finished_render(archive, "x", {"t.mp4": b"x" * 3000})
+    row = archive.archive_job_outputs("x")
+    assert not src.exists()
+    assert (Path(other) / "1-x" / "t.mp4").read_bytes() == b"x" * 3000
+    assert row["files"][0]["sha256"] == hashlib.sha256(b"x" * 3000).hexdigest()
 
 
 def test_retention_by_age_and_size_never_deletes_what_is_not_backed_up(tmp_path):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from servers import running_redis
 from skylapse.processing.ingest import Ingestor
 from skylapse.processing.jobs import JobService, RenderJobOptions, make_huey
 from skylapse.synthetic import generate_sequence
-from tests_support import commit_frames_to_inbox
+from tests_support import commit_frames_to_inbox, wait_for
 
 FAST = RenderJobOptions(formats=["h264"], preset="ultrafast", denoise="off")
 
@@ -31,13 +32,7 @@ def ingest_sequence(service: JobService, tmp_path: Path, frames: int, station="p
     return seq["id"]
 
 
-def wait_for(predicate, timeout=90.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_for = partial(wait_for, timeout=90.0)
 
 
 def run_consumer(service: JobService, workers: int = 1):

@@ -327,7 +327,6 @@ def test_read_gray_reduced_linear_is_decoded_srgb(tmp_path: Path) -> None:
 
 
 def test_dng_discovery_and_decoding(tmp_path: Path) -> None:
-    pytest.importorskip("rawpy")
     h, w = 60, 80
     cfa = np.full((h, w), 20000, np.uint16)
     cfa[0::2, 0::2] = 30000  # red photosites brighter: a uniformly reddish scene

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 import re
-import time
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
+from playwright import sync_api
 
 from skylapse.api.capture import create_capture_app
 from skylapse.api.processing import ProcessingSettings, create_processing_app
@@ -26,9 +27,7 @@ from skylapse.capture.watchdog import Watchdog
 from skylapse.config import default_config
 from skylapse.processing.ingest import Ingestor
 from skylapse.synthetic import generate_sequence
-from tests_support import commit_frames_to_inbox
-
-sync_api = pytest.importorskip("playwright.sync_api")
+from tests_support import commit_frames_to_inbox, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -39,21 +38,15 @@ FAST = {"formats": ["h265", "h264"], "preset": "ultrafast", "denoise": "off"}
 PHONE = {"width": 390, "height": 844}
 SHOTS = Path(os.environ.get("SKYLAPSE_SCREENSHOTS", "/tmp/skylapse-dashboard"))
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason=f"{CHROMIUM} missing (apt-get install chromium)")
 
 
-def wait_for(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_for = partial(wait_for, timeout=30.0)
 
 
 @pytest.fixture(scope="module")
 def browser():
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError(f"{CHROMIUM} is missing; `make test` installs Debian's chromium")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield browser
