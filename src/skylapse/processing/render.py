@@ -389,7 +389,8 @@ def _render_pass(frames, plan: _Plan, size, lens_maps, options, out, pool, clock
         for j in plan.shots[n]:
             try:
                 path = frames[j].path
-                images.append(sources.fit_to_size(sources.read_frame(path), size, path=path))
+                frame = sources.read_frame(path, keep_8bit=True)
+                images.append(sources.fit_to_size(frame, size, path=path))
             except sources.FrameReadError as exc:
                 return n, None, (frames[j].path, exc.reason), time.perf_counter() - t0
             except sources.AspectMismatchError as exc:
@@ -456,6 +457,8 @@ def _process_shot(images, n, plan: _Plan, size, out_size, lens_maps, options, cl
     Takes ownership of ``images`` (emptied here) and works in place where it can, so that no
     more full-resolution frames are alive at once than the stage at hand needs.
     """
+    # Frames wait in the prefetch queue as decoded (8-bit JPEGs at half the memory).
+    images[:] = [srgb.to_uint16(image) for image in images]
     if len(images) > 1:
         with clock("fusion"):
             if options.focus_stack is not None:

@@ -470,8 +470,11 @@ def _fmt_of(path: Path) -> str:
     return fmt
 
 
-def read_frame(path: str | os.PathLike[str]) -> np.ndarray:
+def read_frame(path: str | os.PathLike[str], keep_8bit: bool = False) -> np.ndarray:
     """Decode a frame file to the pipeline convention: uint16 (H, W, 3) RGB, sRGB-encoded.
+
+    With ``keep_8bit`` an 8-bit file comes back as decoded (uint8), half the memory while it
+    waits in a prefetch queue; `srgb.to_uint16` widens it when its turn comes.
 
     Raises
     ------
@@ -494,6 +497,8 @@ def read_frame(path: str | os.PathLike[str]) -> np.ndarray:
     if image is None:
         raise FrameReadError(path, "corrupt or truncated image data")
     if image.dtype == np.uint8:
+        if keep_8bit:
+            return image
         wide = np.empty(image.shape, np.uint16)
         np.multiply(image, np.uint16(257), out=wide, dtype=np.uint16)  # widen+scale, one pass
         return wide
