@@ -43,6 +43,11 @@ test: $(BIN)/skylapse system-deps lint
 bench: $(BIN)/skylapse system-deps
 	$(BIN)/python bench/render_bench.py
 	$(BIN)/python bench/fusion_bench.py
+	$(BIN)/python bench/transfer_bench.py
+	$(BIN)/python bench/exposure_bench.py
+	$(BIN)/python bench/capture_bench.py
+	$(BIN)/python bench/api_bench.py
+	$(BIN)/python bench/api_bench.py --service capture
 
 clean:
 	rm -rf $(VENV) demo-output bench/out .pytest_cache .ruff_cache
