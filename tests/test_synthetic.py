@@ -178,3 +178,11 @@ def test_holy_grail_ramp_steps_are_in_exif_and_in_the_frames(tmp_path):
         assert np.log2(t * 250) == pytest.approx(f.camera_ev, abs=1e-3)
         measured = synthetic.central_log2_luminance(_read_linear(tmp_path / f.file))
         assert measured - f.log2_luminance == pytest.approx(f.exposure_error_ev, abs=0.03)
+
+
+def test_clouds_drifting_with_a_vertical_wind_have_no_seam():
+    layer = synthetic.cloud_layer(640, 360, seed=1, wind_px_per_s=(0.6, 0.4))
+    for t in (0.0, 300.0, 600.0, 900.0):
+        # a seam shows as one row-to-row step far above the texture's own
+        steps = np.abs(np.diff(layer.alpha(t), axis=0)).mean(axis=1)
+        assert steps.max() < 0.05, t

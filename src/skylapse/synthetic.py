@@ -492,7 +492,10 @@ def cloud_layer(
     tex_h = max(8, math.ceil(height / scale) + 8)
 
     def texture() -> np.ndarray:
-        return fractal_noise(tex_h, tex_w, rng, cells=8, octaves=7, persistence=0.55, wrap_x=True)
+        tex = fractal_noise(tex_h, tex_w, rng, cells=8, octaves=7, persistence=0.55, wrap_x=True)
+        # Periodic across the width by construction; mirrored below itself to be periodic down
+        # the height too, so wind with a vertical component wraps without a seam.
+        return np.ascontiguousarray(np.vstack([tex, tex[::-1]]))
 
     a, b = texture(), texture()
     q = min(max(1.0 - coverage, 1e-3), 1 - 1e-3)
