@@ -37,9 +37,10 @@ def served(tmp_path_factory):
         yield server
 
 
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-def test_no_server_errors(served, mode):
-    schema = schemathesis.openapi.from_url(served.url + "/openapi.json", headers=AUTH)
+def requests_without_server_errors(base_url: str, mode, after=None) -> Counter:
+    """Run schemathesis' generated requests against a served API, asserting no 5xx; returns
+    how often each (method, path, status) was seen. ``after(case, response)`` may clean up."""
+    schema = schemathesis.openapi.from_url(base_url + "/openapi.json", headers=AUTH)
     seen: Counter = Counter()
 
     @given(case=schema.as_strategy(mode, headers=AUTH))
@@ -47,12 +48,20 @@ def test_no_server_errors(served, mode):
               phases=[Phase.explicit, Phase.generate],  # report a failure at once, unshrunk
               suppress_health_check=list(HealthCheck))
     def no_5xx(case):
-        response = case.call(base_url=served.url, headers=AUTH, timeout=10)
+        response = case.call(base_url=base_url, headers=AUTH, timeout=10)
         seen[(case.method, case.path, response.status_code)] += 1
         assert response.status_code < 500, (case.method, case.formatted_path, case.body,
                                             response.status_code, response.text[:300])
+        if after is not None:
+            after(case, response)
 
     no_5xx()
+    return seen
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def test_no_server_errors(served, mode):
+    seen = requests_without_server_errors(served.url, mode)
     operations = {(method, path) for method, path, _ in seen}
     assert len(operations) >= 6, seen  # the run reached most operations
     if mode == GenerationMode.NEGATIVE:  # invalid input was refused as such
@@ -88,21 +97,11 @@ def served_capture(tmp_path_factory):
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_capture_api_has_no_server_errors(served_capture, mode):
-    schema = schemathesis.openapi.from_url(served_capture.url + "/openapi.json", headers=AUTH)
-    seen: Counter = Counter()
-
-    @given(case=schema.as_strategy(mode, headers=AUTH))
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
-    def no_5xx(case):
-        response = case.call(base_url=served_capture.url, headers=AUTH, timeout=10)
-        seen[(case.method, case.path, response.status_code)] += 1
-        assert response.status_code < 500, (case.method, case.formatted_path, case.body,
-                                            response.status_code, response.text[:300])
+    def stop_started_sessions(case, response):
         if case.method == "POST" and case.path == "/sessions" and response.status_code == 201:
             httpx_delete(served_capture.url, response.json()["session_id"])
 
-    no_5xx()
+    seen = requests_without_server_errors(served_capture.url, mode, stop_started_sessions)
     assert len({(m, p) for m, p, _ in seen}) >= 8, seen
     codes = {code for *_, code in seen}
     assert (422 in codes) if mode == GenerationMode.NEGATIVE else (200 in codes), seen
