@@ -31,7 +31,7 @@ import shlex
 import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -114,7 +114,6 @@ class TransferStats:
     failing_since: datetime | None = None
     last_error: str | None = None
     queue_depth: int = 0
-    history: list[str] = field(default_factory=list, repr=False)
 
 
 @dataclass(frozen=True)
