@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -49,6 +49,17 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Environment variables that override fields (field -> variable), for containers.
+    _env_names: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, base: Self | None = None) -> Self:
+        """``base`` (the YAML's section, else the defaults) with the set variables of
+        ``_env_names`` on top, validated like the file."""
+        env = os.environ if env is None else env
+        given = {key: env[var] for key, var in cls._env_names.items() if env.get(var)}
+        return cls(**{**(base.model_dump() if base else {}), **given})
 
 
 class LocationConfig(_Section):
@@ -384,22 +395,13 @@ class ArchiveConfig(_Section):
     def max_total_bytes(self) -> int | None:
         return int(self.max_total_gb * 1e9) if self.max_total_gb else None
 
-    @classmethod
-    def from_env(
-        cls, env: Mapping[str, str] | None = None, base: ArchiveConfig | None = None
-    ) -> ArchiveConfig:
-        """``SKYLAPSE_ARCHIVE_DIR``, ``_AFTER_RENDER``, ``_FRAMES``, ``_MAX_AGE_DAYS``,
-        ``_MAX_TOTAL_GB``: the same settings for a container's environment."""
-        env = os.environ if env is None else env
-        names = {
-            "dir": "SKYLAPSE_ARCHIVE_DIR",
-            "after_render": "SKYLAPSE_ARCHIVE_AFTER_RENDER",
-            "include_frames": "SKYLAPSE_ARCHIVE_FRAMES",
-            "max_age_days": "SKYLAPSE_ARCHIVE_MAX_AGE_DAYS",
-            "max_total_gb": "SKYLAPSE_ARCHIVE_MAX_TOTAL_GB",
-        }
-        given = {key: env[var] for key, var in names.items() if env.get(var)}
-        return cls(**{**(base.model_dump() if base else {}), **given})
+    _env_names: ClassVar[dict[str, str]] = {
+        "dir": "SKYLAPSE_ARCHIVE_DIR",
+        "after_render": "SKYLAPSE_ARCHIVE_AFTER_RENDER",
+        "include_frames": "SKYLAPSE_ARCHIVE_FRAMES",
+        "max_age_days": "SKYLAPSE_ARCHIVE_MAX_AGE_DAYS",
+        "max_total_gb": "SKYLAPSE_ARCHIVE_MAX_TOTAL_GB",
+    }
 
 
 class BackupConfig(_Section):
@@ -420,22 +422,14 @@ class BackupConfig(_Section):
     def enabled(self) -> bool:
         return bool(self.bucket)
 
-    @classmethod
-    def from_env(
-        cls, env: Mapping[str, str] | None = None, base: BackupConfig | None = None
-    ) -> BackupConfig:
-        """``SKYLAPSE_BACKUP_BUCKET``, ``_PREFIX``, ``_ENDPOINT_URL``, ``_REGION``,
-        ``_PART_SIZE_MIB``; credentials stay in the standard ``AWS_*`` variables."""
-        env = os.environ if env is None else env
-        names = {
-            "bucket": "SKYLAPSE_BACKUP_BUCKET",
-            "prefix": "SKYLAPSE_BACKUP_PREFIX",
-            "endpoint_url": "SKYLAPSE_BACKUP_ENDPOINT_URL",
-            "region": "SKYLAPSE_BACKUP_REGION",
-            "part_size_mib": "SKYLAPSE_BACKUP_PART_SIZE_MIB",
-        }
-        given = {key: env[var] for key, var in names.items() if env.get(var)}
-        return cls(**{**(base.model_dump() if base else {}), **given})
+    # credentials stay in the standard AWS_* variables, which boto3 reads itself
+    _env_names: ClassVar[dict[str, str]] = {
+        "bucket": "SKYLAPSE_BACKUP_BUCKET",
+        "prefix": "SKYLAPSE_BACKUP_PREFIX",
+        "endpoint_url": "SKYLAPSE_BACKUP_ENDPOINT_URL",
+        "region": "SKYLAPSE_BACKUP_REGION",
+        "part_size_mib": "SKYLAPSE_BACKUP_PART_SIZE_MIB",
+    }
 
 
 class SkylapseConfig(_Section):
