@@ -1,19 +1,32 @@
 # Skylapse: `make demo` runs the main job on embedded defaults, `make test` runs the whole suite.
 # Both set everything up on a fresh machine with Python 3.11+ and make.
+#
+# Python packages come from the hash-locked files in requirements/ (installed by uv, itself pinned
+# here), so every machine gets the same versions; `make lock` refreshes them, `make test-latest`
+# runs the suite on the newest versions pyproject.toml allows instead.
 
-PYTHON ?= python3
-VENV   ?= .venv
-BIN    := $(VENV)/bin
+PYTHON     ?= python3
+VENV       ?= .venv
+BIN        := $(VENV)/bin
+UV_VERSION := 0.13.9
+TOOLS      := .tools
+UV         := $(TOOLS)/bin/uv
+LATEST     := .venv-latest
+COMPILE    := $(UV) pip compile pyproject.toml --quiet --universal --python-version 3.11 --generate-hashes
 # Debian packages the demo (its real transfer path) and the tests and benchmarks run as programs.
 DEMO_DEBS := rsync openssh-server openssh-client
 DEBS      := $(DEMO_DEBS) enfuse redis-server systemd mosquitto chromium
 
-.PHONY: demo test lint bench system-deps demo-deps clean
+.PHONY: demo test test-pure test-latest lint lock bench system-deps demo-deps clean
 
-$(BIN)/skylapse: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(BIN)/skylapse: pyproject.toml requirements/test.lock | $(UV)
+	[ -x $(BIN)/python ] || $(UV) venv --quiet --python $(PYTHON) $(VENV)
+	VIRTUAL_ENV=$(VENV) $(UV) pip sync --quiet --require-hashes requirements/test.lock
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --no-deps -e .
 	touch $@
 
 # Installs what is missing, only when we are root (CI and these machines); elsewhere it says what to install.
@@ -36,9 +49,28 @@ demo: $(BIN)/skylapse demo-deps
 
 lint: $(BIN)/skylapse
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: $(BIN)/skylapse system-deps lint
 	$(BIN)/pytest
+
+# The pure suite: no system programs, no root.
+test-pure: $(BIN)/skylapse
+	$(BIN)/pytest -m "not system"
+
+# The suite on the newest versions pyproject.toml allows, not the lock: catches the next major
+# release on purpose. CI runs it when SKYLAPSE_LATEST=1.
+test-latest: system-deps | $(UV)
+	[ -x $(LATEST)/bin/python ] || $(UV) venv --quiet --python $(PYTHON) $(LATEST)
+	VIRTUAL_ENV=$(LATEST) $(UV) pip install --quiet --upgrade --resolution highest -e '.[test,raw]'
+	$(LATEST)/bin/pip list 2>/dev/null | grep -i -E '^(numpy|opencv|av|pillow|pydantic|fastapi) ' || true
+	$(LATEST)/bin/pytest
+
+# Re-resolves both lock files to the newest versions pyproject.toml allows (see README: upgrading).
+lock: | $(UV)
+	$(COMPILE) --upgrade -o requirements/main.lock
+	$(COMPILE) --upgrade --extra test --extra raw -c requirements/main.lock -o requirements/test.lock
 
 bench: $(BIN)/skylapse system-deps
 	$(BIN)/python bench/render_bench.py
@@ -50,4 +82,4 @@ bench: $(BIN)/skylapse system-deps
 	$(BIN)/python bench/api_bench.py --service capture
 
 clean:
-	rm -rf $(VENV) demo-output bench/out .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST) $(TOOLS) demo-output bench/out .pytest_cache .ruff_cache .mypy_cache
