@@ -40,8 +40,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-async def load(url: str, token: str, requests: int, concurrency: int,
-               limit_s: float) -> tuple[list[float], int, float]:
+async def load(
+    url: str, token: str, requests: int, concurrency: int, limit_s: float
+) -> tuple[list[float], int, float]:
     """Send up to ``requests`` GETs, ``concurrency`` at a time, for at most ``limit_s``."""
     latencies: list[float] = []
     errors = 0
@@ -101,30 +102,47 @@ def main(argv: list[str] | None = None) -> int:
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "SKYLAPSE_API_TOKEN": token, "SKYLAPSE_DATA_DIR": tmp}
-        cmd = [sys.executable, "-m", "skylapse.cli", "serve", args.service,
-               "--host", "127.0.0.1", "--port", str(port)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "skylapse.cli",
+            "serve",
+            args.service,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
         if args.service == "processing":
             cmd += ["--workers", "0", "--data", str(Path(tmp) / "data")]
         else:  # the simulated camera, no weather look-ups, the plan off: the API alone
             config = Path(tmp) / "skylapse.yaml"
-            config.write_text("weather: {enabled: false}\n"
-                              "capture: {camera: simulated, resolution: [640, 360], "
-                              "unattended: false}\n")
+            config.write_text(
+                "weather: {enabled: false}\n"
+                "capture: {camera: simulated, resolution: [640, 360], "
+                "unattended: false}\n"
+            )
             cmd += ["--data", str(Path(tmp) / "buffer"), "--config", str(config)]
         log = open(Path(tmp) / "server.log", "wb")  # noqa: SIM115 - closed below
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_ready(base, proc)
-            print(f"{args.service} service on {base}: {requests} requests per endpoint, "
-                  f"concurrency {concurrency}, at most {args.limit_s:.0f} s each")
-            print(f"{'endpoint':<10} {'n':>6} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} "
-                  f"{'max ms':>8} {'req/s':>8}")
+            print(
+                f"{args.service} service on {base}: {requests} requests per endpoint, "
+                f"concurrency {concurrency}, at most {args.limit_s:.0f} s each"
+            )
+            print(
+                f"{'endpoint':<10} {'n':>6} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} "
+                f"{'max ms':>8} {'req/s':>8}"
+            )
             for path in ENDPOINTS[args.service]:
                 lat, errors, wall = asyncio.run(
                     load(base + path, token, requests, concurrency, args.limit_s)
                 )
-                print(f"{path:<10} {len(lat):>6} {errors:>6} {statistics.median(lat):>8.2f} "
-                      f"{percentile(lat, 99):>8.2f} {max(lat):>8.2f} {len(lat) / wall:>8.0f}")
+                print(
+                    f"{path:<10} {len(lat):>6} {errors:>6} {statistics.median(lat):>8.2f} "
+                    f"{percentile(lat, 99):>8.2f} {max(lat):>8.2f} {len(lat) / wall:>8.0f}"
+                )
         finally:
             proc.send_signal(signal.SIGINT)
             try:

@@ -40,9 +40,22 @@ AUTOFOCUS_AT = dt.datetime(2026, 6, 21, 14, 0, tzinfo=dt.UTC)
 def background_load() -> subprocess.Popen:
     import imageio_ffmpeg
 
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i",
-           "testsrc2=size=1920x1080:rate=30", "-c:v", "libx264", "-preset", "medium",
-           "-f", "null", "-"]
+    cmd = [
+        imageio_ffmpeg.get_ffmpeg_exe(),
+        "-loglevel",
+        "error",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=1920x1080:rate=30",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "medium",
+        "-f",
+        "null",
+        "-",
+    ]
     return subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
 
 
@@ -52,11 +65,13 @@ async def timing(frames: int, interval: float, size: tuple[int, int]) -> dict:
     cfg = default_config()
     cfg = cfg.model_copy(update={"capture": cfg.capture.model_copy(update={"autofocus": False})})
     with tempfile.TemporaryDirectory() as buf:
-        service = CaptureService(camera, buffer=buf, clock=clock, config=cfg,
-                                 camera_config=CameraConfig(resolution=size))
+        service = CaptureService(
+            camera, buffer=buf, clock=clock, config=cfg, camera_config=CameraConfig(resolution=size)
+        )
         await service.open()
         summary = await service.run_session(
-            SessionSpec(interval_s=interval, max_frames=frames, hdr=False))
+            SessionSpec(interval_s=interval, max_frames=frames, hdr=False)
+        )
         rows = service.catalog.frames()
         writer = service.writer.stats()
         await service.close()
@@ -67,13 +82,15 @@ async def timing(frames: int, interval: float, size: tuple[int, int]) -> dict:
         dev.append((r.captured_at - first).total_seconds() - n * interval)
     lat = np.array(summary.latencies_ms)
     return {
-        "frames": summary.shots, "written": summary.written,
+        "frames": summary.shots,
+        "written": summary.written,
         "skipped deadlines": summary.skipped_deadlines,
         "latency p50 (ms)": float(np.percentile(lat, 50)),
         "latency p99 (ms)": float(np.percentile(lat, 99)),
         "latency max (ms)": float(lat.max()),
         "max |exposure start - ideal| (ms)": 1e3 * float(np.max(np.abs(dev))),
-        "writer p50 (ms)": writer["write_ms_p50"], "writer max queue": writer["max_queue_depth"],
+        "writer p50 (ms)": writer["write_ms_p50"],
+        "writer max queue": writer["max_queue_depth"],
     }
 
 
@@ -90,8 +107,15 @@ async def autofocus(seeds: list[int], size: tuple[int, int]) -> list[dict]:
         err = abs(pos - focus.infinity_lens_position)
         scale = size[0] / cam.profile.sensor.width_px
         blur = math.hypot(LENS_SOFTNESS_PX, focus.defocus_sigma_px_per_dioptre * err * scale)
-        out.append({"seed": seed, "time (s)": took, "lens": pos, "error (dpt)": err,
-                    "blur sigma (px, in focus = 0.6)": blur})
+        out.append(
+            {
+                "seed": seed,
+                "time (s)": took,
+                "lens": pos,
+                "error (dpt)": err,
+                "blur sigma (px, in focus = 0.6)": blur,
+            }
+        )
         await cam.close()
     return out
 
@@ -113,15 +137,21 @@ def main() -> None:
         if load is not None:
             load.terminate()
             load.wait()
-    print(f"(a) {args.frames} frames at {args.interval} s, {args.resolution}, "
-          f"{'no load' if args.no_load else 'ffmpeg libx264 1080p encode in the background'}"
-          f" ({dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC)")
+    print(
+        f"(a) {args.frames} frames at {args.interval} s, {args.resolution}, "
+        f"{'no load' if args.no_load else 'ffmpeg libx264 1080p encode in the background'}"
+        f" ({dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC)"
+    )
     for k, v in result.items():
         print(f"    {k:38s} {v:.2f}" if isinstance(v, float) else f"    {k:38s} {v}")
     print("(b) autofocus, simulated lens at", args.resolution)
     for row in asyncio.run(autofocus([0, 1, 2], size)):
-        print("    " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                 for k, v in row.items()))
+        print(
+            "    "
+            + ", ".join(
+                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
+            )
+        )
 
 
 if __name__ == "__main__":

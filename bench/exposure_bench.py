@@ -53,16 +53,21 @@ DAY = dt.date(2024, 3, 20)
 async def evening(controller_cls, width: int, seed: int) -> list[dict]:
     loc = Location()
     start = astral_sun.time_at_elevation(
-        Observer(loc.latitude, loc.longitude, loc.elevation_m), START_DEG, DAY,
+        Observer(loc.latitude, loc.longitude, loc.elevation_m),
+        START_DEG,
+        DAY,
         SunDirection.SETTING,
     )
     clock = SimulatedClock(start)
-    camera = SimulatedCamera(clock=clock, location=loc, seed=seed,
-                             weather=SimWeather(cloud_cover=0.3, wind_speed_mps=6.0))
+    camera = SimulatedCamera(
+        clock=clock,
+        location=loc,
+        seed=seed,
+        weather=SimWeather(cloud_cover=0.3, wind_speed_mps=6.0),
+    )
     await camera.configure(CameraConfig(resolution=(width, width * 9 // 16)))
     cfg = SkylapseConfig()
-    exposure_cfg = cfg.exposure.model_copy(
-        update={"aperture_f": camera.profile.lens.aperture_f})
+    exposure_cfg = cfg.exposure.model_copy(update={"aperture_f": camera.profile.lens.aperture_f})
     ctrl = None
     settings = None
     rows: list[dict] = []
@@ -76,20 +81,28 @@ async def evening(controller_cls, width: int, seed: int) -> list[dict]:
         if ctrl is None:
             ctrl = controller_cls(exposure_cfg, strategy)
             settings = ctrl.next_settings(None, e_now, e_now, INTERVAL_S)
-        frame = await camera.capture(CaptureSettings(exposure_time_s=settings.exposure_s,
-                                                     analogue_gain=settings.gain))
+        frame = await camera.capture(
+            CaptureSettings(exposure_time_s=settings.exposure_s, analogue_gain=settings.gain)
+        )
         luma = srgb.luma(frame.pixels)
         m = meter(luma, exposure_cfg.clip_level)
-        rows.append({
-            "time": tick.isoformat(), "sun_deg": e_now,
-            "exposure_s": frame.metadata.exposure_time_s, "gain": frame.metadata.analogue_gain,
-            "wanted_ev": settings.wanted_ev, "error_ev": settings.error_ev,
-            "limited_by": settings.limited_by,
-            "mean_log2_luma": float(np.log2(np.maximum(luma, 2.0**-16)).mean()),
-            "metered": m.log2_mean, "target": target_level(exposure_cfg, e_now),
-        })
+        rows.append(
+            {
+                "time": tick.isoformat(),
+                "sun_deg": e_now,
+                "exposure_s": frame.metadata.exposure_time_s,
+                "gain": frame.metadata.analogue_gain,
+                "wanted_ev": settings.wanted_ev,
+                "error_ev": settings.error_ev,
+                "limited_by": settings.limited_by,
+                "mean_log2_luma": float(np.log2(np.maximum(luma, 2.0**-16)).mean()),
+                "metered": m.log2_mean,
+                "target": target_level(exposure_cfg, e_now),
+            }
+        )
         settings = ctrl.next_settings(
-            m, e_now, e_next, INTERVAL_S, strategy=choose_capture(cfg, e_next).strategy)
+            m, e_now, e_next, INTERVAL_S, strategy=choose_capture(cfg, e_next).strategy
+        )
         await clock.sleep(INTERVAL_S - (clock.now() - tick).total_seconds())
     return rows
 
@@ -111,7 +124,8 @@ def summarise(rows: list[dict]) -> dict[str, float]:
         "error sign reversals": int(np.count_nonzero(np.diff(np.sign(big)) != 0)),
         "frames at hardware limit": int(np.count_nonzero(~reachable)),
         "sun at first limited frame (°)": next(
-            (r["sun_deg"] for r, ok in zip(settled, reachable, strict=True) if not ok), np.nan),
+            (r["sun_deg"] for r, ok in zip(settled, reachable, strict=True) if not ok), np.nan
+        ),
         "last frame wanted - achieved (EV)": rows[-1]["error_ev"],
     }
 
@@ -127,18 +141,27 @@ def main() -> None:
     runs = {
         "feed-forward ramp": asyncio.run(evening(ExposureController, args.width, args.seed)),
         "step-and-hold AE (0.5 EV deadband)": asyncio.run(
-            evening(StepAndHoldExposure, args.width, args.seed)),
+            evening(StepAndHoldExposure, args.width, args.seed)
+        ),
     }
     stats = {name: summarise(rows) for name, rows in runs.items()}
-    table = Table(title=(
-        f"Evening +{START_DEG:g}° → {END_DEG:g}°, {INTERVAL_S:g} s interval, simulated clock; "
-        f"camera: skylapse.capture.cameras.SimulatedCamera ({args.width} px wide, clouds 30 %)"))
+    table = Table(
+        title=(
+            f"Evening +{START_DEG:g}° → {END_DEG:g}°, {INTERVAL_S:g} s interval, simulated clock; "
+            f"camera: skylapse.capture.cameras.SimulatedCamera ({args.width} px wide, clouds 30 %)"
+        )
+    )
     table.add_column("after settling")
     for name in stats:
         table.add_column(name, justify="right")
     for key in next(iter(stats.values())):
-        table.add_row(key, *(f"{s[key]:.3f}" if isinstance(s[key], float) else str(s[key])
-                             for s in stats.values()))
+        table.add_row(
+            key,
+            *(
+                f"{s[key]:.3f}" if isinstance(s[key], float) else str(s[key])
+                for s in stats.values()
+            ),
+        )
     console = Console()
     console.print(table)
     ok = stats["feed-forward ramp"]
@@ -146,7 +169,8 @@ def main() -> None:
         f"criteria (controller): step std <= 0.05 EV: {ok['step std (EV)'] <= 0.05}; "
         f"within ±0.5 EV of target where reachable: "
         f"{ok['worst |level - target|, reachable (EV)'] <= 0.5}; "
-        f"wall time {time.perf_counter() - t0:.1f} s")
+        f"wall time {time.perf_counter() - t0:.1f} s"
+    )
     if args.csv:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         with args.csv.open("w", newline="") as f:

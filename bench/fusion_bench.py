@@ -196,8 +196,9 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 
 def psnr(a: np.ndarray, b: np.ndarray, margin: int = 24) -> float:
     """PSNR on sRGB values, ignoring a border (where alignment replicates edges)."""
-    d = (a[margin:-margin, margin:-margin].astype(np.float64) -
-         b[margin:-margin, margin:-margin]) / srgb.MAX16
+    d = (
+        a[margin:-margin, margin:-margin].astype(np.float64) - b[margin:-margin, margin:-margin]
+    ) / srgb.MAX16
     return float(10 * np.log10(1.0 / np.mean(d * d)))
 
 
@@ -253,8 +254,9 @@ def main() -> int:
     t_enfuse, _ = timed(lambda: run_enfuse([], aligned_paths, enfuse_path), args.repeat)
 
     def ours_end_to_end() -> None:
-        write_tiff(ours_path, fuse_exposures([read_tiff(p) for p in aligned_paths],
-                                             **ENFUSE_WEIGHTS))
+        write_tiff(
+            ours_path, fuse_exposures([read_tiff(p) for p in aligned_paths], **ENFUSE_WEIGHTS)
+        )
 
     def ours_with_alignment() -> None:
         frames = align_brackets([read_tiff(p) for p in raw_paths])
@@ -297,8 +299,12 @@ def main() -> int:
     for p, f in zip(fpaths, fstack, strict=True):
         write_tiff(p, f)
     fenfuse_path, fours_path = out / "focus_enfuse.tif", out / "focus_skylapse.tif"
-    enfuse_focus_args = ["--exposure-weight=0", "--saturation-weight=0",
-                         "--contrast-weight=1", "--hard-mask"]
+    enfuse_focus_args = [
+        "--exposure-weight=0",
+        "--saturation-weight=0",
+        "--contrast-weight=1",
+        "--hard-mask",
+    ]
     t_fenfuse, _ = timed(lambda: run_enfuse(enfuse_focus_args, fpaths, fenfuse_path), 1)
 
     def ours_focus() -> None:
@@ -322,8 +328,10 @@ def main() -> int:
     row("focus: skylapse align compute only (s)", f"{t_falign:.3f}")
 
     width = max(len(r[0]) for r in rows)
-    print(f"fusion bench: {W}x{H}, seed {SEED}, {len(EVS)} brackets, {len(FOCUS)} focus steps,"
-          f" best of {args.repeat} runs; files in {out}")
+    print(
+        f"fusion bench: {W}x{H}, seed {SEED}, {len(EVS)} brackets, {len(FOCUS)} focus steps,"
+        f" best of {args.repeat} runs; files in {out}"
+    )
     print(f"{'metric':<{width}}  {'value':>10}  target")
     print("-" * (width + 24))
     for name, value, target in rows:

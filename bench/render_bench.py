@@ -128,12 +128,18 @@ def score(frames_factory, truth: synthetic.SequenceTruth, inputs_factory=None) -
     geometric jitter and drift against the true motion (None where it cannot be measured)."""
     flick = metrics.residual_flicker(frames_factory(), truth)
     motion = metrics.residual_jitter_and_drift(frames_factory())
-    sc = {"flicker": flick.std, "jitter": motion.jitter_rms, "drift": motion.drift_max,
-          "geo_jitter": None, "geo_drift": None}
+    sc = {
+        "flicker": flick.std,
+        "jitter": motion.jitter_rms,
+        "drift": motion.drift_max,
+        "geo_jitter": None,
+        "geo_drift": None,
+    }
     if inputs_factory is not None:
         try:
-            geo = metrics.stabilization_error_against_truth(frames_factory(), inputs_factory(),
-                                                            truth)
+            geo = metrics.stabilization_error_against_truth(
+                frames_factory(), inputs_factory(), truth
+            )
             sc.update(geo_jitter=geo.jitter_rms, geo_drift=geo.drift_max)
         except (ValueError, cv2.error) as exc:  # other frame count, no common area
             print(f"geometric error not measured: {exc}")
@@ -144,13 +150,33 @@ def score(frames_factory, truth: synthetic.SequenceTruth, inputs_factory=None) -
 
 
 def encode_args(args, width: int, height: int) -> list[str]:
-    return ["-vf", f"scale={width}:{height}", "-c:v", "libx265", "-preset", args.preset,
-            "-crf", str(args.crf), "-pix_fmt", "yuv420p10le", "-x265-params", "log-level=error"]
+    return [
+        "-vf",
+        f"scale={width}:{height}",
+        "-c:v",
+        "libx265",
+        "-preset",
+        args.preset,
+        "-crf",
+        str(args.crf),
+        "-pix_fmt",
+        "yuv420p10le",
+        "-x265-params",
+        "log-level=error",
+    ]
 
 
 def input_args(src: Path, fmt: str, fps: float) -> list[str]:
-    return ["-y", "-hide_banner", "-loglevel", "error", "-framerate", str(fps),
-            "-i", str(src / f"frame_%05d.{fmt}")]
+    return [
+        "-y",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-framerate",
+        str(fps),
+        "-i",
+        str(src / f"frame_%05d.{fmt}"),
+    ]
 
 
 def with_filter(enc: list[str], chain: str) -> list[str]:
@@ -163,8 +189,11 @@ def with_filter(enc: list[str], chain: str) -> list[str]:
 
 def raw_frames(cmd: list[str], width: int, height: int):
     """Run ffmpeg writing rgb48le to a pipe; yield frames (no encode: for the parameter search)."""
-    proc = subprocess.Popen([*cmd, "-f", "rawvideo", "-pix_fmt", "rgb48le", "-"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*cmd, "-f", "rawvideo", "-pix_fmt", "rgb48le", "-"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     size = width * height * 3 * 2
     try:
         while True:
@@ -214,8 +243,21 @@ def _render_subcommand(exe: str) -> list[str]:
 
 def skylapse_cmd(src: Path, out: Path, args, width: int, height: int, preset: str) -> list[str]:
     exe = shutil.which("skylapse") or str(Path(sys.executable).parent / "skylapse")
-    return [exe, *_render_subcommand(exe), str(src), "-o", str(out), "--format", "h265",
-            "--size", f"{width}x{height}", "--crf", str(args.crf), "--preset", preset]
+    return [
+        exe,
+        *_render_subcommand(exe),
+        str(src),
+        "-o",
+        str(out),
+        "--format",
+        "h265",
+        "--size",
+        f"{width}x{height}",
+        "--crf",
+        str(args.crf),
+        "--preset",
+        preset,
+    ]
 
 
 def fmt_row(name: str, run: Run | None, sc: dict | None, plain: Run | None) -> str:
@@ -224,13 +266,16 @@ def fmt_row(name: str, run: Run | None, sc: dict | None, plain: Run | None) -> s
 
     ratio = run.wall_s / plain.wall_s if run and plain else None
     extra = run.peak_mb - plain.peak_mb if run and plain else None
+
     def geo(key):
         return f"{'n/a':>8}" if sc is None or sc[key] is None else format(sc[key], "8.3f")
 
-    return (f"{name:<22} {num(sc and sc['flicker'], '8.4f')} {num(sc and sc['jitter'], '8.3f')} "
-            f"{num(sc and sc['drift'], '8.3f')} {geo('geo_jitter')} {geo('geo_drift')} "
-            f"{num(run and run.wall_s, '9.1f')} "
-            f"{num(ratio, '7.2f')} {num(run and run.peak_mb, '9.0f')} {num(extra, '+8.0f')}")
+    return (
+        f"{name:<22} {num(sc and sc['flicker'], '8.4f')} {num(sc and sc['jitter'], '8.3f')} "
+        f"{num(sc and sc['drift'], '8.3f')} {geo('geo_jitter')} {geo('geo_drift')} "
+        f"{num(run and run.wall_s, '9.1f')} "
+        f"{num(ratio, '7.2f')} {num(run and run.peak_mb, '9.0f')} {num(extra, '+8.0f')}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,8 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fps", type=float, default=24.0)
     p.add_argument("--out", default=str(HERE / "out"))
     p.add_argument("--keep", action="store_true", help="keep the output videos")
-    p.add_argument("--long", action="store_true",
-                   help="also compare peak memory with 2,000 frames (at --long-preset)")
+    p.add_argument(
+        "--long",
+        action="store_true",
+        help="also compare peak memory with 2,000 frames (at --long-preset)",
+    )
     p.add_argument("--long-frames", type=int, default=2000)
     p.add_argument("--long-preset", default="ultrafast")
     p.add_argument("--skip-peers", action="store_true", help="only ours and the plain encode")
@@ -276,8 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     ours_out = work / "ours.mp4"
     try:
         ours = measure([skylapse_cmd(src, ours_out, args, width, height, args.preset)], log)
-        rows.append(("skylapse render", ours,
-                     score(lambda: decode_frames(ours_out), truth, jpegs)))
+        rows.append(("skylapse render", ours, score(lambda: decode_frames(ours_out), truth, jpegs)))
     except (RuntimeError, FileNotFoundError) as exc:
         print(f"skylapse render failed: {exc}")
         ours = None
@@ -288,46 +335,68 @@ def main(argv: list[str] | None = None) -> int:
         defl_out = work / "deflicker.mp4"
         chain = f"deflicker=mode={mode}:size={size}"
         defl = measure([[ff, *inp, *with_filter(enc, chain), str(defl_out)]], log)
-        rows.append((f"ffmpeg {mode}/{size}", defl,
-                     score(lambda: decode_frames(defl_out), truth, jpegs)))
+        rows.append(
+            (f"ffmpeg {mode}/{size}", defl, score(lambda: decode_frames(defl_out), truth, jpegs))
+        )
 
         for label, opts in (("tripod", ":tripod=1"), ("default", "")):
             trf = work / f"vidstab_{label}.trf"
             vout = work / f"vidstab_{label}.mp4"
             detect = [ff, *inp, "-vf", f"vidstabdetect=result={trf}{opts}", "-f", "null", "-"]
-            transform = [ff, *inp,
-                         *with_filter(enc, f"vidstabtransform=input={trf}{opts}"), str(vout)]
+            transform = [
+                ff,
+                *inp,
+                *with_filter(enc, f"vidstabtransform=input={trf}{opts}"),
+                str(vout),
+            ]
             run = measure([detect, transform], log)
-            rows.append((f"vid.stab {label}", run,
-                         score(lambda v=vout: decode_frames(v), truth, jpegs)))
+            rows.append(
+                (f"vid.stab {label}", run, score(lambda v=vout: decode_frames(v), truth, jpegs))
+            )
 
     print()
-    print(f"{args.frames} frames {width}x{height}, libx265 preset {args.preset} CRF {args.crf}, "
-          f"{os.cpu_count()} cores")
+    print(
+        f"{args.frames} frames {width}x{height}, libx265 preset {args.preset} CRF {args.crf}, "
+        f"{os.cpu_count()} cores"
+    )
     print(f"{'':<22} {'':>8} {'registered to 1st':^17} {'geometric vs truth':^17}")
-    print(f"{'':<22} {'flicker':>8} {'jitter':>8} {'drift':>8} {'jitter':>8} {'drift':>8} "
-          f"{'wall s':>9} {'x plain':>7} {'peak MB':>9} {'+MB':>8}")
+    print(
+        f"{'':<22} {'flicker':>8} {'jitter':>8} {'drift':>8} {'jitter':>8} {'drift':>8} "
+        f"{'wall s':>9} {'x plain':>7} {'peak MB':>9} {'+MB':>8}"
+    )
     for name, run, sc in rows:
         print(fmt_row(name, run, sc, plain))
-    print(f"{'target (ours)':<22} {TARGETS['flicker']:8.2f} {'':>8} {'':>8} "
-          f"{TARGETS['jitter']:8.2f} {TARGETS['drift']:8.2f} {'':>9} "
-          f"{TARGETS['time_ratio']:7.2f} {'':>9} {TARGETS['mem_extra_mb']:+8.0f}")
-    print("jitter/drift px. 'registered to 1st': every frame registered to the first on the lower "
-          "45 % (any video, but the sunset's shading reads as motion); 'geometric vs truth': "
-          "each output frame against its input warped by the true motion (lighting cancels). "
-          "The jitter and drift targets are checked on the geometric one.")
+    print(
+        f"{'target (ours)':<22} {TARGETS['flicker']:8.2f} {'':>8} {'':>8} "
+        f"{TARGETS['jitter']:8.2f} {TARGETS['drift']:8.2f} {'':>9} "
+        f"{TARGETS['time_ratio']:7.2f} {'':>9} {TARGETS['mem_extra_mb']:+8.0f}"
+    )
+    print(
+        "jitter/drift px. 'registered to 1st': every frame registered to the first on the lower "
+        "45 % (any video, but the sunset's shading reads as motion); 'geometric vs truth': "
+        "each output frame against its input warped by the true motion (lighting cancels). "
+        "The jitter and drift targets are checked on the geometric one."
+    )
     if search:
         ranked = sorted(search.items(), key=lambda kv: kv[1])[:5]
-        print("deflicker search (residual flicker, EV): "
-              + ", ".join(f"{m}/{s} {v:.4f}" for (m, s), v in ranked))
+        print(
+            "deflicker search (residual flicker, EV): "
+            + ", ".join(f"{m}/{s} {v:.4f}" for (m, s), v in ranked)
+        )
     ours_score = next((sc for name, _, sc in rows if name == "skylapse render"), None)
     if ours and ours_score:
-        others = [(n, sc) for n, r, sc in rows if r is not None and n not in
-                  ("skylapse render", "plain encode")]
+        others = [
+            (n, sc)
+            for n, r, sc in rows
+            if r is not None and n not in ("skylapse render", "plain encode")
+        ]
         for n, sc in others:
-            ratios = ", ".join(f"{k} {ours_score[k] / sc[k]:.2f}x" if sc[k] and ours_score[k]
-                               is not None else f"{k} -"
-                               for k in ("flicker", "jitter", "drift", "geo_jitter", "geo_drift"))
+            ratios = ", ".join(
+                f"{k} {ours_score[k] / sc[k]:.2f}x"
+                if sc[k] and ours_score[k] is not None
+                else f"{k} -"
+                for k in ("flicker", "jitter", "drift", "geo_jitter", "geo_drift")
+            )
             print(f"ours vs {n}: {ratios}")
         checks = {
             "flicker": ours_score["flicker"] <= TARGETS["flicker"],
@@ -343,17 +412,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.long:
         long_src = sequence(args, args.long_frames, width, height)
         lp = argparse.Namespace(**{**vars(args), "preset": args.long_preset})
-        long_plain = measure([[ff, *input_args(long_src, truth.fmt, args.fps),
-                               *encode_args(lp, width, height), str(work / "plain_long.mp4")]], log)
-        print(f"\n{args.long_frames} frames, preset {args.long_preset}: plain "
-              f"{long_plain.wall_s:.1f} s, {long_plain.peak_mb:.0f} MB")
+        long_plain = measure(
+            [
+                [
+                    ff,
+                    *input_args(long_src, truth.fmt, args.fps),
+                    *encode_args(lp, width, height),
+                    str(work / "plain_long.mp4"),
+                ]
+            ],
+            log,
+        )
+        print(
+            f"\n{args.long_frames} frames, preset {args.long_preset}: plain "
+            f"{long_plain.wall_s:.1f} s, {long_plain.peak_mb:.0f} MB"
+        )
         try:
-            long_ours = measure([skylapse_cmd(long_src, work / "ours_long.mp4", args, width,
-                                              height, args.long_preset)], log)
-            print(f"  skylapse render {long_ours.wall_s:.1f} s "
-                  f"({long_ours.wall_s / long_plain.wall_s:.2f}x), {long_ours.peak_mb:.0f} MB "
-                  f"({long_ours.peak_mb - long_plain.peak_mb:+.0f} MB; target "
-                  f"{TARGETS['mem_extra_mb']:+d} MB)")
+            long_ours = measure(
+                [
+                    skylapse_cmd(
+                        long_src, work / "ours_long.mp4", args, width, height, args.long_preset
+                    )
+                ],
+                log,
+            )
+            print(
+                f"  skylapse render {long_ours.wall_s:.1f} s "
+                f"({long_ours.wall_s / long_plain.wall_s:.2f}x), {long_ours.peak_mb:.0f} MB "
+                f"({long_ours.peak_mb - long_plain.peak_mb:+.0f} MB; target "
+                f"{TARGETS['mem_extra_mb']:+d} MB)"
+            )
         except (RuntimeError, FileNotFoundError) as exc:
             print(f"skylapse render failed: {exc}")
 

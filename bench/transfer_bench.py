@@ -46,8 +46,11 @@ def make_frames(root: Path, catalog: Catalog, count: int, size: int) -> int:
         rel = f"2026-10-21/sunset/frame_{i:06d}.jpg"
         data = os.urandom(size)
         sha = write_atomic(root / rel, data)
-        catalog.add_frame(FrameRecord(path=rel, captured_at=T0 + timedelta(seconds=30 * i),
-                                      sha256=sha, size_bytes=size))
+        catalog.add_frame(
+            FrameRecord(
+                path=rel, captured_at=T0 + timedelta(seconds=30 * i), sha256=sha, size_bytes=size
+            )
+        )
         total += size
     return total
 
@@ -57,13 +60,21 @@ def plain_rsync(server, src: Path, dest: str, durable: bool = False) -> float:
     before it acknowledges a batch (without it, the data may still be only in page cache)."""
     t0 = time.perf_counter()
     subprocess.run(
-        ["rsync", "-a", "-e", " ".join(ssh_argv(server.target(dest))),
-         f"{src}/", f"{server.user}@127.0.0.1:{dest}/"],
+        [
+            "rsync",
+            "-a",
+            "-e",
+            " ".join(ssh_argv(server.target(dest))),
+            f"{src}/",
+            f"{server.user}@127.0.0.1:{dest}/",
+        ],
         check=True,
     )
     if durable:
-        subprocess.run([*ssh_argv(server.target(dest)), f"{server.user}@127.0.0.1",
-                        f"sync -f {dest}"], check=True)
+        subprocess.run(
+            [*ssh_argv(server.target(dest)), f"{server.user}@127.0.0.1", f"sync -f {dest}"],
+            check=True,
+        )
     return time.perf_counter() - t0
 
 
@@ -72,24 +83,36 @@ def verify_remote(catalog: Catalog, remote: Path) -> int:
     lost = 0
     for f in catalog.frames():
         p = remote / f.path
-        intact = (f.transfer_state == "verified" and p.is_file()
-                  and hashlib.sha256(p.read_bytes()).hexdigest() == f.sha256)
+        intact = (
+            f.transfer_state == "verified"
+            and p.is_file()
+            and hashlib.sha256(p.read_bytes()).hexdigest() == f.sha256
+        )
         lost += not intact
     return lost
 
 
 def queue_run(server, root: Path, catalog: Catalog, inbox: Path, batch: int) -> float:
-    worker = TransferWorker(catalog, root, server.target(inbox), "peak-1",
-                            TransferSettings(batch_size=batch, compress=False))
+    worker = TransferWorker(
+        catalog,
+        root,
+        server.target(inbox),
+        "peak-1",
+        TransferSettings(batch_size=batch, compress=False),
+    )
     t0 = time.perf_counter()
     worker.drain(deadline_s=3600)
     return time.perf_counter() - t0
 
 
 def faulty_run(server, root: Path, catalog: Catalog, inbox: Path, batch: int) -> tuple[float, dict]:
-    worker = TransferWorker(catalog, root, server.target(inbox), "peak-1",
-                            TransferSettings(batch_size=batch, compress=False,
-                                             retry_initial_s=0.2, retry_max_s=2.0))
+    worker = TransferWorker(
+        catalog,
+        root,
+        server.target(inbox),
+        "peak-1",
+        TransferSettings(batch_size=batch, compress=False, retry_initial_s=0.2, retry_max_s=2.0),
+    )
     injected = {"rsync killed": 0, "sshd stopped": 0}
     done = threading.Event()
 
@@ -150,23 +173,32 @@ def main() -> int:
                 f.id = None
                 f.transfer_state, f.transfer_attempts, f.transferred_at = "pending", 0, None
                 faults_cat.add_frame(f)
-            faults_s, injected = faulty_run(server, root, faults_cat, server.home / "faults",
-                                            args.batch)
+            faults_s, injected = faulty_run(
+                server, root, faults_cat, server.home / "faults", args.batch
+            )
             lost_faults = verify_remote(faults_cat, server.home / "faults" / "peak-1")
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
     ratio, ratio_durable = plain_s / ours_s, durable_s / ours_s
     print(f"{'':26}{'wall s':>8}{'MB/s':>9}{'x plain':>9}{'x plain+sync':>14}")
-    for name, secs in (("plain rsync -a", plain_s), ("plain rsync -a, then sync", durable_s),
-                       ("skylapse queue", ours_s), ("skylapse with faults", faults_s)):
+    for name, secs in (
+        ("plain rsync -a", plain_s),
+        ("plain rsync -a, then sync", durable_s),
+        ("skylapse queue", ours_s),
+        ("skylapse with faults", faults_s),
+    ):
         print(f"{name:26}{secs:8.1f}{mb / secs:9.1f}{plain_s / secs:9.2f}{durable_s / secs:14.2f}")
     print(f"frames lost: {lost} (clean), {lost_faults} (faults; injected {injected})")
-    print("the queue acknowledges a batch only once the receiver has fsynced it; plain rsync -a "
-          "returns with the data possibly still in the receiver's page cache")
-    print(f"target: throughput >= 0.80 x plain: {'met' if ratio >= 0.8 else 'MISSED'} "
-          f"({ratio:.2f}; {ratio_durable:.2f} x plain rsync followed by sync); "
-          f"with faults: {'finished, 0 lost' if lost_faults == 0 else 'FRAMES LOST'}")
+    print(
+        "the queue acknowledges a batch only once the receiver has fsynced it; plain rsync -a "
+        "returns with the data possibly still in the receiver's page cache"
+    )
+    print(
+        f"target: throughput >= 0.80 x plain: {'met' if ratio >= 0.8 else 'MISSED'} "
+        f"({ratio:.2f}; {ratio_durable:.2f} x plain rsync followed by sync); "
+        f"with faults: {'finished, 0 lost' if lost_faults == 0 else 'FRAMES LOST'}"
+    )
     return 1 if lost or lost_faults else 0
 
 

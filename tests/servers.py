@@ -22,8 +22,7 @@ from skylapse.transfer.local_sshd import (  # the one copy, shared with `skylaps
     wait_for_port,
 )
 
-__all__ = ["SshServer", "free_port", "running_redis", "running_s3", "running_sshd",
-           "wait_for_port"]
+__all__ = ["SshServer", "free_port", "running_redis", "running_s3", "running_sshd", "wait_for_port"]
 
 
 def require_program(path: str) -> str:
@@ -49,8 +48,19 @@ def running_redis(base: Path) -> Iterator[RedisServer]:
     base.mkdir(parents=True, exist_ok=True)
     port = free_port()
     proc = subprocess.Popen(
-        [redis, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(base),
-         "--save", "", "--appendonly", "no"],
+        [
+            redis,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(base),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -50,15 +50,23 @@ def latency_condition(reading: dict) -> AlertCondition:
         limit = 80.0 if active else 100.0
         return reading["ms"] > limit, f"p99 {reading['ms']:.0f} ms"
 
-    return AlertCondition("capture_latency", "Capture latency high", "warning", "scheduler",
-                          check, raise_after_s=5, clear_after_s=30)
+    return AlertCondition(
+        "capture_latency",
+        "Capture latency high",
+        "warning",
+        "scheduler",
+        check,
+        raise_after_s=5,
+        clear_after_s=30,
+    )
 
 
 def test_one_notification_per_episode_with_debounce_and_hysteresis():
     reading = {"ms": 10.0}
     clock, recorder = FakeTime(), Recorder()
-    manager = AlertManager("capture", "peak-1", [latency_condition(reading)], [recorder],
-                           monotonic=clock)
+    manager = AlertManager(
+        "capture", "peak-1", [latency_condition(reading)], [recorder], monotonic=clock
+    )
     manager.start()
     assert [c.name for c in recorder.conditions] == ["capture_latency"]
 
@@ -97,11 +105,17 @@ def test_a_broken_check_does_not_hide_the_others_and_critical_means_failing():
         raise RuntimeError("boom")
 
     recorder = Recorder()
-    manager = AlertManager("capture", "s", [
-        AlertCondition("broken", "Broken", "warning", "x", broken),
-        AlertCondition("disk", "Disk full", "critical", "disk", lambda a: (True, "99 %"),
-                       clear_after_s=0),
-    ], [recorder])
+    manager = AlertManager(
+        "capture",
+        "s",
+        [
+            AlertCondition("broken", "Broken", "warning", "x", broken),
+            AlertCondition(
+                "disk", "Disk full", "critical", "disk", lambda a: (True, "99 %"), clear_after_s=0
+            ),
+        ],
+        [recorder],
+    )
     events = manager.evaluate()
     assert [e.alert for e in events] == ["disk"] and recorder.events == events
     assert manager.health().status == "failing"
@@ -148,11 +162,20 @@ def test_webhook_posts_each_episode_once_and_retries_a_failing_receiver():
         hook = WebhookNotifier(url, backoff_s=0.05)
         state = {"bad": False}
         manager = AlertManager(
-            "capture", "peak-1",
-            [AlertCondition("camera_not_answering", "Camera not answering", "critical",
-                            "camera", lambda a: (state["bad"], "no frame for 300 s"),
-                            clear_after_s=0)],
-            [hook])
+            "capture",
+            "peak-1",
+            [
+                AlertCondition(
+                    "camera_not_answering",
+                    "Camera not answering",
+                    "critical",
+                    "camera",
+                    lambda a: (state["bad"], "no frame for 300 s"),
+                    clear_after_s=0,
+                )
+            ],
+            [hook],
+        )
         manager.start()
         for bad in [False] * 3 + [True] * 50 + [False] * 20:
             state["bad"] = bad
@@ -169,11 +192,15 @@ def test_webhook_posts_each_episode_once_and_retries_a_failing_receiver():
 
 
 def test_webhook_to_nothing_never_blocks_and_gives_up_after_bounded_attempts():
-    hook = WebhookNotifier(f"http://127.0.0.1:{free_port()}/", attempts=3, backoff_s=0.02,
-                           timeout_s=1)
-    manager = AlertManager("processing", "s", [
-        AlertCondition("queue_depth", "Queue deep", "warning", "queue", lambda a: (True, "99"))],
-        [hook])
+    hook = WebhookNotifier(
+        f"http://127.0.0.1:{free_port()}/", attempts=3, backoff_s=0.02, timeout_s=1
+    )
+    manager = AlertManager(
+        "processing",
+        "s",
+        [AlertCondition("queue_depth", "Queue deep", "warning", "queue", lambda a: (True, "99"))],
+        [hook],
+    )
     t0 = time.perf_counter()
     manager.evaluate()
     assert time.perf_counter() - t0 < 0.05  # the POST happens elsewhere
@@ -190,10 +217,12 @@ def running_mosquitto(tmp_path):
     program = require_program("/usr/sbin/mosquitto")
     port = free_port()
     conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    "log_dest none\n")
-    proc = subprocess.Popen([program, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n"
+    )
+    proc = subprocess.Popen(
+        [program, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_for_port(port, proc=proc)
         yield port
@@ -228,10 +257,20 @@ def test_mqtt_publishes_retained_home_assistant_discovery_and_state(tmp_path):
         state = {"bad": False}
         notifier = MqttNotifier("127.0.0.1", port, "skylapse", node_id="peak1")
         manager = AlertManager(
-            "capture", "peak1",
-            [AlertCondition("disk_emergency", "Disk past the emergency watermark", "critical",
-                            "disk", lambda a: (state["bad"], "93.0 % used"), clear_after_s=0)],
-            [notifier])
+            "capture",
+            "peak1",
+            [
+                AlertCondition(
+                    "disk_emergency",
+                    "Disk past the emergency watermark",
+                    "critical",
+                    "disk",
+                    lambda a: (state["bad"], "93.0 % used"),
+                    clear_after_s=0,
+                )
+            ],
+            [notifier],
+        )
         manager.start()
         assert notifier.connected.wait(10)
         state["bad"] = True
@@ -247,8 +286,13 @@ def test_mqtt_publishes_retained_home_assistant_discovery_and_state(tmp_path):
         sub = Subscriber(port, ["homeassistant/#", "skylapse/#"])
         try:
             config_topic = "homeassistant/binary_sensor/peak1_disk_emergency/config"
-            assert wait_for(lambda: sub.last(config_topic) and sub.last(state_topic)
-                            and sub.last("skylapse/peak1/status"))
+            assert wait_for(
+                lambda: (
+                    sub.last(config_topic)
+                    and sub.last(state_topic)
+                    and sub.last("skylapse/peak1/status")
+                )
+            )
             discovery = sub.last(config_topic)
             assert discovery.retain
             doc = json.loads(discovery.payload)
@@ -257,8 +301,7 @@ def test_mqtt_publishes_retained_home_assistant_discovery_and_state(tmp_path):
             assert doc["availability_topic"] == "skylapse/peak1/status"
             assert doc["device"]["identifiers"] == ["skylapse_peak1"]
             assert sub.last(state_topic).payload == b"ON" and sub.last(state_topic).retain
-            attrs = json.loads(sub.last("skylapse/peak1/alert/disk_emergency/attributes")
-                               .payload)
+            attrs = json.loads(sub.last("skylapse/peak1/alert/disk_emergency/attributes").payload)
             assert attrs["state"] == "firing" and attrs["detail"] == "93.0 % used"
             assert sub.last("skylapse/peak1/status").payload == b"online"
             ons = [m for m in sub.messages if m.topic == state_topic]
@@ -301,18 +344,26 @@ def test_processing_conditions_job_failing_repeatedly_and_queue_depth():
     now = datetime.now(UTC)
 
     def job(state, attempts, error="encoder crashed", finished=now):
-        return {"id": f"j{len(catalog.rows)}", "kind": "render", "state": state,
-                "attempts": attempts, "error": error, "finished_at": finished.isoformat()}
+        return {
+            "id": f"j{len(catalog.rows)}",
+            "kind": "render",
+            "state": state,
+            "attempts": attempts,
+            "error": error,
+            "finished_at": finished.isoformat(),
+        }
 
-    catalog.rows = [job("failed", 1), job("done", 5, None),
-                    job("failed", 4, finished=now - timedelta(days=3))]  # old: forgotten
+    catalog.rows = [
+        job("failed", 1),
+        job("done", 5, None),
+        job("failed", 4, finished=now - timedelta(days=3)),
+    ]  # old: forgotten
     catalog.depth = 10
     assert manager.evaluate() == []
     catalog.rows.append(job("queued", 3))  # retried a third time, still failing
     catalog.depth = 11
     events = manager.evaluate()
-    assert sorted(e.alert for e in events) == ["job_failing_repeatedly",
-                                               "processing_queue_depth"]
+    assert sorted(e.alert for e in events) == ["job_failing_repeatedly", "processing_queue_depth"]
     failing = next(e for e in events if e.alert == "job_failing_repeatedly")
     assert "after 3 attempts: encoder crashed" in failing.detail
     for _ in range(5):
@@ -321,4 +372,6 @@ def test_processing_conditions_job_failing_repeatedly_and_queue_depth():
     assert manager.evaluate() == []
     catalog.depth, catalog.rows = 2, catalog.rows[:3]
     assert sorted((e.alert, e.state) for e in manager.evaluate()) == [
-        ("job_failing_repeatedly", "resolved"), ("processing_queue_depth", "resolved")]
+        ("job_failing_repeatedly", "resolved"),
+        ("processing_queue_depth", "resolved"),
+    ]

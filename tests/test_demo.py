@@ -36,19 +36,47 @@ def probe(path: Path) -> dict:
         s = container.streams.video[0]
         frames = sum(1 for _ in container.decode(s))
         cc = s.codec_context
-        return {"codec": cc.name, "profile": cc.profile, "pix_fmt": cc.pix_fmt,
-                "size": (s.width, s.height), "tag": s.codec_tag, "frames": frames}
+        return {
+            "codec": cc.name,
+            "profile": cc.profile,
+            "pix_fmt": cc.pix_fmt,
+            "size": (s.width, s.height),
+            "tag": s.codec_tag,
+            "frames": frames,
+        }
 
 
 def test_demo_runs_every_stage_and_its_outputs_decode(tmp_path):
     out = tmp_path / "demo"
-    result = runner.invoke(app, ["demo", "--out", str(out), "--resolution", "320x180",
-                                 "--frames-scale", "0.2", "--preset", "ultrafast"])
+    result = runner.invoke(
+        app,
+        [
+            "demo",
+            "--out",
+            str(out),
+            "--resolution",
+            "320x180",
+            "--frames-scale",
+            "0.2",
+            "--preset",
+            "ultrafast",
+        ],
+    )
     assert result.exit_code == 0, result.output
     text = result.output
-    for label in ("Where everything is", "Demo summary", "frames captured", "exposure range",
-                  "flicker (estimate)", "time: capture", "time: transfer", "time: ingest",
-                  "time: render", "time: archive", "wall"):
+    for label in (
+        "Where everything is",
+        "Demo summary",
+        "frames captured",
+        "exposure range",
+        "flicker (estimate)",
+        "time: capture",
+        "time: transfer",
+        "time: ingest",
+        "time: render",
+        "time: archive",
+        "wall",
+    ):
         assert label in text, label
 
     # capture: a real session with HDR brackets in golden hour and single frames around it
@@ -77,14 +105,24 @@ def test_demo_runs_every_stage_and_its_outputs_decode(tmp_path):
     (timelapse,) = processing.timelapses()
     folder = out / "processing" / "archive" / timelapse["path"]
     names = {f["path"] for f in timelapse["files"]}
-    assert names == {"timelapse.mp4", "timelapse.preview.mp4", "timelapse.keogram.png",
-                     "timelapse.contact.png"}
+    assert names == {
+        "timelapse.mp4",
+        "timelapse.preview.mp4",
+        "timelapse.keogram.png",
+        "timelapse.contact.png",
+    }
     assert not list((out / "processing" / "timelapses").glob("*/*"))
     assert str(folder.relative_to(out.parent)) in text.replace("\n", "").replace("│", "")
     # the videos: H.265 Main10 1080p tagged hvc1, and the H.264 preview
     main = probe(folder / "timelapse.mp4")
-    assert main == {"codec": "hevc", "profile": "Main 10", "pix_fmt": "yuv420p10le",
-                    "size": (1920, 1080), "tag": "hvc1", "frames": shots}
+    assert main == {
+        "codec": "hevc",
+        "profile": "Main 10",
+        "pix_fmt": "yuv420p10le",
+        "size": (1920, 1080),
+        "tag": "hvc1",
+        "frames": shots,
+    }
     preview = probe(folder / "timelapse.preview.mp4")
     assert preview["codec"] == "h264" and preview["tag"] == "avc1"
     assert preview["size"] == (1920, 1080) and preview["frames"] == shots
@@ -92,8 +130,9 @@ def test_demo_runs_every_stage_and_its_outputs_decode(tmp_path):
     assert keogram is not None and keogram.shape[1] >= shots
     assert cv2.imread(str(folder / "timelapse.contact.png")) is not None
     # the private sshd is gone again
-    pid = int((out / "ssh" / "sshd.pid").read_text()) if (out / "ssh" / "sshd.pid").exists() \
-        else None
+    pid = (
+        int((out / "ssh" / "sshd.pid").read_text()) if (out / "ssh" / "sshd.pid").exists() else None
+    )
     assert pid is None or not Path(f"/proc/{pid}").exists()
 
 
@@ -125,8 +164,11 @@ def test_the_session_holds_the_sunset_and_the_plan_is_scaled():
     start = session_start(DEMO_LOCATION, DEMO_DAY, 90)
     cfg = demo_config(DemoOptions(frames_scale=0.5))
     # 50 of 90 minutes before sunset (about 16:58 UTC that day in Chamonix)
-    assert dt.datetime(2025, 10, 11, 16, 5, tzinfo=dt.UTC) < start < dt.datetime(
-        2025, 10, 11, 16, 10, tzinfo=dt.UTC)
+    assert (
+        dt.datetime(2025, 10, 11, 16, 5, tzinfo=dt.UTC)
+        < start
+        < dt.datetime(2025, 10, 11, 16, 10, tzinfo=dt.UTC)
+    )
     golden = next(p for p in cfg.schedule.phases if p.name == "golden_hour")
     assert golden.interval_s == pytest.approx(10 * 2.8 / 0.5)
     assert not cfg.weather.enabled and cfg.location.latitude == pytest.approx(45.92)
@@ -146,10 +188,24 @@ def test_flicker_estimate_finds_white_flicker_on_a_sunset_trend():
 def test_exposure_range_in_ev100():
     t0 = dt.datetime(2025, 10, 11, 16, tzinfo=dt.UTC)
     records = [
-        FrameRecord(path="a.jpg", captured_at=t0, sha256="", size_bytes=0,
-                    exposure_time_s=1 / 1000, analogue_gain=1.0, aperture=2.0),
-        FrameRecord(path="b.jpg", captured_at=t0, sha256="", size_bytes=0,
-                    exposure_time_s=4.0, analogue_gain=4.0, aperture=2.0),
+        FrameRecord(
+            path="a.jpg",
+            captured_at=t0,
+            sha256="",
+            size_bytes=0,
+            exposure_time_s=1 / 1000,
+            analogue_gain=1.0,
+            aperture=2.0,
+        ),
+        FrameRecord(
+            path="b.jpg",
+            captured_at=t0,
+            sha256="",
+            size_bytes=0,
+            exposure_time_s=4.0,
+            analogue_gain=4.0,
+            aperture=2.0,
+        ),
     ]
     r = exposure_range(records)
     # f/2 at 1/1000 s, ISO 100: EV 11.97; 4 s at ISO 400: EV 0 - 2 = -2

@@ -35,8 +35,11 @@ def sshd(tmp_path_factory):
 
 
 def target_for(server):
-    return replace(parse_ssh_target(f"{server.user}@127.0.0.1:{server.port}"),
-                   key_file=server.client_key, known_hosts=server.known_hosts)
+    return replace(
+        parse_ssh_target(f"{server.user}@127.0.0.1:{server.port}"),
+        key_file=server.client_key,
+        known_hosts=server.known_hosts,
+    )
 
 
 def test_ssh_login_to_a_real_sshd(sshd):
@@ -91,8 +94,14 @@ Leap status     : Normal"""
     [
         ({"timedatectl": ("yes", 0)}, OK, "timedatectl"),
         ({"timedatectl": ("no", 0)}, FAIL, "not synchronised"),
-        ({"timedatectl": ("System has not been booted with systemd", 1),
-          "chronyc": (CHRONY_SYNCED, 0)}, OK, "seconds fast"),
+        (
+            {
+                "timedatectl": ("System has not been booted with systemd", 1),
+                "chronyc": (CHRONY_SYNCED, 0),
+            },
+            OK,
+            "seconds fast",
+        ),
         ({"chronyc": (CHRONY_SYNCED.replace("Normal", "Not synchronised"), 0)}, FAIL, "chrony"),
         ({}, WARN, "unknown"),
     ],
@@ -139,11 +148,17 @@ def no_picamera2():
 
 
 def test_camera_detection_reports_which():
-    usb = check_camera(lambda: CameraFactory.auto_detect_camera(
-        picamera2_loader=no_picamera2, usb_devices=[0, 2], video_capture=FakeV4l2))
+    usb = check_camera(
+        lambda: CameraFactory.auto_detect_camera(
+            picamera2_loader=no_picamera2, usb_devices=[0, 2], video_capture=FakeV4l2
+        )
+    )
     assert usb.status == OK and usb.detail == "USB/V4L2 camera /dev/video2"
-    none = check_camera(lambda: CameraFactory.auto_detect_camera(
-        picamera2_loader=no_picamera2, usb_devices=[0], video_capture=FakeV4l2))
+    none = check_camera(
+        lambda: CameraFactory.auto_detect_camera(
+            picamera2_loader=no_picamera2, usb_devices=[0], video_capture=FakeV4l2
+        )
+    )
     assert none.status == WARN and "simulated" in none.detail and "video group" in none.fix
 
 
@@ -153,14 +168,35 @@ def test_codecs_and_rsync():
 
 
 def test_doctor_command_exit_codes(sshd, tmp_path):
-    args = ["doctor", "--buffer", str(tmp_path), "--ssh", f"{sshd.user}@127.0.0.1:{sshd.port}",
-            "--ssh-key", str(sshd.client_key), "--known-hosts", str(sshd.known_hosts),
-            "--skip", "camera", "--skip", "clock"]
+    args = [
+        "doctor",
+        "--buffer",
+        str(tmp_path),
+        "--ssh",
+        f"{sshd.user}@127.0.0.1:{sshd.port}",
+        "--ssh-key",
+        str(sshd.client_key),
+        "--known-hosts",
+        str(sshd.known_hosts),
+        "--skip",
+        "camera",
+        "--skip",
+        "clock",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "all 4 checks passed" in result.output
-    bad = CliRunner().invoke(app, [*args[:4], f"{sshd.user}@127.0.0.1:{sshd.port + 0}",
-                                   "--skip", "camera", "--skip", "clock"])
+    bad = CliRunner().invoke(
+        app,
+        [
+            *args[:4],
+            f"{sshd.user}@127.0.0.1:{sshd.port + 0}",
+            "--skip",
+            "camera",
+            "--skip",
+            "clock",
+        ],
+    )
     assert bad.exit_code == 1  # no key, no known host: the SSH check fails
     assert "ssh to processing host" in bad.output and "1 of 4 checks" in bad.output
     assert CliRunner().invoke(app, ["doctor", "--skip", "nonsense"]).exit_code == 2

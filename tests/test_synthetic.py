@@ -67,8 +67,9 @@ def test_sky_is_warm_at_sunset_and_blue_in_the_blue_hour():
 
 
 def test_clouds_drift_with_the_wind():
-    layer = synthetic.cloud_layer(W, H, seed=1, coverage=0.5, wind_px_per_s=(2.0, 0.0),
-                                  evolve_s=1e9)
+    layer = synthetic.cloud_layer(
+        W, H, seed=1, coverage=0.5, wind_px_per_s=(2.0, 0.0), evolve_s=1e9
+    )
     a0, a1 = layer.alpha(0.0), layer.alpha(4.0)
     assert a0.shape == (H, W) and a0.min() >= 0.0 and a0.max() <= 1.0
     cloudy = (layer.alpha(0.0)[: H // 2] > 0.05).mean()
@@ -120,10 +121,22 @@ def test_sequence_files_exif_and_determinism(tmp_path):
 
 def test_written_brightness_matches_truth_and_flicker_is_as_recorded(tmp_path):
     clean = synthetic.generate_sequence(
-        tmp_path / "clean", frames=8, size=(W, H), fmt="png", flicker_ev_std=0.0, shake_px=0.0,
-        drift_px_per_frame=0.0, rotation_deg=0.0, seed=2)
-    measured = np.array([synthetic.central_log2_luminance(_read_linear(tmp_path / "clean" / f.file))
-                         for f in clean.frames])
+        tmp_path / "clean",
+        frames=8,
+        size=(W, H),
+        fmt="png",
+        flicker_ev_std=0.0,
+        shake_px=0.0,
+        drift_px_per_frame=0.0,
+        rotation_deg=0.0,
+        seed=2,
+    )
+    measured = np.array(
+        [
+            synthetic.central_log2_luminance(_read_linear(tmp_path / "clean" / f.file))
+            for f in clean.frames
+        ]
+    )
     truth = clean.column("log2_luminance")
     np.testing.assert_allclose(measured, truth, atol=0.01)
     # Smooth, accelerating sunset: -3 EV over the sequence, the last steps the largest.
@@ -132,11 +145,22 @@ def test_written_brightness_matches_truth_and_flicker_is_as_recorded(tmp_path):
     assert np.all(steps < 0) and steps[-1] < 3 * steps[1]
 
     flick = synthetic.generate_sequence(
-        tmp_path / "flicker", frames=8, size=(W, H), fmt="png", flicker_ev_std=0.2, shake_px=0.0,
-        drift_px_per_frame=0.0, rotation_deg=0.0, seed=2)
-    measured_f = np.array([
-        synthetic.central_log2_luminance(_read_linear(tmp_path / "flicker" / f.file))
-        for f in flick.frames])
+        tmp_path / "flicker",
+        frames=8,
+        size=(W, H),
+        fmt="png",
+        flicker_ev_std=0.2,
+        shake_px=0.0,
+        drift_px_per_frame=0.0,
+        rotation_deg=0.0,
+        seed=2,
+    )
+    measured_f = np.array(
+        [
+            synthetic.central_log2_luminance(_read_linear(tmp_path / "flicker" / f.file))
+            for f in flick.frames
+        ]
+    )
     np.testing.assert_allclose(flick.column("log2_luminance"), truth, atol=1e-9)
     np.testing.assert_allclose(measured_f - truth, flick.column("flicker_ev"), atol=0.03)
     assert flick.column("flicker_ev").std() > 0.08
@@ -147,15 +171,27 @@ def test_shake_truth_matches_the_written_shift(tmp_path):
 
     # Fixed light, so that only the shake differs between frames.
     truth = synthetic.generate_sequence(
-        tmp_path, frames=4, size=(640, 360), fmt="png", flicker_ev_std=0.0, shake_px=3.0,
-        drift_px_per_frame=0.5, rotation_deg=0.0, noise=0.5, clouds=False, seed=8,
-        sunset_ev=0.0, sun_altitude_deg=(-5.0, -5.0))
+        tmp_path,
+        frames=4,
+        size=(640, 360),
+        fmt="png",
+        flicker_ev_std=0.0,
+        shake_px=3.0,
+        drift_px_per_frame=0.5,
+        rotation_deg=0.0,
+        noise=0.5,
+        clouds=False,
+        seed=8,
+        sunset_ev=0.0,
+        sun_altitude_deg=(-5.0, -5.0),
+    )
     ref = cv2.imread(str(tmp_path / truth.frames[0].file), cv2.IMREAD_GRAYSCALE)
     win = cv2.createHanningWindow((640, 180), cv2.CV_32F)
     for f in truth.frames[1:]:
         img = cv2.imread(str(tmp_path / f.file), cv2.IMREAD_GRAYSCALE)
-        (sx, sy), _ = cv2.phaseCorrelate(ref[180:].astype(np.float32),
-                                         img[180:].astype(np.float32), win)
+        (sx, sy), _ = cv2.phaseCorrelate(
+            ref[180:].astype(np.float32), img[180:].astype(np.float32), win
+        )
         # Windowed phase correlation is good to about a tenth of a pixel.
         assert sx == pytest.approx(f.dx - truth.frames[0].dx, abs=0.2)
         assert sy == pytest.approx(f.dy - truth.frames[0].dy, abs=0.2)
@@ -165,8 +201,18 @@ def test_holy_grail_ramp_steps_are_in_exif_and_in_the_frames(tmp_path):
     from PIL import Image
 
     truth = synthetic.generate_sequence(
-        tmp_path, frames=12, size=(W, H), fmt="jpg", flicker_ev_std=0.0, shake_px=0.0,
-        drift_px_per_frame=0.0, rotation_deg=0.0, ramp_ev=2.0, ramp_step_ev=1 / 3, seed=1)
+        tmp_path,
+        frames=12,
+        size=(W, H),
+        fmt="jpg",
+        flicker_ev_std=0.0,
+        shake_px=0.0,
+        drift_px_per_frame=0.0,
+        rotation_deg=0.0,
+        ramp_ev=2.0,
+        ramp_step_ev=1 / 3,
+        seed=1,
+    )
     cam = truth.column("camera_ev")
     assert cam[0] == 0.0 and cam[-1] == pytest.approx(2.0)
     assert np.allclose(np.round(cam * 3), cam * 3)  # whole 1/3 EV steps

@@ -13,7 +13,9 @@ T = TypeVar("T")
 
 
 def wait_for(
-    predicate: Callable[[], T], timeout: float = 30.0, what: str = "condition",
+    predicate: Callable[[], T],
+    timeout: float = 30.0,
+    what: str = "condition",
     poll_s: float = 0.05,
 ) -> T:
     """Poll ``predicate`` until it returns something truthy, and return that; fail on timeout."""

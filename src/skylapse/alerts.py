@@ -93,14 +93,24 @@ class AlertEvent:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "alert": self.alert, "state": self.state, "severity": self.severity,
-            "service": self.service, "station": self.station, "component": self.component,
-            "title": self.title, "detail": self.detail, "episode": self.episode,
+            "alert": self.alert,
+            "state": self.state,
+            "severity": self.severity,
+            "service": self.service,
+            "station": self.station,
+            "component": self.component,
+            "title": self.title,
+            "detail": self.detail,
+            "episode": self.episode,
             "opened_at": self.opened_at.isoformat(timespec="microseconds"),
-            "resolved_at": (self.resolved_at.isoformat(timespec="microseconds")
-                            if self.resolved_at else None),
-            "duration_s": (round((self.resolved_at - self.opened_at).total_seconds(), 3)
-                           if self.resolved_at else None),
+            "resolved_at": (
+                self.resolved_at.isoformat(timespec="microseconds") if self.resolved_at else None
+            ),
+            "duration_s": (
+                round((self.resolved_at - self.opened_at).total_seconds(), 3)
+                if self.resolved_at
+                else None
+            ),
         }
 
 
@@ -174,14 +184,21 @@ class AlertManager:
             self._announce(event)
         return events
 
-    def _event(self, cond: AlertCondition, st: _State, state: str,
-               detail: str | None = None) -> AlertEvent:
+    def _event(
+        self, cond: AlertCondition, st: _State, state: str, detail: str | None = None
+    ) -> AlertEvent:
         assert st.opened_at is not None
         return AlertEvent(
-            alert=cond.name, state=state, severity=cond.severity,  # type: ignore[arg-type]
-            service=self.service, station=self.station, component=cond.component,
-            title=cond.title, detail=detail if detail is not None else st.detail,
-            episode=st.episode, opened_at=st.opened_at,
+            alert=cond.name,
+            state=state,
+            severity=cond.severity,  # type: ignore[arg-type]
+            service=self.service,
+            station=self.station,
+            component=cond.component,
+            title=cond.title,
+            detail=detail if detail is not None else st.detail,
+            episode=st.episode,
+            opened_at=st.opened_at,
             resolved_at=self.wall() if state == "resolved" else None,
         )
 
@@ -203,10 +220,17 @@ class AlertManager:
             for cond in self.conditions:
                 st = self._states[cond.name]
                 if st.active and st.opened_at is not None:
-                    out.append({"alert": cond.name, "severity": cond.severity,
-                                "component": cond.component, "title": cond.title,
-                                "detail": st.detail, "episode": st.episode,
-                                "opened_at": st.opened_at.isoformat(timespec="microseconds")})
+                    out.append(
+                        {
+                            "alert": cond.name,
+                            "severity": cond.severity,
+                            "component": cond.component,
+                            "title": cond.title,
+                            "detail": st.detail,
+                            "episode": st.episode,
+                            "opened_at": st.opened_at.isoformat(timespec="microseconds"),
+                        }
+                    )
         return out
 
     def component_alerts(self, component: str) -> list[dict[str, Any]]:
@@ -218,14 +242,19 @@ class AlertManager:
 
         active = self.active()
         if not active:
-            return Check(status="ok", detail=f"no alerts ({len(self.conditions)} conditions "
-                         "watched)")
+            return Check(
+                status="ok", detail=f"no alerts ({len(self.conditions)} conditions watched)"
+            )
         status = "failing" if any(a["severity"] == "critical" for a in active) else "degraded"
-        return Check(status=status, detail="; ".join(f"{a['alert']}: {a['detail']}"
-                                                     for a in active))
+        return Check(
+            status=status, detail="; ".join(f"{a['alert']}: {a['detail']}" for a in active)
+        )
 
-    async def run(self, every_s: float | Callable[[], float],
-                  on_event: Callable[[AlertEvent], None] | None = None) -> None:
+    async def run(
+        self,
+        every_s: float | Callable[[], float],
+        on_event: Callable[[AlertEvent], None] | None = None,
+    ) -> None:
         """Evaluate every ``every_s`` seconds (a number or a function giving it) until
         cancelled; checks run in a thread, ``on_event`` gets each opening and closing."""
         self.start()
@@ -247,8 +276,11 @@ def _safely(fn: Callable, *args: Any) -> None:
     try:
         fn(*args)
     except Exception as exc:
-        log.error("alert notifier failed", notifier=type(getattr(fn, "__self__", fn)).__name__,
-                  error=repr(exc))
+        log.error(
+            "alert notifier failed",
+            notifier=type(getattr(fn, "__self__", fn)).__name__,
+            error=repr(exc),
+        )
 
 
 # -- notifiers ---------------------------------------------------------------------------------
@@ -262,9 +294,16 @@ class WebhookNotifier:
     delivered. ``sent`` and ``failed`` count outcomes.
     """
 
-    def __init__(self, url: str, *, timeout_s: float = 5.0, attempts: int = 3,
-                 backoff_s: float = 1.0, queue_size: int = 100,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 5.0,
+        attempts: int = 3,
+        backoff_s: float = 1.0,
+        queue_size: int = 100,
+        headers: dict[str, str] | None = None,
+    ):
         self.url = url
         self.timeout_s = timeout_s
         self.attempts = max(1, attempts)
@@ -341,11 +380,20 @@ class MqttNotifier:
     thread connects, reconnects and sends; ``notify`` only queues.
     """
 
-    def __init__(self, host: str, port: int = 1883, topic_prefix: str = "skylapse", *,
-                 node_id: str = "skylapse", discovery_prefix: str = "homeassistant",
-                 username: str | None = None, password: str | None = None,
-                 client_id: str | None = None, device_name: str | None = None,
-                 keepalive_s: int = 30):
+    def __init__(
+        self,
+        host: str,
+        port: int = 1883,
+        topic_prefix: str = "skylapse",
+        *,
+        node_id: str = "skylapse",
+        discovery_prefix: str = "homeassistant",
+        username: str | None = None,
+        password: str | None = None,
+        client_id: str | None = None,
+        device_name: str | None = None,
+        keepalive_s: int = 30,
+    ):
         import paho.mqtt.client as mqtt
 
         self.host, self.port = host, port
@@ -358,8 +406,9 @@ class MqttNotifier:
         self._state: dict[str, tuple[str, dict[str, Any] | None]] = {}
         self._lock = threading.Lock()
         self.connected = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=client_id or f"skylapse-{node_id}")
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"skylapse-{node_id}"
+        )
         if username is not None:
             self.client.username_pw_set(username, password)
         self.client.will_set(self.status_topic, "offline", qos=1, retain=True)
@@ -396,8 +445,12 @@ class MqttNotifier:
             "payload_available": "online",
             "payload_not_available": "offline",
             "entity_category": "diagnostic",
-            "device": {"identifiers": [f"skylapse_{self.node_id}"], "name": self.device_name,
-                       "manufacturer": "Skylapse", "model": "timelapse station"},
+            "device": {
+                "identifiers": [f"skylapse_{self.node_id}"],
+                "name": self.device_name,
+                "manufacturer": "Skylapse",
+                "model": "timelapse station",
+            },
         }
 
     def start(self, conditions: Sequence[AlertCondition]) -> None:
@@ -418,8 +471,12 @@ class MqttNotifier:
         client.publish(self.status_topic, "online", qos=1, retain=True)
         with self._lock:
             for cond in self._conditions:
-                client.publish(self.discovery_topic(cond.name),
-                               json.dumps(self.discovery_config(cond)), qos=1, retain=True)
+                client.publish(
+                    self.discovery_topic(cond.name),
+                    json.dumps(self.discovery_config(cond)),
+                    qos=1,
+                    retain=True,
+                )
             for alert, (state, attributes) in self._state.items():
                 self._publish_state(alert, state, attributes)
         self.connected.set()
@@ -431,8 +488,9 @@ class MqttNotifier:
     def _publish_state(self, alert: str, state: str, attributes: dict[str, Any] | None) -> None:
         self.client.publish(self.state_topic(alert), state, qos=1, retain=True)
         if attributes is not None:
-            self.client.publish(self.attributes_topic(alert), json.dumps(attributes), qos=1,
-                                retain=True)
+            self.client.publish(
+                self.attributes_topic(alert), json.dumps(attributes), qos=1, retain=True
+            )
 
     def notify(self, event: AlertEvent) -> None:
         state = "ON" if event.state == "firing" else "OFF"
@@ -445,15 +503,17 @@ class MqttNotifier:
         if self._started:
             with contextlib.suppress(Exception):
                 if self.connected.is_set():
-                    self.client.publish(self.status_topic, "offline", qos=1,
-                                        retain=True).wait_for_publish(2)
+                    self.client.publish(
+                        self.status_topic, "offline", qos=1, retain=True
+                    ).wait_for_publish(2)
             self.client.disconnect()
             self.client.loop_stop()
             self._started = False
 
 
-def processing_conditions(catalog: Any, alerts: Any,
-                          failed_window: timedelta = timedelta(hours=24)) -> list[AlertCondition]:
+def processing_conditions(
+    catalog: Any, alerts: Any, failed_window: timedelta = timedelta(hours=24)
+) -> list[AlertCondition]:
     """The processing service's conditions over its catalog (`ProcessingCatalog`), with the
     thresholds of an ``alerts`` config section (read at each evaluation)."""
 
@@ -465,26 +525,44 @@ def processing_conditions(catalog: Any, alerts: Any,
             if job["attempts"] < limit:
                 continue
             retrying = job["state"] in ("queued", "running") and job["error"]
-            failed = (job["state"] == "failed" and job["finished_at"]
-                      and datetime.fromisoformat(job["finished_at"]) >= since)
+            failed = (
+                job["state"] == "failed"
+                and job["finished_at"]
+                and datetime.fromisoformat(job["finished_at"]) >= since
+            )
             if retrying or failed:
                 bad.append(job)
-        detail = "; ".join(f"{j['kind']} job {j['id']} {j['state']} after {j['attempts']} "
-                           f"attempts: {j['error']}" for j in bad[:3])
+        detail = "; ".join(
+            f"{j['kind']} job {j['id']} {j['state']} after {j['attempts']} attempts: {j['error']}"
+            for j in bad[:3]
+        )
         return bool(bad), detail
 
     def queue_depth(active: bool) -> tuple[bool, str]:
         depth = catalog.queue_depth()
         limit = alerts.processing_queue_max
         return depth > (0.8 * limit if active else limit), (
-            f"{depth} jobs queued or running (target at most {limit})")
+            f"{depth} jobs queued or running (target at most {limit})"
+        )
 
     clear = alerts.clear_after_s
     return [
-        AlertCondition("job_failing_repeatedly", "A processing job fails repeatedly",
-                       "critical", "workers", job_failing, clear_after_s=clear),
-        AlertCondition("processing_queue_depth", "Processing queue too deep", "warning",
-                       "queue", queue_depth, clear_after_s=clear),
+        AlertCondition(
+            "job_failing_repeatedly",
+            "A processing job fails repeatedly",
+            "critical",
+            "workers",
+            job_failing,
+            clear_after_s=clear,
+        ),
+        AlertCondition(
+            "processing_queue_depth",
+            "Processing queue too deep",
+            "warning",
+            "queue",
+            queue_depth,
+            clear_after_s=clear,
+        ),
     ]
 
 
@@ -496,9 +574,17 @@ def notifiers_from_config(config: Any, station: str) -> list[Notifier]:
         out.append(WebhookNotifier(section.webhook_url))
     mq = section.mqtt
     if mq.host:
-        out.append(MqttNotifier(mq.host, mq.port, mq.topic_prefix, node_id=mq.node_id or station,
-                                discovery_prefix=mq.discovery_prefix, username=mq.username,
-                                password=mq.password))
+        out.append(
+            MqttNotifier(
+                mq.host,
+                mq.port,
+                mq.topic_prefix,
+                node_id=mq.node_id or station,
+                discovery_prefix=mq.discovery_prefix,
+                username=mq.username,
+                password=mq.password,
+            )
+        )
     return out
 
 

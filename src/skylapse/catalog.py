@@ -307,8 +307,12 @@ class Catalog(SqliteStore):
             db.execute(
                 "INSERT OR REPLACE INTO sessions (id, started_at, camera, settings)"
                 " VALUES (?, ?, ?, ?)",
-                (session_id, started_at.isoformat(timespec="microseconds"), camera,
-                 json.dumps(settings, default=str)),
+                (
+                    session_id,
+                    started_at.isoformat(timespec="microseconds"),
+                    camera,
+                    json.dumps(settings, default=str),
+                ),
             )
 
     def close_session(self, session_id: str, ended_at: datetime) -> None:
@@ -407,9 +411,11 @@ class ProcessingCatalog(SqliteStore):
     # --- ingest ---------------------------------------------------------------------------
 
     def is_ingested(self, station: str, path: str) -> bool:
-        row = self._connect().execute(
-            "SELECT 1 FROM ingested WHERE station = ? AND path = ?", (station, path)
-        ).fetchone()
+        row = (
+            self._connect()
+            .execute("SELECT 1 FROM ingested WHERE station = ? AND path = ?", (station, path))
+            .fetchone()
+        )
         return row is not None
 
     def record_ingested(
@@ -446,8 +452,18 @@ class ProcessingCatalog(SqliteStore):
                 "INSERT OR IGNORE INTO ingested (station, path, store_path, sha256, size_bytes,"
                 " captured_at, phase, sequence_id, metadata, ingested_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (station, path, store_path, sha256, size_bytes, at, phase, seq["id"],
-                 json.dumps(metadata, default=str), _iso(now)),
+                (
+                    station,
+                    path,
+                    store_path,
+                    sha256,
+                    size_bytes,
+                    at,
+                    phase,
+                    seq["id"],
+                    json.dumps(metadata, default=str),
+                    _iso(now),
+                ),
             )
             if cur.rowcount:
                 phases = json.loads(seq["phases"])
@@ -479,16 +495,20 @@ class ProcessingCatalog(SqliteStore):
         return [{**dict(r), "phases": json.loads(r["phases"])} for r in rows]
 
     def sequence(self, sequence_id: int) -> dict[str, Any] | None:
-        row = self._connect().execute(
-            "SELECT * FROM sequences WHERE id = ?", (sequence_id,)
-        ).fetchone()
+        row = (
+            self._connect()
+            .execute("SELECT * FROM sequences WHERE id = ?", (sequence_id,))
+            .fetchone()
+        )
         return {**dict(row), "phases": json.loads(row["phases"])} if row else None
 
     def last_ingested_at(self, sequence_id: int) -> datetime | None:
         """When the newest frame of a sequence arrived (not when it was captured)."""
-        row = self._connect().execute(
-            "SELECT MAX(ingested_at) FROM ingested WHERE sequence_id = ?", (sequence_id,)
-        ).fetchone()
+        row = (
+            self._connect()
+            .execute("SELECT MAX(ingested_at) FROM ingested WHERE sequence_id = ?", (sequence_id,))
+            .fetchone()
+        )
         return datetime.fromisoformat(row[0]) if row and row[0] else None
 
     def close_sequence(self, sequence_id: int, when: datetime) -> None:
@@ -525,7 +545,11 @@ class ProcessingCatalog(SqliteStore):
     # --- jobs -----------------------------------------------------------------------------
 
     def add_job(
-        self, job_id: str, kind: str, params: dict[str, Any], now: datetime,
+        self,
+        job_id: str,
+        kind: str,
+        params: dict[str, Any],
+        now: datetime,
         correlation_id: str | None = None,
     ) -> None:
         with self.transaction() as db:
@@ -565,14 +589,21 @@ class ProcessingCatalog(SqliteStore):
 
     def queue_depth(self) -> int:
         """Jobs waiting or running: the ``processing_queue_depth`` metric."""
-        return self._connect().execute(
-            "SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')"
-        ).fetchone()[0]
+        return (
+            self._connect()
+            .execute("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')")
+            .fetchone()[0]
+        )
 
     # --- archived timelapses (skylapse.processing.archive) ---------------------------------
 
     def add_timelapse(
-        self, *, job_id: str, sequence_id: int | None, path: str, files: list[dict[str, Any]],
+        self,
+        *,
+        job_id: str,
+        sequence_id: int | None,
+        path: str,
+        files: list[dict[str, Any]],
         created_at: datetime,
     ) -> int:
         """Record an archived timelapse (idempotent per render job); returns its id."""
@@ -587,15 +618,19 @@ class ProcessingCatalog(SqliteStore):
         return row["id"]
 
     def timelapse(self, timelapse_id: int) -> dict[str, Any] | None:
-        row = self._connect().execute(
-            "SELECT * FROM timelapses WHERE id = ?", (timelapse_id,)
-        ).fetchone()
+        row = (
+            self._connect()
+            .execute("SELECT * FROM timelapses WHERE id = ?", (timelapse_id,))
+            .fetchone()
+        )
         return _timelapse_dict(row) if row else None
 
     def timelapse_for_job(self, job_id: str) -> dict[str, Any] | None:
-        row = self._connect().execute(
-            "SELECT * FROM timelapses WHERE job_id = ?", (job_id,)
-        ).fetchone()
+        row = (
+            self._connect()
+            .execute("SELECT * FROM timelapses WHERE job_id = ?", (job_id,))
+            .fetchone()
+        )
         return _timelapse_dict(row) if row else None
 
     def timelapses(
@@ -612,7 +647,11 @@ class ProcessingCatalog(SqliteStore):
         return [_timelapse_dict(r) for r in self._connect().execute(sql)]
 
     def mark_timelapse_backed_up(
-        self, timelapse_id: int, when: datetime, location: str, sha256: str,
+        self,
+        timelapse_id: int,
+        when: datetime,
+        location: str,
+        sha256: str,
         etags: dict[str, str],
     ) -> None:
         with self.transaction() as db:

@@ -195,8 +195,12 @@ def demo(
     ] = None,
     frames_scale: Annotated[
         float | None,
-        typer.Option(help="More (>1) or fewer (<1) frames than the demo's ~155 shots: divides "
-                     "the capture intervals.", min=0.01, max=10),
+        typer.Option(
+            help="More (>1) or fewer (<1) frames than the demo's ~155 shots: divides "
+            "the capture intervals.",
+            min=0.01,
+            max=10,
+        ),
     ] = None,
     preset: Annotated[
         str | None, typer.Option(help="Encoder preset, ultrafast .. veryslow (veryfast).")
@@ -208,8 +212,13 @@ def demo(
     from skylapse.capture.commands import parse_resolution
     from skylapse.demo import DemoError, DemoOptions, print_demo_summary, run_demo, serve_demo
 
-    given = {"resolution": parse_resolution(resolution), "size": size, "minutes": minutes,
-             "frames_scale": frames_scale, "preset": preset}
+    given = {
+        "resolution": parse_resolution(resolution),
+        "size": size,
+        "minutes": minutes,
+        "frames_scale": frames_scale,
+        "preset": preset,
+    }
     options = DemoOptions(out=out, **{k: v for k, v in given.items() if v is not None})
     try:
         result = run_demo(options, console)

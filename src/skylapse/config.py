@@ -151,15 +151,19 @@ class StrategyConfig(_Section):
     hdr: bool = False
     bracket_ev: list[float] = Field(default_factory=lambda: [-2.0, 0.0, 2.0])
     white_balance: Literal["auto"] | int = Field(
-        "auto", description="'auto', or a fixed colour temperature in kelvin (keeps the light's "
-        "colour instead of neutralising it)"
+        "auto",
+        description="'auto', or a fixed colour temperature in kelvin (keeps the light's "
+        "colour instead of neutralising it)",
     )
     exposure_bias_ev: float = Field(0.0, ge=-3, le=3, description="added to the level target")
     max_exposure_s: float = Field(30.0, gt=0, description="longest exposure in this strategy")
     max_gain: float = Field(16.0, ge=1, description="highest analogue gain (1 = base ISO)")
     highlight_clip_max: float = Field(
-        0.01, ge=0, le=1, description="fraction of clipped pixels tolerated before the controller "
-        "pulls exposure down"
+        0.01,
+        ge=0,
+        le=1,
+        description="fraction of clipped pixels tolerated before the controller "
+        "pulls exposure down",
     )
     shadow_lift: float = Field(0.0, ge=0, le=1)
     contrast: float = Field(1.0, gt=0, le=3)
@@ -177,10 +181,12 @@ def _default_strategies() -> dict[str, StrategyConfig]:
         "day": StrategyConfig(max_exposure_s=1 / 30),
         "golden_hour": StrategyConfig(hdr=True, white_balance=5500, max_exposure_s=1.0),
         "blue_hour": StrategyConfig(white_balance=4300, max_exposure_s=15.0, max_gain=4.0),
-        "overcast": StrategyConfig(shadow_lift=0.25, contrast=1.2, exposure_bias_ev=0.3,
-                                   max_exposure_s=1 / 15),
-        "stormy": StrategyConfig(exposure_bias_ev=-0.5, highlight_clip_max=0.002,
-                                 max_exposure_s=1 / 250, max_gain=8.0),
+        "overcast": StrategyConfig(
+            shadow_lift=0.25, contrast=1.2, exposure_bias_ev=0.3, max_exposure_s=1 / 15
+        ),
+        "stormy": StrategyConfig(
+            exposure_bias_ev=-0.5, highlight_clip_max=0.002, max_exposure_s=1 / 250, max_gain=8.0
+        ),
         "night": StrategyConfig(white_balance=4000, max_exposure_s=30.0, max_gain=16.0),
     }
 
@@ -190,19 +196,24 @@ class ExposureConfig(_Section):
 
     aperture_f: float = Field(1.8, gt=0, description="the lens's fixed f-number")
     target_log2_luma: float = Field(
-        -2.47, le=0, description="day target of the centre-weighted mean log2 linear luminance "
-        "(-2.47 = 18 % grey)"
+        -2.47,
+        le=0,
+        description="day target of the centre-weighted mean log2 linear luminance "
+        "(-2.47 = 18 % grey)",
     )
-    night_darken_ev: float = Field(1.25, ge=1.0, le=1.5,
-                                   description="how much darker the night level is than the day")
+    night_darken_ev: float = Field(
+        1.25, ge=1.0, le=1.5, description="how much darker the night level is than the day"
+    )
     night_ramp_deg: tuple[float, float] = Field(
         (-4.0, -14.0), description="sun elevations over which the target eases from day to night"
     )
     max_step_ev: float = Field(1 / 3, gt=0, le=2, description="largest change between frames")
     max_rate_ev_per_min: float = Field(1.0, gt=0, description="largest change per minute")
     target_slew_ev_per_min: float = Field(
-        0.25, gt=0, description="how fast the level target follows a change of strategy bias or "
-        "highlight protection"
+        0.25,
+        gt=0,
+        description="how fast the level target follows a change of strategy bias or "
+        "highlight protection",
     )
     scene_smoothing: float = Field(
         0.3, gt=0, le=1, description="weight of the newest frame in the scene-brightness estimate"
@@ -228,8 +239,9 @@ class WeatherConfig(_Section):
     api_key: str | None = Field(None, description="falls back to $OPENWEATHERMAP_API_KEY")
     base_url: str = "https://api.openweathermap.org/data/2.5/weather"
     refresh_s: float = Field(900.0, gt=0, description="how often to fetch")
-    stale_after_s: float = Field(3 * 3600.0, gt=0,
-                                 description="older observations are dropped: clear sky assumed")
+    stale_after_s: float = Field(
+        3 * 3600.0, gt=0, description="older observations are dropped: clear sky assumed"
+    )
     timeout_s: float = Field(10.0, gt=0)
     cache_path: Path = Path("~/.cache/skylapse/weather.json")
     overcast_cloud_pct: float = Field(85.0, ge=0, le=100)
@@ -266,18 +278,26 @@ class CaptureConfig(_Section):
     jpeg_quality: int = Field(92, ge=1, le=100)
     hdr: bool = Field(True, description="take brackets where the strategy asks for HDR")
     autofocus: bool = Field(True, description="autofocus at session start when the camera can")
-    writer_queue: int = Field(8, ge=1, le=256,
-                              description="frames waiting to be encoded and written, at most")
+    writer_queue: int = Field(
+        8, ge=1, le=256, description="frames waiting to be encoded and written, at most"
+    )
     retention_h: float = Field(48.0, gt=0, description="keep verified frames this long")
-    watermark_pct: float = Field(80.0, gt=0, le=100,
-                                 description="emergency cleanup above this disk usage")
+    watermark_pct: float = Field(
+        80.0, gt=0, le=100, description="emergency cleanup above this disk usage"
+    )
     storage_check_s: float = Field(300.0, gt=0, description="how often storage is enforced")
-    unattended: bool = Field(True, description="`skylapse serve capture` opens and closes "
-                             "sessions by the windows on its own")
-    camera: str = Field("auto", pattern=_CAMERA_SPEC,
-                        description="auto, simulated, picamera2[:N], usb[:DEVICE] or replay:DIR")
+    unattended: bool = Field(
+        True,
+        description="`skylapse serve capture` opens and closes sessions by the windows on its own",
+    )
+    camera: str = Field(
+        "auto",
+        pattern=_CAMERA_SPEC,
+        description="auto, simulated, picamera2[:N], usb[:DEVICE] or replay:DIR",
+    )
     resolution: tuple[int, int] | None = Field(
-        None, description="[width, height] of captured frames; null = the camera profile's")
+        None, description="[width, height] of captured frames; null = the camera profile's"
+    )
 
     @field_validator("resolution")
     @classmethod
@@ -338,8 +358,11 @@ class TransferConfig(_Section):
     key_file: Path | None = Field(None, description="SSH private key of this station")
     known_hosts: Path | None = Field(None, description="known_hosts file holding the host's key")
     inbox: str = Field("/srv/skylapse/inbox", description="absolute inbox folder on the host")
-    station: str = Field("station", pattern=r"^[A-Za-z0-9_-]{1,64}$",
-                         description="this station's folder in the inbox")
+    station: str = Field(
+        "station",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="this station's folder in the inbox",
+    )
     batch_size: int = Field(50, ge=1, le=10000)
     bandwidth_limit_kbps: int | None = Field(None, ge=1, description="rsync --bwlimit")
     poll_s: float = Field(5.0, gt=0, le=3600, description="queue polling interval")
@@ -355,8 +378,9 @@ class MqttConfig(_Section):
     password: str | None = None
     topic_prefix: str = Field("skylapse", pattern=r"^[A-Za-z0-9_/-]+$")
     discovery_prefix: str = Field("homeassistant", pattern=r"^[A-Za-z0-9_/-]+$")
-    node_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$",
-                                description="default: the transfer section's station")
+    node_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_-]+$", description="default: the transfer section's station"
+    )
 
 
 class AlertsConfig(_Section):
@@ -365,8 +389,9 @@ class AlertsConfig(_Section):
     webhook_url: str | None = Field(None, pattern=r"^https?://", description="JSON POST target")
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     evaluate_every_s: float = Field(10.0, gt=0, le=3600)
-    clear_after_s: float = Field(60.0, ge=0, description="an episode closes after its condition "
-                                 "stayed clear this long")
+    clear_after_s: float = Field(
+        60.0, ge=0, description="an episode closes after its condition stayed clear this long"
+    )
     capture_latency_p99_ms: float = Field(100.0, gt=0, description="over the last 100 frames")
     image_quality_min: float = Field(0.3, ge=0, le=1, description="median of the last 10 frames")
     transfer_queue_max: int = Field(2000, ge=1, description="frames waiting for transfer")
@@ -483,8 +508,12 @@ def validate_mapping(
 
 
 def parse_yaml(
-    model: type[Model], text: str, source: str, error: type[ValueError] = ConfigError,
-    *, empty: dict[str, Any] | None = None,
+    model: type[Model],
+    text: str,
+    source: str,
+    error: type[ValueError] = ConfigError,
+    *,
+    empty: dict[str, Any] | None = None,
 ) -> Model:
     """YAML text into ``model``; an empty document becomes ``empty`` when that is given."""
     try:
@@ -497,8 +526,11 @@ def parse_yaml(
 
 
 def read_yaml(
-    model: type[Model], path: str | Path, error: type[ValueError] = ConfigError,
-    *, empty: dict[str, Any] | None = None,
+    model: type[Model],
+    path: str | Path,
+    error: type[ValueError] = ConfigError,
+    *,
+    empty: dict[str, Any] | None = None,
 ) -> Model:
     """A YAML file into ``model``: the configuration, camera profiles and lens profiles."""
     path = Path(path)

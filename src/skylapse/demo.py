@@ -79,8 +79,9 @@ from skylapse.processing import measure
 log = get_logger(__name__)
 
 #: Where and when the demo evening happens: the Chamonix valley floor, an autumn sunset.
-DEMO_LOCATION = LocationConfig(latitude=45.92, longitude=6.87, elevation_m=1035.0,
-                               timezone="Europe/Paris")
+DEMO_LOCATION = LocationConfig(
+    latitude=45.92, longitude=6.87, elevation_m=1035.0, timezone="Europe/Paris"
+)
 DEMO_DAY = dt.date(2025, 10, 11)
 #: Share of the session before sunset (50 of 90 minutes: day, golden hour, blue hour, twilight).
 BEFORE_SUNSET = 5 / 9
@@ -93,6 +94,7 @@ OWNED = ("capture", "ssh", "processing")
 #: Width at which the outputs are decoded for measuring (the central region's mean is all
 #: that is measured, which a reduced decode keeps).
 MEASURE_WIDTH = 480
+
 
 class DemoError(RuntimeError):
     """The demo cannot run or a stage failed; the message says what to do."""
@@ -187,16 +189,20 @@ def demo_config(options: DemoOptions, buffer: Path | None = None) -> SkylapseCon
         raise ValueError("frames_scale must be positive")
     cfg = default_config()
     scale = INTERVAL_SCALE / options.frames_scale
-    phases = [p.model_copy(update={"interval_s": p.interval_s * scale})
-              for p in cfg.schedule.phases]
-    capture = cfg.capture if buffer is None else cfg.capture.model_copy(
-        update={"buffer_dir": buffer})
-    return cfg.model_copy(update={
-        "location": DEMO_LOCATION,
-        "schedule": cfg.schedule.model_copy(update={"phases": phases}),
-        "weather": cfg.weather.model_copy(update={"enabled": False}),
-        "capture": capture,
-    })
+    phases = [
+        p.model_copy(update={"interval_s": p.interval_s * scale}) for p in cfg.schedule.phases
+    ]
+    capture = (
+        cfg.capture if buffer is None else cfg.capture.model_copy(update={"buffer_dir": buffer})
+    )
+    return cfg.model_copy(
+        update={
+            "location": DEMO_LOCATION,
+            "schedule": cfg.schedule.model_copy(update={"phases": phases}),
+            "weather": cfg.weather.model_copy(update={"enabled": False}),
+            "capture": capture,
+        }
+    )
 
 
 def session_start(location: LocationConfig, day: dt.date, minutes: float) -> dt.datetime:
@@ -204,8 +210,9 @@ def session_start(location: LocationConfig, day: dt.date, minutes: float) -> dt.
     ``BEFORE_SUNSET`` of its length before the sunset."""
     sunset = sun_events(location, day).sunset
     if sunset is None:
-        raise DemoError(f"the sun does not set at {location.latitude},{location.longitude} "
-                        f"on {day}")
+        raise DemoError(
+            f"the sun does not set at {location.latitude},{location.longitude} on {day}"
+        )
     return (sunset - dt.timedelta(minutes=minutes * BEFORE_SUNSET)).astimezone(dt.UTC)
 
 
@@ -230,16 +237,22 @@ def exposure_range(records: Sequence[FrameRecord]) -> ExposureRange:
 
     EV100 = log2(N^2 / t) - log2(gain): the exposure value a light meter at ISO 100 would give
     for the settings (gain 1 = ISO 100)."""
-    rows = [(r.exposure_time_s, r.analogue_gain or 1.0, r.aperture or 1.0) for r in records
-            if r.exposure_time_s]
+    rows = [
+        (r.exposure_time_s, r.analogue_gain or 1.0, r.aperture or 1.0)
+        for r in records
+        if r.exposure_time_s
+    ]
     if not rows:
         raise ValueError("no frame has exposure settings")
     t = np.array([r[0] for r in rows])
     g = np.array([r[1] for r in rows])
     n = np.array([r[2] for r in rows])
     ev = np.log2(n**2 / t) - np.log2(g)
-    return ExposureRange((float(ev.min()), float(ev.max())), (float(t.min()), float(t.max())),
-                         (float(g.min()), float(g.max())))
+    return ExposureRange(
+        (float(ev.min()), float(ev.max())),
+        (float(t.min()), float(t.max())),
+        (float(g.min()), float(g.max())),
+    )
 
 
 def reference_frames(records: Sequence[FrameRecord]) -> list[FrameRecord]:
@@ -273,8 +286,9 @@ class _Stages:
         """A progress row; returns ``update(completed=None, detail=None, total=None)``."""
         task = self.progress.add_task(name, total=total, detail="")
 
-        def update(completed: float | None = None, detail: str | None = None,
-                   total: float | None = None) -> None:
+        def update(
+            completed: float | None = None, detail: str | None = None, total: float | None = None
+        ) -> None:
             changes = {"completed": completed, "detail": detail, "total": total}
             self.progress.update(task, **{k: v for k, v in changes.items() if v is not None})
 
@@ -302,8 +316,9 @@ class _Follower(threading.Thread):
     loop and the processing side's ingest loop, one behind the other. The first error ends it
     and is kept in ``error``."""
 
-    def __init__(self, name: str, step: Callable[[], int], upstream_done: threading.Event,
-                 poll_s: float):
+    def __init__(
+        self, name: str, step: Callable[[], int], upstream_done: threading.Event, poll_s: float
+    ):
         super().__init__(name=f"demo-{name}", daemon=True)
         self.step = step
         self.upstream_done = upstream_done
@@ -335,8 +350,10 @@ def prepare_out(out: Path) -> None:
     marker = out / MARKER
     leftovers = [out / name for name in OWNED if (out / name).exists()]
     if leftovers and not marker.exists():
-        raise DemoError(f"{out} holds {', '.join(p.name for p in leftovers)} that an earlier "
-                        "demo did not write; choose another --out")
+        raise DemoError(
+            f"{out} holds {', '.join(p.name for p in leftovers)} that an earlier "
+            "demo did not write; choose another --out"
+        )
     for path in leftovers:
         shutil.rmtree(path)
     marker.write_text("written by `skylapse demo`; it replaces capture/, ssh/ and processing/\n")
@@ -352,11 +369,17 @@ def _check_programs() -> None:
         raise DemoError(
             f"the demo transfers frames with the real rsync over SSH, but {programs} "
             f"{'is' if len(missing) == 1 else 'are'} missing: install {packages} "
-            f"(`apt-get install {packages}`; `make demo` run as root installs them)")
+            f"(`apt-get install {packages}`; `make demo` run as root installs them)"
+        )
 
 
-async def _capture(cfg: SkylapseConfig, options: DemoOptions, buffer: Path,
-                   update: Callable[..., None], tick: Callable[[], None] = lambda: None):
+async def _capture(
+    cfg: SkylapseConfig,
+    options: DemoOptions,
+    buffer: Path,
+    update: Callable[..., None],
+    tick: Callable[[], None] = lambda: None,
+):
     from skylapse.capture.cameras import CameraConfig, CameraFactory, Location
     from skylapse.capture.clock import SimulatedClock
     from skylapse.capture.service import CaptureService, SessionSpec
@@ -365,18 +388,27 @@ async def _capture(cfg: SkylapseConfig, options: DemoOptions, buffer: Path,
     start = session_start(loc, options.day, options.minutes)
     clock = SimulatedClock(start)
     camera = CameraFactory.create(
-        "simulated", clock=clock, seed=options.seed,
-        location=Location(loc.latitude, loc.longitude, loc.elevation_m))
-    service = CaptureService(camera, buffer=buffer, config=cfg, clock=clock,
-                             camera_config=CameraConfig(resolution=options.resolution))
+        "simulated",
+        clock=clock,
+        seed=options.seed,
+        location=Location(loc.latitude, loc.longitude, loc.elevation_m),
+    )
+    service = CaptureService(
+        camera,
+        buffer=buffer,
+        config=cfg,
+        clock=clock,
+        camera_config=CameraConfig(resolution=options.resolution),
+    )
     events = service.subscribe(maxsize=4096)
     duration = options.minutes * 60.0
     tz = ZoneInfo(loc.timezone)
     written, phase = 0, ""
     try:
         await service.open()
-        spec = SessionSpec(session_id=f"{options.day:%Y%m%d}-sunset", duration_s=duration,
-                           day=options.day)
+        spec = SessionSpec(
+            session_id=f"{options.day:%Y%m%d}-sunset", duration_s=duration, day=options.day
+        )
         session = asyncio.create_task(service.run_session(spec))
         while not session.done():
             await asyncio.wait({session}, timeout=0.1)
@@ -386,16 +418,25 @@ async def _capture(cfg: SkylapseConfig, options: DemoOptions, buffer: Path,
                     written += 1
                     phase = event["record"].get("phase") or phase
             elapsed = (clock.now() - start).total_seconds()
-            update(min(elapsed, duration), f"{clock.now().astimezone(tz):%H:%M} "
-                   f"{phase.replace('_', ' ')}, {written} frames")
+            update(
+                min(elapsed, duration),
+                f"{clock.now().astimezone(tz):%H:%M} {phase.replace('_', ' ')}, {written} frames",
+            )
             tick()
         return session.result()
     finally:
         await service.close()
 
 
-def _capture_transfer_ingest(cfg: SkylapseConfig, options: DemoOptions, stages: _Stages,
-                             jobs, buffer: Path, inbox: Path, ssh_dir: Path):
+def _capture_transfer_ingest(
+    cfg: SkylapseConfig,
+    options: DemoOptions,
+    stages: _Stages,
+    jobs,
+    buffer: Path,
+    inbox: Path,
+    ssh_dir: Path,
+):
     """Capture the session while the station's transfer loop sends what is written (rsync over
     the private sshd) and the processing side's ingest loop takes in what is committed, as the
     two services do; each loop ends once the stage before it has ended and it found nothing
@@ -424,9 +465,15 @@ def _capture_transfer_ingest(cfg: SkylapseConfig, options: DemoOptions, stages: 
     ingest_update = stages.task("ingest", 1)
     with running_sshd(ssh_dir) as sshd:
         # JPEGs hardly compress, and over loopback compressing only costs CPU
-        worker = TransferWorker(catalog, buffer, sshd.target(inbox), STATION,
-                                TransferSettings(batch_size=250, compress=False))
+        worker = TransferWorker(
+            catalog,
+            buffer,
+            sshd.target(inbox),
+            STATION,
+            TransferSettings(batch_size=250, compress=False),
+        )
         capture_done = threading.Event()
+
         def transfer_step() -> int:
             if capture_done.is_set():  # the rest, retrying failures for up to a minute
                 return worker.drain(deadline_s=60.0)
@@ -442,10 +489,16 @@ def _capture_transfer_ingest(cfg: SkylapseConfig, options: DemoOptions, stages: 
         def tick() -> None:
             written = catalog.count_frames()
             st = worker.stats
-            transfer_update(st.frames_sent, f"{st.frames_sent} of {written} frames, "
-                            f"{st.batches_verified} batches verified", total=max(written, 1))
-            ingest_update(report.ingested, f"{report.ingested} frames, "
-                          f"{len(report.quarantined)} quarantined", total=max(written, 1))
+            transfer_update(
+                st.frames_sent,
+                f"{st.frames_sent} of {written} frames, {st.batches_verified} batches verified",
+                total=max(written, 1),
+            )
+            ingest_update(
+                report.ingested,
+                f"{report.ingested} frames, {len(report.quarantined)} quarantined",
+                total=max(written, 1),
+            )
 
         transfer.start()
         ingest.start()
@@ -467,13 +520,20 @@ def _capture_transfer_ingest(cfg: SkylapseConfig, options: DemoOptions, stages: 
             tick()
         for follower in (transfer, ingest):
             if follower.error is not None:
-                raise DemoError(f"{follower.name.removeprefix('demo-')} failed: "
-                                f"{follower.error}") from follower.error
+                raise DemoError(
+                    f"{follower.name.removeprefix('demo-')} failed: {follower.error}"
+                ) from follower.error
     stages.record("capture", t_captured - t0, cpu_captured - cpu0)
-    stages.record("transfer", max(0.0, transfer.finished_at - t_captured),
-                  max(0.0, transfer.finished_cpu - cpu_captured))
-    stages.record("ingest", max(0.0, ingest.finished_at - transfer.finished_at),
-                  max(0.0, ingest.finished_cpu - transfer.finished_cpu))
+    stages.record(
+        "transfer",
+        max(0.0, transfer.finished_at - t_captured),
+        max(0.0, transfer.finished_cpu - cpu_captured),
+    )
+    stages.record(
+        "ingest",
+        max(0.0, ingest.finished_at - transfer.finished_at),
+        max(0.0, ingest.finished_cpu - transfer.finished_cpu),
+    )
     return summary, catalog, worker, report, early_batches
 
 
@@ -495,11 +555,15 @@ def _measure_video(path: Path, levels: bool = True) -> tuple[VideoInfo, np.ndarr
             if not levels:
                 frames = max(stream.frames, frames)
                 break
-            values.append(measure.central_log2_luminance(frame.to_ndarray(
-                format="rgb48le", width=mw, height=mh, interpolation="AREA")))
+            values.append(
+                measure.central_log2_luminance(
+                    frame.to_ndarray(format="rgb48le", width=mw, height=mh, interpolation="AREA")
+                )
+            )
         seconds = float(stream.duration * stream.time_base) if stream.duration else 0.0
-        info = VideoInfo(path, cc.name, cc.profile, cc.pix_fmt, (w, h), stream.codec_tag,
-                         frames, seconds)
+        info = VideoInfo(
+            path, cc.name, cc.profile, cc.pix_fmt, (w, h), stream.codec_tag, frames, seconds
+        )
     return info, np.array(values)
 
 
@@ -538,29 +602,43 @@ def run_demo(options: DemoOptions, console: Console) -> DemoResult:
     consumer = None
     try:
         with _logs_to(log_path), stages.progress:
-            jobs = JobService(data_dir, queue_url="", retries=0, on_progress=on_progress,
-                              archive=ArchiveConfig(after_render=True), backup=BackupConfig())
+            jobs = JobService(
+                data_dir,
+                queue_url="",
+                retries=0,
+                on_progress=on_progress,
+                archive=ArchiveConfig(after_render=True),
+                backup=BackupConfig(),
+            )
             # 1-3. capture, with the transfer and ingest loops following it -------------
             summary, catalog, worker, report, early_batches = _capture_transfer_ingest(
-                cfg, options, stages, jobs, buffer, inbox, ssh_dir)
+                cfg, options, stages, jobs, buffer, inbox, ssh_dir
+            )
             total = summary.written
             records = catalog.frames()
             verified = sum(r.transfer_state == "verified" for r in records)
             if verified != total or len(records) != total:
-                raise DemoError(f"only {verified} of {total} frames were transferred and "
-                                f"verified; see {log_path}")
+                raise DemoError(
+                    f"only {verified} of {total} frames were transferred and "
+                    f"verified; see {log_path}"
+                )
             stats = worker.stats
             if report.quarantined or report.ingested != total:
-                raise DemoError(f"{len(report.quarantined)} frames quarantined at ingest: "
-                                f"{report.quarantined[:3]}")
+                raise DemoError(
+                    f"{len(report.quarantined)} frames quarantined at ingest: "
+                    f"{report.quarantined[:3]}"
+                )
             (sequence,) = [s for s in jobs.catalog.sequences() if s["station"] == STATION]
             # 4. render (a job on the queue, run by an in-process consumer) ----------------
             with stages.stage("render", 1.0) as update:
                 render_task.append(update)
                 jobs.catalog.close_sequence(sequence["id"], dt.datetime.now(dt.UTC))
                 render_options = RenderJobOptions(
-                    formats=["h265", "h264"], size=options.size, brackets="auto",
-                    preset=options.preset)
+                    formats=["h265", "h264"],
+                    size=options.size,
+                    brackets="auto",
+                    preset=options.preset,
+                )
                 render_id = jobs.submit_render(sequence["id"], render_options)
                 consumer = jobs.consumer(workers=1)
                 consumer._set_signal_handlers = lambda: None  # Ctrl-C stays ours
@@ -581,8 +659,9 @@ def run_demo(options: DemoOptions, console: Console) -> DemoResult:
                 update(0, "decoding timelapse.mp4")
                 videos["h265"], levels["h265"] = _measure_video(archive_dir / "timelapse.mp4")
                 update(1, "decoding timelapse.preview.mp4")
-                videos["h264"], _ = _measure_video(archive_dir / "timelapse.preview.mp4",
-                                                   levels=False)
+                videos["h264"], _ = _measure_video(
+                    archive_dir / "timelapse.preview.mp4", levels=False
+                )
                 update(2, "captured frames")
                 refs = reference_frames(records)
                 flicker_in = flicker_estimate_ev(_input_levels(buffer, refs))
@@ -594,18 +673,35 @@ def run_demo(options: DemoOptions, console: Console) -> DemoResult:
         if consumer is not None:
             consumer.stop(graceful=True)
     result = DemoResult(
-        options=options, out=out, session_id=summary.session_id, capture_buffer=buffer,
-        capture_catalog=catalog.path, shots=summary.shots, files_captured=summary.written,
+        options=options,
+        out=out,
+        session_id=summary.session_id,
+        capture_buffer=buffer,
+        capture_catalog=catalog.path,
+        shots=summary.shots,
+        files_captured=summary.written,
         bracket_sets=len({r.bracket_set for r in records if r.bracket_set is not None}),
-        phases=list(summary.phases), exposure=exposure_range(records),
-        frames_verified=verified, bytes_sent=stats.bytes_sent, batches=stats.batches_verified,
+        phases=list(summary.phases),
+        exposure=exposure_range(records),
+        frames_verified=verified,
+        bytes_sent=stats.bytes_sent,
+        batches=stats.batches_verified,
         batches_during_capture=early_batches,
-        inbox=inbox, ssh_dir=ssh_dir, ingested=report.ingested,
-        quarantined=len(report.quarantined), data_dir=data_dir, sequence_id=sequence["id"],
-        render_job=render_job, archive_job=archive_job, archive_dir=archive_dir,
+        inbox=inbox,
+        ssh_dir=ssh_dir,
+        ingested=report.ingested,
+        quarantined=len(report.quarantined),
+        data_dir=data_dir,
+        sequence_id=sequence["id"],
+        render_job=render_job,
+        archive_job=archive_job,
+        archive_dir=archive_dir,
         archived_files=sorted(p for p in archive_dir.rglob("*") if p.is_file()),
-        videos=videos, flicker_in_ev=flicker_in, flicker_out_ev=flicker_out,
-        stage_seconds=dict(stages.seconds), stage_cpu_seconds=dict(stages.cpu_seconds),
+        videos=videos,
+        flicker_in_ev=flicker_in,
+        flicker_out_ev=flicker_out,
+        stage_seconds=dict(stages.seconds),
+        stage_cpu_seconds=dict(stages.cpu_seconds),
         log_path=log_path,
     )
     result.wall_s = time.perf_counter() - t_start
@@ -643,15 +739,17 @@ def _archive_job_for(jobs, render_id: str) -> dict[str, Any] | None:
     return None
 
 
-def _wait_for_job(jobs, lookup: Callable[[], dict[str, Any] | None],
-                  timeout_s: float = 1800.0) -> dict[str, Any]:
+def _wait_for_job(
+    jobs, lookup: Callable[[], dict[str, Any] | None], timeout_s: float = 1800.0
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         job = lookup()
         if job is not None and job["state"] in ("done", "failed", "cancelled"):
             if job["state"] != "done":
-                raise DemoError(f"the {job['kind']} job {job['id']} {job['state']}: "
-                                f"{job.get('error')}")
+                raise DemoError(
+                    f"the {job['kind']} job {job['id']} {job['state']}: {job.get('error')}"
+                )
             return job
         time.sleep(0.05)
     raise DemoError(f"no job finished within {timeout_s:.0f} s")
@@ -711,44 +809,72 @@ def print_demo_summary(result: DemoResult, console: Console) -> None:
     table.add_column(style="bold")
     table.add_column()
     singles = result.shots - result.bracket_sets
-    table.add_row("session", f"{result.session_id} at {DEMO_LOCATION.latitude:.2f} N "
-                  f"{DEMO_LOCATION.longitude:.2f} E, simulated camera and clock")
-    table.add_row("frames captured",
-                  f"{result.files_captured} files in {result.shots} shots: "
-                  f"{result.bracket_sets} HDR bracket sets, {singles} single frames")
+    table.add_row(
+        "session",
+        f"{result.session_id} at {DEMO_LOCATION.latitude:.2f} N "
+        f"{DEMO_LOCATION.longitude:.2f} E, simulated camera and clock",
+    )
+    table.add_row(
+        "frames captured",
+        f"{result.files_captured} files in {result.shots} shots: "
+        f"{result.bracket_sets} HDR bracket sets, {singles} single frames",
+    )
     table.add_row("phases", ", ".join(p.replace("_", " ") for p in result.phases))
     ex = result.exposure
-    table.add_row("exposure range",
-                  f"EV100 {ex.ev100[1]:.1f} .. {ex.ev100[0]:.1f} "
-                  f"({ex.ev100[1] - ex.ev100[0]:.1f} stops; shutter {_shutter(ex.exposure_s[0])}"
-                  f" .. {_shutter(ex.exposure_s[1])}, gain {ex.gain[0]:.2f} .. {ex.gain[1]:.2f})")
-    table.add_row("transferred", f"{result.frames_verified} frames verified in "
-                  f"{result.batches} batches, {result.batches_during_capture} of them during "
-                  f"the capture ({result.bytes_sent / 1e6:.1f} MB, rsync over ssh)")
+    table.add_row(
+        "exposure range",
+        f"EV100 {ex.ev100[1]:.1f} .. {ex.ev100[0]:.1f} "
+        f"({ex.ev100[1] - ex.ev100[0]:.1f} stops; shutter {_shutter(ex.exposure_s[0])}"
+        f" .. {_shutter(ex.exposure_s[1])}, gain {ex.gain[0]:.2f} .. {ex.gain[1]:.2f})",
+    )
+    table.add_row(
+        "transferred",
+        f"{result.frames_verified} frames verified in "
+        f"{result.batches} batches, {result.batches_during_capture} of them during "
+        f"the capture ({result.bytes_sent / 1e6:.1f} MB, rsync over ssh)",
+    )
     table.add_row("ingested", f"{result.ingested} frames, {result.quarantined} quarantined")
     rr = result.render_job.get("result") or {}
-    table.add_row("rendered", f"{rr.get('frames')} frames at {rr.get('render_fps')} fps, "
-                  f"deflicker {_ev_range(rr.get('exposure_correction_ev'))}")
+    table.add_row(
+        "rendered",
+        f"{rr.get('frames')} frames at {rr.get('render_fps')} fps, "
+        f"deflicker {_ev_range(rr.get('exposure_correction_ev'))}",
+    )
     for codec, info in result.videos.items():
         profile = f" {info.profile}" if info.profile else ""
-        table.add_row(f"video {codec}", f"{info.codec}{profile} {info.pix_fmt} "
-                      f"{info.size[0]}x{info.size[1]} '{info.tag}', {info.frames} frames, "
-                      f"{info.seconds:.1f} s")
-    table.add_row("flicker (estimate)",
-                  f"{result.flicker_out_ev:.3f} EV in the output vs {result.flicker_in_ev:.3f} "
-                  "EV as captured")
-    table.add_row("", "no ground truth for a simulated session: std of the second differences "
-                  "of the central 50 % brightness / sqrt(6); clouds and the sun count too")
-    after = {"capture": ", transfer and ingest running alongside",
-             "transfer": " more after the capture ended",
-             "ingest": " more after the transfer ended"}
+        table.add_row(
+            f"video {codec}",
+            f"{info.codec}{profile} {info.pix_fmt} "
+            f"{info.size[0]}x{info.size[1]} '{info.tag}', {info.frames} frames, "
+            f"{info.seconds:.1f} s",
+        )
+    table.add_row(
+        "flicker (estimate)",
+        f"{result.flicker_out_ev:.3f} EV in the output vs {result.flicker_in_ev:.3f} "
+        "EV as captured",
+    )
+    table.add_row(
+        "",
+        "no ground truth for a simulated session: std of the second differences "
+        "of the central 50 % brightness / sqrt(6); clouds and the sun count too",
+    )
+    after = {
+        "capture": ", transfer and ingest running alongside",
+        "transfer": " more after the capture ended",
+        "ingest": " more after the transfer ended",
+    }
     for stage, seconds in result.stage_seconds.items():
         cpu = result.stage_cpu_seconds.get(stage)
-        table.add_row(f"time: {stage}", f"{seconds:.1f} s{after.get(stage, '')}" + (
-            f" (CPU {cpu:.1f} s)" if cpu is not None else ""))
+        table.add_row(
+            f"time: {stage}",
+            f"{seconds:.1f} s{after.get(stage, '')}"
+            + (f" (CPU {cpu:.1f} s)" if cpu is not None else ""),
+        )
         if stage == "render":
-            parts = ", ".join(f"{part} {s:.1f}" for part, s in
-                              sorted(result.render_stage_seconds.items(), key=lambda kv: -kv[1]))
+            parts = ", ".join(
+                f"{part} {s:.1f}"
+                for part, s in sorted(result.render_stage_seconds.items(), key=lambda kv: -kv[1])
+            )
             table.add_row("", f"render stages (s, threads overlap): {parts}")
     table.add_row("total", f"{result.wall_s:.1f} s wall, {result.cpu_s:.1f} s CPU")
     console.print(table)
@@ -769,8 +895,14 @@ def serve_demo(result: DemoResult, console: Console, port: int = 8081) -> None:
 
     token = secrets.token_urlsafe(24)
     settings = ProcessingSettings(
-        data_dir=result.data_dir, token=token, workers=1, inbox=result.inbox,
-        archive_dir=result.data_dir / "archive", ingest_every_s=5.0, render_after_min=None)
+        data_dir=result.data_dir,
+        token=token,
+        workers=1,
+        inbox=result.inbox,
+        archive_dir=result.data_dir / "archive",
+        ingest_every_s=5.0,
+        render_after_min=None,
+    )
     servers = [("processing", create_processing_app(settings), _port_or_free(port))]
     try:
         from skylapse.api.capture import create_capture_app
@@ -784,12 +916,18 @@ def serve_demo(result: DemoResult, console: Console, port: int = 8081) -> None:
         # nothing is captured unless asked for (POST /capture, /sessions)
         loc = DEMO_LOCATION
         camera = CameraFactory.create(
-            "simulated", seed=result.options.seed,
-            location=Location(loc.latitude, loc.longitude, loc.elevation_m))
+            "simulated",
+            seed=result.options.seed,
+            location=Location(loc.latitude, loc.longitude, loc.elevation_m),
+        )
         app = create_capture_app(
-            demo_config(result.options, result.capture_buffer), token, camera=camera,
-            buffer=result.capture_buffer, unattended=False,
-            camera_config=CameraConfig(resolution=result.options.resolution))
+            demo_config(result.options, result.capture_buffer),
+            token,
+            camera=camera,
+            buffer=result.capture_buffer,
+            unattended=False,
+            camera_config=CameraConfig(resolution=result.options.resolution),
+        )
         servers.append(("capture", app, _port_or_free(port - 1)))
     with contextlib.ExitStack() as stack:
         stack.enter_context(_logs_to(result.out / "serve.log", "a"))
@@ -799,11 +937,14 @@ def serve_demo(result: DemoResult, console: Console, port: int = 8081) -> None:
             urls[name] = server.url
             console.print(f"{name} service: {server.url}/", highlight=False)
         if DASHBOARD_DIR.is_dir():
-            console.print(f"dashboard: {urls['processing']}/ (it asks for the token)",
-                          highlight=False)
+            console.print(
+                f"dashboard: {urls['processing']}/ (it asks for the token)", highlight=False
+            )
         console.print(f"token: {token}", highlight=False)
-        console.print("e.g. curl -H 'Authorization: Bearer TOKEN' URL/timelapses; "
-                      "Ctrl-C stops", highlight=False)
+        console.print(
+            "e.g. curl -H 'Authorization: Bearer TOKEN' URL/timelapses; Ctrl-C stops",
+            highlight=False,
+        )
         previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it like Ctrl-C
         try:
             while True:

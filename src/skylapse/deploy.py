@@ -109,8 +109,11 @@ def render_capture_unit(settings: UnitSettings) -> str:
     argv = [str(settings.executable), "serve", "capture", "--data", str(settings.buffer_dir)]
     if settings.config is not None:
         argv += ["--config", str(settings.config)]
-    under_home = [p for p in (settings.executable, settings.buffer_dir, settings.config)
-                  if p is not None and _under_home(p)]
+    under_home = [
+        p
+        for p in (settings.executable, settings.buffer_dir, settings.config)
+        if p is not None and _under_home(p)
+    ]
     writable = [str(STATE_DIR)]
     if not settings.buffer_dir.is_relative_to(STATE_DIR):
         writable.append(str(settings.buffer_dir))
@@ -166,8 +169,17 @@ def install_capture_service(
     if not _user_exists(settings.user):
         if not root and not dry_run:
             raise PermissionError(f"no user {settings.user!r}; run as root to create it")
-        argv = ["useradd", "--system", "--user-group", "--home-dir", str(STATE_DIR),
-                "--no-create-home", "--shell", "/usr/sbin/nologin", settings.user]
+        argv = [
+            "useradd",
+            "--system",
+            "--user-group",
+            "--home-dir",
+            str(STATE_DIR),
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            settings.user,
+        ]
         # the unit adds the video group itself (SupplementaryGroups=)
         if not dry_run:
             subprocess.run(argv, check=True, capture_output=True, text=True)

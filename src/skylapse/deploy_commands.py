@@ -49,7 +49,9 @@ def install_service(
     if config is None and Path("/etc/skylapse/skylapse.yaml").exists():
         config = Path("/etc/skylapse/skylapse.yaml")
     settings = UnitSettings(
-        executable=current_executable(), user=user, buffer_dir=buffer.absolute(),
+        executable=current_executable(),
+        user=user,
+        buffer_dir=buffer.absolute(),
         config=config.absolute() if config else None,
     )
     if dry_run:
@@ -85,8 +87,9 @@ def doctor(
 
     unknown = set(skip) - set(CHECKS)
     if unknown:
-        raise typer.BadParameter(f"unknown checks {sorted(unknown)}; choose from {CHECKS}",
-                                 param_hint="--skip")
+        raise typer.BadParameter(
+            f"unknown checks {sorted(unknown)}; choose from {CHECKS}", param_hint="--skip"
+        )
     cfg = _load_config(config)
     if ssh is not None:
         try:
@@ -138,8 +141,7 @@ def archive(
 
     log.configure()
     cfg = ArchiveConfig.from_env()
-    updates = {"include_frames": frames, "max_age_days": max_age_days,
-               "max_total_gb": max_total_gb}
+    updates = {"include_frames": frames, "max_age_days": max_age_days, "max_total_gb": max_total_gb}
     given = {k: v for k, v in updates.items() if v is not None}
     cfg = ArchiveConfig(**{**cfg.model_dump(), **given})
     data_dir = data or default_data_dir()
@@ -169,8 +171,9 @@ def archive(
 
 def backup(
     data: DataOption = None,
-    bucket: Annotated[str | None, typer.Option(help="Bucket (default $SKYLAPSE_BACKUP_BUCKET).")]
-    = None,
+    bucket: Annotated[
+        str | None, typer.Option(help="Bucket (default $SKYLAPSE_BACKUP_BUCKET).")
+    ] = None,
     endpoint_url: Annotated[
         str | None, typer.Option(help="S3-compatible endpoint (default: AWS).")
     ] = None,
@@ -187,13 +190,18 @@ def backup(
 
     log.configure()
     cfg = BackupConfig.from_env()
-    updates = {"bucket": bucket, "endpoint_url": endpoint_url, "prefix": prefix,
-               "part_size_mib": part_size_mib}
+    updates = {
+        "bucket": bucket,
+        "endpoint_url": endpoint_url,
+        "prefix": prefix,
+        "part_size_mib": part_size_mib,
+    }
     given = {k: v for k, v in updates.items() if v is not None}
     cfg = BackupConfig(**{**cfg.model_dump(), **given})
     if not cfg.enabled:
-        raise typer.BadParameter("no bucket: pass --bucket or set SKYLAPSE_BACKUP_BUCKET",
-                                 param_hint="--bucket")
+        raise typer.BadParameter(
+            "no bucket: pass --bucket or set SKYLAPSE_BACKUP_BUCKET", param_hint="--bucket"
+        )
     store = Archive(data or default_data_dir(), root=ArchiveConfig.from_env().dir)
     done, failed = S3Backup(cfg, store.root / ".backup-state").backup_pending(store)
     typer.echo(f"backed up {len(done)} timelapses to s3://{cfg.bucket}/{cfg.prefix}")

@@ -52,12 +52,18 @@ def check_camera(detect: Callable[[], Any] | None = None) -> Check:
     try:
         camera = detect()
     except Exception as exc:
-        return Check("camera", FAIL, f"detection failed: {exc}",
-                     "check the camera stack: `rpicam-hello --list-cameras` (libcamera)")
+        return Check(
+            "camera",
+            FAIL,
+            f"detection failed: {exc}",
+            "check the camera stack: `rpicam-hello --list-cameras` (libcamera)",
+        )
     kind = type(camera).__name__
     if kind == "SimulatedCamera":
         return Check(
-            "camera", WARN, "no camera found, capture would use the simulated camera",
+            "camera",
+            WARN,
+            "no camera found, capture would use the simulated camera",
             "connect the camera (ribbon or USB), set camera_auto_detect=1 in "
             "/boot/firmware/config.txt and reboot; check `rpicam-hello --list-cameras` or "
             "`v4l2-ctl --list-devices`; the user needs the video group",
@@ -80,17 +86,23 @@ def check_disk(path: Path, min_free_gb: float = 2.0, max_used_pct: float = 90.0)
     used_pct = 100.0 * (usage.total - usage.free) / usage.total if usage.total else 100.0
     detail = f"{path}: {free_gb:.1f} GB free of {usage.total / 1e9:.1f} GB ({used_pct:.0f} % used)"
     if free_gb < min_free_gb or used_pct > max_used_pct:
-        return Check("disk space", FAIL, detail,
-                     f"free space on {probe} (keep at least {min_free_gb:g} GB and under "
-                     f"{max_used_pct:g} % used): lower capture.retention_h, check that transfers "
-                     "are verified, or use a larger card")
+        return Check(
+            "disk space",
+            FAIL,
+            detail,
+            f"free space on {probe} (keep at least {min_free_gb:g} GB and under "
+            f"{max_used_pct:g} % used): lower capture.retention_h, check that transfers "
+            "are verified, or use a larger card",
+        )
     return Check("disk space", OK, detail)
 
 
 def check_clock() -> Check:
     """Whether the system clock is synchronised (systemd-timesyncd/chrony), else unknown."""
-    fix = ("enable time synchronisation: `timedatectl set-ntp true` (systemd-timesyncd) or "
-           "install chrony; frames are scheduled by the sun, a wrong clock shoots the wrong light")
+    fix = (
+        "enable time synchronisation: `timedatectl set-ntp true` (systemd-timesyncd) or "
+        "install chrony; frames are scheduled by the sun, a wrong clock shoots the wrong light"
+    )
     proc = _run(["timedatectl", "show", "-p", "NTPSynchronized", "--value"])
     if proc is not None and proc.returncode == 0 and proc.stdout.strip() in ("yes", "no"):
         if proc.stdout.strip() == "yes":
@@ -109,12 +121,18 @@ def check_clock() -> Check:
 
 def parse_ssh_target(text: str) -> SshTarget:
     """``[user@]host[:port]`` to an SSH target."""
-    match = re.fullmatch(r"(?:(?P<user>[^@]+)@)?(?P<host>[^:@]+|\[[^\]]+\])(?::(?P<port>\d+))?",
-                         text)
+    match = re.fullmatch(
+        r"(?:(?P<user>[^@]+)@)?(?P<host>[^:@]+|\[[^\]]+\])(?::(?P<port>\d+))?", text
+    )
     if match is None:
         raise ValueError(f"expected [user@]host[:port], got {text!r}")
-    return SshTarget(host=match["host"].strip("[]"), inbox="", user=match["user"],
-                     port=int(match["port"] or 22), connect_timeout_s=5)
+    return SshTarget(
+        host=match["host"].strip("[]"),
+        inbox="",
+        user=match["user"],
+        port=int(match["port"] or 22),
+        connect_timeout_s=5,
+    )
 
 
 def ssh_target_from_config(config: Any) -> SshTarget | None:
@@ -124,38 +142,60 @@ def ssh_target_from_config(config: Any) -> SshTarget | None:
     if not host:
         return None
     return SshTarget(
-        host=host, inbox=str(getattr(section, "inbox", "") or ""),
-        user=getattr(section, "user", None), port=int(getattr(section, "port", 22) or 22),
+        host=host,
+        inbox=str(getattr(section, "inbox", "") or ""),
+        user=getattr(section, "user", None),
+        port=int(getattr(section, "port", 22) or 22),
         key_file=getattr(section, "key_file", None),
-        known_hosts=getattr(section, "known_hosts", None), connect_timeout_s=5,
+        known_hosts=getattr(section, "known_hosts", None),
+        connect_timeout_s=5,
     )
 
 
 def check_ssh(target: SshTarget | None, timeout_s: float = 15.0) -> Check:
     """A batch-mode SSH login to the processing host (what every transfer needs)."""
     if target is None:
-        return Check("ssh to processing host", WARN, "no processing host configured",
-                     "set the transfer section's host, or pass --ssh user@host[:port]")
+        return Check(
+            "ssh to processing host",
+            WARN,
+            "no processing host configured",
+            "set the transfer section's host, or pass --ssh user@host[:port]",
+        )
     where = f"{target.destination}:{target.port}"
     argv = [*ssh_argv(target), target.destination, "true"]
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s,
-                              check=False, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
     except FileNotFoundError:
-        return Check("ssh to processing host", FAIL, "ssh is not installed",
-                     "apt-get install openssh-client")
+        return Check(
+            "ssh to processing host", FAIL, "ssh is not installed", "apt-get install openssh-client"
+        )
     except subprocess.TimeoutExpired:
-        return Check("ssh to processing host", FAIL, f"{where}: no answer in {timeout_s:g} s",
-                     "check the host is up and reachable (network, firewall, port)")
+        return Check(
+            "ssh to processing host",
+            FAIL,
+            f"{where}: no answer in {timeout_s:g} s",
+            "check the host is up and reachable (network, firewall, port)",
+        )
     if proc.returncode == 0:
         return Check("ssh to processing host", OK, f"{where}: login works")
     message = (proc.stderr.strip().splitlines() or ["no message"])[-1]
     if "Permission denied" in message:
-        fix = (f"install this station's public key on the host: `ssh-copy-id -p {target.port} "
-               f"{target.destination}` (or the key_file's .pub into authorized_keys)")
+        fix = (
+            f"install this station's public key on the host: `ssh-copy-id -p {target.port} "
+            f"{target.destination}` (or the key_file's .pub into authorized_keys)"
+        )
     elif "Host key verification failed" in message or "host key" in message.lower():
-        fix = (f"add the host's key to known_hosts after checking it: "
-               f"`ssh-keyscan -p {target.port} {target.host}`")
+        fix = (
+            f"add the host's key to known_hosts after checking it: "
+            f"`ssh-keyscan -p {target.port} {target.host}`"
+        )
     elif "refused" in message or "timed out" in message or "No route" in message:
         fix = f"is sshd running on {target.host} and listening on port {target.port}?"
     else:
@@ -177,9 +217,13 @@ def check_codecs() -> Check:
         except Exception:
             missing.append(name)
     if missing:
-        return Check("codecs", FAIL, f"missing encoders: {', '.join(missing)}",
-                     "reinstall PyAV from its wheels (pip install --force-reinstall av), which "
-                     "bundle libx264 and libx265")
+        return Check(
+            "codecs",
+            FAIL,
+            f"missing encoders: {', '.join(missing)}",
+            "reinstall PyAV from its wheels (pip install --force-reinstall av), which "
+            "bundle libx264 and libx265",
+        )
     return Check("codecs", OK, f"{', '.join(found)} (PyAV {av.__version__})")
 
 

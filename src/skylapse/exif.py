@@ -103,7 +103,7 @@ def read_skylapse_metadata(path: str | Path) -> dict[str, Any]:
         return {}
     if isinstance(raw, str):
         raw = raw.encode("utf-8", "ignore")
-    text = raw[len(_ASCII_PREFIX):] if raw.startswith(_ASCII_PREFIX) else raw
+    text = raw[len(_ASCII_PREFIX) :] if raw.startswith(_ASCII_PREFIX) else raw
     try:
         value = json.loads(text.decode("utf-8", "ignore").strip("\x00 "))
     except json.JSONDecodeError:

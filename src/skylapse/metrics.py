@@ -67,66 +67,81 @@ class MetricSpec:
 
 _SPECS = [
     MetricSpec(
-        "capture_latency_ms", Histogram,
+        "capture_latency_ms",
+        Histogram,
         "Milliseconds from a frame's scheduled time to the start of its exposure.",
         buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
     ),
     MetricSpec(
-        "focus_acquisition_time_s", Histogram,
+        "focus_acquisition_time_s",
+        Histogram,
         "Seconds autofocus took to settle at the start of a capture session.",
         buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
     ),
     MetricSpec(
-        "processing_queue_depth", Gauge,
+        "processing_queue_depth",
+        Gauge,
         "Processing jobs queued or running.",
     ),
     MetricSpec(
-        "storage_utilization_pct", Gauge,
+        "storage_utilization_pct",
+        Gauge,
         "Percent of the file system holding the service's data that is in use.",
     ),
     MetricSpec(
-        "image_quality_score", Gauge,
+        "image_quality_score",
+        Gauge,
         "Quality score (0 worst .. 1 best: exposure, clipping, sharpness) of the newest frame.",
     ),
     MetricSpec(
-        "system_uptime_pct", Gauge,
+        "system_uptime_pct",
+        Gauge,
         "Percent of the time since the service first started that it was running.",
     ),
     MetricSpec(
-        "frames_captured", Counter,
+        "frames_captured",
+        Counter,
         "Frames captured and written durably to the station's buffer.",
     ),
     MetricSpec(
-        "frames_transferred", Counter,
+        "frames_transferred",
+        Counter,
         "Frames transferred: verified by the receiver (capture side) or ingested (processing).",
     ),
     MetricSpec(
-        "frames_failed", Counter,
+        "frames_failed",
+        Counter,
         "Frames that failed, by stage (capture, write, transfer, ingest).",
         labels=("stage",),
     ),
     MetricSpec(
-        "transfer_queue_depth", Gauge,
+        "transfer_queue_depth",
+        Gauge,
         "Frames in the station's buffer not yet verified by the processing host.",
     ),
     MetricSpec(
-        "transfer_bytes_sent", Counter,
+        "transfer_bytes_sent",
+        Counter,
         "Bytes of frames the processing host has verified.",
     ),
     MetricSpec(
-        "transfer_failures", Counter,
+        "transfer_failures",
+        Counter,
         "Failed transfer attempts (a batch that did not arrive or did not verify).",
     ),
     MetricSpec(
-        "transfer_last_success_timestamp_seconds", Gauge,
+        "transfer_last_success_timestamp_seconds",
+        Gauge,
         "Unix time of the last batch the processing host verified.",
     ),
     MetricSpec(
-        "render_frames_per_second", Gauge,
+        "render_frames_per_second",
+        Gauge,
         "Output frames per second of wall time of the most recently finished render job.",
     ),
     MetricSpec(
-        "job_duration_seconds", Histogram,
+        "job_duration_seconds",
+        Histogram,
         "Wall time of finished processing jobs, by kind and final state.",
         labels=("kind", "state"),
         buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
@@ -200,8 +215,9 @@ class UptimeTracker:
 
     def _save(self, now: float) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"first_start": self.first_start, "up_s": self.up_s,
-                                   "last_heartbeat": now}))
+        tmp.write_text(
+            json.dumps({"first_start": self.first_start, "up_s": self.up_s, "last_heartbeat": now})
+        )
         os.replace(tmp, self.path)
 
     def heartbeat(self) -> float:

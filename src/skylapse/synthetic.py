@@ -102,7 +102,11 @@ def fractal_noise(
 
 
 def fractal_profile(
-    width: int, rng: np.random.Generator, *, cells: float = 3.0, octaves: int = 7,
+    width: int,
+    rng: np.random.Generator,
+    *,
+    cells: float = 3.0,
+    octaves: int = 7,
     persistence: float = 0.55,
 ) -> np.ndarray:
     """One-dimensional fractal noise of ``width`` samples (zero mean, unit std), for skylines."""
@@ -261,9 +265,9 @@ def mountain_scene(width: int, height: int, seed: int = 0) -> MountainScene:
         rock = rock * np.exp(0.35 * detail)[..., None]
         # Forest on the low parts of the near ridges.
         forest_frac = _smoothstep((0.45 - elev + 0.08 * relief) / 0.12) * (1.0 - altitude * 0.6)
-        colour = rock + (forest_colour * np.exp(0.3 * detail)[..., None] - rock) * forest_frac[
-            ..., None
-        ]
+        colour = (
+            rock + (forest_colour * np.exp(0.3 * detail)[..., None] - rock) * forest_frac[..., None]
+        )
         if snow_amount > 0:
             # Snow high up, and more on gentle ground (where the relief is smooth).
             snowline = 1.0 - 0.32 * snow_amount + 0.08 * snow_noise + 0.05 * np.abs(relief)
@@ -285,9 +289,9 @@ def mountain_scene(width: int, height: int, seed: int = 0) -> MountainScene:
     below = rows >= line[None, :]
     skyline = np.minimum(skyline, line)
     fine = fractal_noise(h, w, rng, cells=w / 6, octaves=3, persistence=0.6)
-    meadow = np.array([0.07, 0.10, 0.035], np.float32) * np.exp(
-        0.35 * detail + 0.45 * fine
-    )[..., None]
+    meadow = (
+        np.array([0.07, 0.10, 0.035], np.float32) * np.exp(0.35 * detail + 0.45 * fine)[..., None]
+    )
     boulders = _smoothstep((relief - 1.2) / 0.15)
     meadow = meadow + (rock_colour - meadow) * boulders[..., None]
     reflectance = np.where(below[..., None], meadow, reflectance)
@@ -332,8 +336,9 @@ def mountain_scene(width: int, height: int, seed: int = 0) -> MountainScene:
 # metered frame looks normally exposed at any altitude. Columns: zenith sky, horizon sky, direct
 # sun on terrain, skylight on terrain. Chosen after photographs of alpine sunsets: warm golden
 # hour, red-orange horizon at sunset, blue hour cool and blue.
-_LIGHT_KEYS: tuple[tuple[float, tuple[float, ...], tuple[float, ...], tuple[float, ...],
-                         tuple[float, ...]], ...] = (
+_LIGHT_KEYS: tuple[
+    tuple[float, tuple[float, ...], tuple[float, ...], tuple[float, ...], tuple[float, ...]], ...
+] = (
     (-18.0, (0.02, 0.03, 0.07), (0.04, 0.05, 0.10), (0.0, 0.0, 0.0), (0.45, 0.55, 0.95)),
     (-9.0, (0.05, 0.08, 0.22), (0.12, 0.15, 0.32), (0.0, 0.0, 0.0), (0.45, 0.60, 1.10)),
     (-6.0, (0.07, 0.11, 0.30), (0.22, 0.26, 0.48), (0.0, 0.0, 0.0), (0.50, 0.62, 1.05)),
@@ -453,11 +458,13 @@ class CloudLayer:
 
         def sample(tex: np.ndarray, speed: float) -> np.ndarray:
             m = np.array([[1.0, 0.0, wx * t * speed], [0.0, 1.0, wy * t * speed]])
-            return cv2.warpAffine(tex, m, (out_w, out_h), flags=cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_WRAP)
+            return cv2.warpAffine(
+                tex, m, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP
+            )
 
         density = sample(self.texture_a, 1.0) * math.cos(phase) + sample(
-            self.texture_b, 0.8) * math.sin(phase)
+            self.texture_b, 0.8
+        ) * math.sin(phase)
         a = np.clip((density - self.threshold) / self.softness, 0.0, 1.0)
         # Clouds thin out toward the horizon (they are seen edge-on and hazy there).
         rows = (np.arange(out_h, dtype=np.float32) + 0.5) * self.scale
@@ -559,14 +566,16 @@ def render_frame(
         sun_line = float(np.clip((6.0 - sun_altitude_deg) / 6.5, 0.0, 1.1))
         if sun_line > 0:
             sunlit = _smoothstep((scene.elevation[t0:] - sun_line) / 0.08 + 0.5)
-            direct = cv2.multiply(direct, cv2.cvtColor(sunlit.astype(np.float32),
-                                                       cv2.COLOR_GRAY2RGB))
+            direct = cv2.multiply(
+                direct, cv2.cvtColor(sunlit.astype(np.float32), cv2.COLOR_GRAY2RGB)
+            )
         cv2.add(terrain, direct, dst=terrain)
     cv2.add(terrain, cv2.multiply(scene._haze3[t0:], colour(light.haze)), dst=terrain)
     frame[t0:] = terrain
 
-    sky_rgb = sky_radiance(w, h, sun_altitude_deg, horizon_row=scene.horizon_row, sun_x=sun_x,
-                           rows=s1)
+    sky_rgb = sky_radiance(
+        w, h, sun_altitude_deg, horizon_row=scene.horizon_row, sun_x=sun_x, rows=s1
+    )
     mask = scene.sky_mask[:s1]
     if clouds is not None:
         if (clouds.width, clouds.height) != (w, h):
@@ -577,8 +586,11 @@ def render_frame(
         cover = (1.1 * alpha - 0.5 * alpha * alpha) * mask
         cloud_rgb = 0.9 * light.sun + 0.27 * light.skylight
         sky_part = cv2.multiply(sky_rgb, cv2.cvtColor(keep, cv2.COLOR_GRAY2RGB), scale=scale)
-        cv2.add(sky_part, cv2.multiply(cv2.cvtColor(cover, cv2.COLOR_GRAY2RGB),
-                                       colour(cloud_rgb)), dst=sky_part)
+        cv2.add(
+            sky_part,
+            cv2.multiply(cv2.cvtColor(cover, cv2.COLOR_GRAY2RGB), colour(cloud_rgb)),
+            dst=sky_part,
+        )
     else:
         sky_part = cv2.multiply(sky_rgb, cv2.cvtColor(mask, cv2.COLOR_GRAY2RGB), scale=scale)
     cv2.add(frame[:s1], sky_part, dst=frame[:s1])
@@ -607,7 +619,6 @@ def central_log2_luminance(linear: np.ndarray, fraction: float = 0.5) -> float:
 BASE_EXPOSURE_TIME_S = 1 / 250
 BASE_ISO = 100
 BASE_F_NUMBER = 8.0
-
 
 
 @dataclass(frozen=True)
@@ -683,8 +694,9 @@ def _encode_lut_x16() -> np.ndarray:
     return np.rint(enc * 255.0 * 16.0).astype(np.int16)
 
 
-def _shake_matrix(dx: float, dy: float, rotation_deg: float, margin: int, width: int,
-                  height: int) -> np.ndarray:
+def _shake_matrix(
+    dx: float, dy: float, rotation_deg: float, margin: int, width: int, height: int
+) -> np.ndarray:
     """Forward 2x3 map from the padded steady render to the shaken output frame."""
     c = np.array([(width - 1) / 2.0, (height - 1) / 2.0])
     a = math.radians(rotation_deg)
@@ -773,7 +785,8 @@ def generate_sequence(
     scene = mountain_scene(width + 2 * margin, height + 2 * margin, seed)
     cloud = (
         cloud_layer(scene.width, scene.height, seed, horizon_row=scene.horizon_row)
-        if clouds else None
+        if clouds
+        else None
     )
     lut = _encode_lut_x16()
     noise_scale = noise * 16.0 / 73.9  # uniform bytes (std 73.9) to 8-bit codes x 16
@@ -781,15 +794,17 @@ def generate_sequence(
     cx0, cx1 = margin + round(width / 4), margin + round(width * 3 / 4)
 
     def make(i: int) -> FrameTruth:
-        lin = render_frame(scene, i * interval_s, sun_altitude_deg=float(altitudes[i]),
-                           clouds=cloud)
+        lin = render_frame(
+            scene, i * interval_s, sun_altitude_deg=float(altitudes[i]), clouds=cloud
+        )
         centre = lin[cy0:cy1, cx0:cx1] @ LUMA_WEIGHTS
         gain = 2.0 ** target_log2[i] / max(float(centre.mean()), 1e-9)
         true_log2 = float(np.log2(max(float(np.minimum(centre * gain, 1.0).mean()), 1e-12)))
         recorded_gain = gain * 2.0 ** (flicker[i] + step_error[i])
         m = _shake_matrix(dxs[i], dys[i], rots[i], margin, width, height)
-        shaken = cv2.warpAffine(lin, m, (width, height), flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_REFLECT)
+        shaken = cv2.warpAffine(
+            lin, m, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+        )
         np.multiply(shaken, np.float32(65535.0 * recorded_gain), out=shaken)
         np.clip(shaken, 0.0, 65535.0, out=shaken)
         enc = lut[shaken.astype(np.uint16)]
@@ -802,8 +817,13 @@ def generate_sequence(
         rgb8 = (enc >> 4).astype(np.uint8)
         bgr = cv2.cvtColor(rgb8, cv2.COLOR_RGB2BGR)
         when = start + timedelta(seconds=i * interval_s)
-        exif = exif_bytes(when, exposure_time_s=BASE_EXPOSURE_TIME_S * 2.0 ** camera_ev[i],
-                          iso=BASE_ISO, f_number=BASE_F_NUMBER, model="synthetic")
+        exif = exif_bytes(
+            when,
+            exposure_time_s=BASE_EXPOSURE_TIME_S * 2.0 ** camera_ev[i],
+            iso=BASE_ISO,
+            f_number=BASE_F_NUMBER,
+            model="synthetic",
+        )
         name = f"frame_{i:05d}.{fmt}"
         if fmt == "jpg":
             ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
@@ -815,23 +835,41 @@ def generate_sequence(
             raise RuntimeError(f"could not encode {name}")
         (out / name).write_bytes(data)
         return FrameTruth(
-            index=i, file=name, time=when.isoformat(), sun_altitude_deg=float(altitudes[i]),
-            log2_luminance=true_log2, flicker_ev=float(flicker[i]), camera_ev=float(camera_ev[i]),
-            exposure_error_ev=float(step_error[i]), dx=float(dxs[i]), dy=float(dys[i]),
+            index=i,
+            file=name,
+            time=when.isoformat(),
+            sun_altitude_deg=float(altitudes[i]),
+            log2_luminance=true_log2,
+            flicker_ev=float(flicker[i]),
+            camera_ev=float(camera_ev[i]),
+            exposure_error_ev=float(step_error[i]),
+            dx=float(dxs[i]),
+            dy=float(dys[i]),
             rotation_deg=float(rots[i]),
         )
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = tuple(prefetch(pool, make, range(frames), depth=max(2, 2 * workers)))
     truth = SequenceTruth(
-        width=width, height=height, fmt=fmt, seed=seed,
+        width=width,
+        height=height,
+        fmt=fmt,
+        seed=seed,
         params={
-            "frames": frames, "sunset_ev": sunset_ev, "flicker_ev_std": flicker_ev_std,
-            "shake_px": shake_px, "drift_px_per_frame": drift_px_per_frame,
-            "rotation_deg": rotation_deg, "noise": noise, "clouds": clouds,
-            "interval_s": interval_s, "sun_altitude_deg": list(sun_altitude_deg),
-            "ramp_ev": ramp_ev, "ramp_step_ev": ramp_step_ev,
-            "start_log2_luminance": start_log2_luminance, "central_fraction": 0.5,
+            "frames": frames,
+            "sunset_ev": sunset_ev,
+            "flicker_ev_std": flicker_ev_std,
+            "shake_px": shake_px,
+            "drift_px_per_frame": drift_px_per_frame,
+            "rotation_deg": rotation_deg,
+            "noise": noise,
+            "clouds": clouds,
+            "interval_s": interval_s,
+            "sun_altitude_deg": list(sun_altitude_deg),
+            "ramp_ev": ramp_ev,
+            "ramp_step_ev": ramp_step_ev,
+            "start_log2_luminance": start_log2_luminance,
+            "central_fraction": 0.5,
         },
         frames=results,
     )

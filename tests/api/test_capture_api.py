@@ -77,8 +77,9 @@ def make_app(tmp: Path, config=None, camera=None, **kw):
     camera = camera or SimulatedCamera(clock=clock, seed=4)
     kw.setdefault("unattended", False)
     kw.setdefault("notifiers", [])
-    return create_capture_app(config, TOKEN, camera=camera, clock=clock, buffer=tmp,
-                              camera_config=SMALL, tick_s=0.2, **kw)
+    return create_capture_app(
+        config, TOKEN, camera=camera, clock=clock, buffer=tmp, camera_config=SMALL, tick_s=0.2, **kw
+    )
 
 
 def decode(data: bytes) -> np.ndarray:
@@ -104,12 +105,23 @@ def station(tmp_path_factory):
 # -- refusals ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method,path", [
-    ("GET", "/status"), ("GET", "/schedule"), ("GET", "/config"), ("PUT", "/config"),
-    ("POST", "/capture"), ("GET", "/sessions"), ("POST", "/sessions"),
-    ("DELETE", "/sessions/x"), ("GET", "/frames"), ("GET", "/frames/1/image"),
-    ("GET", "/metrics"), ("GET", "/openapi.json"),
-])
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("GET", "/status"),
+        ("GET", "/schedule"),
+        ("GET", "/config"),
+        ("PUT", "/config"),
+        ("POST", "/capture"),
+        ("GET", "/sessions"),
+        ("POST", "/sessions"),
+        ("DELETE", "/sessions/x"),
+        ("GET", "/frames"),
+        ("GET", "/frames/1/image"),
+        ("GET", "/metrics"),
+        ("GET", "/openapi.json"),
+    ],
+)
 def test_every_endpoint_but_health_needs_the_token(station, method, path):
     client, _, _ = station
     for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}):
@@ -154,11 +166,12 @@ def test_manual_capture_frames_paging_and_images(station):
     assert all(f["captured_at"] >= since for f in after["frames"])
     assert single["id"] not in [f["id"] for f in after["frames"]]
     until = client.get("/frames", headers=AUTH, params={"until": since}).json()["frames"]
-    assert single["id"] in [f["id"] for f in until] and all(
-        f["captured_at"] < since for f in until)
+    assert single["id"] in [f["id"] for f in until] and all(f["captured_at"] < since for f in until)
     naive = since[:26]  # no offset: taken as UTC
-    assert client.get("/frames", headers=AUTH, params={"since": naive}).json()["frames"] \
+    assert (
+        client.get("/frames", headers=AUTH, params={"since": naive}).json()["frames"]
         == after["frames"][:100]
+    )
     for bad in ({"limit": 0}, {"limit": 5000}, {"offset": -1}, {"since": "yesterday"}):
         r = client.get("/frames", headers=AUTH, params=bad)
         assert r.status_code == 422 and r.json()["detail"][0]["field"] == next(iter(bad))
@@ -195,9 +208,16 @@ def test_images_outside_the_buffer_are_never_served(station):
     link.symlink_to(secret)
     ids = []
     for path in ("../secret.jpg", str(secret), "2024-03-20/link.jpg", "2024-03-20/none.jpg"):
-        ids.append(service.catalog.add_frame(FrameRecord(
-            path=path, captured_at=NOON - dt.timedelta(days=1), sha256="0" * 64,
-            size_bytes=1)))
+        ids.append(
+            service.catalog.add_frame(
+                FrameRecord(
+                    path=path,
+                    captured_at=NOON - dt.timedelta(days=1),
+                    sha256="0" * 64,
+                    size_bytes=1,
+                )
+            )
+        )
     for frame_id in ids:
         for size in ("full", "thumb"):
             r = client.get(f"/frames/{frame_id}/image", headers=AUTH, params={"size": size})
@@ -209,16 +229,24 @@ def test_images_outside_the_buffer_are_never_served(station):
 
 def test_sessions_start_stop_and_refusals(station):
     client, _, _ = station
-    for bad, field in (({"interval_s": -1}, "interval_s"), ({"session_id": "../x"}, "session_id"),
-                       ({"max_frames": 0}, "max_frames"), ({"colour": "red"}, "colour")):
+    for bad, field in (
+        ({"interval_s": -1}, "interval_s"),
+        ({"session_id": "../x"}, "session_id"),
+        ({"max_frames": 0}, "max_frames"),
+        ({"colour": "red"}, "colour"),
+    ):
         r = client.post("/sessions", headers=AUTH, json=bad)
         assert r.status_code == 422 and r.json()["detail"][0]["field"] == field, r.text
     r = client.post("/sessions", headers=AUTH, json={"session_id": "api-test", "interval_s": 0.2})
     assert r.status_code == 201, r.text
     assert r.json()["session_id"] == "api-test" and r.json()["status"]["state"] == "capturing"
     assert client.post("/sessions", headers=AUTH, json={}).status_code == 409
-    wait_for(lambda: (client.get("/status", headers=AUTH).json()["session"] or {})
-             .get("written", 0) >= 4, what="4 frames")
+    wait_for(
+        lambda: (
+            (client.get("/status", headers=AUTH).json()["session"] or {}).get("written", 0) >= 4
+        ),
+        what="4 frames",
+    )
     assert client.delete("/sessions/other", headers=AUTH).status_code == 404
     summary = client.delete("/sessions/api-test", headers=AUTH).json()
     assert summary["session_id"] == "api-test" and summary["shots"] >= 4
@@ -267,12 +295,16 @@ def test_config_get_put_validation_and_effect_on_the_next_frames(station):
     assert doc["capture"]["jpeg_quality"] == 92
     before = client.get("/config", headers=AUTH).json()
     # one valid and one invalid change: refused whole, naming the field
-    r = client.put("/config", headers=AUTH, json={"capture": {"jpeg_quality": 50,
-                                                              "retention_h": -1}})
+    r = client.put(
+        "/config", headers=AUTH, json={"capture": {"jpeg_quality": 50, "retention_h": -1}}
+    )
     assert r.status_code == 422
     assert [d["field"] for d in r.json()["detail"]] == ["capture.retention_h"]
-    bad_phase = {"schedule": {"phases": [{"name": "all", "from_elevation_deg": 0,
-                                          "interval_s": 5, "strategy": "day"}]}}
+    bad_phase = {
+        "schedule": {
+            "phases": [{"name": "all", "from_elevation_deg": 0, "interval_s": 5, "strategy": "day"}]
+        }
+    }
     r = client.put("/config", headers=AUTH, json=bad_phase)
     assert r.status_code == 422 and r.json()["detail"][0]["field"] == "schedule"
     assert "-90" in r.json()["detail"][0]["msg"]
@@ -286,22 +318,28 @@ def test_config_get_put_validation_and_effect_on_the_next_frames(station):
     phases = before["schedule"]["phases"]
     slow = [dict(p, interval_s=0.4) if p["name"] == "day" else p for p in phases]
     fast = [dict(p, interval_s=0.15) if p["name"] == "day" else p for p in phases]
-    r = client.put("/config", headers=AUTH, json={"schedule": {"phases": slow},
-                                                  "capture": {"jpeg_quality": 60}})
+    r = client.put(
+        "/config",
+        headers=AUTH,
+        json={"schedule": {"phases": slow}, "capture": {"jpeg_quality": 60}},
+    )
     assert r.status_code == 200, r.text
-    assert "schedule.phases" in r.json()["changed"] and "capture.jpeg_quality" in \
-        r.json()["changed"]
+    assert (
+        "schedule.phases" in r.json()["changed"] and "capture.jpeg_quality" in r.json()["changed"]
+    )
     assert app.state.service.writer.quality == 60
     sid = client.post("/sessions", headers=AUTH, json={"session_id": "config-test"}).json()[
-        "session_id"]
+        "session_id"
+    ]
     service = app.state.service
 
     def written():
         return (client.get("/status", headers=AUTH).json()["session"] or {}).get("written", 0)
 
     wait_for(lambda: written() >= 3, what="3 slow frames")
-    assert client.put("/config", headers=AUTH,
-                      json={"schedule": {"phases": fast}}).status_code == 200
+    assert (
+        client.put("/config", headers=AUTH, json={"schedule": {"phases": fast}}).status_code == 200
+    )
     wait_for(lambda: written() >= 9, what="fast frames")
     client.delete(f"/sessions/{sid}", headers=AUTH)
     rows = [r for r in service.catalog.frames() if r.session_id == sid]
@@ -309,9 +347,14 @@ def test_config_get_put_validation_and_effect_on_the_next_frames(station):
     gaps = np.diff(times)
     assert gaps[0] == pytest.approx(0.4, abs=0.02)
     assert gaps[-1] == pytest.approx(0.15, abs=0.02)  # the change reached the running session
-    assert client.put("/config", headers=AUTH, json={"schedule": {"phases": phases},
-                                                     "capture": {"jpeg_quality": 92}}
-                      ).status_code == 200
+    assert (
+        client.put(
+            "/config",
+            headers=AUTH,
+            json={"schedule": {"phases": phases}, "capture": {"jpeg_quality": 92}},
+        ).status_code
+        == 200
+    )
 
 
 def test_redaction_keeps_secrets_and_sending_them_back_keeps_them():
@@ -344,9 +387,25 @@ def test_status_health_and_metrics_after_capturing(station):
     client, _, _ = station
     client.post("/capture", headers=AUTH, json={})
     status = client.get("/status", headers=AUTH).json()
-    for key in ("state", "now", "session", "camera", "camera_ok", "phase", "strategy",
-                "interval_s", "window", "writer", "storage", "frames", "transfer", "alerts",
-                "last_frame_at", "sun_elevation_deg", "unattended"):
+    for key in (
+        "state",
+        "now",
+        "session",
+        "camera",
+        "camera_ok",
+        "phase",
+        "strategy",
+        "interval_s",
+        "window",
+        "writer",
+        "storage",
+        "frames",
+        "transfer",
+        "alerts",
+        "last_frame_at",
+        "sun_elevation_deg",
+        "unattended",
+    ):
         assert key in status, key
     assert status["phase"] == "day" and status["transfer"] is None
     assert status["frames"]["stored"] >= 5
@@ -355,8 +414,11 @@ def test_status_health_and_metrics_after_capturing(station):
     assert health["checks"]["camera"]["status"] == "ok"
     assert "no transfer host" in health["checks"]["transfer"]["detail"]
     text = client.get("/metrics", headers=AUTH).text
-    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
-              if line and not line.startswith("#")}
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
     assert values["frames_captured_total"] >= status["frames"]["stored"] - 4  # the fakes
     assert values["capture_latency_ms_count"] >= 4  # session frames (manual ones have none)
     assert values["capture_latency_ms_sum"] / values["capture_latency_ms_count"] < 50
@@ -364,8 +426,12 @@ def test_status_health_and_metrics_after_capturing(station):
     assert 0 < values["image_quality_score"] <= 1
     assert 0 < values["storage_utilization_pct"] < 100
     assert 0 < values["system_uptime_pct"] <= 100
-    for name in ("transfer_queue_depth", "transfer_bytes_sent", "transfer_failures",
-                 "transfer_last_success_timestamp_seconds"):
+    for name in (
+        "transfer_queue_depth",
+        "transfer_bytes_sent",
+        "transfer_failures",
+        "transfer_last_success_timestamp_seconds",
+    ):
         assert f"# HELP {name}" in text
 
 
@@ -376,8 +442,12 @@ def test_disk_past_the_watermark_alerts_once_and_fails_health(tmp_path):
     usage = {"used": 50}
     recorder = Recorder()
     cfg = config_with(alerts={"evaluate_every_s": 0.05, "clear_after_s": 0})
-    app = make_app(tmp_path, cfg, notifiers=[recorder],
-                   disk_usage=lambda p: DiskUsage(100, usage["used"], 100 - usage["used"]))
+    app = make_app(
+        tmp_path,
+        cfg,
+        notifiers=[recorder],
+        disk_usage=lambda p: DiskUsage(100, usage["used"], 100 - usage["used"]),
+    )
     with TestClient(app) as client:
         wait_for(lambda: app.state.runtime.camera_open)
         assert client.get("/health").status_code == 200
@@ -388,8 +458,7 @@ def test_disk_past_the_watermark_alerts_once_and_fails_health(tmp_path):
         r = client.get("/health")
         assert r.status_code == 503 and r.json()["checks"]["disk"]["status"] == "failing"
         assert "93.0 %" in r.json()["checks"]["alerts"]["detail"]
-        assert client.get("/status", headers=AUTH).json()["alerts"][0]["alert"] == \
-            "disk_emergency"
+        assert client.get("/status", headers=AUTH).json()["alerts"][0]["alert"] == "disk_emergency"
         usage["used"] = 78  # under the watermark but not under its hysteresis margin
         time.sleep(0.3)
         assert len(recorder.events) == 1
@@ -422,22 +491,43 @@ def test_unattended_plan_captures_and_recovers_from_camera_errors(tmp_path):
     clock = ShiftedClock(NOON)
     # a window from sunrise to 12 h later holds noon
     cfg = config_with(
-        capture={"windows": [{"name": "day", "around": "sunrise", "before_min": 0,
-                              "after_min": 720}]},
-        schedule={"phases": [dict(p, interval_s=0.2) for p in
-                             default_config().model_dump(mode="json")["schedule"]["phases"]]},
-        alerts={"evaluate_every_s": 0.05, "clear_after_s": 0})
+        capture={
+            "windows": [{"name": "day", "around": "sunrise", "before_min": 0, "after_min": 720}]
+        },
+        schedule={
+            "phases": [
+                dict(p, interval_s=0.2)
+                for p in default_config().model_dump(mode="json")["schedule"]["phases"]
+            ]
+        },
+        alerts={"evaluate_every_s": 0.05, "clear_after_s": 0},
+    )
     camera = FlakyCamera(clock=clock, seed=5)
     recorder = Recorder()
-    app = make_app(tmp_path, cfg, camera=camera, clock=clock, unattended=True,
-                   notifiers=[recorder], retry_s=0.3)
+    app = make_app(
+        tmp_path,
+        cfg,
+        camera=camera,
+        clock=clock,
+        unattended=True,
+        notifiers=[recorder],
+        retry_s=0.3,
+    )
     with TestClient(app) as client:
-        status = wait_for(lambda: (s := client.get("/status", headers=AUTH).json())["session"]
-                          and s["session"]["written"] >= 3 and s, what="plan frames")
+        status = wait_for(
+            lambda: (
+                (s := client.get("/status", headers=AUTH).json())["session"]
+                and s["session"]["written"] >= 3
+                and s
+            ),
+            what="plan frames",
+        )
         assert status["session"]["session_id"] == "20240320-day"
         assert status["window"]["open"] is True
         assert [(e.alert, e.state) for e in recorder.events] == [
-            ("camera_not_answering", "firing"), ("camera_not_answering", "resolved")]
+            ("camera_not_answering", "firing"),
+            ("camera_not_answering", "resolved"),
+        ]
         assert "no answer from the sensor" in recorder.events[0].detail
         assert camera.reconfigured >= 2  # opened, then reopened after the failure
         text = client.get("/metrics", headers=AUTH).text
@@ -473,14 +563,14 @@ def test_watchdog_ready_pings_and_stops_pinging_when_the_loop_hangs(tmp_path):
             except TimeoutError:
                 return
 
-    watchdog = Watchdog(env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000",
-                             "WATCHDOG_PID": str(os.getpid())})
+    watchdog = Watchdog(
+        env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000", "WATCHDOG_PID": str(os.getpid())}
+    )
     camera = HangingCamera(clock=ShiftedClock(NOON), seed=6)
     app = make_app(tmp_path / "buf", camera=camera, watchdog=watchdog, stall_after_s=0.6)
     try:
         with TestClient(app) as client:
-            wait_for(lambda: (drain(), any("READY=1" in m for _, m in received))[1],
-                     what="READY")
+            wait_for(lambda: (drain(), any("READY=1" in m for _, m in received))[1], what="READY")
             client.post("/sessions", headers=AUTH, json={"interval_s": 0.1})
             time.sleep(0.6)
             drain()
@@ -510,5 +600,10 @@ def test_alert_manager_wiring_uses_configured_notifiers(tmp_path):
     alerts: AlertManager = app.state.runtime.alerts
     assert [type(n).__name__ for n in alerts.notifiers] == ["WebhookNotifier"]
     assert {c.name for c in alerts.conditions} == {
-        "camera_not_answering", "disk_emergency", "transfer_failing", "capture_latency",
-        "image_quality", "transfer_queue"}
+        "camera_not_answering",
+        "disk_emergency",
+        "transfer_failing",
+        "capture_latency",
+        "image_quality",
+        "transfer_queue",
+    }

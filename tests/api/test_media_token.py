@@ -46,9 +46,15 @@ def test_missing_or_wrong_tokens_are_refused(files_app, query, headers):
 
 
 def test_processing_takes_the_query_token_for_timelapse_files_only(tmp_path):
-    app = create_processing_app(ProcessingSettings(
-        data_dir=tmp_path / "data", token=TOKEN, workers=0, ingest_every_s=None,
-        render_after_min=None))
+    app = create_processing_app(
+        ProcessingSettings(
+            data_dir=tmp_path / "data",
+            token=TOKEN,
+            workers=0,
+            ingest_every_s=None,
+            render_after_min=None,
+        )
+    )
     with TestClient(app) as c:
         # past authentication: a missing job is a 404, not a 401
         assert c.get(f"/timelapses/nojob/timelapse.mp4?token={TOKEN}").status_code == 404

@@ -27,8 +27,14 @@ FRAMES = 24
 
 
 def settings(data: Path, **changes) -> ProcessingSettings:
-    values = {"data_dir": data, "token": TOKEN, "workers": 0, "ingest_every_s": None,
-              "render_after_min": None, "job_poll_s": 0.2}
+    values = {
+        "data_dir": data,
+        "token": TOKEN,
+        "workers": 0,
+        "ingest_every_s": None,
+        "render_after_min": None,
+        "job_poll_s": 0.2,
+    }
     values.update(changes)
     return ProcessingSettings(**values)
 
@@ -46,8 +52,11 @@ def rendered(tmp_path_factory):
     generate_sequence(src, frames=FRAMES, size=(320, 180), seed=3)
     commit_frames_to_inbox(src, data / "inbox" / "peak-1")
     app = create_processing_app(settings(data, workers=1, ingest_every_s=0.2))
-    with ServerThread(app) as server, httpx.Client(base_url=server.url, headers=AUTH,
-                                                   timeout=30) as client:
+    with (
+        ServerThread(app) as server,
+        httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as client,
+    ):
+
         def ingested():
             seqs = client.get("/sequences").json()
             return seqs if seqs and seqs[0]["frames"] == FRAMES else None
@@ -58,20 +67,33 @@ def rendered(tmp_path_factory):
         with connect(ws_url, additional_headers={"X-Unused": "1"}) as ws:
             ws.send(json.dumps({"token": TOKEN}))  # first-message authentication
             events.append(json.loads(ws.recv(timeout=10)))
-            r = client.post("/jobs", json={"sequence_id": seqs[0]["id"], "options": FAST},
-                            headers={"X-Correlation-ID": "req-render-1"})
+            r = client.post(
+                "/jobs",
+                json={"sequence_id": seqs[0]["id"], "options": FAST},
+                headers={"X-Correlation-ID": "req-render-1"},
+            )
             assert r.status_code == 202, r.text
             job = r.json()
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:
                 event = json.loads(ws.recv(timeout=30))
                 events.append(event)
-                if event["type"] == "job" and event["job"]["id"] == job["id"] and \
-                        event["job"]["state"] in ("done", "failed"):
+                if (
+                    event["type"] == "job"
+                    and event["job"]["id"] == job["id"]
+                    and event["job"]["state"] in ("done", "failed")
+                ):
                     break
         metrics_text = client.get("/metrics").text
-        yield {"client": client, "server": server, "job": job, "events": events,
-               "metrics": metrics_text, "data": data, "sequence": seqs[0]}
+        yield {
+            "client": client,
+            "server": server,
+            "job": job,
+            "events": events,
+            "metrics": metrics_text,
+            "data": data,
+            "sequence": seqs[0],
+        }
 
 
 @pytest.fixture()
@@ -86,10 +108,19 @@ def client(tmp_path):
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/metrics"), ("GET", "/sequences"), ("GET", "/jobs"), ("GET", "/jobs/abc"),
-     ("POST", "/jobs"), ("POST", "/jobs/abc/cancel"), ("POST", "/jobs/abc/retry"),
-     ("GET", "/timelapses"), ("GET", "/timelapses/abc/timelapse.mp4"),
-     ("GET", "/openapi.json"), ("GET", "/docs")],
+    [
+        ("GET", "/metrics"),
+        ("GET", "/sequences"),
+        ("GET", "/jobs"),
+        ("GET", "/jobs/abc"),
+        ("POST", "/jobs"),
+        ("POST", "/jobs/abc/cancel"),
+        ("POST", "/jobs/abc/retry"),
+        ("GET", "/timelapses"),
+        ("GET", "/timelapses/abc/timelapse.mp4"),
+        ("GET", "/openapi.json"),
+        ("GET", "/docs"),
+    ],
 )
 def test_every_endpoint_but_health_needs_the_token(client, method, path):
     missing = client.request(method, path)
@@ -105,10 +136,11 @@ def test_health_needs_no_token_and_reports_each_part(client):
     assert r.status_code == 200
     body = r.json()
     assert body["service"] == "processing" and body["status"] == "ok"
-    assert set(body["checks"]) == {"queue", "disk", "catalog", "workers", "ingest",
-                                   "alerts"}
-    assert all(c["status"] in ("ok", "degraded", "failing") and c["detail"]
-               for c in body["checks"].values())
+    assert set(body["checks"]) == {"queue", "disk", "catalog", "workers", "ingest", "alerts"}
+    assert all(
+        c["status"] in ("ok", "degraded", "failing") and c["detail"]
+        for c in body["checks"].values()
+    )
     assert "sqlite" in body["checks"]["queue"]["detail"]
 
 
@@ -137,17 +169,20 @@ def test_invalid_render_requests_are_422_naming_the_field(client):
     assert fields_of(post({"sequence_id": "x"})) == {"sequence_id"}
     assert fields_of(post({"sequence_id": 2**70})) == {"sequence_id"}
     assert fields_of(post({"sequence_id": 1, "options": {"fps": 0, "crf": 99}})) == {
-        "options.fps", "options.crf"}
+        "options.fps",
+        "options.crf",
+    }
     assert fields_of(post({"sequence_id": 1, "options": {"size": "huge"}})) == {"options.size"}
-    assert fields_of(post({"sequence_id": 1, "options": {"preset": "warp"}})) == {
-        "options.preset"}
+    assert fields_of(post({"sequence_id": 1, "options": {"preset": "warp"}})) == {"options.preset"}
     assert fields_of(post({"sequence_id": 1, "options": {"white_balance": "900K"}})) == {
-        "options.white_balance"}
+        "options.white_balance"
+    }
     assert fields_of(post({"sequence_id": 1, "options": {"formats": []}})) == {"options.formats"}
     assert fields_of(post({"sequence_id": 1, "surprise": True})) == {"surprise"}
     assert fields_of(post({"sequence_id": 1})) == {"sequence_id"}  # no such sequence
-    bad_json = client.post("/jobs", content=b"{not json", headers={
-        **AUTH, "Content-Type": "application/json"})
+    bad_json = client.post(
+        "/jobs", content=b"{not json", headers={**AUTH, "Content-Type": "application/json"}
+    )
     assert bad_json.status_code == 422
     assert fields_of(client.get("/jobs?limit=0", headers=AUTH)) == {"limit"}
     assert fields_of(client.get("/jobs?state=sleeping", headers=AUTH)) == {"state"}
@@ -158,14 +193,21 @@ def test_request_bodies_are_bounded(client):
     big = {"sequence_id": 1, "phase": "x" * 70_000}
     r = client.post("/jobs", json=big, headers=AUTH)
     assert r.status_code == 413
-    chunked = client.post("/jobs", content=iter([b"{" + b" " * 40_000, b" " * 40_000 + b"}"]),
-                          headers={**AUTH, "Content-Type": "application/json"})
+    chunked = client.post(
+        "/jobs",
+        content=iter([b"{" + b" " * 40_000, b" " * 40_000 + b"}"]),
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
     assert chunked.status_code == 413
 
 
 def test_unknown_jobs_are_404(client):
-    for method, path in [("GET", "/jobs/nope"), ("POST", "/jobs/nope/cancel"),
-                         ("POST", "/jobs/nope/retry"), ("GET", "/timelapses/nope/a.mp4")]:
+    for method, path in [
+        ("GET", "/jobs/nope"),
+        ("POST", "/jobs/nope/cancel"),
+        ("POST", "/jobs/nope/retry"),
+        ("GET", "/timelapses/nope/a.mp4"),
+    ]:
         assert client.request(method, path, headers=AUTH).status_code == 404
 
 
@@ -193,8 +235,10 @@ def test_cors_is_off_by_default_and_on_when_configured(tmp_path):
 def test_websocket_refuses_a_wrong_or_missing_token(client):
     from starlette.websockets import WebSocketDisconnect
 
-    with client.websocket_connect("/ws?token=wrong") as ws, pytest.raises(WebSocketDisconnect) \
-            as refused:
+    with (
+        client.websocket_connect("/ws?token=wrong") as ws,
+        pytest.raises(WebSocketDisconnect) as refused,
+    ):
         ws.receive_json()
     assert refused.value.code == 4401
     with client.websocket_connect("/ws") as ws, pytest.raises(WebSocketDisconnect) as refused:
@@ -250,8 +294,7 @@ def test_cancel_then_retry_a_queued_job(tmp_path):
         assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
         retried = c.post(f"/jobs/{job['id']}/retry", headers=AUTH)
         assert retried.status_code == 200 and retried.json()["state"] == "queued"
-        bad_phase = c.post("/jobs", json={"sequence_id": seq["id"], "phase": "noon"},
-                           headers=AUTH)
+        bad_phase = c.post("/jobs", json={"sequence_id": seq["id"], "phase": "noon"}, headers=AUTH)
         assert fields_of(bad_phase) == {"phase"}
 
 
@@ -325,7 +368,8 @@ def test_metrics_have_help_and_count_the_real_work(rendered):
         assert f"# TYPE {name} " in text or f"# TYPE {name}_total counter" in text, name
     values = {
         line.split(" ")[0]: float(line.split(" ")[1])
-        for line in text.splitlines() if line and not line.startswith("#")
+        for line in text.splitlines()
+        if line and not line.startswith("#")
     }
     assert values["frames_transferred_total"] == FRAMES
     assert values["render_frames_per_second"] > 0
@@ -346,10 +390,19 @@ def test_health_of_the_running_service(rendered):
 
 
 def test_every_named_metric_is_defined_with_help():
-    required = ["capture_latency_ms", "focus_acquisition_time_s", "processing_queue_depth",
-                "storage_utilization_pct", "image_quality_score", "system_uptime_pct",
-                "frames_captured", "frames_transferred", "frames_failed",
-                "render_frames_per_second", "job_duration_seconds"]
+    required = [
+        "capture_latency_ms",
+        "focus_acquisition_time_s",
+        "processing_queue_depth",
+        "storage_utilization_pct",
+        "image_quality_score",
+        "system_uptime_pct",
+        "frames_captured",
+        "frames_transferred",
+        "frames_failed",
+        "render_frames_per_second",
+        "job_duration_seconds",
+    ]
     everything = ServiceMetrics(required)
     text = everything.exposition().decode()
     for name in required:

@@ -29,8 +29,11 @@ def served(tmp_path_factory):
     data = tmp / "data"
     generate_sequence(tmp / "gen", frames=3, size=(64, 36), seed=2)
     commit_frames_to_inbox(tmp / "gen", data / "inbox" / "peak-1")
-    app = create_processing_app(ProcessingSettings(
-        data_dir=data, token=TOKEN, workers=0, ingest_every_s=None, render_after_min=None))
+    app = create_processing_app(
+        ProcessingSettings(
+            data_dir=data, token=TOKEN, workers=0, ingest_every_s=None, render_after_min=None
+        )
+    )
     jobs = app.state.jobs
     Ingestor(data / "inbox", jobs.store, data / "quarantine", jobs.catalog).scan()
     with ServerThread(app) as server:
@@ -44,14 +47,24 @@ def requests_without_server_errors(base_url: str, mode, after=None) -> Counter:
     seen: Counter = Counter()
 
     @given(case=schema.as_strategy(mode, headers=AUTH))
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-              phases=[Phase.explicit, Phase.generate],  # report a failure at once, unshrunk
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],  # report a failure at once, unshrunk
+        suppress_health_check=list(HealthCheck),
+    )
     def no_5xx(case):
         response = case.call(base_url=base_url, headers=AUTH, timeout=10)
         seen[(case.method, case.path, response.status_code)] += 1
-        assert response.status_code < 500, (case.method, case.formatted_path, case.body,
-                                            response.status_code, response.text[:300])
+        assert response.status_code < 500, (
+            case.method,
+            case.formatted_path,
+            case.body,
+            response.status_code,
+            response.text[:300],
+        )
         if after is not None:
             after(case, response)
 
@@ -85,9 +98,15 @@ def served_capture(tmp_path_factory):
 
     clock = SimulatedClock(dt.datetime(2024, 3, 20, 12, tzinfo=dt.UTC))
     app = create_capture_app(
-        default_config(), TOKEN, camera=SimulatedCamera(clock=clock, seed=1), clock=clock,
-        buffer=tmp_path_factory.mktemp("st-capture"), unattended=False, notifiers=[],
-        camera_config=CameraConfig(resolution=(160, 90)))
+        default_config(),
+        TOKEN,
+        camera=SimulatedCamera(clock=clock, seed=1),
+        clock=clock,
+        buffer=tmp_path_factory.mktemp("st-capture"),
+        unattended=False,
+        notifiers=[],
+        camera_config=CameraConfig(resolution=(160, 90)),
+    )
     with ServerThread(app) as server:
         deadline = time.monotonic() + 20
         while httpx.post(server.url + "/capture", headers=AUTH).status_code != 200:

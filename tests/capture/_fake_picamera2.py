@@ -19,12 +19,24 @@ from typing import Any, ClassVar
 import numpy as np
 
 SENSORS: dict[str, dict[str, Any]] = {
-    "imx708_wide": {"PixelArraySize": (4608, 2592), "UnitCellSize": (1400, 1400), "af": True,
-                    "temperature": True},
-    "imx519": {"PixelArraySize": (4656, 3496), "UnitCellSize": (1220, 1220), "af": True,
-               "temperature": False},
-    "imx219": {"PixelArraySize": (3280, 2464), "UnitCellSize": (1120, 1120), "af": False,
-               "temperature": False},
+    "imx708_wide": {
+        "PixelArraySize": (4608, 2592),
+        "UnitCellSize": (1400, 1400),
+        "af": True,
+        "temperature": True,
+    },
+    "imx519": {
+        "PixelArraySize": (4656, 3496),
+        "UnitCellSize": (1220, 1220),
+        "af": True,
+        "temperature": False,
+    },
+    "imx219": {
+        "PixelArraySize": (3280, 2464),
+        "UnitCellSize": (1120, 1120),
+        "af": False,
+        "temperature": False,
+    },
 }
 CONTROL_LATENCY = 2
 
@@ -62,8 +74,13 @@ class FakeRequest:
 
 class FakePicamera2:
     cameras: ClassVar[list[dict[str, Any]]] = [
-        {"Model": "imx708_wide", "Location": 2, "Rotation": 180,
-         "Id": "/base/axi/pcie@120000/rp1/i2c@88000/imx708@1a", "Num": 0},
+        {
+            "Model": "imx708_wide",
+            "Location": 2,
+            "Rotation": 180,
+            "Id": "/base/axi/pcie@120000/rp1/i2c@88000/imx708@1a",
+            "Num": 0,
+        },
     ]
     instances: ClassVar[list[FakePicamera2]] = []
 
@@ -74,9 +91,11 @@ class FakePicamera2:
     def __init__(self, camera_num: int = 0) -> None:
         info = next(c for c in self.cameras if c["Num"] == camera_num)
         spec = SENSORS[info["Model"]]
-        self.camera_properties = {"Model": info["Model"],
-                                  "PixelArraySize": spec["PixelArraySize"],
-                                  "UnitCellSize": spec["UnitCellSize"]}
+        self.camera_properties = {
+            "Model": info["Model"],
+            "PixelArraySize": spec["PixelArraySize"],
+            "UnitCellSize": spec["UnitCellSize"],
+        }
         self.camera_controls: dict[str, tuple[Any, Any, Any]] = {
             "ExposureTime": (26, 112_015_096, 20000),
             "AnalogueGain": (1.0, 16.0, 1.0),
@@ -94,9 +113,15 @@ class FakePicamera2:
         self.closed = False
         self.control_log: list[dict[str, Any]] = []
         self.pending: list[tuple[int, dict[str, Any]]] = []
-        self.state: dict[str, Any] = {"ExposureTime": 20000, "AnalogueGain": 1.0,
-                                      "ColourGains": (1.8, 1.5), "LensPosition": 1.0,
-                                      "AeEnable": True, "AwbEnable": True, "AfMode": 0}
+        self.state: dict[str, Any] = {
+            "ExposureTime": 20000,
+            "AnalogueGain": 1.0,
+            "ColourGains": (1.8, 1.5),
+            "LensPosition": 1.0,
+            "AeEnable": True,
+            "AwbEnable": True,
+            "AfMode": 0,
+        }
         self.requests = 0
         self.released = 0
         self.saved_dngs: list[str] = []
@@ -104,15 +129,23 @@ class FakePicamera2:
         self.af_success = True
         FakePicamera2.instances.append(self)
 
-    def create_still_configuration(self, main: dict | None = None, lores: Any = None,
-                                   raw: dict | None = None, buffer_count: int = 1,
-                                   **kwargs: Any) -> dict[str, Any]:
+    def create_still_configuration(
+        self,
+        main: dict | None = None,
+        lores: Any = None,
+        raw: dict | None = None,
+        buffer_count: int = 1,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
         main = dict(main or {})
         main.setdefault("size", self.camera_properties["PixelArraySize"])
         main.setdefault("format", "BGR888")
         cfg = {"use_case": "still", "main": main, "lores": lores, "buffer_count": buffer_count}
-        cfg["raw"] = None if raw is None else {"size": self.camera_properties["PixelArraySize"],
-                                               "format": "SBGGR10_CSI2P"}
+        cfg["raw"] = (
+            None
+            if raw is None
+            else {"size": self.camera_properties["PixelArraySize"], "format": "SBGGR10_CSI2P"}
+        )
         cfg.update(kwargs)
         return cfg
 
@@ -160,7 +193,8 @@ class FakePicamera2:
     def autofocus_cycle(self, wait: bool = True) -> bool:
         assert self.started and "AfMode" in self.camera_controls
         assert self.state.get("AfMode") == 1 or any(
-            c.get("AfMode") == 1 for _, c in self.pending), "AF cycle needs AfMode Auto"
+            c.get("AfMode") == 1 for _, c in self.pending
+        ), "AF cycle needs AfMode Auto"
         if self.af_success:
             for _, controls in self.pending:
                 self.state.update(controls)

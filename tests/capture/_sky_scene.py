@@ -17,8 +17,9 @@ from skylapse.capture.exposure import ExposureSettings, camera_calibration_log2
 
 
 class SkyScene:
-    def __init__(self, aperture_f: float = 1.8, shape=(90, 160), seed: int = 0,
-                 flicker_ev: float = 0.01) -> None:
+    def __init__(
+        self, aperture_f: float = 1.8, shape=(90, 160), seed: int = 0, flicker_ev: float = 0.01
+    ) -> None:
         rng = np.random.default_rng(seed)
         h, w = shape
         y = np.linspace(0, 1, h)[:, None]
@@ -31,8 +32,10 @@ class SkyScene:
         self.flicker_ev = flicker_ev
 
     def scene_ev(self, sun_elevation: float, cloud_ev: float = 0.0) -> float:
-        return float(sky.ev100(sun_elevation)) + cloud_ev + self.flicker_ev * float(
-            self.rng.standard_normal()
+        return (
+            float(sky.ev100(sun_elevation))
+            + cloud_ev
+            + self.flicker_ev * float(self.rng.standard_normal())
         )
 
     def frame(self, settings: ExposureSettings, scene_ev: float) -> np.ndarray:

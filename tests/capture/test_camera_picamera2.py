@@ -27,19 +27,29 @@ def fake(monkeypatch):
 
 
 def with_model(fake, model):
-    fake.cameras = [{"Model": model, "Location": 2, "Rotation": 0,
-                     "Id": f"/base/soc/i2c0mux/i2c@1/{model}@1a", "Num": 0}]
+    fake.cameras = [
+        {
+            "Model": model,
+            "Location": 2,
+            "Rotation": 0,
+            "Id": f"/base/soc/i2c0mux/i2c@1/{model}@1a",
+            "Num": 0,
+        }
+    ]
 
 
 def run(coro):
     return asyncio.run(coro)
 
 
-@pytest.mark.parametrize(("model", "profile", "af", "temperature"), [
-    ("imx708_wide", "imx708", True, True),
-    ("imx519", "imx519", True, False),
-    ("imx219", "imx219", False, False),
-])
+@pytest.mark.parametrize(
+    ("model", "profile", "af", "temperature"),
+    [
+        ("imx708_wide", "imx708", True, True),
+        ("imx519", "imx519", True, False),
+        ("imx219", "imx219", False, False),
+    ],
+)
 def test_identifies_sensor_and_discovers_capabilities(fake, model, profile, af, temperature):
     with_model(fake, model)
     cam = Picamera2Camera(picamera2_class=fake)
@@ -79,8 +89,9 @@ def test_manual_controls_are_set_and_waited_for(fake):
     cam = Picamera2Camera(picamera2_class=fake)
     run(cam.configure(CameraConfig(resolution=(64, 48))))
     picam = fake.instances[0]
-    settings = CaptureSettings(exposure_time_s=0.01, analogue_gain=2.0,
-                               white_balance_gains=(2.1, 1.4), lens_position=0.5)
+    settings = CaptureSettings(
+        exposure_time_s=0.01, analogue_gain=2.0, white_balance_gains=(2.1, 1.4), lens_position=0.5
+    )
     frame = run(cam.capture(settings))
     sent = {k: v for c in picam.control_log for k, v in c.items()}
     assert sent["AeEnable"] is False and sent["AwbEnable"] is False
@@ -108,8 +119,11 @@ def test_bracket_changes_exposure_time_not_ae_compensation(fake):
     cam = Picamera2Camera(picamera2_class=fake)
     run(cam.configure(CameraConfig(resolution=(32, 24))))
     picam = fake.instances[0]
-    frames = run(cam.capture_hdr_sequence(
-        CaptureSettings(exposure_time_s=0.004, analogue_gain=1.0), [-2, 0, 2]))
+    frames = run(
+        cam.capture_hdr_sequence(
+            CaptureSettings(exposure_time_s=0.004, analogue_gain=1.0), [-2, 0, 2]
+        )
+    )
     assert [f.metadata.exposure_time_s for f in frames] == pytest.approx([0.001, 0.004, 0.016])
     assert [f.metadata.ev_offset for f in frames] == [-2, 0, 2]
     assert all(f.metadata.analogue_gain == 1.0 for f in frames)
@@ -135,8 +149,9 @@ def test_dng_through_picamera2_helper(fake, tmp_path):
     with pytest.raises(CapabilityNotSupported):
         run(cam.capture(CaptureSettings(dng_path=tmp_path / "a.dng")))
     run(cam.configure(CameraConfig(resolution=(32, 24), raw=True)))
-    frame = run(cam.capture(CaptureSettings(exposure_time_s=0.002,
-                                            dng_path=tmp_path / "sub" / "a.dng")))
+    frame = run(
+        cam.capture(CaptureSettings(exposure_time_s=0.002, dng_path=tmp_path / "sub" / "a.dng"))
+    )
     assert fake.instances[0].saved_dngs == [str(tmp_path / "sub" / "a.dng")]
     assert (tmp_path / "sub" / "a.dng").read_bytes().startswith(b"II*")
     assert frame.metadata.dng_path == tmp_path / "sub" / "a.dng"

@@ -32,19 +32,23 @@ gain: {max: 16}
 """
 
 
-@pytest.mark.parametrize(("name", "size", "pixel_um"), [
-    ("imx519", (4656, 3496), 1.22),
-    ("imx708", (4608, 2592), 1.4),
-    ("imx219", (3280, 2464), 1.12),
-])
+@pytest.mark.parametrize(
+    ("name", "size", "pixel_um"),
+    [
+        ("imx519", (4656, 3496), 1.22),
+        ("imx708", (4608, 2592), 1.4),
+        ("imx219", (3280, 2464), 1.12),
+    ],
+)
 def test_shipped_sensor_figures(name, size, pixel_um):
     p = builtin_profile(name)
     assert (p.sensor.width_px, p.sensor.height_px) == size
     assert p.sensor.pixel_size_um == pixel_um
     assert p.resolution == size
     megapixels = size[0] * size[1] / 1e6
-    assert megapixels == pytest.approx({"imx519": 16.3, "imx708": 11.9, "imx219": 8.1}[name],
-                                       abs=0.1)
+    assert megapixels == pytest.approx(
+        {"imx519": 16.3, "imx708": 11.9, "imx219": 8.1}[name], abs=0.1
+    )
 
 
 def test_all_shipped_profiles_load():
@@ -79,19 +83,22 @@ def test_focus_calibration_and_lens_maps(tmp_path):
     assert np.asarray(p.colour.ccm).sum(axis=1) == pytest.approx([1, 1, 1])
 
 
-@pytest.mark.parametrize(("edit", "field"), [
-    (("max_s: 10", "max_s: -1"), "exposure.max_s"),
-    (("max_s: 10", "max_s: 0.00001"), "exposure"),
-    (("pixel_size_um: 1.5", "pixel_size_um: big"), "sensor.pixel_size_um"),
-    (("bayer_pattern: RGGB", "bayer_pattern: RGBW"), "sensor.bayer_pattern"),
-    (("[0.0, -0.5, 1.5]", "[0.0, -0.5, 0.5]"), "colour.ccm"),
-    (("[-0.2, 1.4, -0.2], ", ""), "colour.ccm"),
-    (("hyperfocal_m: 3.0", "hyperfocal_m: 3.0\n  mode: sometimes"), "focus.mode"),
-    (("distance_m: 0.5", "distance_m: .inf"), "focus"),
-    (("read_noise_e: 2", "read_noise_e: 2, shot_noise: 1"), "noise.shot_noise"),
-    (("warn_c: 60", "warn_c: 80"), "thermal"),
-    (("gain: {max: 16}", ""), "gain"),
-])
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        (("max_s: 10", "max_s: -1"), "exposure.max_s"),
+        (("max_s: 10", "max_s: 0.00001"), "exposure"),
+        (("pixel_size_um: 1.5", "pixel_size_um: big"), "sensor.pixel_size_um"),
+        (("bayer_pattern: RGGB", "bayer_pattern: RGBW"), "sensor.bayer_pattern"),
+        (("[0.0, -0.5, 1.5]", "[0.0, -0.5, 0.5]"), "colour.ccm"),
+        (("[-0.2, 1.4, -0.2], ", ""), "colour.ccm"),
+        (("hyperfocal_m: 3.0", "hyperfocal_m: 3.0\n  mode: sometimes"), "focus.mode"),
+        (("distance_m: 0.5", "distance_m: .inf"), "focus"),
+        (("read_noise_e: 2", "read_noise_e: 2, shot_noise: 1"), "noise.shot_noise"),
+        (("warn_c: 60", "warn_c: 80"), "thermal"),
+        (("gain: {max: 16}", ""), "gain"),
+    ],
+)
 def test_bad_profiles_name_file_and_field(tmp_path, edit, field):
     old, new = edit
     assert old in GOOD

@@ -136,10 +136,14 @@ def test_auto_detect_skips_unsupported_and_usb_sensors_listed_by_libcamera(monke
     module = types.ModuleType("picamera2")
     module.Picamera2 = FakePicamera2
     monkeypatch.setitem(sys.modules, "picamera2", module)
-    monkeypatch.setattr(FakePicamera2, "cameras", [
-        {"Model": "uvcvideo", "Id": "/base/axi/usb@200000-1:1.0-046d:0825", "Num": 0},
-        {"Model": "ov5647", "Id": "/base/soc/i2c0mux/ov5647@36", "Num": 1},
-    ])
+    monkeypatch.setattr(
+        FakePicamera2,
+        "cameras",
+        [
+            {"Model": "uvcvideo", "Id": "/base/axi/usb@200000-1:1.0-046d:0825", "Num": 0},
+            {"Model": "ov5647", "Id": "/base/soc/i2c0mux/ov5647@36", "Num": 1},
+        ],
+    )
     cam = CameraFactory.auto_detect_camera(usb_devices=[], video_capture=NeverOpens())
     assert isinstance(cam, SimulatedCamera)
 
@@ -175,10 +179,15 @@ def test_simulated_clock_sleeps_instantly():
 # -- focus and brackets --------------------------------------------------------------------------
 def test_focus_score_falls_with_blur():
     rng = np.random.default_rng(2)
-    sharp = cv2.resize(rng.random((45, 80)).astype(np.float32), (320, 180),
-                       interpolation=cv2.INTER_NEAREST)
-    frames = [(np.clip(cv2.GaussianBlur(sharp, (0, 0), s) if s else sharp, 0, 1) * 65535)
-              .astype(np.uint16) for s in (0, 1, 2, 4)]
+    sharp = cv2.resize(
+        rng.random((45, 80)).astype(np.float32), (320, 180), interpolation=cv2.INTER_NEAREST
+    )
+    frames = [
+        (np.clip(cv2.GaussianBlur(sharp, (0, 0), s) if s else sharp, 0, 1) * 65535).astype(
+            np.uint16
+        )
+        for s in (0, 1, 2, 4)
+    ]
     scores = [focus_score(np.dstack([f] * 3)) for f in frames]
     assert scores[0] > scores[1] > scores[2] > scores[3]
     assert scores[0] > 10 * scores[3]
@@ -214,8 +223,9 @@ def test_contrast_search_without_a_peak_falls_back_to_infinity():
 
 
 def test_bracket_plan_keeps_gain_until_exposure_limit():
-    plan = bracket_exposures(0.5, 2.0, [-2, 0, 2, 4], exposure_range=(1e-4, 4.0),
-                             gain_range=(1.0, 16.0))
+    plan = bracket_exposures(
+        0.5, 2.0, [-2, 0, 2, 4], exposure_range=(1e-4, 4.0), gain_range=(1.0, 16.0)
+    )
     assert plan[0] == pytest.approx((0.125, 2.0))
     assert plan[1] == pytest.approx((0.5, 2.0))
     assert plan[2] == pytest.approx((2.0, 2.0))

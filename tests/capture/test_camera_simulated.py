@@ -34,8 +34,7 @@ def when_sun_at(altitude: float) -> datetime:
     # elevation 0: astral's time_at_elevation corrects for the horizon dip of a raised
     # observer, whereas elevation() (which the camera uses) is the true altitude
     obs = astral.Observer(LOC.latitude, LOC.longitude, 0.0)
-    return astral.sun.time_at_elevation(obs, altitude, DAY,
-                                        direction=astral.SunDirection.SETTING)
+    return astral.sun.time_at_elevation(obs, altitude, DAY, direction=astral.SunDirection.SETTING)
 
 
 def camera(clock, size=SIZE, **kw) -> SimulatedCamera:
@@ -120,17 +119,37 @@ def test_overexposure_clips_at_white():
 
 def test_quantisation_and_clipping_of_the_sensor():
     flat = np.full((8, 8, 3), 0.5, np.float32)
-    codes = sensor_readout(flat, np.ones(3, np.float32), np.zeros_like(flat),
-                           electrons_at_full_scale=10000, read_noise_e=3, dark_e=0, bit_depth=12)
+    codes = sensor_readout(
+        flat,
+        np.ones(3, np.float32),
+        np.zeros_like(flat),
+        electrons_at_full_scale=10000,
+        read_noise_e=3,
+        dark_e=0,
+        bit_depth=12,
+    )
     assert codes.dtype == np.uint16 and np.all(codes == 2048)
     noisy = np.random.default_rng(1).standard_normal((64, 64, 3)).astype(np.float32)
-    bright = sensor_readout(np.full((64, 64, 3), 3.0, np.float32), np.ones(3, np.float32),
-                            noisy, electrons_at_full_scale=5000, read_noise_e=3, dark_e=0,
-                            bit_depth=10)
+    bright = sensor_readout(
+        np.full((64, 64, 3), 3.0, np.float32),
+        np.ones(3, np.float32),
+        noisy,
+        electrons_at_full_scale=5000,
+        read_noise_e=3,
+        dark_e=0,
+        bit_depth=10,
+    )
     assert bright.max() == 1023 and np.all(bright == 1023)
     ramp = np.linspace(0, 1, 4096, dtype=np.float32).reshape(64, 64, 1).repeat(3, axis=2)
-    ten = sensor_readout(ramp, np.ones(3, np.float32), np.zeros_like(ramp),
-                         electrons_at_full_scale=5000, read_noise_e=0, dark_e=0, bit_depth=10)
+    ten = sensor_readout(
+        ramp,
+        np.ones(3, np.float32),
+        np.zeros_like(ramp),
+        electrons_at_full_scale=5000,
+        read_noise_e=0,
+        dark_e=0,
+        bit_depth=10,
+    )
     assert len(np.unique(ten)) == 1024
     frame = develop(ten, 10, (1.0, 1.0), None)
     assert frame.dtype == np.uint16 and frame.max() == 65535 and frame.min() == 0
@@ -140,8 +159,9 @@ def test_white_balance_gains_scale_channels():
     cam = camera(SimulatedClock(when_sun_at(20)))
     t = metered(20) / 4
     daylight = asyncio.run(cam.capture(CaptureSettings(exposure_time_s=t)))
-    unity = asyncio.run(cam.capture(CaptureSettings(exposure_time_s=t,
-                                                    white_balance_gains=(1.0, 1.0))))
+    unity = asyncio.run(
+        cam.capture(CaptureSettings(exposure_time_s=t, white_balance_gains=(1.0, 1.0)))
+    )
     r_gain, b_gain = cam.profile.colour.daylight_wb_gains
     lin_d, lin_u = to_linear(daylight.pixels), to_linear(unity.pixels)
     ratio = lin_u.reshape(-1, 3).mean(axis=0) / lin_d.reshape(-1, 3).mean(axis=0)
@@ -174,8 +194,9 @@ def test_clouds_follow_weather_and_drift_with_the_wind():
 
     def sky_change(wind):
         clock = SimulatedClock(start)
-        cam = camera(clock, weather=SimWeather(cloud_cover=0.6, wind_speed_mps=wind,
-                                               wind_from_deg=180.0))
+        cam = camera(
+            clock, weather=SimWeather(cloud_cover=0.6, wind_speed_mps=wind, wind_from_deg=180.0)
+        )
         s = CaptureSettings(exposure_time_s=metered(15))
         a = luma(asyncio.run(cam.capture(s)).pixels)[:45]
         clock.advance(120)
@@ -186,8 +207,9 @@ def test_clouds_follow_weather_and_drift_with_the_wind():
     calm, _ = sky_change(0.0)
     assert windy > 2 * calm
     clear_cam = camera(SimulatedClock(start))
-    clear = luma(asyncio.run(clear_cam.capture(
-        CaptureSettings(exposure_time_s=metered(15)))).pixels)[:45]
+    clear = luma(
+        asyncio.run(clear_cam.capture(CaptureSettings(exposure_time_s=metered(15)))).pixels
+    )[:45]
     assert float(np.abs(cloudy - clear).mean()) > 0.15 * float(clear.mean())
 
 
@@ -215,8 +237,12 @@ def test_sharpness_peaks_at_the_calibrated_lens_position():
     cam = camera(SimulatedClock(when_sun_at(20)), size=(1920, 1080))
     t = metered(20)
     positions = [0.0, 0.3, 0.6, 0.9, 1.5, 4.0]
-    scores = [asyncio.run(cam.capture(CaptureSettings(exposure_time_s=t, lens_position=p)))
-              .metadata.focus_score for p in positions]
+    scores = [
+        asyncio.run(
+            cam.capture(CaptureSettings(exposure_time_s=t, lens_position=p))
+        ).metadata.focus_score
+        for p in positions
+    ]
     assert positions[int(np.argmax(scores))] == cam.profile.focus.infinity_lens_position
     assert scores[0] < scores[1] < scores[2] > scores[3] > scores[4] > scores[5]
     assert scores[2] > 1.5 * scores[0] and scores[2] > 4 * scores[-1]
@@ -238,8 +264,9 @@ def test_autofocus_finds_infinity_quickly_at_1080p():
 
 def test_fixed_infinity_profile_parks_the_lens():
     profile = SimulatedCamera().profile
-    fixed = profile.model_copy(update={"focus": profile.focus.model_copy(
-        update={"mode": "fixed_infinity"})})
+    fixed = profile.model_copy(
+        update={"focus": profile.focus.model_copy(update={"mode": "fixed_infinity"})}
+    )
     clock = SimulatedClock(when_sun_at(25))
     cam = SimulatedCamera(profile=fixed, clock=clock, weather=CLEAR)
     asyncio.run(cam.configure(CameraConfig(resolution=(64, 36))))
@@ -262,8 +289,7 @@ def test_raw_saved_when_configured(tmp_path):
 def test_hdr_bracket_by_exposure_time():
     cam = camera(SimulatedClock(when_sun_at(-3)), size=(160, 90))
     t = metered(-3)
-    frames = asyncio.run(cam.capture_hdr_sequence(CaptureSettings(exposure_time_s=t),
-                                                  [-2, 0, 2]))
+    frames = asyncio.run(cam.capture_hdr_sequence(CaptureSettings(exposure_time_s=t), [-2, 0, 2]))
     assert [f.metadata.exposure_time_s for f in frames] == pytest.approx([t / 4, t, 4 * t])
     assert {f.metadata.analogue_gain for f in frames} == {1.0}
     means = [mean_luma(f) for f in frames]

@@ -23,10 +23,17 @@ class FakeVideoCapture:
     value (as many UVC drivers do); everything else refuses the write."""
 
     def __init__(self, honours=(), ignores=(), opens=True, size=(64, 48)):
-        self.values = {cv2.CAP_PROP_FRAME_WIDTH: size[0], cv2.CAP_PROP_FRAME_HEIGHT: size[1],
-                       cv2.CAP_PROP_AUTO_EXPOSURE: 3, cv2.CAP_PROP_EXPOSURE: 156,
-                       cv2.CAP_PROP_GAIN: 0, cv2.CAP_PROP_FOCUS: 0, cv2.CAP_PROP_AUTOFOCUS: 1,
-                       cv2.CAP_PROP_AUTO_WB: 1, cv2.CAP_PROP_WB_TEMPERATURE: 4600}
+        self.values = {
+            cv2.CAP_PROP_FRAME_WIDTH: size[0],
+            cv2.CAP_PROP_FRAME_HEIGHT: size[1],
+            cv2.CAP_PROP_AUTO_EXPOSURE: 3,
+            cv2.CAP_PROP_EXPOSURE: 156,
+            cv2.CAP_PROP_GAIN: 0,
+            cv2.CAP_PROP_FOCUS: 0,
+            cv2.CAP_PROP_AUTOFOCUS: 1,
+            cv2.CAP_PROP_AUTO_WB: 1,
+            cv2.CAP_PROP_WB_TEMPERATURE: 4600,
+        }
         self.honours, self.ignores, self.opens = set(honours), set(ignores), opens
         self.writes, self.grabs, self.reads, self.released = [], 0, 0, False
         self.opened_with = None
@@ -58,16 +65,22 @@ class FakeVideoCapture:
         h = int(self.values[cv2.CAP_PROP_FRAME_HEIGHT])
         level = self.values[cv2.CAP_PROP_EXPOSURE] * (1 + self.values[cv2.CAP_PROP_GAIN] / 16)
         bgr = np.zeros((h, w, 3), np.uint8)
-        bgr[..., 0], bgr[..., 1], bgr[..., 2] = (np.clip(k * level / 100, 0, 255) for k in
-                                                 (20, 40, 60))
+        bgr[..., 0], bgr[..., 1], bgr[..., 2] = (
+            np.clip(k * level / 100, 0, 255) for k in (20, 40, 60)
+        )
         return True, bgr
 
     def release(self):
         self.released = True
 
 
-EXPOSURE_AND_GAIN = (cv2.CAP_PROP_AUTO_EXPOSURE, cv2.CAP_PROP_EXPOSURE, cv2.CAP_PROP_GAIN,
-                     cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT)
+EXPOSURE_AND_GAIN = (
+    cv2.CAP_PROP_AUTO_EXPOSURE,
+    cv2.CAP_PROP_EXPOSURE,
+    cv2.CAP_PROP_GAIN,
+    cv2.CAP_PROP_FRAME_WIDTH,
+    cv2.CAP_PROP_FRAME_HEIGHT,
+)
 
 
 def run(coro):
@@ -75,8 +88,9 @@ def run(coro):
 
 
 def test_capabilities_from_what_the_device_accepts():
-    device = FakeVideoCapture(honours=EXPOSURE_AND_GAIN,
-                              ignores=(cv2.CAP_PROP_AUTOFOCUS, cv2.CAP_PROP_FOCUS))
+    device = FakeVideoCapture(
+        honours=EXPOSURE_AND_GAIN, ignores=(cv2.CAP_PROP_AUTOFOCUS, cv2.CAP_PROP_FOCUS)
+    )
     cam = UsbCamera(2, video_capture=device)
     run(cam.configure())
     assert device.opened_with == (2, cv2.CAP_V4L2)
@@ -86,9 +100,15 @@ def test_capabilities_from_what_the_device_accepts():
 
 
 def test_focus_and_white_balance_found_when_honoured():
-    device = FakeVideoCapture(honours=(*EXPOSURE_AND_GAIN, cv2.CAP_PROP_AUTOFOCUS,
-                                       cv2.CAP_PROP_FOCUS, cv2.CAP_PROP_AUTO_WB,
-                                       cv2.CAP_PROP_WB_TEMPERATURE))
+    device = FakeVideoCapture(
+        honours=(
+            *EXPOSURE_AND_GAIN,
+            cv2.CAP_PROP_AUTOFOCUS,
+            cv2.CAP_PROP_FOCUS,
+            cv2.CAP_PROP_AUTO_WB,
+            cv2.CAP_PROP_WB_TEMPERATURE,
+        )
+    )
     cam = UsbCamera(video_capture=device)
     run(cam.configure())
     assert {CAP.MANUAL_FOCUS, CAP.AUTOFOCUS, CAP.WHITE_BALANCE} <= cam.capabilities
@@ -119,7 +139,9 @@ def test_manual_exposure_in_v4l2_units_and_stale_buffers_drained():
     cam = UsbCamera(video_capture=device)
     run(cam.configure(CameraConfig(resolution=(32, 24))))
     assert (device.values[cv2.CAP_PROP_FRAME_WIDTH], device.values[cv2.CAP_PROP_FRAME_HEIGHT]) == (
-        32, 24)
+        32,
+        24,
+    )
     dark = run(cam.capture(CaptureSettings(exposure_time_s=0.002, analogue_gain=1.0)))
     assert device.values[cv2.CAP_PROP_AUTO_EXPOSURE] == 1
     assert device.values[cv2.CAP_PROP_EXPOSURE] == 20  # 100 µs units

@@ -16,8 +16,9 @@ ISO_US = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 
 
 def test_plan_prints_the_phases_and_session_windows():
-    result = runner.invoke(app, ["plan", "--location", "46.55,7.98", "--date", "2024-03-20"],
-                           env={"COLUMNS": "200"})
+    result = runner.invoke(
+        app, ["plan", "--location", "46.55,7.98", "--date", "2024-03-20"], env={"COLUMNS": "200"}
+    )
     assert result.exit_code == 0, result.output
     for phase in ("day", "golden_hour", "blue_hour", "twilight", "night"):
         assert phase in result.stdout
@@ -29,11 +30,30 @@ def test_plan_prints_the_phases_and_session_windows():
 def buffer(tmp_path_factory):
     """A short simulated session across the end of golden hour (brackets, then singles)."""
     buf = tmp_path_factory.mktemp("buffer")
-    result = runner.invoke(app, [
-        "capture", "--camera", "simulated", "--clock", "simulated",
-        "--location", "46.55,7.98", "--start", "2024-03-20T17:58:00Z", "--duration", "4m",
-        "--interval", "auto", "--buffer", str(buf), "--resolution", "320x180", "--seed", "5",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "capture",
+            "--camera",
+            "simulated",
+            "--clock",
+            "simulated",
+            "--location",
+            "46.55,7.98",
+            "--start",
+            "2024-03-20T17:58:00Z",
+            "--duration",
+            "4m",
+            "--interval",
+            "auto",
+            "--buffer",
+            str(buf),
+            "--resolution",
+            "320x180",
+            "--seed",
+            "5",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "skipped deadlines" in result.stdout and "p99" in result.stdout
     return buf
@@ -49,8 +69,17 @@ def test_frames_json_fields_and_formats(buffer):
     assert len(frames) == 3 * len(sets) + len(singles)
     assert 12 <= len(sets) <= 13 and 7 <= len(singles) <= 8
     for f in frames:
-        for key in ("path", "scheduled_at", "captured_at", "exposure_time_s", "analogue_gain",
-                    "lens_position", "bracket", "quality_score", "latency_ms"):
+        for key in (
+            "path",
+            "scheduled_at",
+            "captured_at",
+            "exposure_time_s",
+            "analogue_gain",
+            "lens_position",
+            "bracket",
+            "quality_score",
+            "latency_ms",
+        ):
             assert key in f
         assert ISO_US.match(f["scheduled_at"]) and ISO_US.match(f["captured_at"])
         assert f["exposure_time_s"] > 0 and f["analogue_gain"] >= 1.0
@@ -67,17 +96,29 @@ def test_frames_json_fields_and_formats(buffer):
     assert table.exit_code == 0 and "frame_000000_b0.jpg" in table.stdout
 
 
-@pytest.mark.parametrize(("args", "needle"), [
-    (["--duration", "ten minutes"], "--duration"),
-    (["--duration", "0s"], "--duration"),
-    (["--interval", "fast"], "--interval"),
-    (["--location", "95,7"], "--location"),
-    (["--location", "46.5"], "--location"),
-    (["--start", "yesterday"], "--start"),
-])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--duration", "ten minutes"], "--duration"),
+        (["--duration", "0s"], "--duration"),
+        (["--interval", "fast"], "--interval"),
+        (["--location", "95,7"], "--location"),
+        (["--location", "46.5"], "--location"),
+        (["--start", "yesterday"], "--start"),
+    ],
+)
 def test_bad_arguments_exit_2_with_a_clear_message(tmp_path, args, needle):
-    base = ["capture", "--camera", "simulated", "--clock", "simulated", "--duration", "1m",
-            "--buffer", str(tmp_path)]
+    base = [
+        "capture",
+        "--camera",
+        "simulated",
+        "--clock",
+        "simulated",
+        "--duration",
+        "1m",
+        "--buffer",
+        str(tmp_path),
+    ]
     result = runner.invoke(app, base + args)
     assert result.exit_code == 2
     assert needle in result.output

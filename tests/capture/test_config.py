@@ -80,8 +80,10 @@ def test_archive_and_backup_sections_load_and_env_overrides(tmp_path):
     from skylapse.config import BackupConfig, load_config
 
     path = tmp_path / "s.yaml"
-    path.write_text("backup:\n  bucket: timelapses\n  endpoint_url: http://127.0.0.1:9000\n"
-                    "archive:\n  max_age_days: 30\n")
+    path.write_text(
+        "backup:\n  bucket: timelapses\n  endpoint_url: http://127.0.0.1:9000\n"
+        "archive:\n  max_age_days: 30\n"
+    )
     cfg = load_config(path)
     assert cfg.backup.bucket == "timelapses" and cfg.archive.max_age_days == 30
     merged = BackupConfig.from_env({"SKYLAPSE_BACKUP_PREFIX": "peak"}, base=cfg.backup)

@@ -78,8 +78,9 @@ def run_evening(controller_cls, scene, interval=30.0, start=10.0, end=-12.0, clo
         cloud_ev = cloud(i * interval) if cloud else 0.0
         m = meter(scene.frame(settings, scene.scene_ev(e_now, cloud_ev)))
         rows.append((m.log2_mean, target_level(EXP, e_now), settings, strategy))
-        settings = ctrl.next_settings(m, e_now, e_next, interval,
-                                      strategy=choose_capture(CFG, e_next).strategy)
+        settings = ctrl.next_settings(
+            m, e_now, e_next, interval, strategy=choose_capture(CFG, e_next).strategy
+        )
     level = np.array([r[0] for r in rows])
     target = np.array([r[1] for r in rows])
     return level, target, [r[2] for r in rows], [r[3] for r in rows]
@@ -120,8 +121,9 @@ def test_fast_cloud_dimming_is_followed_without_overshoot():
         dim = min(max((t_s - 1200) / 120, 0.0), 1.0) - min(max((t_s - 3600) / 120, 0), 1)
         return -1.5 * dim
 
-    level, target, settings, _ = run_evening(ExposureController, SkyScene(seed=5),
-                                          start=40, end=20, cloud=cloud)
+    level, target, settings, _ = run_evening(
+        ExposureController, SkyScene(seed=5), start=40, end=20, cloud=cloud
+    )
     err = level - target
     t = np.arange(len(level)) * 30.0
     evs = np.array([s.ev for s in settings])
@@ -159,6 +161,6 @@ def test_taken_with_overrides_and_settings_record_the_error():
     assert s.limited_by == "max_gain" and s.error_ev > 5
     assert s.ev == pytest.approx(math.log2(0.01))
     rounded = ExposureSettings(0.005, 1.0, s.wanted_ev)
-    m = meter(np.full((36, 64), 2.0 ** -9, np.float32))
+    m = meter(np.full((36, 64), 2.0**-9, np.float32))
     nxt = ctrl.next_settings(m, -6, -6, 30, taken_with=rounded)
     assert nxt.ev <= rounded.ev + EXP.max_step_ev + 1e-9

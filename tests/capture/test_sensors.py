@@ -38,8 +38,9 @@ def test_bme280_through_its_driver(monkeypatch):
     smbus2 = types.SimpleNamespace(SMBus=lambda bus: calls.append(("bus", bus)) or "bus")
     driver = types.SimpleNamespace(
         load_calibration_params=lambda bus, addr: calls.append(("cal", addr)) or {"c": 1},
-        sample=lambda bus, addr, cal: types.SimpleNamespace(temperature=3.5, humidity=81.0,
-                                                            pressure=702.4),
+        sample=lambda bus, addr, cal: types.SimpleNamespace(
+            temperature=3.5, humidity=81.0, pressure=702.4
+        ),
     )
     monkeypatch.setitem(sys.modules, "smbus2", smbus2)
     monkeypatch.setitem(sys.modules, "bme280", driver)

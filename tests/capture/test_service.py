@@ -107,8 +107,11 @@ def test_evening_session_catalog_exif_hdr_and_deadlines(tmp_path):
         assert 0.0 <= r.quality_score <= 1.0 and r.focus_score > 0
         assert r.latency_ms == 0.0  # simulated clock: the exposure starts at the deadline
         if r.phase == "golden_hour":
-            assert meta["bracket"] == {"set": r.bracket_set, "index": r.bracket_index,
-                                       "ev_offset": r.ev_offset}
+            assert meta["bracket"] == {
+                "set": r.bracket_set,
+                "index": r.bracket_index,
+                "ev_offset": r.ev_offset,
+            }
             assert r.path.endswith(f"frame_{r.bracket_set:06d}_b{r.bracket_index}.jpg")
         else:
             assert meta["bracket"] is None and r.bracket_set is None
@@ -127,8 +130,9 @@ def test_evening_session_catalog_exif_hdr_and_deadlines(tmp_path):
 
     # deadlines: exactly the phase interval apart (10 s golden, 15 s blue), no drift
     shots = sorted({(r.scheduled_at, r.phase) for r in rows})
-    gaps = {(a[1], (b[0] - a[0]).total_seconds()) for a, b in itertools.pairwise(shots)
-            if a[1] == b[1]}
+    gaps = {
+        (a[1], (b[0] - a[0]).total_seconds()) for a, b in itertools.pairwise(shots) if a[1] == b[1]
+    }
     assert gaps == {("golden_hour", 10.0), ("blue_hour", 15.0)}
     assert shots[0][0] == start
 
@@ -147,8 +151,9 @@ def test_overrun_skips_to_the_next_future_deadline(tmp_path):
     start = dt.datetime(2024, 3, 20, 12, 0, tzinfo=UTC)
     clock = SimulatedClock(start)
     camera = _StallingCamera(clock=clock, seed=1)
-    service = CaptureService(camera, buffer=tmp_path, clock=clock, camera_config=SMALL,
-                             config=_no_af_config())
+    service = CaptureService(
+        camera, buffer=tmp_path, clock=clock, camera_config=SMALL, config=_no_af_config()
+    )
 
     async def go():
         s = await service.run_session(SessionSpec(interval_s=1.0, duration_s=10.0, hdr=False))
@@ -184,9 +189,14 @@ def test_slow_writer_does_not_delay_deadlines(tmp_path):
 
     cfg = _no_af_config()
     cfg = cfg.model_copy(update={"capture": cfg.capture.model_copy(update={"writer_queue": 32})})
-    service = CaptureService(camera, buffer=tmp_path, clock=clock, config=cfg,
-                             camera_config=CameraConfig(resolution=(160, 90)),
-                             write_hook=slow_write)
+    service = CaptureService(
+        camera,
+        buffer=tmp_path,
+        clock=clock,
+        config=cfg,
+        camera_config=CameraConfig(resolution=(160, 90)),
+        write_hook=slow_write,
+    )
 
     async def go():
         await service.open()
@@ -230,8 +240,9 @@ def test_crash_mid_write_leaves_no_row_and_restart_resumes_numbering(tmp_path, m
     monkeypatch.setattr(storage_module.os, "replace", crashing_replace)
 
     async def first():
-        s = await service.run_session(SessionSpec(session_id="day", interval_s=30.0,
-                                                  duration_s=150.0, hdr=False))
+        s = await service.run_session(
+            SessionSpec(session_id="day", interval_s=30.0, duration_s=150.0, hdr=False)
+        )
         await service.close()
         return s
 
@@ -250,12 +261,18 @@ def test_crash_mid_write_leaves_no_row_and_restart_resumes_numbering(tmp_path, m
     orphan_bytes = orphan.read_bytes()
 
     clock2 = SimulatedClock(start + dt.timedelta(minutes=10))
-    service2 = CaptureService(SimulatedCamera(clock=clock2, seed=3), buffer=tmp_path,
-                              clock=clock2, camera_config=SMALL, config=_no_af_config())
+    service2 = CaptureService(
+        SimulatedCamera(clock=clock2, seed=3),
+        buffer=tmp_path,
+        clock=clock2,
+        camera_config=SMALL,
+        config=_no_af_config(),
+    )
 
     async def second():
-        s = await service2.run_session(SessionSpec(session_id="day", interval_s=30.0,
-                                                   duration_s=60.0, hdr=False))
+        s = await service2.run_session(
+            SessionSpec(session_id="day", interval_s=30.0, duration_s=60.0, hdr=False)
+        )
         await service2.close()
         return s
 
@@ -286,14 +303,18 @@ def test_plan_waits_for_the_window_then_resumes_it_after_a_restart(tmp_path):
     assert [s.session_id for s in first] == ["20240320-sunset"]
     rows = service.catalog.frames()
     window_start = min(r.scheduled_at for r in rows)
-    assert dt.datetime(2024, 3, 20, 16, 16, tzinfo=UTC) < window_start < dt.datetime(
-        2024, 3, 20, 16, 18, tzinfo=UTC)
+    assert (
+        dt.datetime(2024, 3, 20, 16, 16, tzinfo=UTC)
+        < window_start
+        < dt.datetime(2024, 3, 20, 16, 18, tzinfo=UTC)
+    )
     assert {r.phase for r in rows} == {"day"} and len(rows) == first[0].shots
     n_first = len(rows)
 
     # "restart" at 16:30, inside the window: the same session resumes at once
-    service2 = _service(tmp_path, dt.datetime(2024, 3, 20, 16, 30, tzinfo=UTC),
-                        config=_no_af_config())
+    service2 = _service(
+        tmp_path, dt.datetime(2024, 3, 20, 16, 30, tzinfo=UTC), config=_no_af_config()
+    )
     second = _run(run(service2, dt.datetime(2024, 3, 20, 16, 32, tzinfo=UTC)))
     assert [s.session_id for s in second] == ["20240320-sunset"]
     assert second[0].first_frame_number == n_first

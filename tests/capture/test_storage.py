@@ -26,8 +26,13 @@ def add_frames(root: Path, cat: Catalog, n: int) -> list[int]:
     for i in range(n):
         rel = f"day/frame_{i:04d}.jpg"
         sha = write_atomic(root / rel, bytes([i % 256]) * FRAME)
-        ids.append(cat.add_frame(FrameRecord(
-            path=rel, captured_at=T0 + timedelta(minutes=i), sha256=sha, size_bytes=FRAME)))
+        ids.append(
+            cat.add_frame(
+                FrameRecord(
+                    path=rel, captured_at=T0 + timedelta(minutes=i), sha256=sha, size_bytes=FRAME
+                )
+            )
+        )
     return ids
 
 

@@ -10,8 +10,9 @@ from skylapse.capture.strategy import choose_capture
 from skylapse.capture.sun import phase_for_elevation, phase_segments, sun_elevation, sun_events
 from skylapse.config import LocationConfig, SkylapseConfig
 
-LONDON = LocationConfig(latitude=51.5074, longitude=-0.1278, elevation_m=0,
-                        timezone="Europe/London")
+LONDON = LocationConfig(
+    latitude=51.5074, longitude=-0.1278, elevation_m=0, timezone="Europe/London"
+)
 TROMSO = LocationConfig(latitude=69.65, longitude=18.96, elevation_m=0, timezone="Europe/Oslo")
 CFG = SkylapseConfig()
 
@@ -33,8 +34,16 @@ def test_london_midsummer_sunrise_sunset_match_published_times():
 def test_phase_for_elevation_uses_configured_bounds():
     phases = CFG.schedule.phases
     names = [phase_for_elevation(e, phases).name for e in (30, 6, 5.9, -4, -5, -6.1, -18, -30)]
-    assert names == ["day", "day", "golden_hour", "golden_hour", "blue_hour", "twilight",
-                     "twilight", "night"]
+    assert names == [
+        "day",
+        "day",
+        "golden_hour",
+        "golden_hour",
+        "blue_hour",
+        "twilight",
+        "twilight",
+        "night",
+    ]
 
 
 def test_segments_cover_the_day_and_agree_with_astral_golden_hour():

@@ -64,8 +64,13 @@ def owm():
 
 
 def service(url: str, tmp_path: Path, **kw) -> WeatherService:
-    cfg = WeatherConfig(api_key="test-key", base_url=url, cache_path=tmp_path / "w.json",
-                        timeout_s=kw.pop("timeout_s", 2.0), **kw)
+    cfg = WeatherConfig(
+        api_key="test-key",
+        base_url=url,
+        cache_path=tmp_path / "w.json",
+        timeout_s=kw.pop("timeout_s", 2.0),
+        **kw,
+    )
     return WeatherService(cfg, LOC)
 
 
@@ -75,14 +80,20 @@ def at(minutes: float) -> dt.datetime:
 
 def test_parse_and_classify_recorded_answers():
     cfg = WeatherConfig()
-    obs = {n: parse_owm_current(json.loads(recorded(n)), OBSERVED)
-           for n in ("clear", "overcast", "storm", "fog")}
+    obs = {
+        n: parse_owm_current(json.loads(recorded(n)), OBSERVED)
+        for n in ("clear", "overcast", "storm", "fog")
+    }
     assert obs["clear"].cloud_cover_pct == 5 and obs["clear"].wind_gust_ms == 4.6
     assert obs["storm"].precipitation_mm_h == pytest.approx(4.27)
     assert obs["overcast"].wind_gust_ms is None and obs["overcast"].precipitation_mm_h == 0
     assert obs["clear"].observed_at == OBSERVED
     assert [classify_sky(obs[n], cfg) for n in ("clear", "overcast", "storm", "fog")] == [
-        "clear", "overcast", "stormy", "overcast"]
+        "clear",
+        "overcast",
+        "stormy",
+        "overcast",
+    ]
     assert classify_sky(None, cfg) == "clear"
     windy = json.loads(recorded("clear"))
     windy["wind"]["gust"] = 15.0  # gusts alone make it stormy (vibration)

@@ -176,10 +176,16 @@ def systemd_verify(unit: Path) -> list[str]:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         raise RuntimeError("systemd-analyze is missing; `make test` installs systemd (as root)")
-    proc = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "SYSTEMD_LOG_COLOR": "0"})
+    proc = subprocess.run(
+        [analyze, "verify", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SYSTEMD_LOG_COLOR": "0"},
+    )
     problems = [
-        line for line in proc.stderr.splitlines()
+        line
+        for line in proc.stderr.splitlines()
         if line.strip() and "Special user nobody configured" not in line
     ]
     if proc.returncode != 0:
@@ -188,8 +194,12 @@ def systemd_verify(unit: Path) -> list[str]:
 
 
 def rendered_unit(tmp_path: Path, **changes) -> Path:
-    values = {"executable": current_executable(), "user": "nobody",
-              "buffer_dir": tmp_path / "buffer", **changes}
+    values = {
+        "executable": current_executable(),
+        "user": "nobody",
+        "buffer_dir": tmp_path / "buffer",
+        **changes,
+    }
     unit = tmp_path / UNIT_NAME
     settings = UnitSettings(**values)
     unit.write_text(render_capture_unit(settings))
@@ -211,9 +221,19 @@ def test_systemd_analyze_check_catches_a_broken_unit(tmp_path):
 
 
 def test_install_service_dry_run_prints_the_unit_and_changes_nothing(tmp_path):
-    result = CliRunner().invoke(app, ["install-service", "--dry-run", "--user", "nobody",
-                                      "--buffer", str(tmp_path / "buf"),
-                                      "--unit-dir", str(tmp_path / "units")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "install-service",
+            "--dry-run",
+            "--user",
+            "nobody",
+            "--buffer",
+            str(tmp_path / "buf"),
+            "--unit-dir",
+            str(tmp_path / "units"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "[Service]" in result.output and "Type=notify" in result.output
     assert f"ExecStart={current_executable()} serve capture --data" in result.output
@@ -223,11 +243,13 @@ def test_install_service_dry_run_prints_the_unit_and_changes_nothing(tmp_path):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="installing creates folders owned by another user")
 def test_install_service_writes_the_unit_and_folders(tmp_path):
-    settings = UnitSettings(executable=current_executable(), user="nobody",
-                            buffer_dir=tmp_path / "buffer")
+    settings = UnitSettings(
+        executable=current_executable(), user="nobody", buffer_dir=tmp_path / "buffer"
+    )
     env_file = tmp_path / "etc" / "skylapse.env"
-    done = install_capture_service(settings, tmp_path / "units", state_dir=tmp_path / "state",
-                                   env_file=env_file)
+    done = install_capture_service(
+        settings, tmp_path / "units", state_dir=tmp_path / "state", env_file=env_file
+    )
     token = env_file.read_text().strip().removeprefix("SKYLAPSE_API_TOKEN=")
     assert len(token) >= 32 and oct(env_file.stat().st_mode & 0o777) == "0o640"
     unit = tmp_path / "units" / UNIT_NAME

@@ -134,8 +134,13 @@ def test_retention_by_age_and_size_never_deletes_what_is_not_backed_up(tmp_path)
 def test_cleanup_working_removes_only_finished_jobs(tmp_path):
     archive = Archive(tmp_path / "data")
     working = archive.data_dir / "working"
-    for job, state in [("done1", "done"), ("fail1", "failed"), ("run1", "running"),
-                       ("queue1", "queued"), ("gone1", None)]:
+    for job, state in [
+        ("done1", "done"),
+        ("fail1", "failed"),
+        ("run1", "running"),
+        ("queue1", "queued"),
+        ("gone1", None),
+    ]:
         (working / job / "frames").mkdir(parents=True)
         (working / job / "frames" / "0.jpg").write_bytes(b"x")
         if state:
@@ -147,9 +152,13 @@ def test_cleanup_working_removes_only_finished_jobs(tmp_path):
 
 
 def test_config_from_environment():
-    cfg = ArchiveConfig.from_env({"SKYLAPSE_ARCHIVE_AFTER_RENDER": "1",
-                                  "SKYLAPSE_ARCHIVE_MAX_TOTAL_GB": "2.5",
-                                  "SKYLAPSE_ARCHIVE_MAX_AGE_DAYS": "30"})
+    cfg = ArchiveConfig.from_env(
+        {
+            "SKYLAPSE_ARCHIVE_AFTER_RENDER": "1",
+            "SKYLAPSE_ARCHIVE_MAX_TOTAL_GB": "2.5",
+            "SKYLAPSE_ARCHIVE_MAX_AGE_DAYS": "30",
+        }
+    )
     assert cfg.after_render and not cfg.include_frames
     assert cfg.max_total_bytes == 2_500_000_000 and cfg.max_age == timedelta(days=30)
     assert ArchiveConfig.from_env({}).after_render is False
@@ -157,7 +166,8 @@ def test_config_from_environment():
 
 def test_finished_render_queues_its_archive_job(tmp_path):
     service = JobService(
-        tmp_path / "data", queue_url="",
+        tmp_path / "data",
+        queue_url="",
         archive=ArchiveConfig(after_render=True, include_frames=True, max_total_gb=1e-9),
     )
     seq = ingest_sequence(service, tmp_path, 8)
@@ -166,8 +176,13 @@ def test_finished_render_queues_its_archive_job(tmp_path):
     render_job = service.submit_render(seq, FAST)
     consumer = run_consumer(service)
     try:
-        wait_for(lambda: any(j["kind"] == "archive" and j["state"] in ("done", "failed")
-                             for j in service.catalog.jobs()), what="archive job")
+        wait_for(
+            lambda: any(
+                j["kind"] == "archive" and j["state"] in ("done", "failed")
+                for j in service.catalog.jobs()
+            ),
+            what="archive job",
+        )
     finally:
         consumer.stop(graceful=True)
     (archive_job,) = [j for j in service.catalog.jobs() if j["kind"] == "archive"]

@@ -41,8 +41,13 @@ def config(s3, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "skylapse-test")  # the standard environment
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "skylapse-test-secret")
     cfg = BackupConfig(
-        bucket=f"skylapse-backup-{next(_buckets)}", endpoint_url=s3.endpoint_url,
-        region="us-east-1", part_size_mib=5, retry_wait_s=0.01, max_attempts=3, prefix="station1",
+        bucket=f"skylapse-backup-{next(_buckets)}",
+        endpoint_url=s3.endpoint_url,
+        region="us-east-1",
+        part_size_mib=5,
+        retry_wait_s=0.01,
+        max_attempts=3,
+        prefix="station1",
     )
     make_s3_client(cfg).create_bucket(Bucket=cfg.bucket)
     return cfg
@@ -102,12 +107,15 @@ def test_interrupted_multipart_upload_resumes_with_only_missing_parts(tmp_path, 
     # a new process: new client, the same state folder
     second = S3Backup(config, tmp_path / "state")
     sent = count_requests(second, "UploadPart")
-    result = second.upload_file(tmp_path / "big.mp4", "station1/big.mp4",
-                                expected_sha256=hashlib.sha256(data).hexdigest())
+    result = second.upload_file(
+        tmp_path / "big.mp4", "station1/big.mp4", expected_sha256=hashlib.sha256(data).hexdigest()
+    )
     assert sent == [3, 4]
     assert result.parts_uploaded == [3, 4] and result.parts_reused == [1, 2]
     assert object_bytes(second, "station1/big.mp4") == data
-    md5s = b"".join(hashlib.md5(data[i:i + 5 * MIB]).digest() for i in range(0, len(data), 5 * MIB))
+    md5s = b"".join(
+        hashlib.md5(data[i : i + 5 * MIB]).digest() for i in range(0, len(data), 5 * MIB)
+    )
     assert result.etag == f"{hashlib.md5(md5s).hexdigest()}-4"
     assert result.checksum_sha256 is not None
     assert not list((tmp_path / "state").glob("*.json"))  # state dropped once verified
@@ -215,10 +223,12 @@ def test_transient_connection_errors_are_retried(tmp_path, config):
 
 def test_backup_then_retention_deletes_the_oldest_backed_up(tmp_path, config):
     now = datetime.now(UTC)
-    archive, old = archived_timelapse(tmp_path, "job-old", {"a.mp4": 40_000},
-                                      when=now - timedelta(days=10))
-    _, mid = archived_timelapse(tmp_path, "job-mid", {"a.mp4": 40_000},
-                                when=now - timedelta(days=5))
+    archive, old = archived_timelapse(
+        tmp_path, "job-old", {"a.mp4": 40_000}, when=now - timedelta(days=10)
+    )
+    _, mid = archived_timelapse(
+        tmp_path, "job-mid", {"a.mp4": 40_000}, when=now - timedelta(days=5)
+    )
     _, new = archived_timelapse(tmp_path, "job-new", {"a.mp4": 40_000}, when=now)
     backup = S3Backup(config, tmp_path / "state")
     done, failed = backup.backup_pending(archive)
@@ -229,10 +239,13 @@ def test_backup_then_retention_deletes_the_oldest_backed_up(tmp_path, config):
 
 
 def test_config_from_environment():
-    cfg = BackupConfig.from_env({
-        "SKYLAPSE_BACKUP_BUCKET": "b", "SKYLAPSE_BACKUP_PART_SIZE_MIB": "8",
-        "SKYLAPSE_BACKUP_ENDPOINT_URL": "http://127.0.0.1:9000",
-    })
+    cfg = BackupConfig.from_env(
+        {
+            "SKYLAPSE_BACKUP_BUCKET": "b",
+            "SKYLAPSE_BACKUP_PART_SIZE_MIB": "8",
+            "SKYLAPSE_BACKUP_ENDPOINT_URL": "http://127.0.0.1:9000",
+        }
+    )
     assert cfg.enabled and cfg.part_size_mib == 8 and cfg.endpoint_url == "http://127.0.0.1:9000"
     assert not BackupConfig.from_env({}).enabled
     with pytest.raises(BackupError, match="bucket"):
@@ -248,18 +261,29 @@ def test_archive_and_backup_commands(tmp_path, config, monkeypatch):
     out = archive.data_dir / "timelapses" / "3-cli"
     make_file(out / "timelapse.mp4", 6 * MIB)
     archive.catalog.add_job("cli", "render", {"sequence_id": 3}, datetime.now(UTC))
-    archive.catalog.update_job("cli", state="done",
-                               result={"outputs": ["timelapses/3-cli/timelapse.mp4"]})
+    archive.catalog.update_job(
+        "cli", state="done", result={"outputs": ["timelapses/3-cli/timelapse.mp4"]}
+    )
     (archive.data_dir / "working" / "cli").mkdir(parents=True)
     monkeypatch.setenv("SKYLAPSE_DATA_DIR", str(archive.data_dir))
     result = CliRunner().invoke(app, ["archive", "--no-backup"])
     assert result.exit_code == 0, result.output
     assert "archived 1, backed up 0" in result.output and "kept 0" in result.output
     assert not (archive.data_dir / "working" / "cli").exists()
-    result = CliRunner().invoke(app, [
-        "backup", "--bucket", config.bucket, "--endpoint-url", config.endpoint_url,
-        "--prefix", "cli", "--part-size-mib", "5",
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "backup",
+            "--bucket",
+            config.bucket,
+            "--endpoint-url",
+            config.endpoint_url,
+            "--prefix",
+            "cli",
+            "--part-size-mib",
+            "5",
+        ],
+    )
     assert result.exit_code == 0, result.output
     (row,) = archive.catalog.timelapses()
     assert row["backup_location"] == f"s3://{config.bucket}/cli/3-cli/"

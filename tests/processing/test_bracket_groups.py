@@ -16,14 +16,21 @@ from skylapse.processing.render import RenderOptions, capture_bracket_sets, grou
 T0 = datetime(2025, 10, 11, 16, 0, tzinfo=UTC)
 
 
-def write_frame(folder: Path, name: str, when: datetime, ev_offset: float,
-                bracket: dict | None, with_record: bool = True) -> None:
+def write_frame(
+    folder: Path,
+    name: str,
+    when: datetime,
+    ev_offset: float,
+    bracket: dict | None,
+    with_record: bool = True,
+) -> None:
     level = int(np.clip(120 * 2.0**ev_offset, 0, 255))
     ok, enc = cv2.imencode(".jpg", np.full((36, 64, 3), level, np.uint8))
     assert ok
     record = {"session_id": "s1", "bracket": bracket} if with_record else None
-    exif = exif_bytes(when, exposure_time_s=0.01 * 2.0**ev_offset, iso=100, f_number=1.8,
-                      skylapse=record)
+    exif = exif_bytes(
+        when, exposure_time_s=0.01 * 2.0**ev_offset, iso=100, f_number=1.8, skylapse=record
+    )
     (folder / name).write_bytes(with_exif_jpeg(enc.tobytes(), exif))
 
 
@@ -35,8 +42,14 @@ def mixed_session(folder: Path, with_record: bool = True) -> None:
             write_frame(folder, f"frame_{n:06d}.jpg", t, 0.0, None, with_record)
         else:
             for i, ev in enumerate((-2.0, 0.0, 2.0)):
-                write_frame(folder, f"frame_{n:06d}_b{i}.jpg", t + timedelta(seconds=i), ev,
-                            {"set": n, "index": i, "ev_offset": ev}, with_record)
+                write_frame(
+                    folder,
+                    f"frame_{n:06d}_b{i}.jpg",
+                    t + timedelta(seconds=i),
+                    ev,
+                    {"set": n, "index": i, "ev_offset": ev},
+                    with_record,
+                )
         t += timedelta(seconds=30)
 
 

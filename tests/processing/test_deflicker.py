@@ -58,9 +58,16 @@ def _encode(linear: np.ndarray) -> np.ndarray:
     return np.repeat(srgb.from_linear(linear)[..., None], 3, axis=2)
 
 
-def make_sequence(n: int = 120, flicker: float = 0.08, shake: float = 0.0, seed: int = 0,
-                  sunset_ev: float = -2.0, camera_ev: np.ndarray | None = None,
-                  cloud: float = 1.0, sky: float = 0.25):
+def make_sequence(
+    n: int = 120,
+    flicker: float = 0.08,
+    shake: float = 0.0,
+    seed: int = 0,
+    sunset_ev: float = -2.0,
+    camera_ev: np.ndarray | None = None,
+    cloud: float = 1.0,
+    sky: float = 0.25,
+):
     """Yields (observed uint16 frame, ground-truth uint16 frame, cloud cover) per frame."""
     rng = np.random.default_rng(seed)
     base, sky_mask = _scene(rng, sky)
@@ -93,12 +100,17 @@ def run_deflicker(frames, known_ev=None, analysis_scale: int = 2, **kwargs):
     frames = list(frames)
     analysis = dfk.DeflickerAnalysis(**kwargs)
     for i, (obs, _, _) in enumerate(frames):
-        reduced = cv2.resize(obs, (W // analysis_scale, H // analysis_scale),
-                             interpolation=cv2.INTER_AREA)
+        reduced = cv2.resize(
+            obs, (W // analysis_scale, H // analysis_scale), interpolation=cv2.INTER_AREA
+        )
         analysis.add(reduced, None if known_ev is None else known_ev[i])
     gains = analysis.gains()
-    out = np.array([_central_log_luminance(dfk.apply_gain(o, g)) for (o, _, _), g in
-                    zip(frames, gains, strict=True)])
+    out = np.array(
+        [
+            _central_log_luminance(dfk.apply_gain(o, g))
+            for (o, _, _), g in zip(frames, gains, strict=True)
+        ]
+    )
     raw = np.array([_central_log_luminance(o) for o, _, _ in frames])
     truth = np.array([_central_log_luminance(t) for _, t, _ in frames])
     return float(np.std(out - truth)), float(np.std(raw - truth)), out, truth, analysis
@@ -117,7 +129,8 @@ def cloudy_result(cloudy_sequence):
 def test_exposure_ev_counts_stops_of_image_brightness():
     assert dfk.exposure_ev(1.0) == 0.0
     assert dfk.exposure_ev(1 / 100, iso=200, f_number=2.0) == pytest.approx(
-        math.log2(1 / 100) + 1 - 2)
+        math.log2(1 / 100) + 1 - 2
+    )
     assert dfk.exposure_ev(2 / 100) - dfk.exposure_ev(1 / 100) == pytest.approx(1.0)
     assert dfk.exposure_ev(0.01, f_number=4) - dfk.exposure_ev(0.01, f_number=2.8) < 0
     with pytest.raises(ValueError):
@@ -128,8 +141,16 @@ def test_apply_gain_matches_the_exact_linear_light_table():
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 65536, (90, 160, 3), dtype=np.uint16)
     frame[0, :, :] = np.arange(160 * 3).reshape(160, 3) * 13  # cover the toe and the knee
-    for gain, tol in [(0.9, 2), (1.1, 2), (0.71, 25), (1.41, 25), (0.5, 110), (2.0, 110),
-                      (2.7, 0), (0.3, 0)]:
+    for gain, tol in [
+        (0.9, 2),
+        (1.1, 2),
+        (0.71, 25),
+        (1.41, 25),
+        (0.5, 110),
+        (2.0, 110),
+        (2.7, 0),
+        (0.3, 0),
+    ]:
         if abs(math.log2(gain)) > 1:  # tables cached per 1/1000 EV
             gain = 2.0 ** (round(math.log2(gain) * 1000) / 1000)
         exact = srgb.gain_lut(gain)[frame]
@@ -189,14 +210,17 @@ def test_flicker_removed_and_trend_kept_under_moving_clouds(cloudy_sequence, clo
     assert out[-1] - out[0] == pytest.approx(truth[-1] - truth[0], abs=0.06)
 
 
-def test_a_whole_frame_mean_is_biased_by_clouds_where_blocks_are_not(cloudy_sequence,
-                                                                     cloudy_result):
+def test_a_whole_frame_mean_is_biased_by_clouds_where_blocks_are_not(
+    cloudy_sequence, cloudy_result
+):
     means = []
     for obs, _, _ in cloudy_sequence:
         means.append(math.log2(float(srgb.luma(obs).mean())))
     naive_gains = np.exp2(dfk.smooth_log_exposure(np.array(means)) - np.array(means))
-    out = [_central_log_luminance(dfk.apply_gain(o, g))
-           for (o, _, _), g in zip(cloudy_sequence, naive_gains, strict=True)]
+    out = [
+        _central_log_luminance(dfk.apply_gain(o, g))
+        for (o, _, _), g in zip(cloudy_sequence, naive_gains, strict=True)
+    ]
     truth = [_central_log_luminance(t) for _, t, _ in cloudy_sequence]
     naive_residual = float(np.std(np.subtract(out, truth)))
     residual = cloudy_result[0]
@@ -220,8 +244,10 @@ def test_clipped_regions_are_ignored():
     *_, analysis = run_deflicker(frames, cutoff_frames=30)
     # judged on the unclipped ground (the clipped sky cannot show a gain)
     ground = (slice(int(0.8 * H), None), slice(None))
-    out = [np.log2(srgb.luma(dfk.apply_gain(o[ground], g))).mean()
-           for (o, _, _), g in zip(frames, analysis.gains(), strict=True)]
+    out = [
+        np.log2(srgb.luma(dfk.apply_gain(o[ground], g))).mean()
+        for (o, _, _), g in zip(frames, analysis.gains(), strict=True)
+    ]
     truth = [np.log2(srgb.luma(t[ground])).mean() for _, t, _ in frames]
     raw = [np.log2(srgb.luma(o[ground])).mean() for o, _, _ in frames]
     residual, uncorrected = np.std(np.subtract(out, truth)), np.std(np.subtract(raw, truth))
@@ -250,9 +276,11 @@ def test_known_exposure_steps_are_undone_not_kept_as_jumps():
     *_, blind_out, _, _ = run_deflicker(frames, known_ev=None)
     blind = blind_out - (truth - camera + ramp)
     blind -= blind.mean()
-    print(f"ramp: largest output jump {jumps.max():.4f} EV; deviation from the intended ramp "
-          f"std {np.std(deviation):.4f} / max {np.abs(deviation).max():.4f} EV with EXIF, "
-          f"std {np.std(blind):.4f} / max {np.abs(blind).max():.4f} EV without")
+    print(
+        f"ramp: largest output jump {jumps.max():.4f} EV; deviation from the intended ramp "
+        f"std {np.std(deviation):.4f} / max {np.abs(deviation).max():.4f} EV with EXIF, "
+        f"std {np.std(blind):.4f} / max {np.abs(blind).max():.4f} EV without"
+    )
     assert jumps.max() < 0.04
     assert np.std(deviation) < 0.012 and np.abs(deviation).max() < 0.04
     assert np.std(blind) > 3 * np.std(deviation)
@@ -333,8 +361,10 @@ def test_short_fast_sunset_is_followed_without_an_error_ramp():
     frames = list(make_sequence(n=48, seed=7, sunset_ev=-2.0))
     residual, uncorrected, out, truth, _ = run_deflicker(frames)
     stiff, *_ = run_deflicker(frames, cutoff_frames=80)
-    print(f"48 fast frames: residual {residual:.4f} EV (fixed 80: {stiff:.4f}), "
-          f"uncorrected {uncorrected:.4f} EV")
+    print(
+        f"48 fast frames: residual {residual:.4f} EV (fixed 80: {stiff:.4f}), "
+        f"uncorrected {uncorrected:.4f} EV"
+    )
     assert uncorrected > 0.06
     assert residual < 0.025 and residual < 0.7 * stiff
     error = (out - truth) - np.mean(out - truth)
@@ -345,8 +375,10 @@ def test_long_slow_sunset_is_still_smoothed_hard():
     frames = list(make_sequence(n=200, seed=8, sunset_ev=-3.0))
     residual, uncorrected, out, truth, _ = run_deflicker(frames)
     stiff, *_ = run_deflicker(frames, cutoff_frames=80)
-    print(f"200 slow frames: residual {residual:.4f} EV (fixed 80: {stiff:.4f}), "
-          f"uncorrected {uncorrected:.4f} EV")
+    print(
+        f"200 slow frames: residual {residual:.4f} EV (fixed 80: {stiff:.4f}), "
+        f"uncorrected {uncorrected:.4f} EV"
+    )
     assert uncorrected > 0.06
     assert residual < 0.011 and residual <= stiff + 0.001
     # the -3 EV sunset is kept, ends included (10-frame means: each frame keeps its noise)

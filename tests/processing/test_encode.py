@@ -61,9 +61,9 @@ def _top_level_atoms(path: Path) -> list[str]:
     data = path.read_bytes()
     atoms, pos = [], 0
     while pos + 8 <= len(data):
-        size, kind = struct.unpack(">I4s", data[pos: pos + 8])
+        size, kind = struct.unpack(">I4s", data[pos : pos + 8])
         if size == 1:
-            size = struct.unpack(">Q", data[pos + 8: pos + 16])[0]
+            size = struct.unpack(">Q", data[pos + 8 : pos + 16])[0]
         atoms.append(kind.decode("latin-1"))
         if size < 8:
             break
@@ -83,8 +83,9 @@ def test_encode_decode_round_trip(
 ) -> None:
     frames = _frames(12)
     out = tmp_path / f"{codec}.mp4"
-    with VideoEncoder(out, codec=codec, size=(W, H), fps=24.0, crf=18, preset="veryfast",
-                      background=background) as video:
+    with VideoEncoder(
+        out, codec=codec, size=(W, H), fps=24.0, crf=18, preset="veryfast", background=background
+    ) as video:
         for frame in frames:
             video.write(frame)
     assert video.frames_written == 12
@@ -100,8 +101,7 @@ def test_encode_decode_round_trip(
         assert ctx.pix_fmt == pix_fmt
         assert stream.codec_tag == tag
         assert stream.average_rate == 24
-        assert (ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range) == (
-            1, 1, 1, 1)
+        assert (ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range) == (1, 1, 1, 1)
         if codec == "h265":
             assert ctx.profile == "Main 10"
         else:
@@ -148,8 +148,10 @@ def test_encoder_rejects_bad_input_and_leaves_no_file_on_error(tmp_path: Path) -
     with pytest.raises(ValueError, match="codec"):
         VideoEncoder(tmp_path / "a.mp4", codec="vp9", size=(W, H))
     out = tmp_path / "a.mp4"
-    with pytest.raises(ValueError, match="fit_to_size"), \
-            VideoEncoder(out, size=(W, H), preset="ultrafast") as video:
+    with (
+        pytest.raises(ValueError, match="fit_to_size"),
+        VideoEncoder(out, size=(W, H), preset="ultrafast") as video,
+    ):
         video.write(_frames(1)[0])
         video.write(np.zeros((H + 2, W, 3), np.uint16))  # wrong size
     assert list(tmp_path.iterdir()) == []  # aborted: neither the video nor its .part remain
@@ -186,8 +188,7 @@ def test_frame_sequence_writer(tmp_path: Path) -> None:
 def test_write_image_gray_and_errors(tmp_path: Path) -> None:
     gray = np.arange(60 * 40, dtype=np.uint16).reshape(40, 60) * 20
     write_image(tmp_path / "g.png", gray)
-    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "g.png"), cv2.IMREAD_UNCHANGED),
-                                  gray)
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "g.png"), cv2.IMREAD_UNCHANGED), gray)
     rgb8 = np.zeros((10, 12, 3), np.uint8)
     rgb8[..., 0] = 200
     write_image(tmp_path / "sub" / "r.png", rgb8)  # makes the folder
@@ -246,8 +247,7 @@ class _FailingStream:
 def test_encoder_errors_reach_the_producer(tmp_path: Path, background: bool) -> None:
     out = tmp_path / "a.mp4"
     frame = _frames(1)[0]
-    video = VideoEncoder(out, codec="h264", size=(W, H), preset="ultrafast",
-                         background=background)
+    video = VideoEncoder(out, codec="h264", size=(W, H), preset="ultrafast", background=background)
     video._stream = _FailingStream(video._stream)  # type: ignore[assignment]
     with pytest.raises(OSError, match="No space"):
         for _ in range(50):  # the error surfaces on a later write (or at close)
@@ -255,4 +255,3 @@ def test_encoder_errors_reach_the_producer(tmp_path: Path, background: bool) -> 
         video.close()
     video.abort()
     assert list(tmp_path.iterdir()) == []
-

@@ -32,8 +32,9 @@ def hdr_scene(rng):
     ground = ground * (1 - shadow * 0.97)
     is_sky = cv2.GaussianBlur((y < horizon).astype(np.float32), (0, 0), 1.0)
     lum = is_sky * sky + (1 - is_sky) * ground
-    sun = cv2.GaussianBlur(((x - W * 0.7) ** 2 + (y - H * 0.15) ** 2 < 64).astype(np.float32),
-                           (0, 0), 1.5)
+    sun = cv2.GaussianBlur(
+        ((x - W * 0.7) ** 2 + (y - H * 0.15) ** 2 < 64).astype(np.float32), (0, 0), 1.5
+    )
     lum = lum + 40 * sun
     tint = np.where(is_sky[..., None] > 0.5, [0.75, 0.9, 1.15], [1.1, 1.0, 0.8]).astype(np.float32)
     return lum[..., None] * tint, is_sky, shadow

@@ -17,6 +17,7 @@ MAX_BLUR = 5.0  # Gaussian sigma (px) at a depth distance of 1
 
 def sharp_scene(rng):
     """All-in-focus linear RGB texture (fine and coarse detail, coloured) and its depth map."""
+
     def tex(sigma):
         t = cv2.GaussianBlur(rng.standard_normal((H, W)).astype(np.float32), (0, 0), sigma)
         return t / t.std()
@@ -80,7 +81,7 @@ def psnr(a, b, margin=12):
 def test_alignment_undoes_focus_breathing(stack):
     _, _, frames, true_warps = stack
     warps = estimate_focus_warps(frames)
-    ys, xs = np.mgrid[20:H - 20:40, 20:W - 20:40]
+    ys, xs = np.mgrid[20 : H - 20 : 40, 20 : W - 20 : 40]
     pts = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
     for w, m in zip(warps, true_warps, strict=True):
         # truth: frame i = reference content mapped by m_i, so reference -> frame is m_i m_ref^-1
@@ -113,8 +114,9 @@ def test_selection_follows_depth(stack):
 def test_flat_areas_are_averaged_not_picked():
     rng = np.random.default_rng(4)
     flat = np.full((80, 100, 3), 20000.0)
-    frames = [np.clip(flat + rng.normal(0, 600, flat.shape), 0, 65535).astype(np.uint16)
-              for _ in range(4)]
+    frames = [
+        np.clip(flat + rng.normal(0, 600, flat.shape), 0, 65535).astype(np.uint16) for _ in range(4)
+    ]
     fused = fuse_focus_stack(frames)
     noise_single = frames[0][10:-10, 10:-10].astype(float).std()
     noise_fused = fused[10:-10, 10:-10].astype(float).std()

@@ -26,10 +26,15 @@ def jpeg_frame(i: int, session: str, phase: str) -> bytes:
     ok, enc = cv2.imencode(".jpg", img)
     assert ok
     when = T0 + timedelta(seconds=30 * i, microseconds=250)
-    meta = {"session_id": session, "phase": phase, "camera": "simulated",
-            "captured_at": when.isoformat()}
-    return with_exif_jpeg(enc.tobytes(), exif_bytes(when, exposure_time_s=1 / 250, iso=100,
-                                                    f_number=8, skylapse=meta))
+    meta = {
+        "session_id": session,
+        "phase": phase,
+        "camera": "simulated",
+        "captured_at": when.isoformat(),
+    }
+    return with_exif_jpeg(
+        enc.tobytes(), exif_bytes(when, exposure_time_s=1 / 250, iso=100, f_number=8, skylapse=meta)
+    )
 
 
 def commit_batch(station_dir: Path, name: str, files: dict[str, bytes], corrupt: str = "") -> None:
@@ -69,9 +74,12 @@ def test_exif_round_trip_of_skylapse_record():
 
 def test_ingest_groups_sequences_and_is_idempotent(ingestor, tmp_path):
     station = tmp_path / "inbox" / "peak-1"
-    files = {f"d/f{i:03d}.jpg": jpeg_frame(i, "evening-1" if i < 4 else "evening-2",
-                                           "golden_hour" if i < 2 else "blue_hour")
-             for i in range(6)}
+    files = {
+        f"d/f{i:03d}.jpg": jpeg_frame(
+            i, "evening-1" if i < 4 else "evening-2", "golden_hour" if i < 2 else "blue_hour"
+        )
+        for i in range(6)
+    }
     commit_batch(station, "b1", files)
     # a half-sent batch (uncommitted manifest) must be left alone
     (station / ".manifests" / "b2.sha256.part").write_text("x  d/never.jpg\n")
@@ -128,11 +136,23 @@ def test_end_to_end_with_resend_of_a_frame_rejected_at_ingest(tmp_path):
         for i in range(5):
             rel = f"2026-06-21/f{i:03d}.jpg"
             sha = write_atomic(buf / rel, jpeg_frame(i, "evening", "golden_hour"))
-            cat.add_frame(FrameRecord(path=rel, captured_at=T0 + timedelta(seconds=i),
-                                      sha256=sha, size_bytes=(buf / rel).stat().st_size))
+            cat.add_frame(
+                FrameRecord(
+                    path=rel,
+                    captured_at=T0 + timedelta(seconds=i),
+                    sha256=sha,
+                    size_bytes=(buf / rel).stat().st_size,
+                )
+            )
         inbox = sshd.home / "inbox"
-        target = SshTarget(host="127.0.0.1", port=sshd.port, user=sshd.user, inbox=str(inbox),
-                           key_file=sshd.client_key, known_hosts=sshd.known_hosts)
+        target = SshTarget(
+            host="127.0.0.1",
+            port=sshd.port,
+            user=sshd.user,
+            inbox=str(inbox),
+            key_file=sshd.client_key,
+            known_hosts=sshd.known_hosts,
+        )
         worker = TransferWorker(cat, buf, target, "peak-1")
         assert worker.drain(deadline_s=60) == 5
         # bit rot on the receiver between verification and ingest
@@ -140,15 +160,22 @@ def test_end_to_end_with_resend_of_a_frame_rejected_at_ingest(tmp_path):
         data = bytearray(victim.read_bytes())
         data[200] ^= 0xFF
         victim.write_bytes(bytes(data))
-        ingestor = Ingestor(inbox, tmp_path / "store", tmp_path / "q",
-                            ProcessingCatalog(tmp_path / "p.db"))
+        ingestor = Ingestor(
+            inbox, tmp_path / "store", tmp_path / "q", ProcessingCatalog(tmp_path / "p.db")
+        )
         report = ingestor.scan()
         assert report.ingested == 4 and len(report.quarantined) == 1
         # the next batch reads the receiver's re-send list back and sends f002 again
         rel = "2026-06-21/f005.jpg"
         sha = write_atomic(buf / rel, jpeg_frame(5, "evening", "blue_hour"))
-        cat.add_frame(FrameRecord(path=rel, captured_at=T0 + timedelta(seconds=5), sha256=sha,
-                                  size_bytes=(buf / rel).stat().st_size))
+        cat.add_frame(
+            FrameRecord(
+                path=rel,
+                captured_at=T0 + timedelta(seconds=5),
+                sha256=sha,
+                size_bytes=(buf / rel).stat().st_size,
+            )
+        )
         assert worker.drain(deadline_s=60) == 2  # f005, then f002 again
         assert cat.frame_by_path("2026-06-21/f002.jpg").transfer_attempts >= 1
         report = ingestor.scan()

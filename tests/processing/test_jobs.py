@@ -118,7 +118,10 @@ def test_redis_queue_shared_by_two_worker_processes(tmp_path):
         workers = [
             subprocess.Popen(
                 [sys.executable, "-m", "skylapse.cli", "worker", "--data", str(data)],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             for _ in range(2)
         ]
@@ -126,7 +129,8 @@ def test_redis_queue_shared_by_two_worker_processes(tmp_path):
             jobs = [service.submit_render(s, FAST) for s in seqs]
             wait_for(
                 lambda: all(service.catalog.job(j)["state"] == "done" for j in jobs),
-                timeout=120, what="all jobs on two workers",
+                timeout=120,
+                what="all jobs on two workers",
             )
         finally:
             for w in workers:

@@ -20,8 +20,9 @@ def base_frame() -> np.ndarray:
 
 def _shift(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
     m = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]])
-    return cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), flags=cv2.INTER_CUBIC,
-                          borderMode=cv2.BORDER_REFLECT)
+    return cv2.warpAffine(
+        img, m, (img.shape[1], img.shape[0]), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT
+    )
 
 
 def test_register_translation_is_subpixel_accurate_under_a_brightness_change(base_frame):
@@ -96,14 +97,22 @@ def _stabilized(inputs, truth, error_x=None, jpeg_quality=None) -> list[np.ndarr
     for i, (frame, f) in enumerate(zip(inputs, truth.frames, strict=True)):
         e = 0.0 if error_x is None else float(error_x[i])
         # Output pixel q shows the input at S_i(crop(q - e)): content moved right by e.
-        m = (_h3(metrics.camera_matrix(f.dx, f.dy, f.rotation_deg, SMALL)) @ _output_to_steady()
-             @ np.array([[1.0, 0.0, -e], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))[:2]
-        out = cv2.warpAffine(frame.astype(np.uint16) * 257, m, SMALL,
-                             flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
-                             borderMode=cv2.BORDER_REPLICATE)
+        m = (
+            _h3(metrics.camera_matrix(f.dx, f.dy, f.rotation_deg, SMALL))
+            @ _output_to_steady()
+            @ np.array([[1.0, 0.0, -e], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+        )[:2]
+        out = cv2.warpAffine(
+            frame.astype(np.uint16) * 257,
+            m,
+            SMALL,
+            flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
         if jpeg_quality is not None:
-            _ok, buf = cv2.imencode(".jpg", (out >> 8).astype(np.uint8),
-                                   [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+            _ok, buf = cv2.imencode(
+                ".jpg", (out >> 8).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]
+            )
             out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
         outputs.append(out)
     return outputs
@@ -131,8 +140,9 @@ def test_perfect_stabilizer_has_no_geometric_error_although_the_old_metric_sees_
     corners = np.array([[0, 0, 1], [319, 0, 1], [0, 179, 1], [319, 179, 1]], np.float64)
     np.testing.assert_allclose(corners @ res.output_to_input.T, corners @ true_m0.T, atol=0.05)
     # Lossy encoding of the output (JPEG q90 of 8 bits) costs little.
-    lossy = metrics.stabilization_error_against_truth(_stabilized(inputs, truth, jpeg_quality=90),
-                                                      inputs, truth)
+    lossy = metrics.stabilization_error_against_truth(
+        _stabilized(inputs, truth, jpeg_quality=90), inputs, truth
+    )
     assert lossy.drift_max < 0.05 and lossy.jitter_rms < 0.03
 
 
@@ -144,8 +154,7 @@ def _motion(truth, i: int) -> tuple[float, float, float]:
 def test_injected_drift_is_measured(sunset):
     inputs, truth = sunset
     ramp = np.linspace(0.0, 0.5, len(inputs))
-    res = metrics.stabilization_error_against_truth(_stabilized(inputs, truth, ramp), inputs,
-                                                    truth)
+    res = metrics.stabilization_error_against_truth(_stabilized(inputs, truth, ramp), inputs, truth)
     assert res.drift_max == pytest.approx(0.5, abs=0.05)
     np.testing.assert_allclose(res.shifts[:, 0] - res.shifts[0, 0], ramp, atol=0.05)
     assert np.abs(res.shifts[:, 1]).max() < 0.05

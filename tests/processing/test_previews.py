@@ -97,7 +97,7 @@ def test_contact_sheet_grid_and_tiles() -> None:
     assert image.shape == (4 + 3 * (th + 4), 4 + 4 * (80 + 4), 3)
     for index in (0, n - 1, sheet.picks[5]):
         x, y = sheet.tile_origin(index)
-        tile = image[y: y + th, x: x + 80]
+        tile = image[y : y + th, x : x + 80]
         expected = np.rint(frames[index][0, 0] / 257) * 257  # 8-bit thumbnails, uint16 sheet
         assert image.dtype == np.uint16
         np.testing.assert_array_equal(tile, np.broadcast_to(expected, tile.shape))
@@ -107,11 +107,11 @@ def test_contact_sheet_grid_and_tiles() -> None:
     changed = np.any(labelled != image, axis=2)
     assert changed.any()
     x, y = sheet.tile_origin(0)
-    assert changed[y: y + th, x: x + 80].any()
+    assert changed[y : y + th, x : x + 80].any()
     tiles = np.zeros_like(changed)
     for index in sheet.picks:
         x, y = sheet.tile_origin(index)
-        tiles[y: y + th, x: x + 80] = True
+        tiles[y : y + th, x : x + 80] = True
     assert not (changed & ~tiles).any()
 
 
@@ -123,10 +123,10 @@ def test_contact_sheet_small_sequences_and_missing_frames() -> None:
     image = sheet.image(labels=False)
     assert image.shape == (4 + 36 + 4, 4 + 3 * 68, 3)
     x, y = sheet.tile_origin(1)
-    assert (image[y: y + 36, x: x + 64] == 24 * 257).all()
+    assert (image[y : y + 36, x : x + 64] == 24 * 257).all()
     thumb = cv2.resize(_frame(2), (64, 36), interpolation=cv2.INTER_AREA)
     x, y = sheet.tile_origin(2)
-    assert np.abs(image[y: y + 36, x: x + 64].astype(int) - thumb).max() <= 129
+    assert np.abs(image[y : y + 36, x : x + 64].astype(int) - thumb).max() <= 129
 
 
 def test_write_png_is_atomic_and_readable(tmp_path: Path) -> None:

@@ -25,9 +25,13 @@ from skylapse.processing.sources import (
 
 
 def _exif(
-    when: str | None = None, subsec: str | None = None, orientation: int | None = None,
-    exposure: tuple[int, int] | None = None, iso: int | None = None,
-    f_number: tuple[int, int] | None = None, bias: tuple[int, int] | None = None,
+    when: str | None = None,
+    subsec: str | None = None,
+    orientation: int | None = None,
+    exposure: tuple[int, int] | None = None,
+    iso: int | None = None,
+    f_number: tuple[int, int] | None = None,
+    bias: tuple[int, int] | None = None,
 ) -> bytes:
     exif = Image.Exif()
     if orientation is not None:
@@ -59,22 +63,38 @@ def _save(path: Path, rgb: np.ndarray, **kwargs) -> Path:
     return path
 
 
-def write_dng(path: Path, cfa: np.ndarray, white: int = 65535,
-              when: str = "2024:06:01 12:00:00") -> Path:
+def write_dng(
+    path: Path, cfa: np.ndarray, white: int = 65535, when: str = "2024:06:01 12:00:00"
+) -> Path:
     """A minimal uncompressed RGGB DNG (one little-endian IFD, one strip) whose camera colour
     matrix is sRGB's, so that LibRaw's output equals the CFA values sRGB-encoded."""
     h, w = cfa.shape
     pixels = np.ascontiguousarray(cfa, dtype="<u2").tobytes()
     xyz_to_srgb = [3.2406, -1.5372, -0.4986, -0.9689, 1.8758, 0.0415, 0.0557, -0.2040, 1.0570]
     entries = [  # (tag, TIFF type, values); sorted by tag as TIFF requires
-        (254, 4, [0]), (256, 4, [w]), (257, 4, [h]), (258, 3, [16]), (259, 3, [1]),
-        (262, 3, [32803]), (271, 2, b"Skylapse\0"), (272, 2, b"Test\0"), (273, 4, None),
-        (274, 3, [1]), (277, 3, [1]), (278, 4, [h]), (279, 4, [len(pixels)]), (284, 3, [1]),
+        (254, 4, [0]),
+        (256, 4, [w]),
+        (257, 4, [h]),
+        (258, 3, [16]),
+        (259, 3, [1]),
+        (262, 3, [32803]),
+        (271, 2, b"Skylapse\0"),
+        (272, 2, b"Test\0"),
+        (273, 4, None),
+        (274, 3, [1]),
+        (277, 3, [1]),
+        (278, 4, [h]),
+        (279, 4, [len(pixels)]),
+        (284, 3, [1]),
         (306, 2, when.encode() + b"\0"),
-        (33421, 3, [2, 2]), (33422, 1, [0, 1, 1, 2]), (50706, 1, [1, 4, 0, 0]),
-        (50708, 2, b"Skylapse Test\0"), (50717, 4, [white]),
+        (33421, 3, [2, 2]),
+        (33422, 1, [0, 1, 1, 2]),
+        (50706, 1, [1, 4, 0, 0]),
+        (50708, 2, b"Skylapse Test\0"),
+        (50717, 4, [white]),
         (50721, 10, [(round(v * 10000), 10000) for v in xyz_to_srgb]),
-        (50728, 5, [(1, 1)] * 3), (50778, 3, [21]),
+        (50728, 5, [(1, 1)] * 3),
+        (50778, 3, [21]),
     ]
     codes = {1: "B", 3: "H", 4: "I", 5: "II", 10: "ii"}
     payloads = []
@@ -144,8 +164,7 @@ def test_no_exif_at_all_is_natural_name_order(tmp_path: Path) -> None:
 
 def test_metadata_and_sizes_from_headers(tmp_path: Path) -> None:
     img = _rgb8(90, 160)
-    exif = _exif("2024:06:01 05:30:00", exposure=(1, 125), iso=400, f_number=(28, 10),
-                 bias=(-2, 3))
+    exif = _exif("2024:06:01 05:30:00", exposure=(1, 125), iso=400, f_number=(28, 10), bias=(-2, 3))
     _save(tmp_path / "a.jpg", img, exif=exif)
     _save(tmp_path / "b.png", img, exif=exif)
     _save(tmp_path / "c.tif", img, exif=exif)
@@ -301,8 +320,14 @@ def test_read_gray_reduced_shapes_and_consistency_across_formats(tmp_path: Path)
         assert g_jpg.shape == shape and g_png.shape == shape
         assert g_jpg.dtype == np.float32 and g_png.dtype == np.float32
         # libjpeg's grid: factor x factor blocks from the top-left, the last one edge-extended.
-        padded = cv2.copyMakeBorder(expected_gray, 0, shape[0] * factor - 180, 0,
-                                    shape[1] * factor - 321, cv2.BORDER_REPLICATE)
+        padded = cv2.copyMakeBorder(
+            expected_gray,
+            0,
+            shape[0] * factor - 180,
+            0,
+            shape[1] * factor - 321,
+            cv2.BORDER_REPLICATE,
+        )
         area = cv2.resize(padded, shape[::-1], interpolation=cv2.INTER_AREA)
         assert np.abs(g_png - area).max() < 2.5 / 255  # libpng's fixed-point luma
         # DCT scaling vs area averaging of a lossy JPEG: close on average, not bit-exact.
@@ -345,8 +370,9 @@ def test_dng_discovery_and_decoding(tmp_path: Path) -> None:
     gray = read_gray_reduced(tmp_path / "a.dng", 2)
     assert gray.shape == (30, 40)
     lum = 0.299 * expected[0] + 0.587 * expected[1] + 0.114 * expected[2]
-    assert float(np.median(gray)) == pytest.approx(float(sources.srgb.decode(lum / 65535)),
-                                                   rel=0.02)
+    assert float(np.median(gray)) == pytest.approx(
+        float(sources.srgb.decode(lum / 65535)), rel=0.02
+    )
     (tmp_path / "bad.dng").write_bytes(b"II*\0" + b"\0" * 100)
     data = (tmp_path / "a.dng").read_bytes()
     (tmp_path / "cut.dng").write_bytes(data[: len(data) // 2])

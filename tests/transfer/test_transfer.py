@@ -29,8 +29,12 @@ def sshd(tmp_path):
 
 def target_for(server, inbox: Path) -> SshTarget:
     return SshTarget(
-        host="127.0.0.1", port=server.port, user=server.user, inbox=str(inbox),
-        key_file=server.client_key, known_hosts=server.known_hosts,
+        host="127.0.0.1",
+        port=server.port,
+        user=server.user,
+        inbox=str(inbox),
+        key_file=server.client_key,
+        known_hosts=server.known_hosts,
     )
 
 
@@ -40,8 +44,11 @@ def capture_frames(root: Path, cat: Catalog, n: int, size: int = 20_000, start: 
         rel = f"2026-06-21/frame_{i:05d}.jpg"
         data = bytes(rng.getrandbits(8) for _ in range(64)) * (size // 64)
         sha = write_atomic(root / rel, data)
-        cat.add_frame(FrameRecord(path=rel, captured_at=T0 + timedelta(seconds=i), sha256=sha,
-                                  size_bytes=len(data)))
+        cat.add_frame(
+            FrameRecord(
+                path=rel, captured_at=T0 + timedelta(seconds=i), sha256=sha, size_bytes=len(data)
+            )
+        )
 
 
 def assert_all_arrived_once(root: Path, cat: Catalog, remote: Path) -> None:
@@ -59,8 +66,9 @@ def test_batches_arrive_verified_and_committed(tmp_path, sshd):
     root, cat = tmp_path / "buf", Catalog(tmp_path / "c.db")
     capture_frames(root, cat, 23)
     inbox = sshd.home / "inbox"
-    worker = TransferWorker(cat, root, target_for(sshd, inbox), "peak-1",
-                            TransferSettings(batch_size=10))
+    worker = TransferWorker(
+        cat, root, target_for(sshd, inbox), "peak-1", TransferSettings(batch_size=10)
+    )
     assert worker.drain(deadline_s=60) == 23
     remote = inbox / "peak-1"
     assert_all_arrived_once(root, cat, remote)
@@ -76,10 +84,18 @@ def test_unknown_host_key_is_refused(tmp_path, sshd):
     root, cat = tmp_path / "buf", Catalog(tmp_path / "c.db")
     capture_frames(root, cat, 2)
     wrong = tmp_path / "known_hosts"
-    wrong.write_text(f"[127.0.0.1]:{sshd.port} ssh-ed25519 "
-                     "AAAAC3NzaC1lZDI1NTE5AAAAIHJ5c2xhcHNlc2t5bGFwc2Vza3lsYXBzZXNreWxhcA==\n")
-    target = SshTarget(host="127.0.0.1", port=sshd.port, user=sshd.user, inbox=str(sshd.home),
-                       key_file=sshd.client_key, known_hosts=wrong)
+    wrong.write_text(
+        f"[127.0.0.1]:{sshd.port} ssh-ed25519 "
+        "AAAAC3NzaC1lZDI1NTE5AAAAIHJ5c2xhcHNlc2t5bGFwc2Vza3lsYXBzZXNreWxhcA==\n"
+    )
+    target = SshTarget(
+        host="127.0.0.1",
+        port=sshd.port,
+        user=sshd.user,
+        inbox=str(sshd.home),
+        key_file=sshd.client_key,
+        known_hosts=wrong,
+    )
     worker = TransferWorker(cat, root, target, "peak-1")
     with pytest.raises(TransferCommandError):
         worker.send_batch()
@@ -96,13 +112,18 @@ def test_corruption_in_flight_is_caught_and_resent(tmp_path, sshd):
     victim = inbox / "peak-1" / "2026-06-21" / "frame_00002.jpg"
     wrapper = tmp_path / "rsync-corrupting"
     wrapper.write_text(
-        "#!/bin/sh\nrsync \"$@\" || exit $?\n"
+        '#!/bin/sh\nrsync "$@" || exit $?\n'
         f"if [ -e {flag} ]; then rm {flag}; "
         f"printf 'X' | dd of={victim} bs=1 seek=100 conv=notrunc status=none; fi\n"
     )
     wrapper.chmod(0o755)
-    worker = TransferWorker(cat, root, target_for(sshd, inbox), "peak-1",
-                            TransferSettings(rsync_program=str(wrapper), retry_initial_s=0.05))
+    worker = TransferWorker(
+        cat,
+        root,
+        target_for(sshd, inbox),
+        "peak-1",
+        TransferSettings(rsync_program=str(wrapper), retry_initial_s=0.05),
+    )
     with pytest.raises(VerificationFailed) as info:
         worker.send_batch()
     assert info.value.failed == ["2026-06-21/frame_00002.jpg"]
@@ -116,8 +137,13 @@ def test_killed_rsync_resumes_and_delivers_once(tmp_path, sshd):
     root, cat = tmp_path / "buf", Catalog(tmp_path / "c.db")
     capture_frames(root, cat, 3, size=3_000_000)
     inbox = sshd.home / "inbox"
-    slow = TransferWorker(cat, root, target_for(sshd, inbox), "peak-1",
-                          TransferSettings(bandwidth_limit_kbps=2000, compress=False))
+    slow = TransferWorker(
+        cat,
+        root,
+        target_for(sshd, inbox),
+        "peak-1",
+        TransferSettings(bandwidth_limit_kbps=2000, compress=False),
+    )
     errors = []
 
     def send():
@@ -148,8 +174,13 @@ def test_sshd_down_then_back(tmp_path, sshd):
     capture_frames(root, cat, 4)
     inbox = sshd.home / "inbox"
     sshd.stop()
-    worker = TransferWorker(cat, root, target_for(sshd, inbox), "peak-1",
-                            TransferSettings(retry_initial_s=0.1, retry_max_s=0.5))
+    worker = TransferWorker(
+        cat,
+        root,
+        target_for(sshd, inbox),
+        "peak-1",
+        TransferSettings(retry_initial_s=0.1, retry_max_s=0.5),
+    )
     threading.Timer(2.0, sshd.start).start()
     assert worker.drain(deadline_s=60) == 4
     assert worker.stats.failures >= 1 and worker.stats.failing_since is None
@@ -160,8 +191,9 @@ def test_restart_with_half_sent_queue(tmp_path, sshd):
     root, cat = tmp_path / "buf", Catalog(tmp_path / "c.db")
     capture_frames(root, cat, 6)
     inbox = sshd.home / "inbox"
-    first = TransferWorker(cat, root, target_for(sshd, inbox), "peak-1",
-                           TransferSettings(batch_size=6))
+    first = TransferWorker(
+        cat, root, target_for(sshd, inbox), "peak-1", TransferSettings(batch_size=6)
+    )
     # Crash between rsync and verification: frames are 'sent' but not verified.
     first._verify_and_commit = lambda *a: (_ for _ in ()).throw(SystemExit("crash"))
     with pytest.raises(SystemExit):
@@ -185,8 +217,13 @@ def test_receiver_disk_full_then_freed(tmp_path, sshd):
     try:
         filler = inbox / "filler"
         filler.write_bytes(b"\0" * 900_000)
-        worker = TransferWorker(cat, root, target_for(sshd, inbox), "peak-1",
-                                TransferSettings(retry_initial_s=0.1, retry_max_s=0.5))
+        worker = TransferWorker(
+            cat,
+            root,
+            target_for(sshd, inbox),
+            "peak-1",
+            TransferSettings(retry_initial_s=0.1, retry_max_s=0.5),
+        )
         with pytest.raises((TransferCommandError, VerificationFailed)):
             worker.drain(deadline_s=2)
         assert cat.count_frames(transfer_state="verified") == 0

@@ -30,14 +30,19 @@ from skylapse.synthetic import generate_sequence
 from tests_support import commit_frames_to_inbox, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 TOKEN = "dashboard-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 FAST = {"formats": ["h265", "h264"], "preset": "ultrafast", "denoise": "off"}
 PHONE = {"width": 390, "height": 844}
 SHOTS = Path(os.environ.get("SKYLAPSE_SCREENSHOTS", "/tmp/skylapse-dashboard"))
-
 
 
 wait_for = partial(wait_for, timeout=30.0)
@@ -122,22 +127,39 @@ def processing(tmp_path_factory):
     for station, seed in (("peak-1", 3), ("peak-2", 4), ("peak-3", 5)):
         generate_sequence(tmp / station, frames=16, size=(320, 180), seed=seed)
         commit_frames_to_inbox(tmp / station, data / "inbox" / station)
-    app = create_processing_app(ProcessingSettings(
-        data_dir=data, token=TOKEN, workers=1, ingest_every_s=None, render_after_min=None,
-        job_poll_s=0.2))
+    app = create_processing_app(
+        ProcessingSettings(
+            data_dir=data,
+            token=TOKEN,
+            workers=1,
+            ingest_every_s=None,
+            render_after_min=None,
+            job_poll_s=0.2,
+        )
+    )
     jobs = app.state.jobs
     Ingestor(data / "inbox", jobs.store, data / "quarantine", jobs.catalog).scan()
-    with ServerThread(app) as server, httpx.Client(base_url=server.url, headers=AUTH,
-                                                   timeout=30) as client:
+    with (
+        ServerThread(app) as server,
+        httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as client,
+    ):
         first, second, third = client.get("/sequences").json()
         job = client.post("/jobs", json={"sequence_id": first["id"], "options": FAST}).json()
-        hevc = client.post("/jobs", json={"sequence_id": third["id"],
-                                          "options": {**FAST, "formats": ["h265"]}}).json()
+        hevc = client.post(
+            "/jobs", json={"sequence_id": third["id"], "options": {**FAST, "formats": ["h265"]}}
+        ).json()
         for j in (job, hevc):
-            wait_for(lambda j=j: client.get(f"/jobs/{j['id']}").json()["state"] == "done",
-                     what="the renders")
-        yield {"url": server.url + "/", "client": client, "job": job, "hevc_job": hevc,
-               "unrendered": second}
+            wait_for(
+                lambda j=j: client.get(f"/jobs/{j['id']}").json()["state"] == "done",
+                what="the renders",
+            )
+        yield {
+            "url": server.url + "/",
+            "client": client,
+            "job": job,
+            "hevc_job": hevc,
+            "unrendered": second,
+        }
 
 
 def test_processing_page_lists_jobs_and_plays_a_finished_timelapse(processing, page_of):
@@ -183,7 +205,8 @@ def test_a_video_the_browser_cannot_decode_says_so(processing, page_of):
     card = p.page.locator(f'article.timelapse[data-job-id="{processing["hevc_job"]["id"]}"]')
     sync_api.expect(card).to_be_visible()
     hevc = p.page.evaluate(
-        "document.createElement('video').canPlayType('video/mp4; codecs=\"hvc1.2.4.L93.B0\"')")
+        "document.createElement('video').canPlayType('video/mp4; codecs=\"hvc1.2.4.L93.B0\"')"
+    )
     if hevc:
         card.locator("video").evaluate("v => v.play()")
     else:
@@ -193,23 +216,27 @@ def test_a_video_the_browser_cannot_decode_says_so(processing, page_of):
     assert p.errors == []
 
 
-def test_render_queued_from_the_page_shows_progress_and_reaches_the_gallery(processing,
-                                                                           page_of):
+def test_render_queued_from_the_page_shows_progress_and_reaches_the_gallery(processing, page_of):
     p = page_of()
     p.sign_in(processing["url"])
     page = p.page
     seq = processing["unrendered"]
     page.get_by_role("button", name=f"Render sequence {seq['id']}").click()
     client = processing["client"]
-    job = wait_for(lambda: next((j for j in client.get("/jobs").json()
-                                 if j["sequence_id"] == seq["id"]), None), what="the new job")
+    job = wait_for(
+        lambda: next(
+            (j for j in client.get("/jobs").json() if j["sequence_id"] == seq["id"]), None
+        ),
+        what="the new job",
+    )
     item = page.locator(f'li.job[data-job-id="{job["id"]}"]')
     sync_api.expect(item).to_be_visible()
     # pushed over the WebSocket: the list follows the job to done without a reload
     sync_api.expect(item).to_have_attribute("data-state", "done", timeout=60_000)
     sync_api.expect(item.locator(".pct")).to_have_text("100 %")
-    sync_api.expect(page.locator(f'article.timelapse[data-job-id="{job["id"]}"] video')) \
-        .to_have_count(1)
+    sync_api.expect(
+        page.locator(f'article.timelapse[data-job-id="{job["id"]}"] video')
+    ).to_have_count(1)
     assert p.errors == []
 
 
@@ -218,7 +245,8 @@ def test_processing_page_fits_a_phone(processing, page_of):
     p.sign_in(processing["url"])
     p.page.locator("article.timelapse video").first.wait_for()
     columns = p.page.evaluate(
-        "getComputedStyle(document.querySelector('#processing-view')).gridTemplateColumns")
+        "getComputedStyle(document.querySelector('#processing-view')).gridTemplateColumns"
+    )
     assert len(columns.split()) == 1, columns  # one column
     p.no_horizontal_scroll()
     for button in p.page.get_by_role("button").all():
@@ -247,21 +275,37 @@ def capture(tmp_path_factory):
     Exposures are capped at 50 ms: the simulated camera takes as long as a real one would, and
     a night-time run of this test must not wait for 30-second exposures."""
     cfg = default_config()
-    cfg = cfg.model_copy(update={
-        "capture": cfg.capture.model_copy(update={"autofocus": False, "hdr": False}),
-        "weather": cfg.weather.model_copy(update={"enabled": False}),
-        "strategies": {name: s.model_copy(update={"max_exposure_s": 0.05, "hdr": False})
-                       for name, s in cfg.strategies.items()},
-    })
+    cfg = cfg.model_copy(
+        update={
+            "capture": cfg.capture.model_copy(update={"autofocus": False, "hdr": False}),
+            "weather": cfg.weather.model_copy(update={"enabled": False}),
+            "strategies": {
+                name: s.model_copy(update={"max_exposure_s": 0.05, "hdr": False})
+                for name, s in cfg.strategies.items()
+            },
+        }
+    )
     clock = RealClock()
     app = create_capture_app(
-        cfg, TOKEN, camera=SimulatedCamera(clock=clock, seed=3), clock=clock,
-        buffer=tmp_path_factory.mktemp("buffer"), camera_config=CameraConfig(resolution=(320, 180)),
-        unattended=False, watchdog=Watchdog(env={}), notifiers=[], tick_s=0.5)
-    with ServerThread(app) as server, httpx.Client(base_url=server.url, headers=AUTH,
-                                                   timeout=30) as client:
-        wait_for(lambda: client.get("/health").json()["checks"]["camera"]["status"] == "ok",
-                 what="the camera to open")
+        cfg,
+        TOKEN,
+        camera=SimulatedCamera(clock=clock, seed=3),
+        clock=clock,
+        buffer=tmp_path_factory.mktemp("buffer"),
+        camera_config=CameraConfig(resolution=(320, 180)),
+        unattended=False,
+        watchdog=Watchdog(env={}),
+        notifiers=[],
+        tick_s=0.5,
+    )
+    with (
+        ServerThread(app) as server,
+        httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as client,
+    ):
+        wait_for(
+            lambda: client.get("/health").json()["checks"]["camera"]["status"] == "ok",
+            what="the camera to open",
+        )
         yield {"url": server.url + "/", "client": client}
 
 
@@ -291,7 +335,9 @@ def test_capture_page_live_preview_session_and_capture_now(capture, page_of):
     page.wait_for_function(
         "([src, at]) => { const i = document.querySelector('#preview');"
         " return i.src !== src && i.dataset.frameAt > at && i.complete && i.naturalWidth > 0; }",
-        arg=list(first), timeout=6000)
+        arg=list(first),
+        timeout=6000,
+    )
     assert preview.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [320, 180]
     page.get_by_role("button", name="Stop session").click()
     sync_api.expect(page.get_by_role("button", name="Start session")).to_be_visible(timeout=10_000)
@@ -327,10 +373,13 @@ def test_capture_chart_shows_the_sun_and_the_exposure_of_each_frame(capture, pag
     assert chart.locator("circle.ev-dot").count() == len(frames) >= 1
     # the page's own sun model agrees with the service's (astral) to a tenth of a degree
     status = client.get("/status").json()
-    js = page.evaluate("""async ([now, lat, lon]) => {
+    js = page.evaluate(
+        """async ([now, lat, lon]) => {
         const {sunElevation} = await import('/static/sun.js');
         return sunElevation(Date.parse(now), lat, lon);
-    }""", [status["now"], 46.55, 7.98])
+    }""",
+        [status["now"], 46.55, 7.98],
+    )
     assert js == pytest.approx(status["sun_elevation_deg"], abs=0.1)
     assert "The sun peaks at" in chart.get_attribute("aria-label")
     assert p.errors == []
@@ -344,7 +393,8 @@ def test_capture_page_fits_a_phone(capture, page_of):
     page.locator("#frames li.frame-item").first.wait_for()
     page.locator("#sun-chart svg").wait_for()
     columns = page.evaluate(
-        "getComputedStyle(document.querySelector('#capture-view')).gridTemplateColumns")
+        "getComputedStyle(document.querySelector('#capture-view')).gridTemplateColumns"
+    )
     assert len(columns.split()) == 1, columns
     p.no_horizontal_scroll()
     for button in page.get_by_role("button").all():

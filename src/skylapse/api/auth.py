@@ -39,9 +39,7 @@ def resolve_token(config_token: str | None) -> str:
     """The API token: ``$SKYLAPSE_API_TOKEN`` first, then the config file's ``api.token``."""
     token = os.environ.get(TOKEN_ENV) or config_token
     if not token or not token.strip():
-        raise MissingTokenError(
-            f"no API token: set ${TOKEN_ENV} or api.token in the config file"
-        )
+        raise MissingTokenError(f"no API token: set ${TOKEN_ENV} or api.token in the config file")
     return token.strip()
 
 
@@ -99,7 +97,9 @@ def media_auth(token: str):
         request: Request,
         credentials: HTTPAuthorizationCredentials | None = Depends(_bearer_scheme),  # noqa: B008
         query_token: str | None = Query(
-            None, alias="token", max_length=1024,
+            None,
+            alias="token",
+            max_length=1024,
             description="the API token, for media elements that cannot send a header",
         ),
     ) -> None:

@@ -160,9 +160,16 @@ REDACTED = "***"
 _SECRETS = (("api", "token"), ("weather", "api_key"), ("alerts", "mqtt", "password"))
 #: Changes to these only take effect when the service starts.
 RESTART_ONLY = (
-    ("api",), ("transfer",), ("capture", "buffer_dir"), ("capture", "camera"),
-    ("capture", "resolution"), ("capture", "writer_queue"), ("capture", "unattended"),
-    ("alerts", "webhook_url"), ("alerts", "mqtt"), ("alerts", "evaluate_every_s"),
+    ("api",),
+    ("transfer",),
+    ("capture", "buffer_dir"),
+    ("capture", "camera"),
+    ("capture", "resolution"),
+    ("capture", "writer_queue"),
+    ("capture", "unattended"),
+    ("alerts", "webhook_url"),
+    ("alerts", "mqtt"),
+    ("alerts", "evaluate_every_s"),
 )
 _MAX_DB_INT = 2**62
 
@@ -183,10 +190,12 @@ class SessionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    session_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$",
-                                   description="an existing id resumes that session")
-    interval_s: float | None = Field(None, gt=0, le=3600,
-                                     description="fixed interval; null follows the plan")
+    session_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description="an existing id resumes that session"
+    )
+    interval_s: float | None = Field(
+        None, gt=0, le=3600, description="fixed interval; null follows the plan"
+    )
     duration_s: float | None = Field(None, gt=0, le=7 * 86400)
     max_frames: int | None = Field(None, ge=1, le=10_000_000)
     hdr: StrictBool | None = Field(None, description="null: capture.hdr")
@@ -213,8 +222,17 @@ def frame_out(record) -> dict[str, Any]:
 
 
 def _invalid(field_name: str, message: str) -> HTTPException:
-    return HTTPException(422, detail=[{"field": field_name, "loc": ["body", *field_name.split(".")],
-                                       "msg": message, "type": "value_error"}])
+    return HTTPException(
+        422,
+        detail=[
+            {
+                "field": field_name,
+                "loc": ["body", *field_name.split(".")],
+                "msg": message,
+                "type": "value_error",
+            }
+        ],
+    )
 
 
 def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -262,8 +280,9 @@ def preview_jpeg(pixels: np.ndarray, width: int = PREVIEW_WIDTH, quality: int = 
     """A uint16 sRGB frame as an 8-bit JPEG at most ``width`` pixels wide (area averaging)."""
     h, w = pixels.shape[:2]
     if w > width:
-        pixels = cv2.resize(pixels, (width, max(1, round(h * width / w))),
-                            interpolation=cv2.INTER_AREA)
+        pixels = cv2.resize(
+            pixels, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA
+        )
     rgb8 = srgb.to_uint8(pixels) if pixels.dtype == np.uint16 else pixels
     bgr = cv2.cvtColor(rgb8, cv2.COLOR_RGB2BGR) if rgb8.ndim == 3 else rgb8
     ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -281,8 +300,11 @@ def resized_jpeg(path: Path, width: int, quality: int = 85) -> bytes:
         full_w = probe.size[0]
     data = np.fromfile(path, dtype=np.uint8)
     flag = cv2.IMREAD_COLOR
-    for factor, reduced in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
-                            (2, cv2.IMREAD_REDUCED_COLOR_2)):
+    for factor, reduced in (
+        (8, cv2.IMREAD_REDUCED_COLOR_8),
+        (4, cv2.IMREAD_REDUCED_COLOR_4),
+        (2, cv2.IMREAD_REDUCED_COLOR_2),
+    ):
         if full_w / factor >= width:
             flag = reduced
             break
@@ -291,8 +313,9 @@ def resized_jpeg(path: Path, width: int, quality: int = 85) -> bytes:
         raise ValueError(f"{path.name} is not a readable image")
     h, w = image.shape[:2]
     if w > width:
-        image = cv2.resize(image, (width, max(1, round(h * width / w))),
-                           interpolation=cv2.INTER_AREA)
+        image = cv2.resize(
+            image, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA
+        )
     ok, out = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise ValueError("JPEG encoding failed")
@@ -306,11 +329,22 @@ class CaptureRuntime:
     """What runs beside the API: the camera supervisor (open, plan, recovery), the event pump
     (metrics, WebSocket), the status/preview ticker, transfers, alerts and the watchdog."""
 
-    def __init__(self, service: CaptureService, config: SkylapseConfig, hub: WebSocketHub,
-                 metrics: ServiceMetrics, uptime: UptimeTracker, watchdog: Watchdog, *,
-                 unattended: bool, transfer_worker: Any | None, retry_s: float,
-                 tick_s: float, stall_after_s: float | None,
-                 notifiers: list[Notifier] | None):
+    def __init__(
+        self,
+        service: CaptureService,
+        config: SkylapseConfig,
+        hub: WebSocketHub,
+        metrics: ServiceMetrics,
+        uptime: UptimeTracker,
+        watchdog: Watchdog,
+        *,
+        unattended: bool,
+        transfer_worker: Any | None,
+        retry_s: float,
+        tick_s: float,
+        stall_after_s: float | None,
+        notifiers: list[Notifier] | None,
+    ):
         self.service = service
         self.config = config
         self.hub = hub
@@ -343,8 +377,11 @@ class CaptureRuntime:
         self._stopping = False
         self._transfer_thread: threading.Thread | None = None
         self.alerts = AlertManager(
-            "capture", self.station, self._conditions(),
-            notifiers if notifiers is not None else notifiers_from_config(config, self.station))
+            "capture",
+            self.station,
+            self._conditions(),
+            notifiers if notifiers is not None else notifiers_from_config(config, self.station),
+        )
 
     @property
     def station(self) -> str:
@@ -357,8 +394,7 @@ class CaptureRuntime:
         if self._stall_after_s is not None:
             return self._stall_after_s
         cfg = self.config
-        longest = max([p.interval_s for p in cfg.schedule.phases]
-                      + [self.manual_interval_s or 0.0])
+        longest = max([p.interval_s for p in cfg.schedule.phases] + [self.manual_interval_s or 0.0])
         exposure = max(s.max_exposure_s for s in cfg.strategies.values())
         return 2 * longest + exposure + 30.0
 
@@ -404,12 +440,17 @@ class CaptureRuntime:
         if self.transfer is None:
             return None
         st = self.transfer.stats
-        return {"enabled": True, "host": self.transfer.target.destination,
-                "queue_depth": st.queue_depth, "frames_sent": st.frames_sent,
-                "batches_verified": st.batches_verified, "failures": st.failures,
-                "last_success": _iso(st.last_success),
-                "failing_for_s": round(self.transfer.failing_for_s(), 1),
-                "last_error": st.last_error}
+        return {
+            "enabled": True,
+            "host": self.transfer.target.destination,
+            "queue_depth": st.queue_depth,
+            "frames_sent": st.frames_sent,
+            "batches_verified": st.batches_verified,
+            "failures": st.failures,
+            "last_success": _iso(st.last_success),
+            "failing_for_s": round(self.transfer.failing_for_s(), 1),
+            "last_error": st.last_error,
+        }
 
     def status(self) -> dict[str, Any]:
         svc = self.service
@@ -418,24 +459,32 @@ class CaptureRuntime:
         window = self.window(now)
         catalog = svc.catalog
         stored = catalog.count_frames()
-        out.update({
-            "now": _iso(now),
-            "camera_ok": self.camera_problem() is None,
-            "camera_error": self.camera_problem(),
-            "sun_elevation_deg": round(elev, 3),
-            "phase": choice.phase,
-            "strategy": choice.strategy_name,
-            "interval_s": choice.interval_s,
-            "unattended": self.unattended,
-            "window": None if window is None else {
-                "session_id": window.session_id, "start": _iso(window.start),
-                "end": _iso(window.end), "open": window.contains(now)},
-            "frames": {"stored": stored,
-                       "awaiting_transfer": stored - catalog.count_frames(
-                           transfer_state="verified")},
-            "transfer": self.transfer_status(),
-            "alerts": self.alerts.active(),
-        })
+        out.update(
+            {
+                "now": _iso(now),
+                "camera_ok": self.camera_problem() is None,
+                "camera_error": self.camera_problem(),
+                "sun_elevation_deg": round(elev, 3),
+                "phase": choice.phase,
+                "strategy": choice.strategy_name,
+                "interval_s": choice.interval_s,
+                "unattended": self.unattended,
+                "window": None
+                if window is None
+                else {
+                    "session_id": window.session_id,
+                    "start": _iso(window.start),
+                    "end": _iso(window.end),
+                    "open": window.contains(now),
+                },
+                "frames": {
+                    "stored": stored,
+                    "awaiting_transfer": stored - catalog.count_frames(transfer_state="verified"),
+                },
+                "transfer": self.transfer_status(),
+                "alerts": self.alerts.active(),
+            }
+        )
         out["storage"] = {**out["storage"], "watermark_pct": self.config.capture.watermark_pct}
         return out
 
@@ -459,8 +508,9 @@ class CaptureRuntime:
                 return False, ""
             failing = self.transfer.failing_for_s()
             after = self.config.transfer.alert_after_s
-            return failing > after, (f"failing for {failing:.0f} s: "
-                                     f"{self.transfer.stats.last_error}")
+            return failing > after, (
+                f"failing for {failing:.0f} s: {self.transfer.stats.last_error}"
+            )
 
         def latency(active: bool) -> tuple[bool, str]:
             if len(self.latencies) < 10:
@@ -469,7 +519,8 @@ class CaptureRuntime:
             target = self.config.alerts.capture_latency_p99_ms
             return p99 > (0.8 * target if active else target), (
                 f"p99 {p99:.1f} ms over the last {len(self.latencies)} frames "
-                f"(target {target:g} ms)")
+                f"(target {target:g} ms)"
+            )
 
         def quality(active: bool) -> tuple[bool, str]:
             if len(self.qualities) < 3:
@@ -478,7 +529,8 @@ class CaptureRuntime:
             floor = self.config.alerts.image_quality_min
             return median < (floor + 0.05 if active else floor), (
                 f"median quality {median:.2f} of the last {len(self.qualities)} frames "
-                f"(minimum {floor:g})")
+                f"(minimum {floor:g})"
+            )
 
         def queue(active: bool) -> tuple[bool, str]:
             if self.transfer is None:
@@ -486,23 +538,60 @@ class CaptureRuntime:
             depth = self.transfer.stats.queue_depth
             limit = self.config.alerts.transfer_queue_max
             return depth > (0.8 * limit if active else limit), (
-                f"{depth} frames waiting for transfer (target at most {limit})")
+                f"{depth} frames waiting for transfer (target at most {limit})"
+            )
 
         # clear_after_s is read when the manager is built; thresholds are read live
         c = clear_after()
         return [
-            AlertCondition("camera_not_answering", "Camera not answering", "critical", "camera",
-                           camera, clear_after_s=c),
-            AlertCondition("disk_emergency", "Disk past the emergency watermark", "critical",
-                           "disk", disk, clear_after_s=c),
-            AlertCondition("transfer_failing", "Transfers failing", "critical", "transfer",
-                           transfer, clear_after_s=c),
-            AlertCondition("capture_latency", "Capture latency above target", "warning",
-                           "scheduler", latency, clear_after_s=c),
-            AlertCondition("image_quality", "Image quality below target", "warning", "camera",
-                           quality, clear_after_s=c),
-            AlertCondition("transfer_queue", "Transfer queue too deep", "warning", "transfer",
-                           queue, clear_after_s=c),
+            AlertCondition(
+                "camera_not_answering",
+                "Camera not answering",
+                "critical",
+                "camera",
+                camera,
+                clear_after_s=c,
+            ),
+            AlertCondition(
+                "disk_emergency",
+                "Disk past the emergency watermark",
+                "critical",
+                "disk",
+                disk,
+                clear_after_s=c,
+            ),
+            AlertCondition(
+                "transfer_failing",
+                "Transfers failing",
+                "critical",
+                "transfer",
+                transfer,
+                clear_after_s=c,
+            ),
+            AlertCondition(
+                "capture_latency",
+                "Capture latency above target",
+                "warning",
+                "scheduler",
+                latency,
+                clear_after_s=c,
+            ),
+            AlertCondition(
+                "image_quality",
+                "Image quality below target",
+                "warning",
+                "camera",
+                quality,
+                clear_after_s=c,
+            ),
+            AlertCondition(
+                "transfer_queue",
+                "Transfer queue too deep",
+                "warning",
+                "transfer",
+                queue,
+                clear_after_s=c,
+            ),
         ]
 
     # -- health ----------------------------------------------------------------------------
@@ -521,8 +610,10 @@ class CaptureRuntime:
             return Check(status="degraded", detail="opening the camera")
         st = self.service.status()
         last = st["last_frame_at"]
-        return self._with_alerts("camera", Check(
-            status="ok", detail=f"{st['camera']} open; last frame {last or 'none yet'}"))
+        return self._with_alerts(
+            "camera",
+            Check(status="ok", detail=f"{st['camera']} open; last frame {last or 'none yet'}"),
+        )
 
     def check_disk(self) -> Check:
         pct = self.service.storage.utilization_pct()
@@ -534,8 +625,9 @@ class CaptureRuntime:
 
     def check_scheduler(self) -> Check:
         if self.supervisor_done is not None:
-            return Check(status="failing", detail=f"capture supervisor stopped: "
-                         f"{self.supervisor_done}")
+            return Check(
+                status="failing", detail=f"capture supervisor stopped: {self.supervisor_done}"
+            )
         if time.monotonic() - self.last_tick > max(10.0, 5 * self.tick_s):
             return Check(status="failing", detail="the event loop is not turning")
         st = self.service.status()
@@ -545,8 +637,11 @@ class CaptureRuntime:
             detail = "idle; unattended plan off"
         else:
             window = self.window(self.service.clock.now())
-            detail = ("idle; no window ahead" if window is None else
-                      f"idle; next window {window.session_id} opens {_iso(window.start)}")
+            detail = (
+                "idle; no window ahead"
+                if window is None
+                else f"idle; next window {window.session_id} opens {_iso(window.start)}"
+            )
         return self._with_alerts("scheduler", Check(status="ok", detail=detail))
 
     def check_transfer(self) -> Check:
@@ -555,14 +650,17 @@ class CaptureRuntime:
         st = self.transfer.stats
         failing = self.transfer.failing_for_s()
         if failing > self.config.transfer.alert_after_s:
-            return Check(status="failing", detail=f"failing for {failing:.0f} s: "
-                         f"{st.last_error}")
+            return Check(status="failing", detail=f"failing for {failing:.0f} s: {st.last_error}")
         if failing > 0:
-            return Check(status="degraded", detail=f"failing for {failing:.0f} s: "
-                         f"{st.last_error}")
-        return self._with_alerts("transfer", Check(
-            status="ok", detail=f"{st.queue_depth} frames queued; last verified batch "
-            f"{_iso(st.last_success) or 'none yet'}"))
+            return Check(status="degraded", detail=f"failing for {failing:.0f} s: {st.last_error}")
+        return self._with_alerts(
+            "transfer",
+            Check(
+                status="ok",
+                detail=f"{st.queue_depth} frames queued; last verified batch "
+                f"{_iso(st.last_success) or 'none yet'}",
+            ),
+        )
 
     # -- background tasks ------------------------------------------------------------------
     async def start(self) -> None:
@@ -577,8 +675,11 @@ class CaptureRuntime:
         ]
         if self.transfer is not None:
             self._transfer_thread = threading.Thread(
-                target=self.transfer.run, args=(self.config.transfer.poll_s,),
-                name="skylapse-transfer", daemon=True)
+                target=self.transfer.run,
+                args=(self.config.transfer.poll_s,),
+                name="skylapse-transfer",
+                daemon=True,
+            )
             self._transfer_thread.start()
 
     async def stop(self) -> None:
@@ -634,8 +735,12 @@ class CaptureRuntime:
                     await asyncio.sleep(self.retry_s)
             self.watchdog.ready(f"camera {self.service.status()['camera']} open")
             self.watchdog.start(self.loop_alive)
-            log.info("capture service ready", camera=self.service.status()["camera"],
-                     unattended=self.unattended, watchdog_s=self.watchdog.interval_s)
+            log.info(
+                "capture service ready",
+                camera=self.service.status()["camera"],
+                unattended=self.unattended,
+                watchdog_s=self.watchdog.interval_s,
+            )
             while self.unattended and not self._stopping:
                 try:
                     await self.service.run_plan()
@@ -680,8 +785,9 @@ class CaptureRuntime:
                     self._focus_seen = focus
                     m["focus_acquisition_time_s"].observe(focus)
                 record = dict(record, image_url=f"/frames/{record['id']}/image")
-                self.hub.publish({"type": "frame", "session_id": event.get("session_id"),
-                                  "record": record})
+                self.hub.publish(
+                    {"type": "frame", "session_id": event.get("session_id"), "record": record}
+                )
             else:
                 if kind == "session_started":
                     self.last_progress = time.monotonic()
@@ -748,14 +854,20 @@ class CaptureRuntime:
             h, w = frame.pixels.shape[:2]
             width = min(w, PREVIEW_WIDTH)
             st = self.service.status()
-            self._preview = (key, {
-                "type": "preview", "frame_at": _iso(frame.metadata.timestamp),
-                "session_id": (st["session"] or {}).get("session_id")
-                if st["state"] == "capturing" else None,
-                "width": width, "height": max(1, round(h * width / w)),
-                "content_type": "image/jpeg",
-                "jpeg_base64": base64.b64encode(jpeg).decode("ascii"),
-            })
+            self._preview = (
+                key,
+                {
+                    "type": "preview",
+                    "frame_at": _iso(frame.metadata.timestamp),
+                    "session_id": (st["session"] or {}).get("session_id")
+                    if st["state"] == "capturing"
+                    else None,
+                    "width": width,
+                    "height": max(1, round(h * width / w)),
+                    "content_type": "image/jpeg",
+                    "jpeg_base64": base64.b64encode(jpeg).decode("ascii"),
+                },
+            )
         return self._preview[1]
 
 
@@ -769,11 +881,17 @@ def _make_transfer_worker(config: SkylapseConfig, service: CaptureService):
     from skylapse.transfer.queue import TransferSettings, TransferWorker
     from skylapse.transfer.rsync import SshTarget
 
-    target = SshTarget(host=tc.host, inbox=tc.inbox, user=tc.user, port=tc.port,
-                       key_file=tc.key_file.expanduser() if tc.key_file else None,
-                       known_hosts=tc.known_hosts.expanduser() if tc.known_hosts else None)
-    settings = TransferSettings(batch_size=tc.batch_size,
-                                bandwidth_limit_kbps=tc.bandwidth_limit_kbps)
+    target = SshTarget(
+        host=tc.host,
+        inbox=tc.inbox,
+        user=tc.user,
+        port=tc.port,
+        key_file=tc.key_file.expanduser() if tc.key_file else None,
+        known_hosts=tc.known_hosts.expanduser() if tc.known_hosts else None,
+    )
+    settings = TransferSettings(
+        batch_size=tc.batch_size, bandwidth_limit_kbps=tc.bandwidth_limit_kbps
+    )
     return TransferWorker(service.catalog, service.buffer, target, tc.station, settings)
 
 
@@ -818,18 +936,36 @@ def create_capture_app(
         from skylapse.capture.weather import WeatherService
 
         weather = WeatherService(config.weather, config.location)
-    service = CaptureService(camera, buffer=buffer_dir, config=config, clock=clock,
-                             camera_config=camera_config, weather=weather or None,
-                             disk_usage=disk_usage)
+    service = CaptureService(
+        camera,
+        buffer=buffer_dir,
+        config=config,
+        clock=clock,
+        camera_config=camera_config,
+        weather=weather or None,
+        disk_usage=disk_usage,
+    )
     hub = WebSocketHub()
     metrics = ServiceMetrics(CAPTURE_METRICS)
     uptime = UptimeTracker(buffer_dir / "uptime-capture.json")
     runtime = CaptureRuntime(
-        service, config, hub, metrics, uptime, watchdog or Watchdog(),
+        service,
+        config,
+        hub,
+        metrics,
+        uptime,
+        watchdog or Watchdog(),
         unattended=config.capture.unattended if unattended is None else unattended,
-        transfer_worker=(transfer_worker if transfer_worker is not None
-                         else _make_transfer_worker(config, service)),
-        retry_s=retry_s, tick_s=tick_s, stall_after_s=stall_after_s, notifiers=notifiers)
+        transfer_worker=(
+            transfer_worker
+            if transfer_worker is not None
+            else _make_transfer_worker(config, service)
+        ),
+        retry_s=retry_s,
+        tick_s=tick_s,
+        stall_after_s=stall_after_s,
+        notifiers=notifiers,
+    )
     metrics["storage_utilization_pct"].set_function(service.storage.utilization_pct)
     metrics["system_uptime_pct"].set_function(uptime.percent)
 
@@ -885,31 +1021,70 @@ def create_capture_app(
         now, elev, choice = runtime.now_choice()
         day = date or now.astimezone(tz).date()
         if not dt.date(1900, 1, 1) <= day <= dt.date(2200, 12, 31):
-            raise HTTPException(422, detail=[{"field": "date", "loc": ["query", "date"],
-                                              "msg": "date must be within 1900..2200",
-                                              "type": "value_error"}])
+            raise HTTPException(
+                422,
+                detail=[
+                    {
+                        "field": "date",
+                        "loc": ["query", "date"],
+                        "msg": "date must be within 1900..2200",
+                        "type": "value_error",
+                    }
+                ],
+            )
         plan = day_plan(loc, day, cfg)
         ev = plan.events
-        sun = {name: _iso(getattr(ev, name)) for name in (
-            "astronomical_dawn", "nautical_dawn", "civil_dawn", "sunrise", "noon", "sunset",
-            "civil_dusk", "nautical_dusk", "astronomical_dusk")}
+        sun = {
+            name: _iso(getattr(ev, name))
+            for name in (
+                "astronomical_dawn",
+                "nautical_dawn",
+                "civil_dawn",
+                "sunrise",
+                "noon",
+                "sunset",
+                "civil_dusk",
+                "nautical_dusk",
+                "astronomical_dusk",
+            )
+        }
         return {
-            "date": day.isoformat(), "timezone": loc.timezone, "location": loc.model_dump(),
-            "now": _iso(now), "sun_elevation_deg": round(elev, 3), "phase": choice.phase,
-            "strategy": choice.strategy_name, "interval_s": choice.interval_s,
+            "date": day.isoformat(),
+            "timezone": loc.timezone,
+            "location": loc.model_dump(),
+            "now": _iso(now),
+            "sun_elevation_deg": round(elev, 3),
+            "phase": choice.phase,
+            "strategy": choice.strategy_name,
+            "interval_s": choice.interval_s,
             "total_frames": plan.total_frames,
-            "phases": [{
-                "start": _iso(r.start), "end": _iso(r.end), "phase": r.phase,
-                "min_elevation_deg": round(r.min_elevation_deg, 3),
-                "max_elevation_deg": round(r.max_elevation_deg, 3),
-                "interval_s": r.interval_s, "strategy": r.strategy, "hdr": r.hdr,
-                "white_balance": r.white_balance,
-                "ev100_min": None if not math.isfinite(r.ev100_min) else round(r.ev100_min, 2),
-                "ev100_max": None if not math.isfinite(r.ev100_max) else round(r.ev100_max, 2),
-                "frames": r.frames} for r in plan.rows],
-            "windows": [{"session_id": w.session_id, "name": w.name, "start": _iso(w.start),
-                         "end": _iso(w.end), "open": w.contains(now)}
-                        for w in day_windows(loc, day, cfg)],
+            "phases": [
+                {
+                    "start": _iso(r.start),
+                    "end": _iso(r.end),
+                    "phase": r.phase,
+                    "min_elevation_deg": round(r.min_elevation_deg, 3),
+                    "max_elevation_deg": round(r.max_elevation_deg, 3),
+                    "interval_s": r.interval_s,
+                    "strategy": r.strategy,
+                    "hdr": r.hdr,
+                    "white_balance": r.white_balance,
+                    "ev100_min": None if not math.isfinite(r.ev100_min) else round(r.ev100_min, 2),
+                    "ev100_max": None if not math.isfinite(r.ev100_max) else round(r.ev100_max, 2),
+                    "frames": r.frames,
+                }
+                for r in plan.rows
+            ],
+            "windows": [
+                {
+                    "session_id": w.session_id,
+                    "name": w.name,
+                    "start": _iso(w.start),
+                    "end": _iso(w.end),
+                    "open": w.contains(now),
+                }
+                for w in day_windows(loc, day, cfg)
+            ],
             "sun": sun,
         }
 
@@ -918,8 +1093,11 @@ def create_capture_app(
         """The running configuration; secrets show as ``"***"``."""
         return redact(runtime.config.model_dump(mode="json"))
 
-    @router.put("/config", tags=["config"],
-                responses={422: {"description": "invalid, or needs a restart; nothing applied"}})
+    @router.put(
+        "/config",
+        tags=["config"],
+        responses={422: {"description": "invalid, or needs a restart; nothing applied"}},
+    )
     def put_config(
         patch: Annotated[dict[str, Any], Body(description="part of the config file, as JSON")],
     ) -> dict[str, Any]:
@@ -934,8 +1112,11 @@ def create_capture_app(
         new_doc = new.model_dump(mode="json")
         for path in RESTART_ONLY:
             if _get(new_doc, path) != _get(current, path):
-                raise _invalid(".".join(path), "takes effect only when the service starts; "
-                               "change it in the config file and restart")
+                raise _invalid(
+                    ".".join(path),
+                    "takes effect only when the service starts; "
+                    "change it in the config file and restart",
+                )
         changed = sorted(_changed_paths(current, new_doc))
         runtime.config = new
         service.apply_config(new)
@@ -943,9 +1124,14 @@ def create_capture_app(
             log.info("configuration changed", fields=changed)
         return {"changed": changed, "config": redact(new_doc)}
 
-    @router.post("/capture", tags=["frames"],
-                 responses={409: {"description": "the camera cannot bracket"},
-                            503: {"description": "the camera failed"}})
+    @router.post(
+        "/capture",
+        tags=["frames"],
+        responses={
+            409: {"description": "the camera cannot bracket"},
+            503: {"description": "the camera failed"},
+        },
+    )
     async def post_capture(body: CaptureRequest | None = None) -> dict[str, Any]:
         """Take a frame (or the strategy's bracket set) now; the running session's folder, or
         the day's ``manual`` session."""
@@ -966,16 +1152,27 @@ def create_capture_app(
         """Capture sessions in the catalog, newest last."""
         return service.catalog.sessions()[-limit:]
 
-    @router.post("/sessions", status_code=201, tags=["sessions"],
-                 responses={409: {"description": "a session is already running"},
-                            503: {"description": "the camera is not open"}})
+    @router.post(
+        "/sessions",
+        status_code=201,
+        tags=["sessions"],
+        responses={
+            409: {"description": "a session is already running"},
+            503: {"description": "the camera is not open"},
+        },
+    )
     async def start_session(body: SessionRequest | None = None) -> dict[str, Any]:
         """Start a session now (beside the plan: the plan waits while it runs)."""
         body = body or SessionRequest()
         if not runtime.camera_open:
             raise HTTPException(503, detail=runtime.camera_problem() or "the camera is opening")
-        spec = SessionSpec(session_id=body.session_id, interval_s=body.interval_s,
-                           duration_s=body.duration_s, max_frames=body.max_frames, hdr=body.hdr)
+        spec = SessionSpec(
+            session_id=body.session_id,
+            interval_s=body.interval_s,
+            duration_s=body.duration_s,
+            max_frames=body.max_frames,
+            hdr=body.hdr,
+        )
         try:
             sid = await service.start_session(spec)
         except SessionError as exc:
@@ -983,8 +1180,11 @@ def create_capture_app(
         runtime.manual_interval_s = body.interval_s
         return {"session_id": sid, "status": runtime.status()}
 
-    @router.delete("/sessions/{session_id}", tags=["sessions"],
-                   responses={404: {"description": "no such running session"}})
+    @router.delete(
+        "/sessions/{session_id}",
+        tags=["sessions"],
+        responses={404: {"description": "no such running session"}},
+    )
     async def stop_session(session_id: SessionId) -> dict[str, Any]:
         """Stop the running session at its next deadline; its summary."""
         try:
@@ -1002,15 +1202,21 @@ def create_capture_app(
     ) -> dict[str, Any]:
         """Frames still in the buffer, oldest first, paged."""
         try:
-            records = service.catalog.frames(since=_utc(since), until=_utc(until), limit=limit,
-                                             offset=offset)
+            records = service.catalog.frames(
+                since=_utc(since), until=_utc(until), limit=limit, offset=offset
+            )
         except OverflowError:
             records = []
-        return {"frames": [frame_out(r) for r in records], "limit": limit, "offset": offset,
-                "next_offset": offset + len(records) if len(records) == limit else None}
+        return {
+            "frames": [frame_out(r) for r in records],
+            "limit": limit,
+            "offset": offset,
+            "next_offset": offset + len(records) if len(records) == limit else None,
+        }
 
-    @router.get("/frames/{frame_id}", tags=["frames"],
-                responses={404: {"description": "no such frame"}})
+    @router.get(
+        "/frames/{frame_id}", tags=["frames"], responses={404: {"description": "no such frame"}}
+    )
     def get_frame(frame_id: FrameId) -> dict[str, Any]:
         record = service.catalog.get_frame(frame_id)
         if record is None:
@@ -1018,16 +1224,24 @@ def create_capture_app(
         return frame_out(record)
 
     @router.get(
-        "/frames/{frame_id}/image", tags=["frames"], response_class=Response,
-        responses={200: {"content": {"image/jpeg": {}}},
-                   404: {"description": "no such frame, or no longer in the buffer"}},
+        "/frames/{frame_id}/image",
+        tags=["frames"],
+        response_class=Response,
+        responses={
+            200: {"content": {"image/jpeg": {}}},
+            404: {"description": "no such frame, or no longer in the buffer"},
+        },
     )
     def get_frame_image(
         frame_id: FrameId,
-        size: Annotated[str, Query(
-            pattern=r"^(thumb|preview|full|[1-9][0-9]{1,3})$",
-            description="thumb (320 px), preview (960 px), full (as stored) or a width "
-                        "10..9999 px")] = "preview",
+        size: Annotated[
+            str,
+            Query(
+                pattern=r"^(thumb|preview|full|[1-9][0-9]{1,3})$",
+                description="thumb (320 px), preview (960 px), full (as stored) or a width "
+                "10..9999 px",
+            ),
+        ] = "preview",
     ) -> Response:
         """A frame as JPEG, reduced on the fly; only files inside the buffer are served."""
         record = service.catalog.get_frame(frame_id)
@@ -1041,8 +1255,9 @@ def create_capture_app(
             data = resized_jpeg(path, width)
         except (ValueError, OSError) as exc:
             raise HTTPException(404, detail=str(exc)) from None
-        return Response(data, media_type="image/jpeg",
-                        headers={"Cache-Control": "private, max-age=3600"})
+        return Response(
+            data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
+        )
 
     app.include_router(router)
 
@@ -1080,5 +1295,10 @@ def _changed_paths(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
-__all__ = ["CAPTURE_METRICS", "CaptureRuntime", "create_capture_app", "preview_jpeg",
-           "resized_jpeg"]
+__all__ = [
+    "CAPTURE_METRICS",
+    "CaptureRuntime",
+    "create_capture_app",
+    "preview_jpeg",
+    "resized_jpeg",
+]

@@ -40,19 +40,28 @@ def serve(
     ] = None,
     port: Annotated[
         int | None,
-        typer.Option(help="Port (default api.capture_port 8080 / api.processing_port 8081).",
-                     min=1, max=65535),
+        typer.Option(
+            help="Port (default api.capture_port 8080 / api.processing_port 8081).",
+            min=1,
+            max=65535,
+        ),
     ] = None,
     data: Annotated[
         Path | None,
-        typer.Option("--data", help="Processing: data folder (default $SKYLAPSE_DATA_DIR, "
-                     "processing.data_dir, or ./skylapse-data). Capture: the frame buffer "
-                     "(default capture.buffer_dir)."),
+        typer.Option(
+            "--data",
+            help="Processing: data folder (default $SKYLAPSE_DATA_DIR, "
+            "processing.data_dir, or ./skylapse-data). Capture: the frame buffer "
+            "(default capture.buffer_dir).",
+        ),
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option(help="Processing job threads in this process (default processing.workers, "
-                     "1); 0 = API only, `skylapse worker` processes run the jobs.", min=0),
+        typer.Option(
+            help="Processing job threads in this process (default processing.workers, "
+            "1); 0 = API only, `skylapse worker` processes run the jobs.",
+            min=0,
+        ),
     ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="Skylapse YAML config file.")
@@ -65,8 +74,9 @@ def serve(
     from skylapse.config import ConfigError, load_config
 
     if service not in SERVICES:
-        raise typer.BadParameter(f"{service!r} is not one of {', '.join(SERVICES)}",
-                                 param_hint="SERVICE")
+        raise typer.BadParameter(
+            f"{service!r} is not one of {', '.join(SERVICES)}", param_hint="SERVICE"
+        )
     try:
         cfg = load_config(config)
     except ConfigError as exc:
@@ -86,7 +96,8 @@ def serve(
         from skylapse.processing.commands import DATA_DIR_ENV
 
         data_dir = data or (
-            Path(os.environ[DATA_DIR_ENV]) if os.environ.get(DATA_DIR_ENV)
+            Path(os.environ[DATA_DIR_ENV])
+            if os.environ.get(DATA_DIR_ENV)
             else cfg.processing.data_dir or Path("skylapse-data")
         )
         pc = cfg.processing
@@ -119,8 +130,9 @@ def serve(
         except ModuleNotFoundError as exc:
             if exc.name not in ("skylapse.api.capture",):
                 raise
-            raise _fail("the capture service's API is not available yet "
-                        "(skylapse.api.capture is missing)") from None
+            raise _fail(
+                "the capture service's API is not available yet (skylapse.api.capture is missing)"
+            ) from None
         from skylapse.capture.cameras import CameraError
 
         try:

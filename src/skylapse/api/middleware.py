@@ -153,12 +153,14 @@ def validation_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for err in errors:
         loc = tuple(err.get("loc", ()))
-        out.append({
-            "field": _field_name(loc),
-            "loc": [p if isinstance(p, int) else str(p) for p in loc],
-            "msg": str(err.get("msg", "")),
-            "type": str(err.get("type", "")),
-        })
+        out.append(
+            {
+                "field": _field_name(loc),
+                "loc": [p if isinstance(p, int) else str(p) for p in loc],
+                "msg": str(err.get("msg", "")),
+                "type": str(err.get("type", "")),
+            }
+        )
     return out
 
 

@@ -95,8 +95,16 @@ PROCESSING_METRICS = (
 )
 
 _X26X_PRESETS = (
-    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
-    "veryslow", "placebo",
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
 )
 _MAX_DB_INT = 2**62  # SQLite integers are 64-bit; larger ids cannot exist
 
@@ -282,8 +290,14 @@ class IngestLoop:
     """Scans the inbox every ``every_s`` seconds in a thread; counts what it saw into metrics
     and queues renders of sequences that went idle."""
 
-    def __init__(self, jobs: JobService, inbox: Path, metrics: ServiceMetrics, every_s: float,
-                 render_after_min: float | None):
+    def __init__(
+        self,
+        jobs: JobService,
+        inbox: Path,
+        metrics: ServiceMetrics,
+        every_s: float,
+        render_after_min: float | None,
+    ):
         from skylapse.processing.ingest import Ingestor
 
         self.jobs = jobs
@@ -311,10 +325,16 @@ class IngestLoop:
             if self.render_after is not None:
                 queued = self.jobs.close_idle_sequences(self.render_after)
             if report.ingested or report.quarantined or queued:
-                log.info("ingest scan", ingested=report.ingested,
-                         quarantined=len(report.quarantined), renders_queued=queued)
-        self.last_summary = (f"ingested {report.ingested}, quarantined "
-                             f"{len(report.quarantined)}, renders queued {len(queued)}")
+                log.info(
+                    "ingest scan",
+                    ingested=report.ingested,
+                    quarantined=len(report.quarantined),
+                    renders_queued=queued,
+                )
+        self.last_summary = (
+            f"ingested {report.ingested}, quarantined "
+            f"{len(report.quarantined)}, renders queued {len(queued)}"
+        )
 
     def _observe_new_frames(self) -> None:
         """Capture-side measurements travel in each frame's metadata; expose them here too."""
@@ -369,8 +389,15 @@ class JobWatcher:
     processes elsewhere; a callback from this process's own workers only wakes it early.
     """
 
-    def __init__(self, jobs: JobService, hub: WebSocketHub, metrics: ServiceMetrics,
-                 uptime: UptimeTracker, interval_s: float, limit: int = 200):
+    def __init__(
+        self,
+        jobs: JobService,
+        hub: WebSocketHub,
+        metrics: ServiceMetrics,
+        uptime: UptimeTracker,
+        interval_s: float,
+        limit: int = 200,
+    ):
         self.jobs = jobs
         self.hub = hub
         self.metrics = metrics
@@ -391,9 +418,7 @@ class JobWatcher:
     def poll(self) -> list[dict[str, Any]]:
         """Jobs that changed since the last poll, as events (the first poll only records)."""
         jobs = self.jobs.catalog.jobs(limit=self.limit)
-        current = {
-            j["id"]: (j["state"], j["progress"], j["attempts"], j["error"]) for j in jobs
-        }
+        current = {j["id"]: (j["state"], j["progress"], j["attempts"], j["error"]) for j in jobs}
         events = []
         if self._seen is not None:
             for job in reversed(jobs):  # oldest first
@@ -413,8 +438,10 @@ class JobWatcher:
 
     def _observe_finished(self, job: dict[str, Any]) -> None:
         if job["started_at"] and job["finished_at"]:
-            seconds = (datetime.fromisoformat(job["finished_at"])
-                       - datetime.fromisoformat(job["started_at"])).total_seconds()
+            seconds = (
+                datetime.fromisoformat(job["finished_at"])
+                - datetime.fromisoformat(job["started_at"])
+            ).total_seconds()
             if seconds >= 0:
                 self.metrics["job_duration_seconds"].labels(
                     kind=job["kind"], state=job["state"]
@@ -450,13 +477,16 @@ def create_processing_app(settings: ProcessingSettings) -> FastAPI:
     watcher_box: list[JobWatcher] = []
 
     def on_progress(job_id: str, fraction: float) -> None:
-        hub.publish_threadsafe({"type": "progress", "job_id": job_id,
-                                "progress": round(fraction, 4)})
+        hub.publish_threadsafe(
+            {"type": "progress", "job_id": job_id, "progress": round(fraction, 4)}
+        )
         if watcher_box:
             watcher_box[0].nudge()
 
     jobs = JobService(
-        data_dir, settings.queue_url, on_progress=on_progress,
+        data_dir,
+        settings.queue_url,
+        on_progress=on_progress,
         archive=ArchiveConfig.from_env(base=settings.archive),
         backup=BackupConfig.from_env(base=settings.backup),
     )
@@ -468,8 +498,13 @@ def create_processing_app(settings: ProcessingSettings) -> FastAPI:
     )
     stores = [jobs.timelapses, archive_dir]
     ingest_loop = (
-        IngestLoop(jobs, settings.inbox or data_dir / "inbox", metrics, settings.ingest_every_s,
-                   settings.render_after_min)
+        IngestLoop(
+            jobs,
+            settings.inbox or data_dir / "inbox",
+            metrics,
+            settings.ingest_every_s,
+            settings.render_after_min,
+        )
         if settings.ingest_every_s
         else None
     )
@@ -509,8 +544,10 @@ def create_processing_app(settings: ProcessingSettings) -> FastAPI:
                     detail=f"{len(queued)} jobs waiting for {waited:.0f} min and none running: "
                     "is a `skylapse worker` process running?",
                 )
-        return Check(status="ok", detail=f"no in-process workers; {len(running)} jobs running "
-                     "in worker processes")
+        return Check(
+            status="ok",
+            detail=f"no in-process workers; {len(running)} jobs running in worker processes",
+        )
 
     def check_ingest() -> Check:
         if ingest_loop is None:
@@ -519,9 +556,13 @@ def create_processing_app(settings: ProcessingSettings) -> FastAPI:
 
     alerts_section = settings.alerts or AlertsConfig()
     alerts = AlertManager(
-        "processing", settings.station, processing_conditions(jobs.catalog, alerts_section),
-        settings.alert_notifiers if settings.alert_notifiers is not None
-        else notifiers_from_config(SkylapseConfig(alerts=alerts_section), settings.station))
+        "processing",
+        settings.station,
+        processing_conditions(jobs.catalog, alerts_section),
+        settings.alert_notifiers
+        if settings.alert_notifiers is not None
+        else notifiers_from_config(SkylapseConfig(alerts=alerts_section), settings.station),
+    )
 
     health_checks = {
         "queue": check_queue,
@@ -544,9 +585,12 @@ def create_processing_app(settings: ProcessingSettings) -> FastAPI:
         if ingest_loop is not None:
             ingest_loop.start()
         watcher_task = asyncio.create_task(watcher.run())
-        alerts_task = asyncio.create_task(alerts.run(
-            lambda: alerts_section.evaluate_every_s,
-            lambda event: hub.publish({"type": "alert", "alert": event.to_json()})))
+        alerts_task = asyncio.create_task(
+            alerts.run(
+                lambda: alerts_section.evaluate_every_s,
+                lambda event: hub.publish({"type": "alert", "alert": event.to_json()}),
+            )
+        )
         log.info("processing service started", data=str(data_dir), workers=settings.workers)
         try:
             yield
@@ -606,8 +650,12 @@ def create_processing_app(settings: ProcessingSettings) -> FastAPI:
         """Jobs, newest first."""
         return [job_out(j) for j in jobs.catalog.jobs(state=state, limit=limit)]
 
-    @router.get("/jobs/{job_id}", response_model=JobOut, tags=["jobs"],
-                responses={404: {"description": "no such job"}})
+    @router.get(
+        "/jobs/{job_id}",
+        response_model=JobOut,
+        tags=["jobs"],
+        responses={404: {"description": "no such job"}},
+    )
     def get_job(job_id: JobId) -> dict[str, Any]:
         return job_out(require_job(job_id))
 
@@ -618,29 +666,51 @@ def create_processing_app(settings: ProcessingSettings) -> FastAPI:
         if sequence is None:
             raise _invalid("sequence_id", f"no sequence {body.sequence_id}")
         if body.phase is not None and body.phase not in sequence["phases"]:
-            raise _invalid("phase", f"sequence {body.sequence_id} has no phase {body.phase!r}; "
-                           f"it has {sequence['phases']}")
-        job_id = jobs.submit_render(body.sequence_id, body.options, phase=body.phase,
-                                    correlation=request_correlation_id(request))
+            raise _invalid(
+                "phase",
+                f"sequence {body.sequence_id} has no phase {body.phase!r}; "
+                f"it has {sequence['phases']}",
+            )
+        job_id = jobs.submit_render(
+            body.sequence_id,
+            body.options,
+            phase=body.phase,
+            correlation=request_correlation_id(request),
+        )
         log.info("render requested", job=job_id, sequence=body.sequence_id)
         watcher.nudge()
         return job_out(require_job(job_id))
 
-    @router.post("/jobs/{job_id}/cancel", response_model=JobOut, tags=["jobs"],
-                 responses={404: {"description": "no such job"},
-                            409: {"description": "the job already finished"}})
+    @router.post(
+        "/jobs/{job_id}/cancel",
+        response_model=JobOut,
+        tags=["jobs"],
+        responses={
+            404: {"description": "no such job"},
+            409: {"description": "the job already finished"},
+        },
+    )
     def cancel_job(job_id: JobId) -> dict[str, Any]:
         job = require_job(job_id)
         if job["state"] not in ("queued", "running"):
-            raise HTTPException(409, detail=f"job {job_id} is {job['state']}; only queued or "
-                                "running jobs can be cancelled")
+            raise HTTPException(
+                409,
+                detail=f"job {job_id} is {job['state']}; only queued or "
+                "running jobs can be cancelled",
+            )
         out = job_out(jobs.cancel(job_id))
         watcher.nudge()
         return out
 
-    @router.post("/jobs/{job_id}/retry", response_model=JobOut, tags=["jobs"],
-                 responses={404: {"description": "no such job"},
-                            409: {"description": "the job is not failed or cancelled"}})
+    @router.post(
+        "/jobs/{job_id}/retry",
+        response_model=JobOut,
+        tags=["jobs"],
+        responses={
+            404: {"description": "no such job"},
+            409: {"description": "the job is not failed or cancelled"},
+        },
+    )
     def retry_job(job_id: JobId) -> dict[str, Any]:
         require_job(job_id)
         try:
@@ -683,22 +753,29 @@ def create_processing_app(settings: ProcessingSettings) -> FastAPI:
                 if found is None:
                     continue
                 kind, media_type = _file_kind(name)
-                files.append({
-                    "name": name, "kind": kind, "media_type": media_type,
-                    "size_bytes": found[0].stat().st_size,
-                    "url": f"/timelapses/{job['id']}/{name}", "archived": found[1],
-                })
+                files.append(
+                    {
+                        "name": name,
+                        "kind": kind,
+                        "media_type": media_type,
+                        "size_bytes": found[0].stat().st_size,
+                        "url": f"/timelapses/{job['id']}/{name}",
+                        "archived": found[1],
+                    }
+                )
             if files:
                 result = job["result"] or {}
-                out.append({
-                    "job_id": job["id"],
-                    "sequence_id": job["params"].get("sequence_id"),
-                    "phase": job["params"].get("phase"),
-                    "finished_at": job["finished_at"],
-                    "frames": result.get("frames"),
-                    "render_fps": result.get("render_fps"),
-                    "files": files,
-                })
+                out.append(
+                    {
+                        "job_id": job["id"],
+                        "sequence_id": job["params"].get("sequence_id"),
+                        "phase": job["params"].get("phase"),
+                        "finished_at": job["finished_at"],
+                        "frames": result.get("frames"),
+                        "render_fps": result.get("render_fps"),
+                        "files": files,
+                    }
+                )
         return out
 
     # <video>/<img> cannot send headers: this one also takes ?token= (see media_auth).
@@ -726,8 +803,12 @@ def create_processing_app(settings: ProcessingSettings) -> FastAPI:
             found = locate(job, file_name)
         if found is None:
             raise HTTPException(404, detail=f"no file {file_name!r} for job {job_id}")
-        return FileResponse(found[0], media_type=_file_kind(file_name)[1],
-                            content_disposition_type="inline", filename=file_name)
+        return FileResponse(
+            found[0],
+            media_type=_file_kind(file_name)[1],
+            content_disposition_type="inline",
+            filename=file_name,
+        )
 
     app.include_router(router)
     app.include_router(files)
@@ -744,9 +825,17 @@ def create_processing_app(settings: ProcessingSettings) -> FastAPI:
 
 def _invalid(field_name: str, message: str) -> HTTPException:
     """A 422 shaped like FastAPI's validation errors, for checks that need the catalog."""
-    return HTTPException(422, detail=[{
-        "field": field_name, "loc": ["body", field_name], "msg": message, "type": "value_error",
-    }])
+    return HTTPException(
+        422,
+        detail=[
+            {
+                "field": field_name,
+                "loc": ["body", field_name],
+                "msg": message,
+                "type": "value_error",
+            }
+        ],
+    )
 
 
 def _disk_pct(path: Path) -> float:

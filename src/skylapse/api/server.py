@@ -43,14 +43,14 @@ class ServerThread:
     connections (and the app's lifespan has started), and shuts it down on exit.
     """
 
-    def __init__(self, app, host: str = "127.0.0.1", port: int | None = None,
-                 startup_timeout_s: float = 30.0):
+    def __init__(
+        self, app, host: str = "127.0.0.1", port: int | None = None, startup_timeout_s: float = 30.0
+    ):
         self.host = host
         self.port = port or free_port(host)
         self.url = f"http://{host}:{self.port}"
         self.startup_timeout_s = startup_timeout_s
-        config = uvicorn.Config(app, host=host, port=self.port, lifespan="on",
-                                **UVICORN_OPTIONS)
+        config = uvicorn.Config(app, host=host, port=self.port, lifespan="on", **UVICORN_OPTIONS)
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
 

@@ -52,7 +52,8 @@ def parse_duration(text: str, option: str = "--duration") -> float:
         if not parts or "".join(f"{n}{u}" for n, u in parts) != t.replace(" ", ""):
             raise typer.BadParameter(
                 f"{text!r} is not a duration; use e.g. 90s, 100m, 2h, 1d or 1h30m",
-                param_hint=option)
+                param_hint=option,
+            )
         seconds = sum(float(n) * _UNITS[u] for n, u in parts)
     if seconds <= 0:
         raise typer.BadParameter(f"{text!r} must be longer than zero", param_hint=option)
@@ -71,8 +72,9 @@ def parse_resolution(text: str | None) -> tuple[int, int] | None:
         return None
     m = re.fullmatch(r"(\d+)x(\d+)", text.strip().lower())
     if not m or int(m.group(1)) < 16 or int(m.group(2)) < 16:
-        raise typer.BadParameter(f"{text!r} is not WIDTHxHEIGHT (e.g. 1920x1080)",
-                                 param_hint="--resolution")
+        raise typer.BadParameter(
+            f"{text!r} is not WIDTHxHEIGHT (e.g. 1920x1080)", param_hint="--resolution"
+        )
     return int(m.group(1)), int(m.group(2))
 
 
@@ -87,8 +89,9 @@ def _location(text: str | None, config: SkylapseConfig, timezone: str | None) ->
         try:
             LocationConfig(timezone=timezone)
         except ValueError as exc:
-            raise typer.BadParameter(f"unknown time zone {timezone!r}",
-                                     param_hint="--timezone") from exc
+            raise typer.BadParameter(
+                f"unknown time zone {timezone!r}", param_hint="--timezone"
+            ) from exc
         update["timezone"] = timezone
     return config.location.model_copy(update=update)
 
@@ -106,15 +109,19 @@ def _parse_start(text: str | None) -> dt.datetime | None:
     try:
         when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise typer.BadParameter(f"{text!r} is not an ISO-8601 time such as "
-                                 "2024-03-20T17:00:00+01:00", param_hint="--start") from None
+        raise typer.BadParameter(
+            f"{text!r} is not an ISO-8601 time such as 2024-03-20T17:00:00+01:00",
+            param_hint="--start",
+        ) from None
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def make_camera(spec: str, clock: Clock, location: LocationConfig, seed: int) -> Camera:
     """``auto``, ``simulated``, ``replay:DIR``, ``picamera2[:N]``, ``usb[:DEVICE]``."""
-    sim = {"location": Location(location.latitude, location.longitude, location.elevation_m),
-           "seed": seed}
+    sim = {
+        "location": Location(location.latitude, location.longitude, location.elevation_m),
+        "seed": seed,
+    }
     name, _, arg = spec.partition(":")
     if name == "auto":
         return CameraFactory.auto_detect_camera(clock=clock, **sim)
@@ -125,12 +132,13 @@ def make_camera(spec: str, clock: Clock, location: LocationConfig, seed: int) ->
             raise CameraError("use replay:DIR")
         return CameraFactory.create("replay", clock=clock, folder=arg)
     if name == "usb":
-        return CameraFactory.create("usb", clock=clock,
-                                    **({"device": int(arg) if arg.isdigit() else arg}
-                                       if arg else {}))
+        return CameraFactory.create(
+            "usb", clock=clock, **({"device": int(arg) if arg.isdigit() else arg} if arg else {})
+        )
     if name == "picamera2":
-        return CameraFactory.create("picamera2", clock=clock,
-                                    **({"camera_num": int(arg)} if arg else {}))
+        return CameraFactory.create(
+            "picamera2", clock=clock, **({"camera_num": int(arg)} if arg else {})
+        )
     return CameraFactory.create(name, clock=clock)
 
 
@@ -149,11 +157,13 @@ def _print_summary(console: Console, summary: SessionSummary) -> None:
 
 
 def plan(
-    location: Annotated[str | None, typer.Option(
-        help="LAT,LON, e.g. 46.55,7.98 (default: the configuration's).")] = None,
+    location: Annotated[
+        str | None, typer.Option(help="LAT,LON, e.g. 46.55,7.98 (default: the configuration's).")
+    ] = None,
     date: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default: today).")] = None,
-    timezone: Annotated[str | None, typer.Option(
-        help="IANA zone for the printed times, e.g. Europe/Zurich.")] = None,
+    timezone: Annotated[
+        str | None, typer.Option(help="IANA zone for the printed times, e.g. Europe/Zurich.")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="Configuration YAML.")] = None,
 ) -> None:
     """Print the day's capture plan: phases, intervals, strategies, expected light."""
@@ -174,39 +184,58 @@ def plan(
 
     tz = ZoneInfo(loc.timezone)
     for w in day_windows(loc, day, cfg):
-        console.print(f"session {w.session_id}: {w.start.astimezone(tz):%H:%M} - "
-                      f"{w.end.astimezone(tz):%H:%M}", highlight=False)
+        console.print(
+            f"session {w.session_id}: {w.start.astimezone(tz):%H:%M} - "
+            f"{w.end.astimezone(tz):%H:%M}",
+            highlight=False,
+        )
 
 
 def capture(
-    camera: Annotated[str, typer.Option(
-        help="auto, simulated, replay:DIR, picamera2[:N] or usb[:DEVICE].")] = "auto",
-    location: Annotated[str | None, typer.Option(
-        help="LAT,LON (default: the configuration's).")] = None,
-    start: Annotated[str | None, typer.Option(
-        help="ISO-8601 start (simulated clock: where time begins; real clock: wait until).")]
-    = None,
-    duration: Annotated[str | None, typer.Option(
-        help="How long to capture, e.g. 100m, 90s, 2h, 1d (with --plan: how long to run).")]
-    = None,
-    interval: Annotated[str, typer.Option(
-        help="Seconds between frames, e.g. 30s, or 'auto' to follow the plan.")] = "auto",
-    clock: Annotated[str, typer.Option(
-        help="real, or simulated (time jumps: an evening runs in seconds).")] = "real",
-    buffer: Annotated[Path | None, typer.Option(
-        help="Local frame buffer (default: capture.buffer_dir).")] = None,
-    plan: Annotated[bool, typer.Option(
-        "--plan", help="Unattended: sessions open and close by the plan, day after day.")]
-    = False,
+    camera: Annotated[
+        str, typer.Option(help="auto, simulated, replay:DIR, picamera2[:N] or usb[:DEVICE].")
+    ] = "auto",
+    location: Annotated[
+        str | None, typer.Option(help="LAT,LON (default: the configuration's).")
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="ISO-8601 start (simulated clock: where time begins; real clock: wait until)."
+        ),
+    ] = None,
+    duration: Annotated[
+        str | None,
+        typer.Option(
+            help="How long to capture, e.g. 100m, 90s, 2h, 1d (with --plan: how long to run)."
+        ),
+    ] = None,
+    interval: Annotated[
+        str, typer.Option(help="Seconds between frames, e.g. 30s, or 'auto' to follow the plan.")
+    ] = "auto",
+    clock: Annotated[
+        str, typer.Option(help="real, or simulated (time jumps: an evening runs in seconds).")
+    ] = "real",
+    buffer: Annotated[
+        Path | None, typer.Option(help="Local frame buffer (default: capture.buffer_dir).")
+    ] = None,
+    plan: Annotated[
+        bool,
+        typer.Option(
+            "--plan", help="Unattended: sessions open and close by the plan, day after day."
+        ),
+    ] = False,
     config: Annotated[Path | None, typer.Option(help="Configuration YAML.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the simulated camera.")] = 0,
-    resolution: Annotated[str | None, typer.Option(
-        help="WIDTHxHEIGHT (default: the camera profile's).")] = None,
-    session: Annotated[str | None, typer.Option(
-        help="Session id; an existing one is resumed (default: from the start time).")] = None,
+    resolution: Annotated[
+        str | None, typer.Option(help="WIDTHxHEIGHT (default: the camera profile's).")
+    ] = None,
+    session: Annotated[
+        str | None,
+        typer.Option(help="Session id; an existing one is resumed (default: from the start time)."),
+    ] = None,
     timezone: Annotated[str | None, typer.Option(help="IANA zone for day folders.")] = None,
-    log_level: Annotated[str, typer.Option(help="JSON logs on stderr at this level.")]
-    = "warning",
+    log_level: Annotated[str, typer.Option(help="JSON logs on stderr at this level.")] = "warning",
 ) -> None:
     """Capture a session (or, with --plan, every planned session) into the local buffer."""
     from skylapse import log
@@ -222,10 +251,12 @@ def capture(
     if clock not in ("real", "simulated"):
         raise typer.BadParameter(f"{clock!r} is not real or simulated", param_hint="--clock")
     if clock == "simulated" and seconds is None:
-        raise typer.BadParameter("a simulated clock needs --duration (it would never end)",
-                                 param_hint="--duration")
-    the_clock: Clock = (SimulatedClock(when or dt.datetime.now(dt.UTC)) if clock == "simulated"
-                        else RealClock())
+        raise typer.BadParameter(
+            "a simulated clock needs --duration (it would never end)", param_hint="--duration"
+        )
+    the_clock: Clock = (
+        SimulatedClock(when or dt.datetime.now(dt.UTC)) if clock == "simulated" else RealClock()
+    )
     try:
         cam = make_camera(camera, the_clock, loc, seed)
     except (CameraError, ValueError, TypeError) as exc:
@@ -239,8 +270,14 @@ def capture(
     console = Console()
 
     async def run() -> list[SessionSummary]:
-        service = CaptureService(cam, buffer=folder, config=cfg, clock=the_clock,
-                                 camera_config=CameraConfig(resolution=size), weather=weather)
+        service = CaptureService(
+            cam,
+            buffer=folder,
+            config=cfg,
+            clock=the_clock,
+            camera_config=CameraConfig(resolution=size),
+            weather=weather,
+        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             # not possible off the main thread (tests) or on some platforms
@@ -256,8 +293,11 @@ def capture(
                 until = the_clock.now() + dt.timedelta(seconds=seconds) if seconds else None
                 return await service.run_plan(until=until)
             await service.open()
-            return [await service.run_session(SessionSpec(
-                session_id=session, interval_s=interval_s, duration_s=seconds))]
+            return [
+                await service.run_session(
+                    SessionSpec(session_id=session, interval_s=interval_s, duration_s=seconds)
+                )
+            ]
         finally:
             await service.close()
 
@@ -274,10 +314,12 @@ def capture(
 
 def frames(
     buffer: Annotated[Path, typer.Option(help="The local frame buffer (holds catalog.sqlite).")],
-    as_json: Annotated[bool, typer.Option("--json", help="A JSON array, one object per frame.")]
-    = False,
-    include_deleted: Annotated[bool, typer.Option(
-        help="Also list frames retention or cleanup deleted.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="A JSON array, one object per frame.")
+    ] = False,
+    include_deleted: Annotated[
+        bool, typer.Option(help="Also list frames retention or cleanup deleted.")
+    ] = False,
 ) -> None:
     """List the frames in the capture catalog."""
     path = buffer.expanduser() / CATALOG_NAME
@@ -288,17 +330,30 @@ def frames(
         typer.echo(json.dumps([r.to_json() for r in records], indent=1))
         return
     table = Table(title=f"{len(records)} frames in {buffer}")
-    for col in ("path", "captured", "exposure", "gain", "lens", "bracket", "phase", "quality",
-                "latency", "transfer"):
+    for col in (
+        "path",
+        "captured",
+        "exposure",
+        "gain",
+        "lens",
+        "bracket",
+        "phase",
+        "quality",
+        "latency",
+        "transfer",
+    ):
         table.add_column(col)
     for r in records:
         table.add_row(
-            r.path, r.captured_at.isoformat(timespec="milliseconds"),
+            r.path,
+            r.captured_at.isoformat(timespec="milliseconds"),
             f"{r.exposure_time_s:.5g} s" if r.exposure_time_s else "—",
             f"{r.analogue_gain:.2f}" if r.analogue_gain else "—",
             f"{r.lens_position:.2f}" if r.lens_position is not None else "—",
             f"{r.bracket_set}/{r.bracket_index}" if r.bracket_set is not None else "",
-            r.phase or "", f"{r.quality_score:.2f}" if r.quality_score is not None else "—",
-            f"{r.latency_ms:.1f} ms" if r.latency_ms is not None else "—", r.transfer_state,
+            r.phase or "",
+            f"{r.quality_score:.2f}" if r.quality_score is not None else "—",
+            f"{r.latency_ms:.1f} ms" if r.latency_ms is not None else "—",
+            r.transfer_state,
         )
     Console().print(table)

@@ -140,8 +140,9 @@ def split_exposure(
     brackets = strategy.bracket_ev if strategy.hdr and strategy.bracket_ev else [0.0]
     longest = 2.0 ** max(brackets)
     budget = sum(2.0**b for b in brackets)
-    max_t = min(strategy.max_exposure_s / longest,
-                max(interval_s - config.interval_margin_s, 0.0) / budget)
+    max_t = min(
+        strategy.max_exposure_s / longest, max(interval_s - config.interval_margin_s, 0.0) / budget
+    )
     max_t = max(max_t, config.min_exposure_s)
     total = 2.0**exposure_ev
     t = min(max(total, config.min_exposure_s), max_t)
@@ -198,15 +199,21 @@ class ExposureController:
         """The smoothed difference between the metered scene and the clear-sky table, EV."""
         return 0.0 if self._offset_ev is None else self._offset_ev
 
-    def _update_estimates(self, m: Metering, elev_now: float, taken: ExposureSettings,
-                          strategy: StrategyConfig, slew: float) -> None:
+    def _update_estimates(
+        self,
+        m: Metering,
+        elev_now: float,
+        taken: ExposureSettings,
+        strategy: StrategyConfig,
+        slew: float,
+    ) -> None:
         saturated = max(m.clipped_fraction, m.dark_fraction) > UNRELIABLE_FRACTION
         if not saturated:
             scene_ev = m.log2_mean - taken.ev - self._calibration
             offset = scene_ev - float(sky.ev100(elev_now))
             a = self.config.scene_smoothing
-            self._offset_ev = offset if self._offset_ev is None else (
-                (1 - a) * self._offset_ev + a * offset
+            self._offset_ev = (
+                offset if self._offset_ev is None else ((1 - a) * self._offset_ev + a * offset)
             )
         # highlight protection: integrate down while clipping, release slowly (hysteresis)
         clip_max = strategy.highlight_clip_max
@@ -263,8 +270,9 @@ class StepAndHoldExposure:
     target, metering and time-then-gain split as :class:`ExposureController`.
     """
 
-    def __init__(self, config: ExposureConfig, strategy: StrategyConfig,
-                 deadband_ev: float = 0.5) -> None:
+    def __init__(
+        self, config: ExposureConfig, strategy: StrategyConfig, deadband_ev: float = 0.5
+    ) -> None:
         self.config = config
         self.strategy = strategy
         self.deadband_ev = deadband_ev

@@ -107,17 +107,30 @@ def render_plan_table(plan: DayPlan) -> Table:
     )
     table = Table(title=title)
     for col, justify in (
-        ("from", "left"), ("to", "left"), ("phase", "left"), ("sun °", "right"),
-        ("interval", "right"), ("strategy", "left"), ("HDR", "center"), ("WB", "left"),
-        ("light EV100", "right"), ("frames", "right"),
+        ("from", "left"),
+        ("to", "left"),
+        ("phase", "left"),
+        ("sun °", "right"),
+        ("interval", "right"),
+        ("strategy", "left"),
+        ("HDR", "center"),
+        ("WB", "left"),
+        ("light EV100", "right"),
+        ("frames", "right"),
     ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in plan.rows:
         table.add_row(
-            _hm(r.start), _hm(r.end), r.phase,
+            _hm(r.start),
+            _hm(r.end),
+            r.phase,
             f"{r.min_elevation_deg:+.1f}..{r.max_elevation_deg:+.1f}",
-            f"{r.interval_s:g} s", r.strategy, "on" if r.hdr else "off", r.white_balance,
-            f"{r.ev100_min:.1f}..{r.ev100_max:.1f}", str(r.frames),
+            f"{r.interval_s:g} s",
+            r.strategy,
+            "on" if r.hdr else "off",
+            r.white_balance,
+            f"{r.ev100_min:.1f}..{r.ev100_max:.1f}",
+            str(r.frames),
         )
     ev = plan.events
     table.caption = (

@@ -86,8 +86,9 @@ def quality_components(frame_linear_luma: np.ndarray) -> QualityComponents:
         raise ValueError(f"expected a 2-D luminance image, got shape {luma.shape}")
     h, w = luma.shape
     if w > MAX_WIDTH:
-        luma = cv2.resize(luma, (MAX_WIDTH, max(1, round(h * MAX_WIDTH / w))),
-                          interpolation=cv2.INTER_AREA)
+        luma = cv2.resize(
+            luma, (MAX_WIDTH, max(1, round(h * MAX_WIDTH / w))), interpolation=cv2.INTER_AREA
+        )
     sub = luma[::2, ::2]
     high = float(np.count_nonzero(sub >= CLIP_LEVEL)) / sub.size
     low = float(np.count_nonzero(sub <= BLACK_LEVEL)) / sub.size

@@ -80,8 +80,9 @@ class Bme280:
                 self._calibration = self._driver.load_calibration_params(self._bus, self.address)
             except (ImportError, OSError) as exc:
                 self._unavailable = True
-                log.info("no BME280", bus=self.bus_number, address=hex(self.address),
-                         reason=str(exc))
+                log.info(
+                    "no BME280", bus=self.bus_number, address=hex(self.address), reason=str(exc)
+                )
                 return False
         return True
 
@@ -93,5 +94,6 @@ class Bme280:
         except OSError as exc:
             log.warning("BME280 read failed", reason=str(exc))
             return None
-        return Environment(float(sample.temperature), float(sample.humidity),
-                           float(sample.pressure))
+        return Environment(
+            float(sample.temperature), float(sample.humidity), float(sample.pressure)
+        )

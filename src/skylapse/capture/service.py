@@ -161,8 +161,11 @@ def analyse_frame(pixels: np.ndarray, clip_level: float = 0.98) -> FrameAnalysis
     """
     h, w = pixels.shape[:2]
     if w > ANALYSIS_WIDTH:
-        small = cv2.resize(pixels, (ANALYSIS_WIDTH, max(1, round(h * ANALYSIS_WIDTH / w))),
-                           interpolation=cv2.INTER_AREA)
+        small = cv2.resize(
+            pixels,
+            (ANALYSIS_WIDTH, max(1, round(h * ANALYSIS_WIDTH / w))),
+            interpolation=cv2.INTER_AREA,
+        )
     else:
         small = pixels
     luma = srgb.luma(small) if small.ndim == 3 else srgb.to_linear(small)
@@ -228,11 +231,17 @@ class SessionSummary:
             "session_id": self.session_id,
             "started_at": self.started_at.isoformat(timespec="microseconds"),
             "ended_at": self.ended_at.isoformat(timespec="microseconds") if self.ended_at else None,
-            "shots": self.shots, "files": self.files, "written": self.written,
-            "failed": self.failed, "skipped_deadlines": self.skipped_deadlines,
-            "latency_ms_p50": self.latency_ms(50), "latency_ms_p99": self.latency_ms(99),
+            "shots": self.shots,
+            "files": self.files,
+            "written": self.written,
+            "failed": self.failed,
+            "skipped_deadlines": self.skipped_deadlines,
+            "latency_ms_p50": self.latency_ms(50),
+            "latency_ms_p99": self.latency_ms(99),
             "latency_ms_max": max(self.latencies_ms) if self.latencies_ms else None,
-            "exposure_s": self.exposure_s, "gain": self.gain, "ev": self.ev,
+            "exposure_s": self.exposure_s,
+            "gain": self.gain,
+            "ev": self.ev,
             "phases": self.phases,
             "focus_acquisition_time_s": self.focus_acquisition_time_s,
             "lens_position": self.lens_position,
@@ -279,11 +288,20 @@ class CaptureService:
         self.catalog = catalog or Catalog(self.buffer / CATALOG_NAME)
         cap = self.config.capture
         self.storage = StorageManager(
-            self.buffer, self.catalog, retention=dt.timedelta(hours=cap.retention_h),
-            watermark_pct=cap.watermark_pct, disk_usage=disk_usage)
-        self.writer = FrameWriter(self.buffer, self.catalog, storage=self.storage,
-                                  quality=cap.jpeg_quality, maxsize=cap.writer_queue,
-                                  write_hook=write_hook)
+            self.buffer,
+            self.catalog,
+            retention=dt.timedelta(hours=cap.retention_h),
+            watermark_pct=cap.watermark_pct,
+            disk_usage=disk_usage,
+        )
+        self.writer = FrameWriter(
+            self.buffer,
+            self.catalog,
+            storage=self.storage,
+            quality=cap.jpeg_quality,
+            maxsize=cap.writer_queue,
+            write_hook=write_hook,
+        )
         self._camera_lock = asyncio.Lock()
         self._session: _Session | None = None
         self._last_summary: SessionSummary | None = None
@@ -314,7 +332,8 @@ class CaptureService:
         await self.camera.configure(self.camera_config)
         ex = self.config.exposure
         self._exposure_config = ex.model_copy(
-            update={"aperture_f": self.camera.profile.lens.aperture_f})
+            update={"aperture_f": self.camera.profile.lens.aperture_f}
+        )
         self._opened = True
 
     def apply_config(self, config: SkylapseConfig) -> None:
@@ -329,7 +348,8 @@ class CaptureService:
         self.storage.watermark_pct = cap.watermark_pct
         if self._opened:
             self._exposure_config = config.exposure.model_copy(
-                update={"aperture_f": self.camera.profile.lens.aperture_f})
+                update={"aperture_f": self.camera.profile.lens.aperture_f}
+            )
 
     async def close(self) -> None:
         """Stop any session, finish writing, release the camera."""
@@ -373,8 +393,11 @@ class CaptureService:
             values["soc_temp_c"] = soc
         air = self._bme280.read()
         if air is not None:
-            values.update(ambient_temp_c=air.temperature_c, humidity_pct=air.humidity_pct,
-                          pressure_hpa=air.pressure_hpa)
+            values.update(
+                ambient_temp_c=air.temperature_c,
+                humidity_pct=air.humidity_pct,
+                pressure_hpa=air.pressure_hpa,
+            )
         return values
 
     def status(self) -> dict[str, Any]:
@@ -389,10 +412,15 @@ class CaptureService:
             "lens_position": self._lens_position,
             "focus_acquisition_time_s": self.focus_acquisition_time_s,
             "writer": self.writer.stats(),
-            "storage": {"utilization_pct": self.storage.utilization_pct(),
-                        "deleted": dict(self.storage.deleted_total)},
-            "last_frame_at": (self._last_frame.metadata.timestamp.isoformat(
-                timespec="microseconds") if self._last_frame else None),
+            "storage": {
+                "utilization_pct": self.storage.utilization_pct(),
+                "deleted": dict(self.storage.deleted_total),
+            },
+            "last_frame_at": (
+                self._last_frame.metadata.timestamp.isoformat(timespec="microseconds")
+                if self._last_frame
+                else None
+            ),
         }
 
     def latest_frame(self) -> Frame | None:
@@ -405,8 +433,11 @@ class CaptureService:
 
     def _next_number(self, folder: Path, session_id: str) -> int:
         """One past the highest frame number on disk or in the catalog for this session."""
-        numbers = [int(m.group(1)) for p in (self.buffer / folder).glob("frame_*.jpg")
-                   if (m := _FRAME_NAME.search(p.name))]
+        numbers = [
+            int(m.group(1))
+            for p in (self.buffer / folder).glob("frame_*.jpg")
+            if (m := _FRAME_NAME.search(p.name))
+        ]
         with self.catalog.transaction() as db:
             rows = db.execute("SELECT path FROM frames WHERE session_id = ?", (session_id,))
             numbers += [int(m.group(1)) for (path,) in rows if (m := _FRAME_NAME.search(path))]
@@ -422,8 +453,12 @@ class CaptureService:
         for row in self.catalog.sessions():
             if row["id"] == sid:  # resuming: keep the first start
                 started = dt.datetime.fromisoformat(row["started_at"])
-        settings = {"interval_s": spec.interval_s or "auto", "hdr": self._hdr_enabled(spec),
-                    "location": self.location.model_dump(), "resumed_at_frame": number}
+        settings = {
+            "interval_s": spec.interval_s or "auto",
+            "hdr": self._hdr_enabled(spec),
+            "location": self.location.model_dump(),
+            "resumed_at_frame": number,
+        }
         camera_name = f"{self.camera.name}:{self.camera.profile.name}"
         self.catalog.open_session(sid, started, camera_name, settings)
         summary = SessionSummary(sid, now, first_frame_number=number)
@@ -441,8 +476,9 @@ class CaptureService:
             raise SessionError(f"session {self._session.summary.session_id} is running")
         session = self._open_session(spec or SessionSpec())
         self._session = session
-        session.task = asyncio.create_task(self._run(session),
-                                           name=f"capture-{session.summary.session_id}")
+        session.task = asyncio.create_task(
+            self._run(session), name=f"capture-{session.summary.session_id}"
+        )
         return session.summary.session_id
 
     async def wait_session(self) -> SessionSummary | None:
@@ -482,13 +518,19 @@ class CaptureService:
                 await self._sleep_wall(now + dt.timedelta(hours=1), until)
                 continue
             if window.start > now:
-                log.info("waiting for the next window", session_id=window.session_id,
-                         opens=window.start.isoformat())
+                log.info(
+                    "waiting for the next window",
+                    session_id=window.session_id,
+                    opens=window.start.isoformat(),
+                )
                 await self._sleep_wall(window.start, until)
                 continue
             end = window.end if until is None else min(window.end, until)
-            summaries.append(await self.run_session(
-                SessionSpec(session_id=window.session_id, end=end, day=window.day)))
+            summaries.append(
+                await self.run_session(
+                    SessionSpec(session_id=window.session_id, end=end, day=window.day)
+                )
+            )
             # the last deadline fell before the end: let the window close before looking again
             await self._sleep_wall(end, until)
         return summaries
@@ -540,24 +582,31 @@ class CaptureService:
         if bracket and not self.camera.supports_capability(CameraCapability.HDR_BRACKETING):
             raise SessionError(f"{self.camera.name} cannot bracket")
         frames = await self._capture(settings, choice, offsets, s.folder, number)
-        futures = await self._submit(s, frames, number, settings, choice, elev, elev,
-                                     self.clock.now(), None, manual=True)
+        futures = await self._submit(
+            s, frames, number, settings, choice, elev, elev, self.clock.now(), None, manual=True
+        )
         records = [r for r in await asyncio.gather(*futures) if r is not None]
         if own:
             self.catalog.close_session(s.summary.session_id, self.clock.now())
         return records
 
     # -- the loop --------------------------------------------------------------------------
-    def _camera_settings(self, settings: ExposureSettings, choice: CaptureChoice,
-                         dng: Path | None) -> CaptureSettings:
+    def _camera_settings(
+        self, settings: ExposureSettings, choice: CaptureChoice, dng: Path | None
+    ) -> CaptureSettings:
         cam = self.camera
         manual_t = cam.supports_capability(CameraCapability.MANUAL_EXPOSURE)
         manual_g = cam.supports_capability(CameraCapability.MANUAL_GAIN)
         wb = choice.strategy.white_balance
         # a fixed colour temperature where the device takes one; the simulated camera takes
         # only (red, blue) gains and renders at its daylight balance, i.e. a fixed ~5500 K
-        kelvin = (float(wb) if isinstance(wb, int) and cam.name != "simulated"
-                  and cam.supports_capability(CameraCapability.WHITE_BALANCE) else None)
+        kelvin = (
+            float(wb)
+            if isinstance(wb, int)
+            and cam.name != "simulated"
+            and cam.supports_capability(CameraCapability.WHITE_BALANCE)
+            else None
+        )
         return CaptureSettings(
             exposure_time_s=settings.exposure_s if manual_t else None,
             analogue_gain=settings.gain if manual_g else None,
@@ -565,8 +614,14 @@ class CaptureService:
             dng_path=dng,
         )
 
-    async def _capture(self, settings: ExposureSettings, choice: CaptureChoice,
-                       offsets: list[float] | None, folder: Path, number: int) -> list[Frame]:
+    async def _capture(
+        self,
+        settings: ExposureSettings,
+        choice: CaptureChoice,
+        offsets: list[float] | None,
+        folder: Path,
+        number: int,
+    ) -> list[Frame]:
         raw = self.camera.supports_capability(CameraCapability.RAW_DNG)
         dng = self.buffer / folder / f"frame_{number:06d}.dng" if raw else None
         cam_settings = self._camera_settings(settings, choice, dng)
@@ -587,20 +642,26 @@ class CaptureService:
         self._lens_position = position
         summary.focus_acquisition_time_s = self.focus_acquisition_time_s
         summary.lens_position = position
-        log.info("autofocus", lens_position=position,
-                 focus_acquisition_time_s=round(self.focus_acquisition_time_s, 3))
+        log.info(
+            "autofocus",
+            lens_position=position,
+            focus_acquisition_time_s=round(self.focus_acquisition_time_s, 3),
+        )
 
     def _maintenance(self, summary: SessionSummary) -> None:
         """Start weather and storage work when due; never awaited by the loop."""
         now_m = self.clock.monotonic()
         if self.weather is not None and (self._weather_task is None or self._weather_task.done()):
             self._weather_task = asyncio.create_task(self._refresh_sky())
-        due = (self._last_storage_check is None
-               or now_m - self._last_storage_check >= self.config.capture.storage_check_s)
+        due = (
+            self._last_storage_check is None
+            or now_m - self._last_storage_check >= self.config.capture.storage_check_s
+        )
         if due and (self._storage_task is None or self._storage_task.done()):
             self._last_storage_check = now_m
             self._storage_task = asyncio.create_task(
-                asyncio.to_thread(self.storage.enforce, self.clock.now()))
+                asyncio.to_thread(self.storage.enforce, self.clock.now())
+            )
 
     async def _refresh_sky(self) -> None:
         try:
@@ -608,15 +669,24 @@ class CaptureService:
         except Exception as exc:  # weather never stops capture
             log.warning("weather failed", error=f"{type(exc).__name__}: {exc}")
 
-    async def _submit(self, s: _Session, frames: list[Frame], number: int,
-                      settings: ExposureSettings, choice: CaptureChoice, elev_now: float,
-                      elev_next: float, scheduled_at: dt.datetime,
-                      deadline_latency_ms: float | None, manual: bool = False,
-                      analyses: list[FrameAnalysis] | None = None) -> list[asyncio.Future]:
+    async def _submit(
+        self,
+        s: _Session,
+        frames: list[Frame],
+        number: int,
+        settings: ExposureSettings,
+        choice: CaptureChoice,
+        elev_now: float,
+        elev_next: float,
+        scheduled_at: dt.datetime,
+        deadline_latency_ms: float | None,
+        manual: bool = False,
+        analyses: list[FrameAnalysis] | None = None,
+    ) -> list[asyncio.Future]:
         if analyses is None:
             analyses = await asyncio.to_thread(
-                lambda: [analyse_frame(f.pixels, self._exposure_config.clip_level)
-                         for f in frames])
+                lambda: [analyse_frame(f.pixels, self._exposure_config.clip_level) for f in frames]
+            )
         bracketed = len(frames) > 1
         environment = await asyncio.to_thread(self._read_environment)
         futures = []
@@ -626,39 +696,63 @@ class CaptureService:
             name = f"frame_{number:06d}_b{i}.jpg" if bracketed else f"frame_{number:06d}.jpg"
             wanted = settings.wanted_ev + md.ev_offset
             achieved = math.log2(md.exposure_time_s * md.analogue_gain)
-            bracket = ({"set": number, "index": i, "ev_offset": md.ev_offset}
-                       if bracketed else None)
+            bracket = {"set": number, "index": i, "ev_offset": md.ev_offset} if bracketed else None
             record = FrameRecord(
-                path=str(s.folder / name), captured_at=md.timestamp, sha256="", size_bytes=0,
-                session_id=sid, scheduled_at=scheduled_at,
-                exposure_time_s=md.exposure_time_s, analogue_gain=md.analogue_gain,
-                iso=md.iso, aperture=md.aperture_f, lens_position=md.lens_position,
-                white_balance=md.white_balance_gains, sensor_temp_c=md.sensor_temperature_c,
+                path=str(s.folder / name),
+                captured_at=md.timestamp,
+                sha256="",
+                size_bytes=0,
+                session_id=sid,
+                scheduled_at=scheduled_at,
+                exposure_time_s=md.exposure_time_s,
+                analogue_gain=md.analogue_gain,
+                iso=md.iso,
+                aperture=md.aperture_f,
+                lens_position=md.lens_position,
+                white_balance=md.white_balance_gains,
+                sensor_temp_c=md.sensor_temperature_c,
                 bracket_set=number if bracketed else None,
                 bracket_index=i if bracketed else None,
                 ev_offset=md.ev_offset if bracketed else None,
-                exposure_error_ev=wanted - achieved, focus_score=md.focus_score,
-                quality_score=analysis.quality_score, latency_ms=deadline_latency_ms,
-                phase=choice.phase, strategy=choice.strategy_name,
-                extra={"frame_number": number, "wanted_ev": wanted, "achieved_ev": achieved,
-                       "limited_by": settings.limited_by, "sun_elevation_deg": elev_now,
-                       "sun_elevation_next_deg": elev_next, "sky": choice.sky,
-                       "metered_log2": analysis.metering.log2_mean,
-                       "clipped_fraction": analysis.metering.clipped_fraction,
-                       "lux": round(lux_estimate(analysis.metering.log2_mean, md.ev100), 4),
-                       **environment,
-                       "manual": manual,
-                       "dng_path": str(md.dng_path) if md.dng_path else None},
+                exposure_error_ev=wanted - achieved,
+                focus_score=md.focus_score,
+                quality_score=analysis.quality_score,
+                latency_ms=deadline_latency_ms,
+                phase=choice.phase,
+                strategy=choice.strategy_name,
+                extra={
+                    "frame_number": number,
+                    "wanted_ev": wanted,
+                    "achieved_ev": achieved,
+                    "limited_by": settings.limited_by,
+                    "sun_elevation_deg": elev_now,
+                    "sun_elevation_next_deg": elev_next,
+                    "sky": choice.sky,
+                    "metered_log2": analysis.metering.log2_mean,
+                    "clipped_fraction": analysis.metering.clipped_fraction,
+                    "lux": round(lux_estimate(analysis.metering.log2_mean, md.ev100), 4),
+                    **environment,
+                    "manual": manual,
+                    "dng_path": str(md.dng_path) if md.dng_path else None,
+                },
             )
             exif = {
-                "session_id": sid, "frame_number": number, "phase": choice.phase,
+                "session_id": sid,
+                "frame_number": number,
+                "phase": choice.phase,
                 "strategy": choice.strategy_name,
                 "scheduled_at": scheduled_at.isoformat(timespec="microseconds"),
-                "bracket": bracket, "wanted_ev": wanted, "achieved_ev": achieved,
-                "exposure_error_ev": wanted - achieved, "focus_score": md.focus_score,
-                "quality_score": analysis.quality_score, "camera": md.camera,
-                "lens_position": md.lens_position, "sun_elevation_deg": elev_now,
-                "sky": choice.sky, "latency_ms": deadline_latency_ms,
+                "bracket": bracket,
+                "wanted_ev": wanted,
+                "achieved_ev": achieved,
+                "exposure_error_ev": wanted - achieved,
+                "focus_score": md.focus_score,
+                "quality_score": analysis.quality_score,
+                "camera": md.camera,
+                "lens_position": md.lens_position,
+                "sun_elevation_deg": elev_now,
+                "sky": choice.sky,
+                "latency_ms": deadline_latency_ms,
             }
             fut = await self.writer.submit(WriteJob(frame.pixels, record, md.camera, exif))
             summary = s.summary
@@ -728,9 +822,10 @@ class CaptureService:
                 if choice.phase not in summary.phases:
                     summary.phases.append(choice.phase)
                 analyses = await asyncio.to_thread(
-                    lambda frames=frames: [analyse_frame(f.pixels,
-                                                         self._exposure_config.clip_level)
-                                           for f in frames])
+                    lambda frames=frames: [
+                        analyse_frame(f.pixels, self._exposure_config.clip_level) for f in frames
+                    ]
+                )
                 ref = min(range(len(frames)), key=lambda i: abs(frames[i].metadata.ev_offset))
                 md = frames[ref].metadata
                 taken = ExposureSettings(md.exposure_time_s, md.analogue_gain, settings.wanted_ev)
@@ -740,17 +835,35 @@ class CaptureService:
                 skipped = schedule.advance(clock.monotonic(), next_interval)
                 if skipped:
                     summary.skipped_deadlines += skipped
-                    log.warning("deadlines skipped", session_id=summary.session_id,
-                                skipped=skipped, frame=number)
+                    log.warning(
+                        "deadlines skipped",
+                        session_id=summary.session_id,
+                        skipped=skipped,
+                        frame=number,
+                    )
                     self._emit("skipped", session_id=summary.session_id, count=skipped)
                 elev_next = sun_elevation(self.location, wall(schedule.deadline))
-                await self._submit(s, frames, number, settings, choice, elev_frame, elev_next,
-                                   wall(deadline), latency_ms, analyses=analyses)
+                await self._submit(
+                    s,
+                    frames,
+                    number,
+                    settings,
+                    choice,
+                    elev_frame,
+                    elev_next,
+                    wall(deadline),
+                    latency_ms,
+                    analyses=analyses,
+                )
                 next_choice = choose_capture(self.config, elev_next, self._sky)
                 settings = ctrl.next_settings(
-                    analyses[ref].metering, sun_elevation(self.location, clock.now()),
-                    elev_next, schedule.interval, strategy=next_choice.strategy,
-                    taken_with=taken)
+                    analyses[ref].metering,
+                    sun_elevation(self.location, clock.now()),
+                    elev_next,
+                    schedule.interval,
+                    strategy=next_choice.strategy,
+                    taken_with=taken,
+                )
                 choice, elev = next_choice, elev_next
                 self._maintenance(summary)
             summary.skipped_deadlines = schedule.skipped
@@ -761,21 +874,31 @@ class CaptureService:
             self._last_summary = summary
             self._session = None
             self._emit("session_stopped", session=summary.to_json())
-            log.info("session closed", **{k: v for k, v in summary.to_json().items()
-                                          if k not in ("exposure_s", "gain", "ev", "phases")})
+            log.info(
+                "session closed",
+                **{
+                    k: v
+                    for k, v in summary.to_json().items()
+                    if k not in ("exposure_s", "gain", "ev", "phases")
+                },
+            )
         return summary
 
 
 def summary_lines(summary: SessionSummary) -> list[tuple[str, str]]:
     """(label, value) rows for printing a session summary."""
+
     def rng(v: tuple[float, float] | None, fmt: str) -> str:
         return "—" if v is None else f"{fmt.format(v[0])} .. {fmt.format(v[1])}"
 
     p50, p99 = summary.latency_ms(50), summary.latency_ms(99)
     rows = [
         ("session", summary.session_id),
-        ("frames", f"{summary.shots} shots, {summary.written} files written"
-                   + (f", {summary.failed} failed" if summary.failed else "")),
+        (
+            "frames",
+            f"{summary.shots} shots, {summary.written} files written"
+            + (f", {summary.failed} failed" if summary.failed else ""),
+        ),
         ("skipped deadlines", str(summary.skipped_deadlines)),
         ("capture latency", "—" if p50 is None else f"p50 {p50:.2f} ms, p99 {p99:.2f} ms"),
         ("exposure", rng(summary.exposure_s, "{:.5g} s")),
@@ -784,8 +907,12 @@ def summary_lines(summary: SessionSummary) -> list[tuple[str, str]]:
         ("phases", ", ".join(summary.phases) or "—"),
     ]
     if summary.focus_acquisition_time_s is not None:
-        rows.append(("autofocus", f"lens {summary.lens_position:.3f} dpt in "
-                                  f"{summary.focus_acquisition_time_s:.2f} s"))
+        rows.append(
+            (
+                "autofocus",
+                f"lens {summary.lens_position:.3f} dpt in {summary.focus_acquisition_time_s:.2f} s",
+            )
+        )
     return rows
 
 

@@ -173,7 +173,5 @@ def phase_segments(
         els = [elev(x) for x in inside]
         mid = s + (e - s) / 2
         rising = elev(mid + dt.timedelta(minutes=1)) > elev(mid - dt.timedelta(minutes=1))
-        segments.append(
-            PhaseSegment(by_name[name(mid)], s, e, min(els), max(els), rising)
-        )
+        segments.append(PhaseSegment(by_name[name(mid)], s, e, min(els), max(els), rising))
     return segments

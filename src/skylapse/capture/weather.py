@@ -210,8 +210,11 @@ class WeatherService:
             except (httpx.HTTPError, LookupError, ValueError, KeyError, TypeError) as exc:
                 # a failed fetch never stops capture: keep the last observation until stale
                 self.failures += 1
-                log.warning("weather.fetch_failed", error=f"{type(exc).__name__}: {exc}",
-                            failures=self.failures)
+                log.warning(
+                    "weather.fetch_failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    failures=self.failures,
+                )
             else:
                 self.failures = 0
                 self._last = obs

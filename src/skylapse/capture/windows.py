@@ -54,11 +54,14 @@ def day_windows(
         event = events.sunrise if w.around == "sunrise" else events.sunset
         if event is None:
             continue
-        out.append(SessionWindow(
-            w.name, day,
-            (event - dt.timedelta(minutes=w.before_min)).astimezone(dt.UTC),
-            (event + dt.timedelta(minutes=w.after_min)).astimezone(dt.UTC),
-        ))
+        out.append(
+            SessionWindow(
+                w.name,
+                day,
+                (event - dt.timedelta(minutes=w.before_min)).astimezone(dt.UTC),
+                (event + dt.timedelta(minutes=w.after_min)).astimezone(dt.UTC),
+            )
+        )
     return sorted(out, key=lambda s: s.start)
 
 

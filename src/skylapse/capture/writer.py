@@ -139,8 +139,7 @@ class FrameWriter:
         if slots.locked():
             self.waits += 1
             if self.waits == 1 or self.waits % 100 == 0:  # logged, not flooded
-                log.warning("writer queue full: capture waits", depth=self.depth,
-                            waits=self.waits)
+                log.warning("writer queue full: capture waits", depth=self.depth, waits=self.waits)
         await slots.acquire()
         loop = asyncio.get_running_loop()
         fut = loop.run_in_executor(self._executor, self._write, job)
@@ -197,15 +196,19 @@ class FrameWriter:
             except OSError as exc:
                 if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or self.storage is None:
                     raise
-                log.error("disk full while writing a frame: emergency cleanup",
-                          path=job.record.path)
+                log.error(
+                    "disk full while writing a frame: emergency cleanup", path=job.record.path
+                )
                 self.storage.enforce()
                 record = self._persist(job, data)
         except Exception as exc:
             with self._lock:
                 self.failed += 1
-            log.error("frame dropped: could not be written", path=job.record.path,
-                      error=f"{type(exc).__name__}: {exc}")
+            log.error(
+                "frame dropped: could not be written",
+                path=job.record.path,
+                error=f"{type(exc).__name__}: {exc}",
+            )
             return None
         with self._lock:
             self.written += 1

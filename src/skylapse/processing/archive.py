@@ -134,8 +134,10 @@ class Archive:
         if job is None:
             raise KeyError(job_id)
         if job["kind"] != "render" or job["state"] != "done":
-            raise ValueError(f"job {job_id} is a {job['state']} {job['kind']} job, "
-                             "only finished renders are archived")
+            raise ValueError(
+                f"job {job_id} is a {job['state']} {job['kind']} job, "
+                "only finished renders are archived"
+            )
         src = self._render_folder(job)
         name = src.name
         dest = self.root / name
@@ -168,8 +170,13 @@ class Archive:
             created_at=now or datetime.now(UTC),
         )
         record = self.catalog.timelapse(tid)
-        log.info("timelapse archived", job=job_id, timelapse=tid, files=len(files),
-                 bytes=record["size_bytes"])
+        log.info(
+            "timelapse archived",
+            job=job_id,
+            timelapse=tid,
+            files=len(files),
+            bytes=record["size_bytes"],
+        )
         return record
 
     def _add_frames(self, folder: Path, params: Mapping[str, Any]) -> None:
@@ -210,8 +217,12 @@ class Archive:
             report.deleted.append(t["id"])
         report.total_bytes = total
         if report.deleted or report.kept_not_backed_up:
-            log.info("archive retention", deleted=report.deleted,
-                     kept_not_backed_up=report.kept_not_backed_up, total_bytes=total)
+            log.info(
+                "archive retention",
+                deleted=report.deleted,
+                kept_not_backed_up=report.kept_not_backed_up,
+                total_bytes=total,
+            )
         return report
 
     def _delete(self, timelapse: Mapping[str, Any], now: datetime, reason: str) -> None:

@@ -51,8 +51,15 @@ MIB = 1 << 20
 MIN_PART_SIZE = 5 * MIB  # S3's minimum for every part but the last
 _MD5_ETAG = re.compile(r"^[0-9a-f]{32}(-\d+)?$")
 _RETRYABLE_CODES = {
-    "RequestTimeout", "RequestTimeTooSkewed", "SlowDown", "InternalError", "ServiceUnavailable",
-    "Throttling", "ThrottlingException", "BadDigest", "XAmzContentSHA256Mismatch",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "SlowDown",
+    "InternalError",
+    "ServiceUnavailable",
+    "Throttling",
+    "ThrottlingException",
+    "BadDigest",
+    "XAmzContentSHA256Mismatch",
 }
 
 
@@ -150,8 +157,10 @@ class S3Backup:
             retry=retry_if_exception(_retryable),
             reraise=True,
             before_sleep=lambda rs: log.warning(
-                "s3 request failed, retrying", operation=operation,
-                attempt=rs.attempt_number, error=str(rs.outcome.exception()),
+                "s3 request failed, retrying",
+                operation=operation,
+                attempt=rs.attempt_number,
+                error=str(rs.outcome.exception()),
             ),
         )
         return retrying(getattr(self.client, operation), **kwargs)
@@ -279,12 +288,23 @@ class S3Backup:
             raise LocalFileChanged(f"{path}: SHA-256 differs from the archive's record")
         checksum = _b64(sha.digest())
         self._call(
-            "put_object", Bucket=self.bucket, Key=key, Body=data, ChecksumAlgorithm="SHA256",
-            ChecksumSHA256=checksum, Metadata={"sha256": sha.hexdigest()},
+            "put_object",
+            Bucket=self.bucket,
+            Key=key,
+            Body=data,
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=checksum,
+            Metadata={"sha256": sha.hexdigest()},
         )
         head = self._verify(key, size, checksum, hashlib.md5(data).hexdigest())
-        return UploadResult(key, size, sha.hexdigest(), _etag(head.get("ETag")),
-                            head.get("ChecksumSHA256"), parts_uploaded=[1])
+        return UploadResult(
+            key,
+            size,
+            sha.hexdigest(),
+            _etag(head.get("ETag")),
+            head.get("ChecksumSHA256"),
+            parts_uploaded=[1],
+        )
 
     def _put_multipart(
         self, path: Path, key: str, size: int, expected_sha256: str | None
@@ -305,12 +325,20 @@ class S3Backup:
                 state = None  # expired or aborted on the store: start again
         if not state:
             created = self._call(
-                "create_multipart_upload", Bucket=self.bucket, Key=key,
+                "create_multipart_upload",
+                Bucket=self.bucket,
+                Key=key,
                 ChecksumAlgorithm="SHA256",
                 Metadata={"sha256": expected_sha256} if expected_sha256 else {},
             )
-            state = {"bucket": self.bucket, "key": key, "upload_id": created["UploadId"],
-                     "size": size, "part_size": self.part_size, "parts": {}}
+            state = {
+                "bucket": self.bucket,
+                "key": key,
+                "upload_id": created["UploadId"],
+                "size": size,
+                "part_size": self.part_size,
+                "parts": {},
+            }
             self._save_state(key, state)
             log.info("multipart upload started", key=key, size=size)
         else:
@@ -332,8 +360,13 @@ class S3Backup:
                     etag = remote[number]
                 else:
                     response = self._call(
-                        "upload_part", Bucket=self.bucket, Key=key, UploadId=state["upload_id"],
-                        PartNumber=number, Body=chunk, ChecksumAlgorithm="SHA256",
+                        "upload_part",
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=state["upload_id"],
+                        PartNumber=number,
+                        Body=chunk,
+                        ChecksumAlgorithm="SHA256",
                         ChecksumSHA256=_b64(sha),
                     )
                     etag = _etag(response["ETag"])
@@ -355,7 +388,10 @@ class S3Backup:
             self._state_path(key).unlink(missing_ok=True)
             raise LocalFileChanged(f"{path}: SHA-256 differs from the archive's record")
         self._call(
-            "complete_multipart_upload", Bucket=self.bucket, Key=key, UploadId=state["upload_id"],
+            "complete_multipart_upload",
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=state["upload_id"],
             MultipartUpload={"Parts": completed},
         )
         composite = _b64(hashlib.sha256(b"".join(part_sha)).digest())
@@ -364,16 +400,26 @@ class S3Backup:
         self._state_path(key).unlink(missing_ok=True)
         result.etag = _etag(head.get("ETag"))
         result.checksum_sha256 = head.get("ChecksumSHA256")
-        log.info("multipart upload verified", key=key, parts=len(completed),
-                 uploaded=len(result.parts_uploaded), reused=len(result.parts_reused))
+        log.info(
+            "multipart upload verified",
+            key=key,
+            parts=len(completed),
+            uploaded=len(result.parts_uploaded),
+            reused=len(result.parts_reused),
+        )
         return result
 
     def _list_parts(self, key: str, upload_id: str) -> dict[int, str]:
         parts: dict[int, str] = {}
         marker = 0
         while True:
-            page = self._call("list_parts", Bucket=self.bucket, Key=key, UploadId=upload_id,
-                              PartNumberMarker=marker)
+            page = self._call(
+                "list_parts",
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumberMarker=marker,
+            )
             for p in page.get("Parts", []):
                 parts[p["PartNumber"]] = _etag(p["ETag"])
             if not page.get("IsTruncated"):
@@ -396,24 +442,37 @@ class S3Backup:
         etags: dict[str, str] = {}
         entries = []
         for f in t["files"]:
-            up = self.upload_file(folder / f["path"], self.key_for(t["path"], f["path"]),
-                                  expected_sha256=f["sha256"])
+            up = self.upload_file(
+                folder / f["path"], self.key_for(t["path"], f["path"]), expected_sha256=f["sha256"]
+            )
             etags[f["path"]] = up.etag
             entries.append({**f, "etag": up.etag, "checksum_sha256": up.checksum_sha256})
-        manifest = json.dumps({
-            "timelapse_id": t["id"], "job_id": t["job_id"], "sequence_id": t["sequence_id"],
-            "created_at": t["created_at"].isoformat(), "size_bytes": t["size_bytes"],
-            "files": entries,
-        }, indent=1, sort_keys=True).encode()
+        manifest = json.dumps(
+            {
+                "timelapse_id": t["id"],
+                "job_id": t["job_id"],
+                "sequence_id": t["sequence_id"],
+                "created_at": t["created_at"].isoformat(),
+                "size_bytes": t["size_bytes"],
+                "files": entries,
+            },
+            indent=1,
+            sort_keys=True,
+        ).encode()
         manifest_sha = hashlib.sha256(manifest).digest()
         manifest_key = self.key_for(t["path"], "manifest.json")
         self._call(
-            "put_object", Bucket=self.bucket, Key=manifest_key, Body=manifest,
-            ChecksumAlgorithm="SHA256", ChecksumSHA256=_b64(manifest_sha),
+            "put_object",
+            Bucket=self.bucket,
+            Key=manifest_key,
+            Body=manifest,
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=_b64(manifest_sha),
             ContentType="application/json",
         )
-        self._verify(manifest_key, len(manifest), _b64(manifest_sha),
-                     hashlib.md5(manifest).hexdigest())
+        self._verify(
+            manifest_key, len(manifest), _b64(manifest_sha), hashlib.md5(manifest).hexdigest()
+        )
         location = f"s3://{self.bucket}/{self.key_for(t['path'])}/"
         archive.catalog.mark_timelapse_backed_up(
             t["id"], now or datetime.now(UTC), location, manifest_sha.hex(), etags

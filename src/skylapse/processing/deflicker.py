@@ -229,8 +229,9 @@ def _block_tridiagonal(bands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return diag, sub
 
 
-def _solve_block_tridiagonal(diag: np.ndarray, lower: np.ndarray, upper: np.ndarray,
-                             rhs: np.ndarray) -> np.ndarray:
+def _solve_block_tridiagonal(
+    diag: np.ndarray, lower: np.ndarray, upper: np.ndarray, rhs: np.ndarray
+) -> np.ndarray:
     """Solve ``lower_i x_{i-1} + diag_i x_i + upper_i x_{i+1} = rhs_i`` by block cyclic reduction.
 
     Each level eliminates the odd block rows from the even ones with batched p x p inverses
@@ -243,19 +244,22 @@ def _solve_block_tridiagonal(diag: np.ndarray, lower: np.ndarray, upper: np.ndar
     if m <= 3:  # assemble the last few blocks densely
         dense = np.zeros((*diag.shape[:-3], m * p, m * p))
         for i in range(m):
-            dense[..., i * p:(i + 1) * p, i * p:(i + 1) * p] = diag[..., i, :, :]
+            dense[..., i * p : (i + 1) * p, i * p : (i + 1) * p] = diag[..., i, :, :]
             if i > 0:
-                dense[..., i * p:(i + 1) * p, (i - 1) * p:i * p] = lower[..., i, :, :]
-                dense[..., (i - 1) * p:i * p, i * p:(i + 1) * p] = upper[..., i - 1, :, :]
+                dense[..., i * p : (i + 1) * p, (i - 1) * p : i * p] = lower[..., i, :, :]
+                dense[..., (i - 1) * p : i * p, i * p : (i + 1) * p] = upper[..., i - 1, :, :]
         flat = np.linalg.solve(dense, rhs.reshape(*rhs.shape[:-3], m * p, 1))
         return flat.reshape(rhs.shape)
     if m % 2 == 0:  # an odd count keeps both end rows: pad with a decoupled identity row
+
         def grow(x: np.ndarray, fill: np.ndarray | float) -> np.ndarray:
             extra = np.zeros_like(x[..., :1, :, :])
             extra[...] = fill
             return np.concatenate([x, extra], axis=-3)
-        x = _solve_block_tridiagonal(grow(diag, np.eye(p)), grow(lower, 0.0),
-                                     grow(upper, 0.0), grow(rhs, 0.0))
+
+        x = _solve_block_tridiagonal(
+            grow(diag, np.eye(p)), grow(lower, 0.0), grow(upper, 0.0), grow(rhs, 0.0)
+        )
         return x[..., :m, :, :]
 
     def around(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -276,8 +280,11 @@ def _solve_block_tridiagonal(diag: np.ndarray, lower: np.ndarray, upper: np.ndar
         gamma @ upper_right,
         rhs[..., 0::2, :, :] + alpha @ rhs_left + gamma @ rhs_right,
     )
-    odd = odd_inv @ (rhs[..., 1::2, :, :] - lower[..., 1::2, :, :] @ even[..., :-1, :, :]
-                     - upper[..., 1::2, :, :] @ even[..., 1:, :, :])
+    odd = odd_inv @ (
+        rhs[..., 1::2, :, :]
+        - lower[..., 1::2, :, :] @ even[..., :-1, :, :]
+        - upper[..., 1::2, :, :] @ even[..., 1:, :, :]
+    )
     out = np.empty_like(rhs)
     out[..., 0::2, :, :] = even
     out[..., 1::2, :, :] = odd
@@ -314,8 +321,9 @@ def _hat_trace(n: int, lams: np.ndarray, order: int) -> np.ndarray:
     return order + np.sum(1.0 / (1.0 + np.outer(lams, mu)), axis=1)
 
 
-def _gcv_fit(y: np.ndarray, w: np.ndarray, order: int,
-             bounds: tuple[float, float]) -> tuple[np.ndarray, float]:
+def _gcv_fit(
+    y: np.ndarray, w: np.ndarray, order: int, bounds: tuple[float, float]
+) -> tuple[np.ndarray, float]:
     """The Whittaker fit whose cutoff (within ``bounds``) minimises the modified GCV score."""
     cutoffs = np.geomspace(bounds[0], bounds[1], _GCV_GRID)
     lams = np.array([_cutoff_to_lambda(c, order) for c in cutoffs])
@@ -327,7 +335,7 @@ def _gcv_fit(y: np.ndarray, w: np.ndarray, order: int,
     score = rss / np.maximum(1.0 - _GCV_GAMMA * dof / total, 1e-3) ** 2
     best = int(np.argmin(score))
     if 0 < best < cutoffs.size - 1:  # parabola through the neighbours, in log cutoff
-        s0, s1, s2 = np.log(score[best - 1:best + 2])
+        s0, s1, s2 = np.log(score[best - 1 : best + 2])
         curvature = s0 - 2.0 * s1 + s2
         if curvature > 0:
             step = 0.5 * (s0 - s2) / curvature
@@ -337,8 +345,13 @@ def _gcv_fit(y: np.ndarray, w: np.ndarray, order: int,
     return fits[best], float(cutoffs[best])
 
 
-def _smooth(curve: np.ndarray, cutoff_frames: float | None, weights: np.ndarray | None,
-            robust_iterations: int, order: int) -> tuple[np.ndarray, float]:
+def _smooth(
+    curve: np.ndarray,
+    cutoff_frames: float | None,
+    weights: np.ndarray | None,
+    robust_iterations: int,
+    order: int,
+) -> tuple[np.ndarray, float]:
     y = np.asarray(curve, dtype=np.float64)
     n = y.size
     w0 = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64).copy()
@@ -426,9 +439,11 @@ def camera_ramp(known_ev: np.ndarray) -> np.ndarray:
     ramp = np.interp(idx, centres, values)
     head, tail = idx < centres[0], idx > centres[-1]
     ramp[head] = values[0] + (idx[head] - centres[0]) * (
-        (values[1] - values[0]) / (centres[1] - centres[0]))
+        (values[1] - values[0]) / (centres[1] - centres[0])
+    )
     ramp[tail] = values[-1] + (idx[tail] - centres[-1]) * (
-        (values[-1] - values[-2]) / (centres[-1] - centres[-2]))
+        (values[-1] - values[-2]) / (centres[-1] - centres[-2])
+    )
     return ramp
 
 
@@ -522,8 +537,9 @@ class DeflickerAnalysis:
             resid = logs - self._reference - level
             upd = usable
             self._reference[upd] += self._alpha * resid[upd]
-            self._variance[upd] += self._beta * (np.minimum(resid[upd] ** 2, 1.0)
-                                                 - self._variance[upd])
+            self._variance[upd] += self._beta * (
+                np.minimum(resid[upd] ** 2, 1.0) - self._variance[upd]
+            )
             new = valid & ~self._seen
             self._reference[new] = logs[new] - level
             self._seen |= new
@@ -545,7 +561,6 @@ class DeflickerAnalysis:
             return np.zeros(0)
         known = np.array(self._known, dtype=np.float64)
         return gains_from_log_exposure(self.measured, known, self.cutoff_frames)
-
 
 
 @lru_cache(maxsize=64)

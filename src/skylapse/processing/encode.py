@@ -72,10 +72,14 @@ __all__ = [
 
 # Per codec: encoder name, default crf and preset, pixel format for 8 / 10 bit.
 CODECS: dict[str, dict[str, Any]] = {
-    "h265": {"encoder": "libx265", "crf": 28, "preset": "medium", "ten_bit": True,
-             "tag": "hvc1"},
-    "h264": {"encoder": "libx264", "crf": 23, "preset": "veryfast", "ten_bit": False,
-             "tag": "avc1"},
+    "h265": {"encoder": "libx265", "crf": 28, "preset": "medium", "ten_bit": True, "tag": "hvc1"},
+    "h264": {
+        "encoder": "libx264",
+        "crf": 23,
+        "preset": "veryfast",
+        "ten_bit": False,
+        "tag": "avc1",
+    },
 }
 _CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 _BT709 = 1  # the code point of BT.709 in ISO/IEC 23091-2 for primaries, transfer and matrix
@@ -87,11 +91,13 @@ def _ycbcr_matrix(bits: int) -> np.ndarray:
     """3x4 affine map from 16-bit R'G'B' to limited-range Y'CbCr codes of ``bits`` depth."""
     kr, kb = 0.2126, 0.0722  # BT.709
     kg = 1.0 - kr - kb
-    rgb_to_ypbpr = np.array([
-        [kr, kg, kb],
-        [-kr / (2 * (1 - kb)), -kg / (2 * (1 - kb)), 0.5],
-        [0.5, -kg / (2 * (1 - kr)), -kb / (2 * (1 - kr))],
-    ])
+    rgb_to_ypbpr = np.array(
+        [
+            [kr, kg, kb],
+            [-kr / (2 * (1 - kb)), -kg / (2 * (1 - kb)), 0.5],
+            [0.5, -kg / (2 * (1 - kr)), -kb / (2 * (1 - kr))],
+        ]
+    )
     unit = 1 << (bits - 8)
     scale = np.array([219, 224, 224])[:, None] * unit / srgb.MAX16
     offset = np.array([16, 128, 128])[:, None] * unit
@@ -142,8 +148,12 @@ def rgb_to_yuv420(rgb: np.ndarray, bits: int = 10, out: VideoFrame | None = None
 def _fps_fraction(fps: float | Fraction) -> Fraction:
     """Frame rate as a fraction; 23.976, 29.97 and 59.94 become the NTSC N*1000/1001 rates."""
     ntsc = round(float(fps) * 1.001)
-    if isinstance(fps, float) and ntsc % 6 == 0 and abs(float(fps) * 1.001 - ntsc) < 2e-3 \
-            and abs(float(fps) - ntsc) > 1e-9:
+    if (
+        isinstance(fps, float)
+        and ntsc % 6 == 0
+        and abs(float(fps) * 1.001 - ntsc) < 2e-3
+        and abs(float(fps) - ntsc) > 1e-9
+    ):
         return Fraction(ntsc * 1000, 1001)
     rate = Fraction(fps).limit_denominator(1001)
     if rate <= 0:
@@ -187,8 +197,9 @@ class VideoEncoder:
         container_format = _CONTAINERS.get(self.path.suffix.lower(), "mp4")
         self._part = self.path.with_name(self.path.name + ".part")
         options = {"movflags": "+faststart"} if container_format in ("mp4", "mov") else {}
-        self._container = av.open(os.fspath(self._part), "w", format=container_format,
-                                  options=options)
+        self._container = av.open(
+            os.fspath(self._part), "w", format=container_format, options=options
+        )
         try:
             stream = self._container.add_stream(spec["encoder"], rate=self.fps)
             stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
@@ -223,8 +234,7 @@ class VideoEncoder:
         self._worker: threading.Thread | None = None
         if background:
             self._todo = queue.Queue()
-            self._worker = threading.Thread(target=self._run, name="skylapse-encoder",
-                                            daemon=True)
+            self._worker = threading.Thread(target=self._run, name="skylapse-encoder", daemon=True)
             self._worker.start()
 
     # -- producer side ---------------------------------------------------------------------
@@ -273,7 +283,9 @@ class VideoEncoder:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         if exc_type is None:
@@ -365,8 +377,12 @@ class FrameSequenceWriter:
     """Writes frames as numbered stills: ``frame_000001.png`` (16-bit) or ``.jpg`` (8-bit)."""
 
     def __init__(
-        self, directory: str | os.PathLike[str], fmt: str = "png", start: int = 1,
-        prefix: str = "frame_", jpeg_quality: int = 95,
+        self,
+        directory: str | os.PathLike[str],
+        fmt: str = "png",
+        start: int = 1,
+        prefix: str = "frame_",
+        jpeg_quality: int = 95,
     ) -> None:
         fmt = fmt.lower().lstrip(".")
         if fmt == "jpeg":

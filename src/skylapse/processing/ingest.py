@@ -58,7 +58,10 @@ class Ingestor:
     """Scans an inbox of committed batches into the working store and the catalog."""
 
     def __init__(
-        self, inbox: str | Path, store: str | Path, quarantine: str | Path,
+        self,
+        inbox: str | Path,
+        store: str | Path,
+        quarantine: str | Path,
         catalog: ProcessingCatalog,
     ):
         self.inbox = Path(inbox)
@@ -100,14 +103,27 @@ class Ingestor:
                 src.unlink()
             return
         if not _inside(src, station_dir) or not src.is_file():
-            self._quarantine(station, station_dir, rel, "listed in the manifest but missing",
-                             report, now, resend=True)
+            self._quarantine(
+                station,
+                station_dir,
+                rel,
+                "listed in the manifest but missing",
+                report,
+                now,
+                resend=True,
+            )
             return
         actual = sha256_of(src)
         if actual != expected:
-            self._quarantine(station, station_dir, rel,
-                             f"checksum mismatch: expected {expected}, got {actual}",
-                             report, now, resend=True)
+            self._quarantine(
+                station,
+                station_dir,
+                rel,
+                f"checksum mismatch: expected {expected}, got {actual}",
+                report,
+                now,
+                resend=True,
+            )
             return
         try:
             sources.read_frame(src)
@@ -122,18 +138,31 @@ class Ingestor:
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(src, dest)
         sequence_id = self.catalog.record_ingested(
-            station=station, path=rel, store_path=str(dest.relative_to(self.store)),
-            sha256=actual, size_bytes=dest.stat().st_size, captured_at=captured,
+            station=station,
+            path=rel,
+            store_path=str(dest.relative_to(self.store)),
+            sha256=actual,
+            size_bytes=dest.stat().st_size,
+            captured_at=captured,
             camera=str(meta.get("camera") or (info and info.fmt) or "unknown"),
             session_id=str(meta.get("session_id") or captured.date().isoformat()),
-            phase=meta.get("phase"), metadata=meta, now=now,
+            phase=meta.get("phase"),
+            metadata=meta,
+            now=now,
         )
         report.ingested += 1
         report.sequences_touched.add(sequence_id)
 
     def _quarantine(
-        self, station: str, station_dir: Path, rel: str, reason: str, report: IngestReport,
-        now: datetime, *, resend: bool = False,
+        self,
+        station: str,
+        station_dir: Path,
+        rel: str,
+        reason: str,
+        report: IngestReport,
+        now: datetime,
+        *,
+        resend: bool = False,
     ) -> None:
         src = station_dir / rel
         dest = self.quarantine_root / station / rel

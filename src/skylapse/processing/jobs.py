@@ -317,8 +317,9 @@ def _run_archive(service: JobService, job_id: str, params: dict[str, Any]) -> di
     record = archive.archive_job_outputs(params["job_id"], include_frames=frames)
     result: dict[str, Any] = {
         "timelapse_id": record["id"],
-        "outputs": [_data_relative(service, archive.path_of(record) / f["path"])
-                    for f in record["files"]],
+        "outputs": [
+            _data_relative(service, archive.path_of(record) / f["path"]) for f in record["files"]
+        ],
         "size_bytes": record["size_bytes"],
         "working_removed": archive.cleanup_working(service.working),
     }

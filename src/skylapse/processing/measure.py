@@ -85,8 +85,11 @@ def residual_flicker(frames: Iterable[np.ndarray], truth: np.ndarray | object) -
     ``skylapse.synthetic.SequenceTruth`` (its ``log2_luminance`` column: the same generator
     without flicker, exposure steps or shake).
     """
-    expected = (truth.column("log2_luminance") if hasattr(truth, "column")
-                else np.asarray(truth, dtype=np.float64))
+    expected = (
+        truth.column("log2_luminance")
+        if hasattr(truth, "column")
+        else np.asarray(truth, dtype=np.float64)
+    )
     measured = np.array([central_log2_luminance(f) for f in frames], dtype=np.float64)
     if measured.size != expected.size:
         raise ValueError(f"{measured.size} output frames for {expected.size} truth frames")
@@ -122,14 +125,19 @@ def register_translation(
     gx, gy = gx[inner], gy[inner]
     ref_inner = ref[inner]
     ref_mean, ref_std = float(ref_inner.mean()), float(ref_inner.std())
-    a = np.array([[float((gx * gx).sum()), float((gx * gy).sum())],
-                  [float((gx * gy).sum()), float((gy * gy).sum())]])
+    a = np.array(
+        [
+            [float((gx * gx).sum()), float((gx * gy).sum())],
+            [float((gx * gy).sum()), float((gy * gy).sum())],
+        ]
+    )
     if abs(np.linalg.det(a)) < 1e-9:
         return float(dx), float(dy)
     for _ in range(iterations):
         m = np.array([[1.0, 0.0, -dx], [0.0, 1.0, -dy]])
-        back = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_CUBIC,
-                              borderMode=cv2.BORDER_REFLECT)[inner]
+        back = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)[
+            inner
+        ]
         # Match the gain and offset of the overlap (ECC-like): content entering at the edges
         # changes the whole-image normalisation, which would otherwise bias large shifts.
         back = (back - float(back.mean())) * (ref_std / max(float(back.std()), 1e-6)) + ref_mean
@@ -160,10 +168,11 @@ class MotionResult:
 def _static_part(frame: np.ndarray, lower_fraction: float, scale: float) -> np.ndarray:
     gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
     h = gray.shape[0]
-    part = gray[h - round(h * lower_fraction):]
+    part = gray[h - round(h * lower_fraction) :]
     if scale != 1.0:
-        part = cv2.resize(part.astype(np.float32), None, fx=scale, fy=scale,
-                          interpolation=cv2.INTER_AREA)
+        part = cv2.resize(
+            part.astype(np.float32), None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA
+        )
     return part.astype(np.float32)
 
 
@@ -268,8 +277,7 @@ def _feature_guess(output: np.ndarray, reference: np.ndarray) -> np.ndarray | No
         return None
     src = np.float32([ko[m.queryIdx].pt for m in matches])
     dst = np.float32([kr[m.trainIdx].pt for m in matches])
-    m, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
-                                             ransacReprojThreshold=2.0)
+    m, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=2.0)
     if m is None or int(inliers.sum()) < 10:
         return None
     return m.astype(np.float64)
@@ -300,8 +308,15 @@ def fit_output_geometry(
             continue
         small = _scaled_affine(m, f).astype(np.float32)
         try:
-            _, small = cv2.findTransformECC(_resized(output, f), _resized(reference, f), small,
-                                            cv2.MOTION_AFFINE, criteria, None, 3)
+            _, small = cv2.findTransformECC(
+                _resized(output, f),
+                _resized(reference, f),
+                small,
+                cv2.MOTION_AFFINE,
+                criteria,
+                None,
+                3,
+            )
         except cv2.error:  # did not converge on this level; keep the estimate so far
             continue
         m = _scaled_affine(small.astype(np.float64), 1.0 / f)
@@ -317,7 +332,9 @@ def _truth_motion(truth: object) -> np.ndarray:
 
 
 def _common_valid_box(
-    maps: Sequence[np.ndarray], out_size: tuple[int, int], in_size: tuple[int, int],
+    maps: Sequence[np.ndarray],
+    out_size: tuple[int, int],
+    in_size: tuple[int, int],
     margin: int,
 ) -> tuple[int, int, int, int]:
     """The largest centred box (x0, y0, x1, y1) of output pixels that every map sends inside
@@ -374,8 +391,7 @@ def stabilization_error_against_truth(
     (oh, ow), (ih, iw) = first_out.shape, first_in.shape
     m0 = fit_output_geometry(first_out, first_in)
     steady_to_0_inv = np.linalg.inv(_h3(camera_matrix(*motion[0], (iw, ih))))
-    maps = [(_h3(camera_matrix(*row, (iw, ih))) @ steady_to_0_inv @ _h3(m0))[:2]
-            for row in motion]
+    maps = [(_h3(camera_matrix(*row, (iw, ih))) @ steady_to_0_inv @ _h3(m0))[:2] for row in motion]
     x0, y0, x1, y1 = _common_valid_box(maps, (ow, oh), (iw, ih), round(margin_fraction * ow))
     y0 = max(y0, y1 - round((y1 - y0) * lower_fraction))
     scale = min(1.0, max_width / (x1 - x0))
@@ -386,9 +402,13 @@ def stabilization_error_against_truth(
     def error(out_gray: np.ndarray, in_gray: np.ndarray, k: int) -> tuple[float, float]:
         if k >= len(maps):
             raise ValueError(f"more frames than the {len(maps)} of the truth")
-        expected = cv2.warpAffine(in_gray, maps[k], (ow, oh),
-                                  flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
-                                  borderMode=cv2.BORDER_REFLECT)
+        expected = cv2.warpAffine(
+            in_gray,
+            maps[k],
+            (ow, oh),
+            flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REFLECT,
+        )
         dx, dy = register_translation(region(expected), region(out_gray))
         return dx / scale, dy / scale
 

@@ -70,14 +70,15 @@ def centre_band(frame: np.ndarray, band_width: int | None = None) -> np.ndarray:
     band = default_band_width(width) if band_width is None else int(band_width)
     band = max(1, min(band, width))
     x0 = min(width // 2 - band // 2, width - band)  # centred on column width // 2
-    column = frame[:, x0: x0 + band].mean(axis=1, dtype=np.float32)
+    column = frame[:, x0 : x0 + band].mean(axis=1, dtype=np.float32)
     if frame.dtype == np.uint8:
         column *= 257.0
     return np.clip(np.rint(column), 0, srgb.MAX16).astype(np.uint16)
 
 
-def keogram(columns: Sequence[np.ndarray], aspect: float | None = 2.0,
-            min_height: int = 270) -> np.ndarray:
+def keogram(
+    columns: Sequence[np.ndarray], aspect: float | None = 2.0, min_height: int = 270
+) -> np.ndarray:
     """Put per-frame (H, 3) columns side by side into a keogram image (uint16 RGB, like them).
 
     With ``aspect=None`` the result is (H, N, 3) with column i from frame i. Otherwise the
@@ -117,8 +118,9 @@ class KeogramBuilder:
     def add(self, frame: np.ndarray) -> None:
         column = centre_band(frame, self.band_width)
         if self.columns and column.shape[0] != self.columns[0].shape[0]:
-            column = cv2.resize(column[:, None], (1, self.columns[0].shape[0]),
-                                interpolation=cv2.INTER_AREA)[:, 0]
+            column = cv2.resize(
+                column[:, None], (1, self.columns[0].shape[0]), interpolation=cv2.INTER_AREA
+            )[:, 0]
         self.columns.append(column)
 
     def __len__(self) -> int:
@@ -141,8 +143,9 @@ def pick_indices(n_total: int, count: int) -> list[int]:
 class ContactSheet:
     """A grid of thumbnails of evenly spaced frames, collected while streaming."""
 
-    def __init__(self, n_total: int, columns: int = 6, rows: int = 5,
-                 thumb_width: int = 320) -> None:
+    def __init__(
+        self, n_total: int, columns: int = 6, rows: int = 5, thumb_width: int = 320
+    ) -> None:
         if columns < 1 or rows < 1 or thumb_width < 8:
             raise ValueError("columns and rows must be >= 1 and thumb_width >= 8")
         self.n_total = int(n_total)
@@ -165,8 +168,9 @@ class ContactSheet:
         _check_frame(frame)
         if self.thumb_height is None:
             self.thumb_height = max(1, round(self.thumb_width * frame.shape[0] / frame.shape[1]))
-        thumb = cv2.resize(frame, (self.thumb_width, self.thumb_height),
-                           interpolation=cv2.INTER_AREA)
+        thumb = cv2.resize(
+            frame, (self.thumb_width, self.thumb_height), interpolation=cv2.INTER_AREA
+        )
         self.thumbnails[index] = _as_uint8(thumb)
         self.labels[index] = f"#{index + 1}" if label is None else label
 
@@ -175,27 +179,38 @@ class ContactSheet:
         slot = self._slot[index]
         row, col = divmod(slot, self.columns)
         th = self.thumb_height or round(self.thumb_width * 9 / 16)
-        return (_GUTTER + col * (self.thumb_width + _GUTTER),
-                _GUTTER + row * (th + _GUTTER))
+        return (_GUTTER + col * (self.thumb_width + _GUTTER), _GUTTER + row * (th + _GUTTER))
 
     def image(self, labels: bool = True) -> np.ndarray:
         """The sheet as a uint16 RGB image; tiles of frames that never arrived stay background."""
         th = self.thumb_height or round(self.thumb_width * 9 / 16)
         sheet = np.full(
-            (_GUTTER + self.rows * (th + _GUTTER),
-             _GUTTER + self.columns * (self.thumb_width + _GUTTER), 3),
-            _BACKGROUND, np.uint8,
+            (
+                _GUTTER + self.rows * (th + _GUTTER),
+                _GUTTER + self.columns * (self.thumb_width + _GUTTER),
+                3,
+            ),
+            _BACKGROUND,
+            np.uint8,
         )
         scale = max(0.35, self.thumb_width / 640)
         thickness = max(1, round(scale * 2))
         for index, thumb in self.thumbnails.items():
             x, y = self.tile_origin(index)
-            sheet[y: y + th, x: x + self.thumb_width] = thumb
+            sheet[y : y + th, x : x + self.thumb_width] = thumb
             if labels and self.labels[index]:
                 origin = (x + round(6 * scale) + 2, y + th - round(8 * scale) - 2)
                 for colour, width in (((0, 0, 0), thickness + 2), ((255, 255, 255), thickness)):
-                    cv2.putText(sheet, self.labels[index], origin, cv2.FONT_HERSHEY_SIMPLEX,
-                                scale, colour, width, cv2.LINE_AA)
+                    cv2.putText(
+                        sheet,
+                        self.labels[index],
+                        origin,
+                        cv2.FONT_HERSHEY_SIMPLEX,
+                        scale,
+                        colour,
+                        width,
+                        cv2.LINE_AA,
+                    )
         return _as_uint16(sheet)
 
 

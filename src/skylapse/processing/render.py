@@ -190,8 +190,11 @@ def capture_bracket_sets(frames: Sequence[sources.FrameInfo]) -> list[list[int]]
             except (OSError, ValueError, SyntaxError):  # no or unreadable EXIF
                 meta = {}
         bracket = meta.get("bracket")
-        keys.append((meta.get("session_id"), bracket.get("set"))
-                    if isinstance(bracket, dict) and "set" in bracket else None)
+        keys.append(
+            (meta.get("session_id"), bracket.get("set"))
+            if isinstance(bracket, dict) and "set" in bracket
+            else None
+        )
     if all(k is None for k in keys):
         return None
     shots: list[list[int]] = []

@@ -138,16 +138,16 @@ class MissingRawSupportError(ImportError):
     """DNG input was requested but the optional ``rawpy`` dependency is not installed."""
 
     def __init__(self) -> None:
-        super().__init__(
-            "DNG frames need the optional rawpy package: pip install 'skylapse[raw]'"
-        )
+        super().__init__("DNG frames need the optional rawpy package: pip install 'skylapse[raw]'")
 
 
 class AspectMismatchError(ValueError):
     """A frame whose aspect ratio differs from the sequence's, so it cannot simply be scaled."""
 
     def __init__(
-        self, path: str | os.PathLike[str] | None, frame_size: tuple[int, int],
+        self,
+        path: str | os.PathLike[str] | None,
+        frame_size: tuple[int, int],
         size: tuple[int, int],
     ) -> None:
         self.path = None if path is None else Path(path)
@@ -213,9 +213,9 @@ def _candidates(src: str | os.PathLike[str]) -> list[Path]:
     path = Path(text).expanduser()
     if path.is_dir():
         return [
-            p for p in path.iterdir()
-            if p.is_file() and not p.name.startswith(".")
-            and p.suffix.lower() in SUPPORTED_SUFFIXES
+            p
+            for p in path.iterdir()
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SUPPORTED_SUFFIXES
         ]
     if path.is_file():
         return [path]
@@ -321,8 +321,10 @@ def _check_tiff_extent(path: Path, tags: Any, size: int) -> None:
     """Raise if the strips or tiles listed in one TIFF IFD run past the end of the file."""
     if tags is None:
         return
-    for off_tag, len_tag in ((_TAG_STRIP_OFFSETS, _TAG_STRIP_BYTES),
-                             (_TAG_TILE_OFFSETS, _TAG_TILE_BYTES)):
+    for off_tag, len_tag in (
+        (_TAG_STRIP_OFFSETS, _TAG_STRIP_BYTES),
+        (_TAG_TILE_OFFSETS, _TAG_TILE_BYTES),
+    ):
         offsets, lengths = tags.get(off_tag), tags.get(len_tag)
         if offsets is None or lengths is None:
             continue
@@ -380,7 +382,11 @@ def _read_tiff_ifds(path: Path) -> tuple[dict[int, Any], list[Any]]:
 
 
 def _frame_info(
-    path: Path, fmt: str, width: int, height: int, exif: Image.Exif | dict[int, Any] | None,
+    path: Path,
+    fmt: str,
+    width: int,
+    height: int,
+    exif: Image.Exif | dict[int, Any] | None,
     apply_orientation: bool = True,
 ) -> FrameInfo:
     tags: dict[int, Any] = {}

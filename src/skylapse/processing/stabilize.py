@@ -531,8 +531,14 @@ def warp_frame(
         # arrays per 1080p frame would cost page faults and fragment the heap.
         rgba = cv2.cvtColor(frame, cv2.COLOR_RGB2RGBA, dst=_scratch("in", frame.shape[:2], frame))
         out_shape = (out_size[1], out_size[0])
-        out = cv2.warpAffine(rgba, m, out_size, dst=_scratch("out", out_shape, frame), flags=flags,
-                             borderMode=cv2.BORDER_REPLICATE)
+        out = cv2.warpAffine(
+            rgba,
+            m,
+            out_size,
+            dst=_scratch("out", out_shape, frame),
+            flags=flags,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
         return cv2.cvtColor(out, cv2.COLOR_RGBA2RGB)
     return cv2.warpAffine(frame, m, out_size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
 

@@ -77,8 +77,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(port: int, timeout: float = 10.0, proc: subprocess.Popen | None = None,
-                  host: str = "127.0.0.1") -> None:
+def wait_for_port(
+    port: int, timeout: float = 10.0, proc: subprocess.Popen | None = None, host: str = "127.0.0.1"
+) -> None:
     """Wait until something accepts connections on ``host:port``; fail early if ``proc`` died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -104,8 +105,14 @@ class SshServer:
 
     def target(self, inbox: str | Path) -> SshTarget:
         """The transfer target for an inbox folder on this server (host key pinned)."""
-        return SshTarget(host="127.0.0.1", port=self.port, user=self.user, inbox=str(inbox),
-                         key_file=self.client_key, known_hosts=self.known_hosts)
+        return SshTarget(
+            host="127.0.0.1",
+            port=self.port,
+            user=self.user,
+            inbox=str(inbox),
+            key_file=self.client_key,
+            known_hosts=self.known_hosts,
+        )
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -139,8 +146,11 @@ def running_sshd(base: Path) -> Iterator[SshServer]:
     for key in (host_key, client_key):
         for stale in (key, key.with_suffix(".pub")):
             stale.unlink(missing_ok=True)  # ssh-keygen asks before overwriting
-        subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True,
-                       stdin=subprocess.DEVNULL)
+        subprocess.run(
+            [keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
+            check=True,
+            stdin=subprocess.DEVNULL,
+        )
     authorized = base / "authorized_keys"
     authorized.write_text(client_key.with_suffix(".pub").read_text())
     os.chmod(authorized, 0o600)

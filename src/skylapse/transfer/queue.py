@@ -81,6 +81,8 @@ def _check_manifest(part: str) -> str:
         f"if command -v python3 >/dev/null; then python3 -c {shlex.quote(_PY_CHECK)} {part};"
         f" else sha256sum -c {part}; fi"
     )
+
+
 RESEND_MARK = "SKYLAPSE-RESEND"
 
 
@@ -180,9 +182,13 @@ class TransferWorker:
         try:
             self.runner.run(
                 rsync_argv(
-                    self.target, self.buffer_root, files_from, self.remote_dir,
+                    self.target,
+                    self.buffer_root,
+                    files_from,
+                    self.remote_dir,
                     bandwidth_limit_kbps=self.settings.bandwidth_limit_kbps,
-                    compress=self.settings.compress, checksum=resend,
+                    compress=self.settings.compress,
+                    checksum=resend,
                     rsync_program=self.settings.rsync_program,
                     ssh_program=self.settings.ssh_program,
                 ),
@@ -206,8 +212,9 @@ class TransferWorker:
         self.stats.failing_since = None
         self._consecutive_failures = 0
         self.stats.queue_depth = max(0, self.stats.queue_depth - len(sent.batch))
-        log.info("batch verified", batch=sent.batch_id, frames=len(sent.batch),
-                 station=self.station)
+        log.info(
+            "batch verified", batch=sent.batch_id, frames=len(sent.batch), station=self.station
+        )
         return len(sent.batch)
 
     def _next_batch(self, exclude: frozenset[int] = frozenset()) -> list[FrameRecord]:
@@ -323,8 +330,10 @@ class TransferWorker:
         if deadline_s is not None and self.failing_for_s() > deadline_s:
             raise error
         self._consecutive_failures += 1
-        ceiling = min(self.settings.retry_max_s,
-                      self.settings.retry_initial_s * 2 ** (self._consecutive_failures - 1))
+        ceiling = min(
+            self.settings.retry_max_s,
+            self.settings.retry_initial_s * 2 ** (self._consecutive_failures - 1),
+        )
         self._stop.wait(random.uniform(0, ceiling))
 
     def run(self, poll_s: float = 5.0) -> None:
@@ -370,4 +379,3 @@ def _failed_paths(sha256sum_output: str) -> list[str]:
         if sep and status != "OK" and not line.startswith("sha256sum:"):
             failed.append(path)
     return failed
-

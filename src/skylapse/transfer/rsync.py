@@ -55,12 +55,18 @@ def ssh_argv(target: SshTarget, ssh_program: str = "ssh") -> list[str]:
     """The ``ssh`` invocation (without the remote command) that both rsync and verify use."""
     argv = [
         ssh_program,
-        "-p", str(target.port),
-        "-o", "BatchMode=yes",
-        "-o", f"ConnectTimeout={target.connect_timeout_s}",
-        "-o", "ServerAliveInterval=15",
-        "-o", "ServerAliveCountMax=3",
-        "-o", f"StrictHostKeyChecking={'yes' if target.strict_host_key_checking else 'accept-new'}",
+        "-p",
+        str(target.port),
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"ConnectTimeout={target.connect_timeout_s}",
+        "-o",
+        "ServerAliveInterval=15",
+        "-o",
+        "ServerAliveCountMax=3",
+        "-o",
+        f"StrictHostKeyChecking={'yes' if target.strict_host_key_checking else 'accept-new'}",
     ]
     if target.known_hosts is not None:
         argv += ["-o", f"UserKnownHostsFile={target.known_hosts}"]
@@ -97,7 +103,8 @@ def rsync_argv(
         f"--files-from={files_from}",
         f"--timeout={io_timeout_s}",
         "--mkpath",
-        "-e", shlex.join(ssh_argv(target, ssh_program)),
+        "-e",
+        shlex.join(ssh_argv(target, ssh_program)),
     ]
     if compress:
         # JPEG hardly compresses; zstd at its fastest level costs almost nothing.

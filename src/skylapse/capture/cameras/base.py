@@ -239,8 +239,9 @@ class Camera(abc.ABC):
             dng = base.dng_path
             if dng is not None:
                 dng = dng.with_name(f"{dng.stem}_ev{offset:+.1f}{dng.suffix}")
-            frame = await self.capture(replace(base, exposure_time_s=t, analogue_gain=g,
-                                               dng_path=dng))
+            frame = await self.capture(
+                replace(base, exposure_time_s=t, analogue_gain=g, dng_path=dng)
+            )
             frames.append(Frame(frame.pixels, replace(frame.metadata, ev_offset=float(offset))))
         return frames
 

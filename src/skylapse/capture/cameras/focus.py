@@ -48,8 +48,9 @@ def focus_score(pixels: np.ndarray, window: float = 0.5) -> float:
         grey = crop.astype(np.float32) * np.float32(scale)
     factor = math.ceil(grey.shape[1] / ANALYSIS_WIDTH)
     if factor > 1:
-        grey = cv2.resize(grey, (grey.shape[1] // factor, grey.shape[0] // factor),
-                          interpolation=cv2.INTER_AREA)
+        grey = cv2.resize(
+            grey, (grey.shape[1] // factor, grey.shape[0] // factor), interpolation=cv2.INTER_AREA
+        )
     lap = cv2.Laplacian(grey, cv2.CV_32F, ksize=3)
     return float(lap.var())
 
@@ -113,8 +114,9 @@ async def contrast_autofocus(
         # No peak worth the name: in the dark or in fog the score is noise, and chasing it
         # would park the lens anywhere. A landscape camera is then best at its fallback
         # (infinity), and the next session in better light focuses again.
-        return FocusResult(float(fallback), float(np.median(coarse_scores)),
-                           sorted(tried.items()), found=False)
+        return FocusResult(
+            float(fallback), float(np.median(coarse_scores)), sorted(tried.items()), found=False
+        )
     best = int(np.argmax(coarse_scores))
     lo = coarse[max(best - 1, 0)]
     hi = coarse[min(best + 1, len(coarse) - 1)]

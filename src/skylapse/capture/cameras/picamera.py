@@ -230,8 +230,14 @@ class Picamera2Camera(Camera):
         self, md: dict[str, Any], pixels: np.ndarray, timestamp: Any, settings: CaptureSettings
     ) -> FrameMetadata:
         gains = md.get("ColourGains")
-        known = {"ExposureTime", "AnalogueGain", "LensPosition", "ColourGains",
-                 "ColourTemperature", "SensorTemperature"}
+        known = {
+            "ExposureTime",
+            "AnalogueGain",
+            "LensPosition",
+            "ColourGains",
+            "ColourTemperature",
+            "SensorTemperature",
+        }
         return FrameMetadata(
             timestamp=timestamp,
             exposure_time_s=md.get("ExposureTime", 0) / 1e6,

@@ -153,8 +153,11 @@ class FocusSpec(_Strict):
         if len(pts) < 2:  # uncalibrated: libcamera's own convention, position = 1/distance
             d = lens_position - self.infinity_lens_position
             return math.inf if d <= 0 else 1.0 / d
-        dioptres = np.interp(lens_position, [p.lens_position for p in pts],
-                             [0.0 if math.isinf(p.distance_m) else 1.0 / p.distance_m for p in pts])
+        dioptres = np.interp(
+            lens_position,
+            [p.lens_position for p in pts],
+            [0.0 if math.isinf(p.distance_m) else 1.0 / p.distance_m for p in pts],
+        )
         return math.inf if dioptres <= 0 else float(1.0 / dioptres)
 
     def lens_position_for(self, distance_m: float) -> float:

@@ -82,8 +82,7 @@ class ReplayCamera(Camera):
     async def configure(self, config: CameraConfig | None = None) -> None:
         if not self.folder.is_dir():
             raise CameraError(f"replay folder {self.folder} does not exist")
-        self._files = sorted(p for p in self.folder.iterdir()
-                             if p.suffix.lower() in FRAME_SUFFIXES)
+        self._files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
         if not self._files:
             raise CameraError(f"no frames ({', '.join(FRAME_SUFFIXES)}) in {self.folder}")
         self._resolution = config.resolution if config else None

@@ -94,8 +94,11 @@ class SimWeather:
     def from_observation(cls, obs: Any, **overrides: float) -> SimWeather:
         """From a ``skylapse.capture.weather.WeatherObservation`` (cloud_cover_pct, wind_ms);
         what it lacks (wind direction, temperature) comes from ``overrides`` or the defaults."""
-        values = {"cloud_cover": float(obs.cloud_cover_pct) / 100.0,
-                  "wind_speed_mps": float(obs.wind_ms), **overrides}
+        values = {
+            "cloud_cover": float(obs.cloud_cover_pct) / 100.0,
+            "wind_speed_mps": float(obs.wind_ms),
+            **overrides,
+        }
         return cls(**values)
 
 
@@ -240,8 +243,9 @@ class NoiseBank:
         h, w = shape[0], int(np.prod(shape[1:]))
         self._field = rng.standard_normal((h + self.PAD, w + self.PAD), dtype=np.float32)
 
-    def draw(self, rng: np.random.Generator, rows: slice = slice(None),
-             cols: slice = slice(None)) -> np.ndarray:
+    def draw(
+        self, rng: np.random.Generator, rows: slice = slice(None), cols: slice = slice(None)
+    ) -> np.ndarray:
         """Noise of ``shape`` (optionally only the window ``rows``, ``cols`` of it)."""
         dy, dx = (int(v) for v in rng.integers(0, self.PAD, 2))
         h, w = self.shape[0], int(np.prod(self.shape[1:]))
@@ -303,8 +307,9 @@ class SimulatedCamera(Camera):
         self._resolution = (width, height)
         self._raw = config.raw
         self._scene = await self._in_thread(_scene, width, height, self.seed)
-        self._clouds = await self._in_thread(_clouds, width, height, self.seed,
-                                             self._scene.horizon_row)
+        self._clouds = await self._in_thread(
+            _clouds, width, height, self.seed, self._scene.horizon_row
+        )
         vignette = self.profile.lens.relative_illumination(width, height)
         r_gain, b_gain = self.profile.colour.daylight_wb_gains
         channel = np.array([1 / r_gain, 1.0, 1 / b_gain], np.float32)
@@ -351,9 +356,13 @@ class SimulatedCamera(Camera):
         toward = math.radians(weather.wind_from_deg + 180.0)
         right = math.radians(self.view_azimuth_deg + 90.0)
         along = math.radians(self.view_azimuth_deg)
-        px_per_m = (self.profile.lens.focal_length_mm * 1e-3
-                    / (CLOUD_DISTANCE_M * self.profile.sensor.pixel_size_um * 1e-6)
-                    * self._resolution[0] / self.profile.sensor.width_px)
+        px_per_m = (
+            self.profile.lens.focal_length_mm
+            * 1e-3
+            / (CLOUD_DISTANCE_M * self.profile.sensor.pixel_size_um * 1e-6)
+            * self._resolution[0]
+            / self.profile.sensor.width_px
+        )
         vx = weather.wind_speed_mps * math.cos(toward - right) * px_per_m
         # receding clouds sink toward the horizon a little
         vy = 0.2 * weather.wind_speed_mps * math.cos(toward - along) * px_per_m
@@ -369,8 +378,14 @@ class SimulatedCamera(Camera):
         sun_x = 0.5 + offset / self._hfov_deg()
         t = (when - self._epoch).total_seconds()
         clouds = self._cloud_layer(self.weather_at(when))
-        return synthetic.render_frame(self._scene, t, sun_altitude_deg=altitude, sun_x=sun_x,
-                                      clouds=clouds, exposure_ev=exposure_ev)
+        return synthetic.render_frame(
+            self._scene,
+            t,
+            sun_altitude_deg=altitude,
+            sun_x=sun_x,
+            clouds=clouds,
+            exposure_ev=exposure_ev,
+        )
 
     def _defocus_sigma(self, lens_position: float) -> float:
         focus = self.profile.focus
@@ -396,7 +411,8 @@ class SimulatedCamera(Camera):
         spec = self.profile.noise
         optical = defocus_blur(radiance, self._defocus_sigma(lens_position))
         dark_rate = spec.dark_current_e_per_s * 2.0 ** (
-            (temperature_c - 25.0) / spec.dark_current_doubling_c)
+            (temperature_c - 25.0) / spec.dark_current_doubling_c
+        )
         bits = self.profile.sensor.bit_depth
         codes = sensor_readout(
             optical,
@@ -411,13 +427,19 @@ class SimulatedCamera(Camera):
 
     def _resolve(self, settings: CaptureSettings, when: datetime) -> tuple[float, float]:
         if settings.exposure_time_s is not None:
-            t = min(max(settings.exposure_time_s, self.profile.exposure.min_s),
-                    self.profile.exposure.max_s)
+            t = min(
+                max(settings.exposure_time_s, self.profile.exposure.min_s),
+                self.profile.exposure.max_s,
+            )
             g = settings.analogue_gain or self.profile.gain.min
         else:
-            t, g = metered_exposure(self.scene_ev100(when), self.profile.lens.aperture_f,
-                                    self.profile.exposure.range_s, self.profile.gain.range,
-                                    settings.analogue_gain)
+            t, g = metered_exposure(
+                self.scene_ev100(when),
+                self.profile.lens.aperture_f,
+                self.profile.exposure.range_s,
+                self.profile.gain.range,
+                settings.analogue_gain,
+            )
         g = min(max(g, self.profile.gain.min), self.profile.gain.max)
         return t, g
 
@@ -443,14 +465,16 @@ class SimulatedCamera(Camera):
 
         def work() -> tuple[np.ndarray, np.ndarray]:
             radiance = self.render_radiance(when, ev)
-            return self._expose(radiance, self._response, noise, self.lens_position, t, g, wb,
-                                temperature)
+            return self._expose(
+                radiance, self._response, noise, self.lens_position, t, g, wb, temperature
+            )
 
         pixels, raw = await self._in_thread(work)
         raw_path = None
         if settings.dng_path is not None:
-            raw_path = await self._in_thread(self._save_raw, raw, self.profile.sensor.bit_depth,
-                                             settings.dng_path)
+            raw_path = await self._in_thread(
+                self._save_raw, raw, self.profile.sensor.bit_depth, settings.dng_path
+            )
         await self.clock.sleep(t)  # the shutter is open this long
         altitude, azimuth = self.sun(when)
         meta = FrameMetadata(
@@ -465,8 +489,11 @@ class SimulatedCamera(Camera):
             focus_score=focus_score(pixels),
             bit_depth=self.profile.sensor.bit_depth,
             dng_path=raw_path,
-            extra={"sun_altitude_deg": altitude, "sun_azimuth_deg": azimuth,
-                   "scene_ev100": float(sky.ev100(altitude))},
+            extra={
+                "sun_altitude_deg": altitude,
+                "sun_azimuth_deg": azimuth,
+                "scene_ev100": float(sky.ev100(altitude)),
+            },
         )
         return Frame(pixels, meta)
 
@@ -497,8 +524,9 @@ class SimulatedCamera(Camera):
             raise CameraError("configure() the camera first")
         when = self.clock.now()
         t, g = self._resolve(CaptureSettings(), when)
-        radiance = await self._in_thread(self.render_radiance, when,
-                                         exposure_ev100(t, g, self.profile.lens.aperture_f))
+        radiance = await self._in_thread(
+            self.render_radiance, when, exposure_ev100(t, g, self.profile.lens.aperture_f)
+        )
         h, w = radiance.shape[:2]
         margin = 16
         y0, y1 = h // 4 - margin, h - h // 4 + margin

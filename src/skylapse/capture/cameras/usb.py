@@ -85,8 +85,10 @@ class UsbCamera(Camera):
         cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
         cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
-        self._resolution = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) or width,
-                            int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) or height)
+        self._resolution = (
+            int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) or width,
+            int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) or height,
+        )
         self._capabilities = frozenset(self._discover(cap))
         self._configured = True
 
@@ -135,8 +137,10 @@ class UsbCamera(Camera):
         cap, unit = self._cap, self.profile.v4l2.exposure_unit_s
         writes: list[tuple[int, float]] = []
         if settings.exposure_time_s is not None:
-            writes += [(cv2.CAP_PROP_AUTO_EXPOSURE, V4L2_EXPOSURE_MANUAL),
-                       (cv2.CAP_PROP_EXPOSURE, max(1.0, round(settings.exposure_time_s / unit)))]
+            writes += [
+                (cv2.CAP_PROP_AUTO_EXPOSURE, V4L2_EXPOSURE_MANUAL),
+                (cv2.CAP_PROP_EXPOSURE, max(1.0, round(settings.exposure_time_s / unit))),
+            ]
         elif CameraCapability.MANUAL_EXPOSURE in self._capabilities:
             writes.append((cv2.CAP_PROP_AUTO_EXPOSURE, V4L2_EXPOSURE_AUTO))
         if settings.analogue_gain is not None:
@@ -144,8 +148,10 @@ class UsbCamera(Camera):
         if settings.white_balance_gains is not None:
             raise CameraError("UVC white balance is a colour temperature: set colour_temperature_k")
         if settings.colour_temperature_k is not None:
-            writes += [(cv2.CAP_PROP_AUTO_WB, 0),
-                       (cv2.CAP_PROP_WB_TEMPERATURE, float(settings.colour_temperature_k))]
+            writes += [
+                (cv2.CAP_PROP_AUTO_WB, 0),
+                (cv2.CAP_PROP_WB_TEMPERATURE, float(settings.colour_temperature_k)),
+            ]
         if settings.lens_position is not None:
             writes += [(cv2.CAP_PROP_AUTOFOCUS, 0), (cv2.CAP_PROP_FOCUS, settings.lens_position)]
         changed = False
@@ -182,19 +188,23 @@ class UsbCamera(Camera):
         timestamp = self.clock.now()
         pixels, rb = await self._in_thread(self._capture_blocking, settings)
         caps = self._capabilities
-        exposure = (rb["exposure"] * self.profile.v4l2.exposure_unit_s
-                    if CameraCapability.MANUAL_EXPOSURE in caps and rb["exposure"] > 0
-                    else settings.exposure_time_s or float("nan"))
+        exposure = (
+            rb["exposure"] * self.profile.v4l2.exposure_unit_s
+            if CameraCapability.MANUAL_EXPOSURE in caps and rb["exposure"] > 0
+            else settings.exposure_time_s or float("nan")
+        )
         meta = FrameMetadata(
             timestamp=timestamp,
             exposure_time_s=exposure,
-            analogue_gain=(self._analogue_gain(rb["gain"])
-                           if CameraCapability.MANUAL_GAIN in caps else 1.0),
+            analogue_gain=(
+                self._analogue_gain(rb["gain"]) if CameraCapability.MANUAL_GAIN in caps else 1.0
+            ),
             aperture_f=self.profile.lens.aperture_f,
             camera=f"{self.name}:{self.device}",
             lens_position=rb["focus"] if CameraCapability.MANUAL_FOCUS in caps else None,
-            colour_temperature_k=(rb["wb_temperature"]
-                                  if CameraCapability.WHITE_BALANCE in caps else None),
+            colour_temperature_k=(
+                rb["wb_temperature"] if CameraCapability.WHITE_BALANCE in caps else None
+            ),
             focus_score=self._score(pixels),
             bit_depth=8,
         )
