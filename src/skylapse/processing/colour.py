@@ -158,7 +158,7 @@ def _white_balance_lut(gains: Gains) -> NDArray[np.uint16]:
     return lut
 
 
-def apply_lut16(frame: NDArray[np.uint16], lut: NDArray[np.uint16]) -> np.ndarray:
+def apply_lut16(frame: np.ndarray, lut: NDArray[np.uint16]) -> np.ndarray:
     """Look up every uint16 sample in a 65536-entry table, one table per channel.
 
     ``lut`` is (65536,) for all channels or (65536, 1, 3) per channel. Uses ``cv2.LUT``, which
@@ -169,11 +169,12 @@ def apply_lut16(frame: NDArray[np.uint16], lut: NDArray[np.uint16]) -> np.ndarra
         return cv2.LUT(frame, lut)
     except cv2.error:
         if lut.ndim == 1:
-            return lut[frame]
+            looked_up: NDArray[np.uint16] = lut[frame]
+            return looked_up
         return np.stack([lut[:, 0, c][frame[..., c]] for c in range(3)], axis=-1)
 
 
-def apply_white_balance(frame: NDArray[np.uint16], gains: Gains | ArrayLike) -> np.ndarray:
+def apply_white_balance(frame: np.ndarray, gains: Gains | ArrayLike) -> np.ndarray:
     """Multiply each channel of a uint16 sRGB frame by its gain in linear light.
 
     Values pushed past white clip to white. Tables are cached per gains, so per-frame calls

@@ -10,6 +10,9 @@ these helpers convert through 65536-entry lookup tables, which is several times 
 evaluating the curve per pixel.
 
 Reference: IEC 61966-2-1:1999 (sRGB).
+
+Types: results are ``NDArray[<dtype>]``; frames taken in are plain ``np.ndarray`` with the dtype
+checked at run time, because OpenCV's stubs do not carry dtypes through its functions.
 """
 
 from __future__ import annotations
@@ -45,11 +48,12 @@ def _linear_lut16() -> NDArray[np.float32]:
     return lut
 
 
-def to_linear(frame: NDArray[np.uint16]) -> NDArray[np.float32]:
+def to_linear(frame: np.ndarray) -> NDArray[np.float32]:
     """A uint16 sRGB frame to float32 linear light in [0, 1]."""
     if frame.dtype != np.uint16:
         raise TypeError(f"expected a uint16 frame, got {frame.dtype}")
-    return _linear_lut16()[frame]
+    linear: NDArray[np.float32] = _linear_lut16()[frame]
+    return linear
 
 
 def from_linear(linear: ArrayLike) -> NDArray[np.uint16]:
@@ -67,7 +71,7 @@ def gain_lut(gain: float) -> NDArray[np.uint16]:
     return np.rint(encode(lin) * MAX16).astype(np.uint16)
 
 
-def to_uint16(frame: NDArray[np.uint8 | np.uint16]) -> NDArray[np.uint16]:
+def to_uint16(frame: np.ndarray) -> NDArray[np.uint16]:
     """Any 8- or 16-bit image to the pipeline's uint16 range (8-bit values are scaled by 257)."""
     if frame.dtype == np.uint16:
         return frame.astype(np.uint16, copy=False)  # the same array: only its static type narrows
@@ -76,14 +80,14 @@ def to_uint16(frame: NDArray[np.uint8 | np.uint16]) -> NDArray[np.uint16]:
     raise TypeError(f"unsupported sample type {frame.dtype}; expected uint8 or uint16")
 
 
-def to_uint8(frame: NDArray[np.uint16]) -> NDArray[np.uint8]:
+def to_uint8(frame: np.ndarray) -> NDArray[np.uint8]:
     """A uint16 pipeline frame to 8 bits, rounding to nearest."""
     if frame.dtype != np.uint16:
         raise TypeError(f"expected a uint16 frame, got {frame.dtype}")
     return ((frame.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
-def luma(frame: NDArray[np.uint16]) -> NDArray[np.float32]:
+def luma(frame: np.ndarray) -> NDArray[np.float32]:
     """Linear relative luminance (Rec. 709 / sRGB primaries) of a uint16 sRGB frame, float32."""
     lin = to_linear(frame)
     return lin @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
