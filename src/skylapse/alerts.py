@@ -185,13 +185,17 @@ class AlertManager:
         return events
 
     def _event(
-        self, cond: AlertCondition, st: _State, state: str, detail: str | None = None
+        self,
+        cond: AlertCondition,
+        st: _State,
+        state: Literal["firing", "resolved"],
+        detail: str | None = None,
     ) -> AlertEvent:
         assert st.opened_at is not None
         return AlertEvent(
             alert=cond.name,
             state=state,
-            severity=cond.severity,  # type: ignore[arg-type]
+            severity=cond.severity,
             service=self.service,
             station=self.station,
             component=cond.component,

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from skylapse.processing.render import RenderSummary
 
 app = typer.Typer(
     name="skylapse",
@@ -59,7 +69,7 @@ class _RichProgress:
 
     def __init__(self, progress: Progress):
         self.progress = progress
-        self.tasks: dict[str, int] = {}
+        self.tasks: dict[str, TaskID] = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if stage not in self.tasks:
@@ -212,14 +222,16 @@ def demo(
     from skylapse.capture.commands import parse_resolution
     from skylapse.demo import DemoError, DemoOptions, print_demo_summary, run_demo, serve_demo
 
-    given = {
-        "resolution": parse_resolution(resolution),
-        "size": size,
-        "minutes": minutes,
-        "frames_scale": frames_scale,
-        "preset": preset,
-    }
-    options = DemoOptions(out=out, **{k: v for k, v in given.items() if v is not None})
+    defaults = DemoOptions(out=out)  # what an option not given keeps
+    wh = parse_resolution(resolution)
+    options = DemoOptions(
+        out=out,
+        resolution=defaults.resolution if wh is None else wh,
+        size=defaults.size if size is None else size,
+        minutes=defaults.minutes if minutes is None else minutes,
+        frames_scale=defaults.frames_scale if frames_scale is None else frames_scale,
+        preset=defaults.preset if preset is None else preset,
+    )
     try:
         result = run_demo(options, console)
     except DemoError as exc:
@@ -229,7 +241,7 @@ def demo(
         serve_demo(result, console)
 
 
-def print_summary(summary) -> None:
+def print_summary(summary: RenderSummary) -> None:
     """The table printed after a render: frames, skips and why, time per stage, outputs."""
     table = Table(title="Render summary", show_header=False, title_justify="left")
     table.add_column(style="bold")
@@ -255,6 +267,7 @@ def print_summary(summary) -> None:
 
 
 def _size_of(path: Path) -> str:
+    total: float
     if path.is_dir():
         total = sum(p.stat().st_size for p in path.iterdir() if p.is_file())
     elif path.exists():

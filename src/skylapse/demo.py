@@ -128,7 +128,7 @@ class VideoInfo:
     path: Path
     codec: str
     profile: str | None
-    pix_fmt: str
+    pix_fmt: str | None
     size: tuple[int, int]
     tag: str
     frames: int
@@ -289,8 +289,11 @@ class _Stages:
         def update(
             completed: float | None = None, detail: str | None = None, total: float | None = None
         ) -> None:
-            changes = {"completed": completed, "detail": detail, "total": total}
-            self.progress.update(task, **{k: v for k, v in changes.items() if v is not None})
+            # None leaves a value as it is (rich does so for completed and total itself)
+            if detail is None:
+                self.progress.update(task, completed=completed, total=total)
+            else:
+                self.progress.update(task, completed=completed, total=total, detail=detail)
 
         return update
 
@@ -560,7 +563,11 @@ def _measure_video(path: Path, levels: bool = True) -> tuple[VideoInfo, np.ndarr
                     frame.to_ndarray(format="rgb48le", width=mw, height=mh, interpolation="AREA")
                 )
             )
-        seconds = float(stream.duration * stream.time_base) if stream.duration else 0.0
+        seconds = (
+            float(stream.duration * stream.time_base)
+            if stream.duration and stream.time_base
+            else 0.0
+        )
         info = VideoInfo(
             path, cc.name, cc.profile, cc.pix_fmt, (w, h), stream.codec_tag, frames, seconds
         )
@@ -800,7 +807,8 @@ def print_demo_summary(result: DemoResult, console: Console) -> None:
         ("timelapse (archived)", result.archive_dir),
         ("logs", result.log_path),
     ):
-        where.add_row(label, str(rel(path)))
+        if path is not None:
+            where.add_row(label, str(rel(path)))
     for path in result.archived_files:
         where.add_row("", f"{path.name} ({_size(path)})")
     console.print(where)

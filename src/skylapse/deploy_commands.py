@@ -84,6 +84,7 @@ def doctor(
     from dataclasses import replace
 
     from skylapse.doctor import CHECKS, parse_ssh_target, run_checks, ssh_target_from_config
+    from skylapse.transfer.rsync import SshTarget
 
     unknown = set(skip) - set(CHECKS)
     if unknown:
@@ -91,6 +92,7 @@ def doctor(
             f"unknown checks {sorted(unknown)}; choose from {CHECKS}", param_hint="--skip"
         )
     cfg = _load_config(config)
+    target: SshTarget | None
     if ssh is not None:
         try:
             target = parse_ssh_target(ssh)

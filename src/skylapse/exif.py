@@ -57,8 +57,9 @@ def exif_bytes(
     ifd = exif.get_ifd(EXIF_IFD)
     ifd[TAG_DATETIME_ORIGINAL] = stamp
     ifd[TAG_SUBSEC_ORIGINAL] = f"{when.microsecond:06d}"
-    if when.utcoffset() is not None:
-        minutes = int(when.utcoffset().total_seconds() // 60)
+    offset = when.utcoffset()
+    if offset is not None:
+        minutes = int(offset.total_seconds() // 60)
         sign = "+" if minutes >= 0 else "-"
         ifd[TAG_OFFSET_TIME_ORIGINAL] = f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
     if exposure_time_s is not None:

@@ -13,16 +13,20 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import IO
 
 import structlog
+from structlog.typing import Processor
 
 _configured = False
 
 
-def configure(level: str | int = "INFO", *, json: bool = True, stream=None) -> None:
+def configure(
+    level: str | int = "INFO", *, json: bool = True, stream: IO[str] | None = None
+) -> None:
     """Route structlog and the standard library's logging to one JSON (or console) stream."""
     global _configured
-    shared = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,

@@ -165,10 +165,14 @@ class ServiceMetrics:
             spec = METRICS.get(name)
             if spec is None:
                 raise KeyError(f"unknown metric {name!r}; defined: {sorted(METRICS)}")
-            kwargs = {"buckets": spec.buckets} if spec.buckets else {}
-            self._metrics[name] = spec.kind(
-                spec.name, spec.help, spec.labels, registry=self.registry, **kwargs
-            )
+            if spec.kind is Histogram and spec.buckets:
+                self._metrics[name] = Histogram(
+                    spec.name, spec.help, spec.labels, registry=self.registry, buckets=spec.buckets
+                )
+            else:
+                self._metrics[name] = spec.kind(
+                    spec.name, spec.help, spec.labels, registry=self.registry
+                )
 
     def __getitem__(self, name: str) -> MetricWrapperBase:
         return self._metrics[name]

@@ -231,6 +231,16 @@ def test_bad_files_are_skipped_with_reasons(tmp_path: Path) -> None:
     assert "unsupported" in {s.path.name: s.reason for s in skipped}["notes.txt"]
 
 
+def test_a_tif_that_holds_other_image_data_is_skipped(tmp_path: Path) -> None:
+    img = _rgb8(90, 160)
+    _save(tmp_path / "good.jpg", img)
+    (tmp_path / "x.tif").write_bytes(_save(tmp_path / "p.png", img).read_bytes())
+    (tmp_path / "p.png").unlink()
+    frames, skipped = discover_frames(tmp_path)
+    assert [f.path.name for f in frames] == ["good.jpg"]
+    assert [(s.path.name, s.reason) for s in skipped] == [("x.tif", "not a TIFF file (PNG data)")]
+
+
 def test_glob_single_file_and_missing_source(tmp_path: Path) -> None:
     img = _rgb8(18, 32)
     (tmp_path / "day1").mkdir()

@@ -21,6 +21,7 @@ import asyncio
 import hmac
 import json
 import os
+from collections.abc import Callable
 
 from fastapi import Depends, HTTPException, Query, Request, WebSocket, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -63,7 +64,7 @@ def _unauthorized(detail: str) -> HTTPException:
     )
 
 
-def bearer_auth(token: str):
+def bearer_auth(token: str) -> Callable[[Request, HTTPAuthorizationCredentials | None], None]:
     """A FastAPI dependency that requires ``Authorization: Bearer <token>``.
 
     Use as ``dependencies=[Depends(bearer_auth(token))]`` on a router or route; the OpenAPI
@@ -85,7 +86,9 @@ def bearer_auth(token: str):
     return require_token
 
 
-def media_auth(token: str):
+def media_auth(
+    token: str,
+) -> Callable[[Request, HTTPAuthorizationCredentials | None, str | None], None]:
     """A FastAPI dependency for GET endpoints that serve files to media elements: like
     :func:`bearer_auth`, but without an ``Authorization`` header it takes ``?token=``.
 

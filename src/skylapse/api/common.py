@@ -26,7 +26,7 @@ import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -34,6 +34,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from starlette.types import Lifespan
 
 import skylapse
 from skylapse.api.auth import bearer_auth, media_auth
@@ -106,7 +107,7 @@ def create_service_app(
     cors_origins: Sequence[str] = (),
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     public_docs: bool = False,
-    lifespan: Any = None,
+    lifespan: Lifespan[FastAPI] | None = None,
     dashboard_dir: Path | None = DASHBOARD_DIR,
 ) -> FastAPI:
     """A FastAPI app with the shared middleware, ``/health``, ``/metrics``, docs and hooks."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -141,18 +141,19 @@ async def _no_receive() -> Message:  # pragma: no cover - a JSONResponse never r
     return {"type": "http.disconnect"}
 
 
-def _field_name(loc: tuple[Any, ...]) -> str:
+def _field_name(loc: tuple[object, ...]) -> str:
     parts = list(loc)
     if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
         parts = parts[1:]
     return ".".join(str(p) for p in parts) or str(loc[0] if loc else "")
 
 
-def validation_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def validation_details(errors: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:
     """Pydantic/FastAPI errors as JSON-safe entries that name the field."""
-    out = []
+    out: list[dict[str, object]] = []
     for err in errors:
-        loc = tuple(err.get("loc", ()))
+        given = err.get("loc", ())
+        loc = tuple(given) if isinstance(given, list | tuple) else ()
         out.append(
             {
                 "field": _field_name(loc),

@@ -11,11 +11,21 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Any
+from typing import TypedDict
 
 import uvicorn
+from starlette.types import ASGIApp
 
-UVICORN_OPTIONS: dict[str, Any] = {
+
+class _UvicornOptions(TypedDict):
+    log_config: None
+    access_log: bool
+    server_header: bool
+    ws_max_size: int
+    timeout_graceful_shutdown: int
+
+
+UVICORN_OPTIONS: _UvicornOptions = {
     "log_config": None,  # keep the handler `skylapse.log.configure` installed
     "access_log": False,
     "server_header": False,
@@ -24,7 +34,7 @@ UVICORN_OPTIONS: dict[str, Any] = {
 }
 
 
-def run_server(app, host: str, port: int) -> None:
+def run_server(app: ASGIApp, host: str, port: int) -> None:
     """Serve ``app`` until interrupted (SIGINT/SIGTERM)."""
     uvicorn.run(app, host=host, port=port, **UVICORN_OPTIONS)
 
@@ -33,7 +43,8 @@ def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago on ``host``."""
     with socket.socket() as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 class ServerThread:
@@ -44,7 +55,11 @@ class ServerThread:
     """
 
     def __init__(
-        self, app, host: str = "127.0.0.1", port: int | None = None, startup_timeout_s: float = 30.0
+        self,
+        app: ASGIApp,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        startup_timeout_s: float = 30.0,
     ):
         self.host = host
         self.port = port or free_port(host)
@@ -63,6 +78,6 @@ class ServerThread:
             time.sleep(0.02)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self._thread.join(timeout=30)

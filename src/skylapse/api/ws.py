@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import json
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Final
 
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -24,7 +25,15 @@ from skylapse.log import get_logger
 
 log = get_logger(__name__)
 
-_CLOSE = object()  # tells a client's sender to close
+Event = Mapping[str, object]  # one JSON object
+
+
+class _Close(enum.Enum):
+    CLOSE = enum.auto()
+
+
+_CLOSE: Final = _Close.CLOSE  # tells a client's sender to close
+_Queue = asyncio.Queue[Event | _Close]
 
 
 class WebSocketHub:
@@ -32,7 +41,7 @@ class WebSocketHub:
 
     def __init__(self, queue_size: int = 256):
         self.queue_size = queue_size
-        self._clients: set[asyncio.Queue] = set()
+        self._clients: set[_Queue] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -43,12 +52,12 @@ class WebSocketHub:
         """Remember the event loop that :meth:`publish_threadsafe` hands events to."""
         self._loop = loop or asyncio.get_running_loop()
 
-    def publish(self, event: dict[str, Any]) -> None:
+    def publish(self, event: Event) -> None:
         """Queue ``event`` for every client (call on the event loop)."""
         for queue in list(self._clients):
             _put_dropping_oldest(queue, event)
 
-    def publish_threadsafe(self, event: dict[str, Any]) -> None:
+    def publish_threadsafe(self, event: Event) -> None:
         """Queue ``event`` from any thread (a no-op before the loop is bound)."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
@@ -59,11 +68,11 @@ class WebSocketHub:
         for queue in list(self._clients):
             _put_dropping_oldest(queue, _CLOSE)
 
-    async def serve(self, websocket: WebSocket, initial: Iterable[dict[str, Any]] = ()) -> None:
+    async def serve(self, websocket: WebSocket, initial: Iterable[Event] = ()) -> None:
         """Stream events to an accepted, authenticated WebSocket until either side closes."""
         if self._loop is None:
             self.bind_loop()
-        queue: asyncio.Queue = asyncio.Queue(self.queue_size)
+        queue: _Queue = asyncio.Queue(self.queue_size)
         for event in initial:
             _put_dropping_oldest(queue, event)
         self._clients.add(queue)
@@ -82,14 +91,14 @@ class WebSocketHub:
                 with contextlib.suppress(Exception):
                     await websocket.close(code=1001)
 
-    async def _send_loop(self, websocket: WebSocket, queue: asyncio.Queue) -> None:
+    async def _send_loop(self, websocket: WebSocket, queue: _Queue) -> None:
         while True:
             event = await queue.get()
             if event is _CLOSE:
                 return
             await websocket.send_text(json.dumps(event, default=str))
 
-    async def _receive_loop(self, websocket: WebSocket, queue: asyncio.Queue) -> None:
+    async def _receive_loop(self, websocket: WebSocket, queue: _Queue) -> None:
         while True:
             try:
                 text = await websocket.receive_text()
@@ -105,7 +114,7 @@ class WebSocketHub:
                 _put_dropping_oldest(queue, {"type": "pong"})
 
 
-def _put_dropping_oldest(queue: asyncio.Queue, item: Any) -> None:
+def _put_dropping_oldest(queue: _Queue, item: Event | _Close) -> None:
     while True:
         try:
             queue.put_nowait(item)

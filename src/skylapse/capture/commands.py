@@ -79,7 +79,7 @@ def parse_resolution(text: str | None) -> tuple[int, int] | None:
 
 
 def _location(text: str | None, config: SkylapseConfig, timezone: str | None) -> LocationConfig:
-    update: dict = {}
+    update: dict[str, object] = {}
     if text is not None:
         try:
             update["latitude"], update["longitude"] = parse_location(text)
@@ -118,15 +118,12 @@ def _parse_start(text: str | None) -> dt.datetime | None:
 
 def make_camera(spec: str, clock: Clock, location: LocationConfig, seed: int) -> Camera:
     """``auto``, ``simulated``, ``replay:DIR``, ``picamera2[:N]``, ``usb[:DEVICE]``."""
-    sim = {
-        "location": Location(location.latitude, location.longitude, location.elevation_m),
-        "seed": seed,
-    }
+    site = Location(location.latitude, location.longitude, location.elevation_m)
     name, _, arg = spec.partition(":")
     if name == "auto":
-        return CameraFactory.auto_detect_camera(clock=clock, **sim)
+        return CameraFactory.auto_detect_camera(clock=clock, location=site, seed=seed)
     if name == "simulated":
-        return CameraFactory.create("simulated", clock=clock, **sim)
+        return CameraFactory.create("simulated", clock=clock, location=site, seed=seed)
     if name == "replay":
         if not arg:
             raise CameraError("use replay:DIR")

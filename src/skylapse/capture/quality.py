@@ -81,7 +81,7 @@ def edge_blur_px(encoded: np.ndarray, sigma_noise: float) -> float | None:
 
 def quality_components(frame_linear_luma: np.ndarray) -> QualityComponents:
     """Score a frame's linear luminance (H x W, 0..1): clipping, focus, noise and combined."""
-    luma = np.asarray(frame_linear_luma, dtype=np.float32)
+    luma: np.ndarray = np.asarray(frame_linear_luma, dtype=np.float32)
     if luma.ndim != 2:
         raise ValueError(f"expected a 2-D luminance image, got shape {luma.shape}")
     h, w = luma.shape

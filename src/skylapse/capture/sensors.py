@@ -17,6 +17,8 @@ import importlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from skylapse.log import get_logger
 
@@ -64,14 +66,16 @@ class Bme280:
     def __init__(self, bus: int = 1, address: int = 0x76):
         self.bus_number = bus
         self.address = address
-        self._bus = None
-        self._driver = None
-        self._calibration = None
+        # smbus2 and bme280 are loaded at run time (a Pi's extras) and have no type hints
+        self._bus: Any = None
+        self._driver: ModuleType | None = None
+        self._calibration: Any = None
         self._unavailable = False
 
-    def _open(self) -> bool:
+    def _open(self) -> ModuleType | None:
+        """The bme280 driver with the bus open, or None when the sensor is unavailable."""
         if self._unavailable:
-            return False
+            return None
         if self._bus is None:
             try:
                 smbus2 = importlib.import_module("smbus2")
@@ -83,14 +87,15 @@ class Bme280:
                 log.info(
                     "no BME280", bus=self.bus_number, address=hex(self.address), reason=str(exc)
                 )
-                return False
-        return True
+                return None
+        return self._driver
 
     def read(self) -> Environment | None:
-        if not self._open():
+        driver = self._open()
+        if driver is None:
             return None
         try:
-            sample = self._driver.sample(self._bus, self.address, self._calibration)
+            sample = driver.sample(self._bus, self.address, self._calibration)
         except OSError as exc:
             log.warning("BME280 read failed", reason=str(exc))
             return None

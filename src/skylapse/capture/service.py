@@ -51,10 +51,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,14 +75,14 @@ from skylapse.capture.clock import Clock, RealClock
 from skylapse.capture.exposure import ExposureController, ExposureSettings, Metering, meter
 from skylapse.capture.quality import image_quality_score
 from skylapse.capture.sensors import Bme280, lux_estimate, read_thermal_zone
-from skylapse.capture.storage import StorageManager
+from skylapse.capture.storage import DiskUsage, StorageManager
 from skylapse.capture.strategy import CaptureChoice, choose_capture
 from skylapse.capture.sun import sun_elevation
-from skylapse.capture.weather import SkyCondition
+from skylapse.capture.weather import SkyCondition, SkySource
 from skylapse.capture.windows import current_or_next_window
 from skylapse.capture.writer import FrameWriter, WriteJob
 from skylapse.catalog import Catalog, FrameRecord
-from skylapse.config import SkylapseConfig, default_config
+from skylapse.config import LocationConfig, SkylapseConfig, default_config
 from skylapse.log import get_logger
 from skylapse.processing import srgb
 
@@ -170,6 +171,10 @@ def analyse_frame(pixels: np.ndarray, clip_level: float = 0.98) -> FrameAnalysis
         small = pixels
     luma = srgb.luma(small) if small.ndim == 3 else srgb.to_linear(small)
     return FrameAnalysis(meter(luma, clip_level), image_quality_score(luma))
+
+
+def _analyse_frames(frames: Sequence[Frame], clip_level: float) -> list[FrameAnalysis]:
+    return [analyse_frame(f.pixels, clip_level) for f in frames]
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -273,9 +278,9 @@ class CaptureService:
         config: SkylapseConfig | None = None,
         clock: Clock | None = None,
         camera_config: CameraConfig | None = None,
-        weather: Any | None = None,
+        weather: SkySource | None = None,
         catalog: Catalog | None = None,
-        disk_usage: Callable[[Path], Any] | None = None,
+        disk_usage: Callable[[Path], DiskUsage] | None = None,
         write_hook: Callable[[WriteJob], None] | None = None,
     ) -> None:
         self.camera = camera
@@ -284,7 +289,7 @@ class CaptureService:
         self.buffer = Path(buffer).expanduser()
         self.buffer.mkdir(parents=True, exist_ok=True)
         self.camera_config = camera_config
-        self.weather = weather  # anything with ``async condition(now) -> SkyCondition``
+        self.weather = weather
         self.catalog = catalog or Catalog(self.buffer / CATALOG_NAME)
         cap = self.config.capture
         self.storage = StorageManager(
@@ -319,7 +324,7 @@ class CaptureService:
 
     # -- lifecycle -------------------------------------------------------------------------
     @property
-    def location(self):
+    def location(self) -> LocationConfig:
         return self.config.location
 
     async def open(self) -> None:
@@ -652,7 +657,7 @@ class CaptureService:
         """Start weather and storage work when due; never awaited by the loop."""
         now_m = self.clock.monotonic()
         if self.weather is not None and (self._weather_task is None or self._weather_task.done()):
-            self._weather_task = asyncio.create_task(self._refresh_sky())
+            self._weather_task = asyncio.create_task(self._refresh_sky(self.weather))
         due = (
             self._last_storage_check is None
             or now_m - self._last_storage_check >= self.config.capture.storage_check_s
@@ -663,9 +668,9 @@ class CaptureService:
                 asyncio.to_thread(self.storage.enforce, self.clock.now())
             )
 
-    async def _refresh_sky(self) -> None:
+    async def _refresh_sky(self, weather: SkySource) -> None:
         try:
-            self._sky = await self.weather.condition(self.clock.now())
+            self._sky = await weather.condition(self.clock.now())
         except Exception as exc:  # weather never stops capture
             log.warning("weather failed", error=f"{type(exc).__name__}: {exc}")
 
@@ -758,7 +763,7 @@ class CaptureService:
             summary = s.summary
             summary.files += 1
             summary.note_exposure(md.exposure_time_s, md.analogue_gain)
-            fut.add_done_callback(lambda f, summary=summary: self._written(summary, f))
+            fut.add_done_callback(functools.partial(self._written, summary))
             futures.append(fut)
         self._last_frame = frames[-1]
         return futures
@@ -822,9 +827,7 @@ class CaptureService:
                 if choice.phase not in summary.phases:
                     summary.phases.append(choice.phase)
                 analyses = await asyncio.to_thread(
-                    lambda frames=frames: [
-                        analyse_frame(f.pixels, self._exposure_config.clip_level) for f in frames
-                    ]
+                    _analyse_frames, frames, self._exposure_config.clip_level
                 )
                 ref = min(range(len(frames)), key=lambda i: abs(frames[i].metadata.ev_offset))
                 md = frames[ref].metadata

@@ -99,12 +99,13 @@ class Watchdog:
         For loops that block longer than the interval (a 30 s night exposure): ``healthy``
         checks that the loop made progress recently, so a hang still stops the pings.
         """
-        if self.interval_s is None or self._thread is not None:
+        interval_s = self.interval_s
+        if interval_s is None or self._thread is not None:
             return
         self._stop.clear()
 
         def run() -> None:
-            while not self._stop.wait(self.interval_s / 2):
+            while not self._stop.wait(interval_s / 2):
                 if healthy():
                     self.kick()
 

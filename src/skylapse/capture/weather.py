@@ -31,7 +31,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import httpx
 import structlog
@@ -41,6 +41,14 @@ from skylapse.config import LocationConfig, WeatherConfig
 log = structlog.get_logger(__name__)
 
 SkyCondition = Literal["clear", "overcast", "stormy"]
+
+
+class SkySource(Protocol):
+    """Anything that tells the sky's condition at a time: `WeatherService`, or a fake in tests."""
+
+    async def condition(self, now: dt.datetime) -> SkyCondition: ...
+
+
 API_KEY_ENV = "OPENWEATHERMAP_API_KEY"
 
 
@@ -175,7 +183,7 @@ class WeatherService:
         key = api_key(self.config)
         if key is None:
             raise LookupError(f"no API key (weather.api_key or ${API_KEY_ENV})")
-        params = {
+        params: dict[str, str | float] = {
             "lat": self.location.latitude,
             "lon": self.location.longitude,
             "appid": key,

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from skylapse.catalog import ProcessingCatalog
-from skylapse.config import ArchiveConfig  # noqa: F401 - its settings, re-exported
+from skylapse.config import ArchiveConfig as ArchiveConfig  # its settings, re-exported
 from skylapse.log import get_logger
 
 log = get_logger(__name__)
@@ -107,7 +107,7 @@ class Archive:
         self.trash = self.root / ".trash"
 
     def path_of(self, timelapse: Mapping[str, Any]) -> Path:
-        return self.root / timelapse["path"]
+        return self.root / str(timelapse["path"])
 
     # -- archiving ---------------------------------------------------------------------------
 
@@ -170,6 +170,8 @@ class Archive:
             created_at=now or datetime.now(UTC),
         )
         record = self.catalog.timelapse(tid)
+        if record is None:  # the row was inserted just above
+            raise RuntimeError(f"timelapse {tid} of job {job_id} is missing from the catalog")
         log.info(
             "timelapse archived",
             job=job_id,

@@ -41,7 +41,7 @@ from tenacity import (
     wait_random,
 )
 
-from skylapse.config import BackupConfig
+from skylapse.config import BackupConfig as BackupConfig  # its settings, re-exported
 from skylapse.log import get_logger
 from skylapse.processing.archive import Archive
 
@@ -71,8 +71,11 @@ class LocalFileChanged(BackupError):
     """The file's bytes no longer match the SHA-256 recorded when it was archived."""
 
 
-def make_s3_client(config: BackupConfig):
-    """A boto3 S3 client for ``config``; retries are ours (tenacity), so botocore's are off."""
+def make_s3_client(config: BackupConfig) -> Any:
+    """A boto3 S3 client for ``config``; retries are ours (tenacity), so botocore's are off.
+
+    Typed ``Any``: boto3 has no type hints (its clients are generated at run time).
+    """
     import boto3
     from botocore.config import Config
 
@@ -160,7 +163,7 @@ class S3Backup:
                 "s3 request failed, retrying",
                 operation=operation,
                 attempt=rs.attempt_number,
-                error=str(rs.outcome.exception()),
+                error=str(rs.outcome.exception() if rs.outcome else None),
             ),
         )
         return retrying(getattr(self.client, operation), **kwargs)
@@ -270,7 +273,9 @@ class S3Backup:
         return checked > 0
 
     def _verify(self, key: str, size: int, composite_b64: str, etag: str) -> dict[str, Any]:
-        head = self._call("head_object", Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        head: dict[str, Any] = self._call(
+            "head_object", Bucket=self.bucket, Key=key, ChecksumMode="ENABLED"
+        )
         if head.get("ContentLength") != size or not self._matches(head, composite_b64, etag):
             raise BackupError(
                 f"s3://{self.bucket}/{key}: the store's checksum does not match "

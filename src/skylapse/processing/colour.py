@@ -35,17 +35,19 @@ from functools import lru_cache
 
 import cv2
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from skylapse.processing import srgb
 
-REC709_LUMA = np.array([0.2126, 0.7152, 0.0722])
+REC709_LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float64)
 # CIE XYZ to linear sRGB (IEC 61966-2-1:1999).
 XYZ_TO_LINEAR_SRGB = np.array(
     [
         [3.2404542, -1.5371385, -0.4985314],
         [-0.9692660, 1.8760108, 0.0415560],
         [0.0556434, -0.2040259, 1.0572252],
-    ]
+    ],
+    dtype=np.float64,
 )
 KELVIN_RANGE = (1667.0, 25000.0)
 MID_GREY = float(srgb.encode(0.18))  # 18 % reflectance, about 0.461 encoded
@@ -58,7 +60,7 @@ def _check_frame(frame: np.ndarray) -> None:
         raise TypeError(f"expected a uint16 (H, W, 3) frame, got {frame.dtype} {frame.shape}")
 
 
-def _luminance_preserving(gains: np.ndarray, neutral: np.ndarray) -> Gains:
+def _luminance_preserving(gains: NDArray[np.float64], neutral: NDArray[np.float64]) -> Gains:
     """Scale ``gains`` so that ``neutral * gains`` has the luminance of ``neutral``."""
     scale = float(REC709_LUMA @ neutral) / float(REC709_LUMA @ (neutral * gains))
     g = gains * scale
@@ -121,10 +123,10 @@ def planckian_xy(kelvin: float) -> tuple[float, float]:
     return x, y
 
 
-def planckian_linear_rgb(kelvin: float) -> np.ndarray:
+def planckian_linear_rgb(kelvin: float) -> NDArray[np.float64]:
     """Linear sRGB of a black body's white at luminance Y = 1 (may leave the gamut < 1900 K)."""
     x, y = planckian_xy(kelvin)
-    xyz = np.array([x / y, 1.0, (1.0 - x - y) / y])
+    xyz = np.array([x / y, 1.0, (1.0 - x - y) / y], dtype=np.float64)
     return XYZ_TO_LINEAR_SRGB @ xyz
 
 
@@ -142,7 +144,7 @@ def kelvin_gains(kelvin: float, reference: float = 6500.0) -> Gains:
     return _luminance_preserving(target / source, source)
 
 
-def _cast_gains(gains: Gains | np.ndarray) -> Gains:
+def _cast_gains(gains: Gains | ArrayLike) -> Gains:
     g = tuple(float(v) for v in np.asarray(gains, dtype=np.float64).reshape(-1))
     if len(g) != 3 or not all(np.isfinite(v) and v > 0 for v in g):
         raise ValueError(f"gains must be three positive numbers, got {gains!r}")
@@ -150,13 +152,13 @@ def _cast_gains(gains: Gains | np.ndarray) -> Gains:
 
 
 @lru_cache(maxsize=16)
-def _white_balance_lut(gains: Gains) -> np.ndarray:
+def _white_balance_lut(gains: Gains) -> NDArray[np.uint16]:
     lut = np.stack([srgb.gain_lut(g) for g in gains], axis=-1).reshape(65536, 1, 3)
     lut.setflags(write=False)
     return lut
 
 
-def apply_lut16(frame: np.ndarray, lut: np.ndarray) -> np.ndarray:
+def apply_lut16(frame: np.ndarray, lut: NDArray[np.uint16]) -> np.ndarray:
     """Look up every uint16 sample in a 65536-entry table, one table per channel.
 
     ``lut`` is (65536,) for all channels or (65536, 1, 3) per channel. Uses ``cv2.LUT``, which
@@ -167,11 +169,12 @@ def apply_lut16(frame: np.ndarray, lut: np.ndarray) -> np.ndarray:
         return cv2.LUT(frame, lut)
     except cv2.error:
         if lut.ndim == 1:
-            return lut[frame]
+            looked_up: NDArray[np.uint16] = lut[frame]
+            return looked_up
         return np.stack([lut[:, 0, c][frame[..., c]] for c in range(3)], axis=-1)
 
 
-def apply_white_balance(frame: np.ndarray, gains: Gains | np.ndarray) -> np.ndarray:
+def apply_white_balance(frame: np.ndarray, gains: Gains | ArrayLike) -> np.ndarray:
     """Multiply each channel of a uint16 sRGB frame by its gain in linear light.
 
     Values pushed past white clip to white. Tables are cached per gains, so per-frame calls
@@ -181,7 +184,7 @@ def apply_white_balance(frame: np.ndarray, gains: Gains | np.ndarray) -> np.ndar
     return apply_lut16(frame, _white_balance_lut(_cast_gains(gains)))
 
 
-def contrast_curve(values: np.ndarray, contrast: float) -> np.ndarray:
+def contrast_curve(values: ArrayLike, contrast: float) -> NDArray[np.float64]:
     """The contrast S-curve on sRGB-encoded values in [0, 1].
 
     Two power curves meet at mid-grey ``p`` with slope ``contrast`` there:
@@ -195,17 +198,18 @@ def contrast_curve(values: np.ndarray, contrast: float) -> np.ndarray:
     p = MID_GREY
     low = p * (v / p) ** contrast
     high = 1.0 - (1.0 - p) * ((1.0 - v) / (1.0 - p)) ** contrast
-    return np.where(v <= p, low, high)
+    curve: NDArray[np.float64] = np.where(v <= p, low, high)
+    return curve
 
 
 @lru_cache(maxsize=16)
-def _contrast_lut(contrast: float) -> np.ndarray:
+def _contrast_lut(contrast: float) -> NDArray[np.uint16]:
     lut = np.rint(contrast_curve(np.arange(65536) / 65535.0, contrast) * 65535).astype(np.uint16)
     lut.setflags(write=False)
     return lut
 
 
-def saturation_matrix(saturation: float) -> np.ndarray:
+def saturation_matrix(saturation: float) -> NDArray[np.float32]:
     """3x3 matrix ``s I + (1 - s) 1 l^T`` with ``l`` the Rec. 709 luma weights.
 
     It keeps luma, scales chroma by ``s``; ``s = 0`` makes the three rows equal (exact grey).
@@ -241,7 +245,7 @@ class ColourGrade:
     gains: Gains = (1.0, 1.0, 1.0)
     contrast: float = 1.0
     saturation: float = 1.0
-    _lut: np.ndarray | None = field(init=False, repr=False, compare=False, default=None)
+    _lut: NDArray[np.uint16] | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         gains = _cast_gains(self.gains)

@@ -48,6 +48,7 @@ from functools import cache, lru_cache
 
 import cv2
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from skylapse.processing import srgb
 
@@ -93,13 +94,13 @@ def exposure_ev(
 
 
 @cache
-def _linear_lut8() -> np.ndarray:
+def _linear_lut8() -> NDArray[np.float32]:
     lut = srgb.decode(np.arange(256) / 255.0).astype(np.float32)
     lut.setflags(write=False)
     return lut
 
 
-def linear_luminance(image: np.ndarray) -> np.ndarray:
+def linear_luminance(image: np.ndarray) -> NDArray[np.float32]:
     """Linear relative luminance (float32, 0..1) of an analysis image, any reduced size.
 
     Accepts ``uint8``/``uint16`` sRGB-encoded images, either grey ``(H, W)`` - e.g. from
@@ -108,6 +109,7 @@ def linear_luminance(image: np.ndarray) -> np.ndarray:
     or RGB ``(H, W, 3)`` (Rec. 709 weights on the decoded channels); float ``(H, W)`` input is
     taken to be linear luminance already.
     """
+    lin: NDArray[np.float32]
     if image.dtype == np.uint8:
         lin = _linear_lut8()[image]
     elif image.dtype == np.uint16:
@@ -291,7 +293,9 @@ def _solve_block_tridiagonal(
     return out
 
 
-def _whittaker(y: np.ndarray, w: np.ndarray, lams: np.ndarray, order: int) -> np.ndarray:
+def _whittaker(
+    y: NDArray[np.float64], w: NDArray[np.float64], lams: ArrayLike, order: int
+) -> NDArray[np.float64]:
     """Whittaker fits ``(W + lam D'D)^-1 W y``, one row per ``lam``: ``(len(lams), n)``."""
     n = y.size
     lams = np.atleast_1d(np.asarray(lams, dtype=np.float64))
@@ -308,7 +312,7 @@ def _whittaker(y: np.ndarray, w: np.ndarray, lams: np.ndarray, order: int) -> np
     return x.reshape(lams.size, m * p)[:, :n]
 
 
-def _hat_trace(n: int, lams: np.ndarray, order: int) -> np.ndarray:
+def _hat_trace(n: int, lams: NDArray[np.float64], order: int) -> NDArray[np.float64]:
     """Approximate ``tr (I + lam D'D)^-1`` (the fit's degrees of freedom), one per ``lam``.
 
     ``D'D`` has ``order`` zero eigenvalues (the polynomials it leaves alone); the others are
@@ -318,7 +322,8 @@ def _hat_trace(n: int, lams: np.ndarray, order: int) -> np.ndarray:
     """
     k = np.arange(1, max(n - order, 0) + 1)
     mu = (2.0 - 2.0 * np.cos(np.pi * (k + 0.5 * (order - 1)) / n)) ** order
-    return order + np.sum(1.0 / (1.0 + np.outer(lams, mu)), axis=1)
+    trace: NDArray[np.float64] = order + np.sum(1.0 / (1.0 + np.outer(lams, mu)), axis=1)
+    return trace
 
 
 def _gcv_fit(

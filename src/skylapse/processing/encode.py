@@ -58,6 +58,7 @@ import av
 import cv2
 import numpy as np
 from av.video.frame import VideoFrame
+from numpy.typing import NDArray
 
 from skylapse.processing import srgb
 
@@ -107,10 +108,12 @@ def _ycbcr_matrix(bits: int) -> np.ndarray:
 _MATRIX = {8: _ycbcr_matrix(8), 10: _ycbcr_matrix(10)}
 
 
-def _plane(frame: VideoFrame, index: int, dtype: type) -> np.ndarray:
+def _plane(
+    frame: VideoFrame, index: int, dtype: type[np.unsignedinteger[Any]]
+) -> NDArray[np.unsignedinteger[Any]]:
     """A writable (height, width) view of one plane of ``frame``, without the row padding."""
     plane = frame.planes[index]
-    flat = np.frombuffer(plane, dtype)
+    flat = np.frombuffer(memoryview(plane), dtype)
     rows = flat.reshape(plane.height, plane.line_size // flat.itemsize)
     return rows[:, : plane.width]
 

@@ -40,6 +40,7 @@ from itertools import pairwise
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 from skylapse.processing.ecc_align import apply_warp, ecc_warp, working_level
 from skylapse.processing.srgb import MAX16
@@ -48,7 +49,7 @@ from skylapse.processing.srgb import MAX16
 # Grouping
 
 
-def _distinct(evs: Sequence[float], tol: float) -> bool:
+def _distinct(evs: Sequence[float] | NDArray[np.float64], tol: float) -> bool:
     s = sorted(evs)
     return all(b - a > tol for a, b in pairwise(s))
 
@@ -163,7 +164,8 @@ def _match_tones(image: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> 
     src = np.quantile(image[sel], q)
     dst = np.quantile(reference[sel], q)
     src = np.maximum.accumulate(src + np.arange(65) * 1e-9)  # strictly increasing for interp
-    return np.interp(image, src, dst).astype(np.float32)
+    matched: NDArray[np.float32] = np.interp(image, src, dst).astype(np.float32)
+    return matched
 
 
 def middle_exposure_index(frames: Sequence[np.ndarray]) -> int:
@@ -290,13 +292,12 @@ def laplacian_blend(
     acc: list[np.ndarray] = []
     for frame, weight in zip(frames, weights, strict=True):
         # weight pyramid: upsample to finer levels, Gaussian-reduce to coarser ones
-        wpyr: list[np.ndarray | None] = [None] * levels
-        wpyr[weight_level] = weight
+        wpyr: dict[int, np.ndarray] = {weight_level: weight}
         for lv in range(weight_level - 1, -1, -1):
             wpyr[lv] = cv2.pyrUp(wpyr[lv + 1], dstsize=sizes[lv][::-1])
         for lv in range(weight_level + 1, levels):
             wpyr[lv] = cv2.pyrDown(wpyr[lv - 1])
-        current = frame.astype(np.float32)
+        current: np.ndarray = frame.astype(np.float32)
         channels = current.shape[2] if current.ndim == 3 else 1
         for lv in range(levels):
             if lv < levels - 1:
@@ -304,7 +305,7 @@ def laplacian_blend(
                 band = cv2.pyrUp(smaller, dstsize=sizes[lv][::-1])
                 cv2.subtract(current, band, dst=band)
             else:
-                smaller, band = None, current
+                smaller = band = current  # the last level: the loop ends here
             wl = wpyr[lv]
             if channels > 1:
                 wl = cv2.merge([wl] * channels)

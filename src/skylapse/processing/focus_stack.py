@@ -89,11 +89,12 @@ def estimate_focus_warps(
     warps[reference_index] = np.eye(2, 3)
     for step in (1, -1):
         i = reference_index + step
+        previous = np.eye(2, 3)  # reference -> frame i - step, at full resolution
         while 0 <= i < count:
             # neighbour (closer to the reference) -> frame i, at the working level
             pair = ecc_warp(grey[i - step], grey[i], motion=motion)
             pair_full = (from_level @ np.vstack([pair, [0, 0, 1]]) @ to_level)[:2]
-            warps[i] = compose(pair_full, warps[i - step])
+            previous = warps[i] = compose(pair_full, previous)
             i += step
     return [np.asarray(w) for w in warps]
 

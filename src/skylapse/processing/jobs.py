@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from huey import Huey, RedisHuey, SqliteHuey
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,9 +38,21 @@ from skylapse.log import correlation_id, get_logger
 from skylapse.processing.archive import ArchiveConfig
 from skylapse.processing.backup import BackupConfig
 
+if TYPE_CHECKING:
+    from huey.api import Task
+    from huey.consumer import Consumer
+
+    from skylapse.processing.render import RenderOptions
+
 log = get_logger(__name__)
 
 QUEUE_URL_ENV = "SKYLAPSE_QUEUE_URL"
+
+
+OutputFormat = Literal[
+    "h265", "h264", "frames"
+]  # as in skylapse.processing.render, which loads late
+_DEFAULT_FORMATS: tuple[OutputFormat, ...] = ("h265", "h264")
 
 
 class RenderJobOptions(BaseModel):
@@ -49,9 +61,7 @@ class RenderJobOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # H.265 for keeping, an H.264 preview that every browser plays (the dashboard's gallery).
-    formats: list[Literal["h265", "h264", "frames"]] = Field(
-        default_factory=lambda: ["h265", "h264"]
-    )
+    formats: list[OutputFormat] = Field(default_factory=lambda: list(_DEFAULT_FORMATS))
     size: str | None = None
     fps: float = Field(24.0, gt=0, le=240)
     crf: int | None = Field(None, ge=0, le=51)
@@ -65,7 +75,7 @@ class RenderJobOptions(BaseModel):
     brackets: int | Literal["auto"] | None = None
     focus_stack: int | None = Field(None, ge=2)
 
-    def to_render_options(self):
+    def to_render_options(self) -> RenderOptions:
         from skylapse.processing.render import RenderOptions
 
         values = self.model_dump()
@@ -189,11 +199,11 @@ class JobService:
 
     # -- running -----------------------------------------------------------------------------
 
-    def consumer(self, workers: int = 1):
+    def consumer(self, workers: int = 1) -> Consumer:
         """A huey consumer running this service's jobs on ``workers`` threads."""
         return self.huey.create_consumer(workers=workers, worker_type="thread", periodic=False)
 
-    def _execute(self, job_id: str, task=None) -> None:
+    def _execute(self, job_id: str, task: Task | None = None) -> None:
         job = self.catalog.job(job_id)
         if job is None or job["state"] in ("done", "cancelled"):
             return  # re-delivered or cancelled: idempotent
@@ -236,7 +246,7 @@ class JobService:
             if now - last[0] < 0.5 and done < total:
                 return
             last[0] = now
-            if self.catalog.job(job_id)["state"] == "cancelled":
+            if self._require(job_id)["state"] == "cancelled":
                 raise JobCancelled(job_id)
             # the analysis pass is roughly the first 15 % of a render's time
             share = done / max(total, 1)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from skylapse.config import parse_yaml, read_yaml
@@ -196,7 +197,7 @@ def lens_correction_maps(
 
 
 @cache
-def _encode_from_linear16() -> np.ndarray:
+def _encode_from_linear16() -> NDArray[np.uint16]:
     """uint16 linear index -> uint16 sRGB code. Near black a 16-bit linear step is ~13 sRGB
     codes (1/20 of an 8-bit level): fine for 8- and 10-bit output."""
     lut = np.rint(srgb.encode(np.arange(srgb.MAX16 + 1) / srgb.MAX16) * srgb.MAX16)
@@ -206,17 +207,17 @@ def _encode_from_linear16() -> np.ndarray:
 
 
 @cache
-def _decode_to_float() -> np.ndarray:
+def _decode_to_float() -> NDArray[np.float32]:
     lut = srgb.to_linear(np.arange(srgb.MAX16 + 1, dtype=np.uint16))
     lut.setflags(write=False)
     return lut
 
 
-def _lut(frame: np.ndarray, table: np.ndarray) -> np.ndarray:
+def _lut(frame: np.ndarray, table: NDArray[np.uint16 | np.float32]) -> np.ndarray:
     try:
         return cv2.LUT(frame, table)  # 16-bit input needs OpenCV >= 5
     except cv2.error:
-        return table[frame]
+        return np.take(table, frame)
 
 
 def correct_lens(frame: np.ndarray, maps: LensMaps) -> np.ndarray:

@@ -35,18 +35,23 @@ from functools import cache
 
 import cv2
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from skylapse.synthetic import FrameTruth, SequenceTruth
 
 LUMA_WEIGHTS = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
 
 
 @cache
-def _linear_lut(bits: int) -> np.ndarray:
+def _linear_lut(bits: int) -> NDArray[np.float32]:
     v = np.arange(2**bits, dtype=np.float64) / (2**bits - 1)
-    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4).astype(np.float32)
+    linear: NDArray[np.float64] = np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+    return linear.astype(np.float32)
 
 
-def linear_luminance(frame: np.ndarray) -> np.ndarray:
+def linear_luminance(frame: np.ndarray) -> NDArray[np.float32]:
     """Linear relative luminance (Rec. 709) of an 8- or 16-bit sRGB RGB frame, float32."""
+    lin: NDArray[np.float32]
     if frame.dtype == np.uint8:
         lin = _linear_lut(8)[frame]
     elif frame.dtype == np.uint16:
@@ -78,7 +83,9 @@ class FlickerResult:
     difference: np.ndarray
 
 
-def residual_flicker(frames: Iterable[np.ndarray], truth: np.ndarray | object) -> FlickerResult:
+def residual_flicker(
+    frames: Iterable[np.ndarray], truth: SequenceTruth | ArrayLike
+) -> FlickerResult:
     """Standard deviation over frames of (output central log2 luminance - the true one), EV.
 
     ``truth`` is an array of true log2 luminances (one per frame) or a
@@ -87,7 +94,7 @@ def residual_flicker(frames: Iterable[np.ndarray], truth: np.ndarray | object) -
     """
     expected = (
         truth.column("log2_luminance")
-        if hasattr(truth, "column")
+        if isinstance(truth, SequenceTruth)
         else np.asarray(truth, dtype=np.float64)
     )
     measured = np.array([central_log2_luminance(f) for f in frames], dtype=np.float64)
@@ -98,9 +105,9 @@ def residual_flicker(frames: Iterable[np.ndarray], truth: np.ndarray | object) -
 
 
 def _normalised(image: np.ndarray) -> np.ndarray:
-    img = image.astype(np.float32)
-    img = cv2.GaussianBlur(img, (0, 0), 1.0)  # tame noise and aliasing before differentiating
-    return (img - img.mean()) / max(float(img.std()), 1e-6)
+    img = cv2.GaussianBlur(image.astype(np.float32), (0, 0), 1.0)  # tame noise and aliasing
+    normalised: np.ndarray = (img - img.mean()) / max(float(img.std()), 1e-6)
+    return normalised
 
 
 def register_translation(
@@ -262,12 +269,13 @@ def _scaled_affine(m: np.ndarray, factor: float) -> np.ndarray:
     with edges aligned (pixel centres ``x' = (x + 0.5) factor - 0.5``, as ``cv2.resize``)."""
     o = 0.5 * factor - 0.5
     d = np.array([[factor, 0.0, o], [0.0, factor, o], [0.0, 0.0, 1.0]])
-    return (d @ _h3(m) @ np.linalg.inv(d))[:2]
+    scaled: NDArray[np.float64] = (d @ _h3(m) @ np.linalg.inv(d))[:2]
+    return scaled
 
 
 def _feature_guess(output: np.ndarray, reference: np.ndarray) -> np.ndarray | None:
     """A similarity from output to reference pixels by ORB matches and RANSAC, or None."""
-    orb = cv2.ORB_create(nfeatures=3000)
+    orb = cv2.ORB.create(nfeatures=3000)
     to8 = [np.clip(img * 255.0, 0, 255).astype(np.uint8) for img in (output, reference)]
     (ko, do), (kr, dr) = (orb.detectAndCompute(img, None) for img in to8)
     if do is None or dr is None or len(ko) < 10 or len(kr) < 10:
@@ -275,8 +283,8 @@ def _feature_guess(output: np.ndarray, reference: np.ndarray) -> np.ndarray | No
     matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(do, dr)
     if len(matches) < 10:
         return None
-    src = np.float32([ko[m.queryIdx].pt for m in matches])
-    dst = np.float32([kr[m.trainIdx].pt for m in matches])
+    src = np.array([ko[m.queryIdx].pt for m in matches], dtype=np.float32)
+    dst = np.array([kr[m.trainIdx].pt for m in matches], dtype=np.float32)
     m, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=2.0)
     if m is None or int(inliers.sum()) < 10:
         return None
@@ -308,7 +316,8 @@ def fit_output_geometry(
             continue
         small = _scaled_affine(m, f).astype(np.float32)
         try:
-            _, small = cv2.findTransformECC(
+            # OpenCV's stubs want a mask array when gaussFiltSize is given; None means no mask
+            _, small = cv2.findTransformECC(  # type: ignore[call-overload]
                 _resized(output, f),
                 _resized(reference, f),
                 small,
@@ -323,9 +332,11 @@ def fit_output_geometry(
     return m
 
 
-def _truth_motion(truth: object) -> np.ndarray:
+def _truth_motion(
+    truth: SequenceTruth | Sequence[FrameTruth] | np.ndarray,
+) -> NDArray[np.float64]:
     """``(N, 3)`` of dx, dy, rotation_deg from a SequenceTruth, FrameTruths or an array."""
-    frames = getattr(truth, "frames", truth)
+    frames = truth.frames if isinstance(truth, SequenceTruth) else truth
     if isinstance(frames, np.ndarray):
         return np.asarray(frames, dtype=np.float64).reshape(-1, 3)
     return np.array([(f.dx, f.dy, f.rotation_deg) for f in frames], dtype=np.float64)
@@ -356,7 +367,7 @@ def _common_valid_box(
 def stabilization_error_against_truth(
     outputs: Iterable[np.ndarray],
     inputs: Iterable[np.ndarray],
-    truth: object,
+    truth: SequenceTruth | Sequence[FrameTruth] | np.ndarray,
     *,
     lower_fraction: float = 1.0,
     max_width: int = 960,
@@ -390,8 +401,12 @@ def stabilization_error_against_truth(
     first_out, first_in = _gray32(next(out_iter)), _gray32(next(in_iter))
     (oh, ow), (ih, iw) = first_out.shape, first_in.shape
     m0 = fit_output_geometry(first_out, first_in)
-    steady_to_0_inv = np.linalg.inv(_h3(camera_matrix(*motion[0], (iw, ih))))
-    maps = [(_h3(camera_matrix(*row, (iw, ih))) @ steady_to_0_inv @ _h3(m0))[:2] for row in motion]
+    dx0, dy0, rot0 = motion[0]
+    steady_to_0_inv = np.linalg.inv(_h3(camera_matrix(dx0, dy0, rot0, (iw, ih))))
+    maps = [
+        (_h3(camera_matrix(dx, dy, rot, (iw, ih))) @ steady_to_0_inv @ _h3(m0))[:2]
+        for dx, dy, rot in motion
+    ]
     x0, y0, x1, y1 = _common_valid_box(maps, (ow, oh), (iw, ih), round(margin_fraction * ow))
     y0 = max(y0, y1 - round((y1 - y0) * lower_fraction))
     scale = min(1.0, max_width / (x1 - x0))

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 from skylapse.processing import srgb
 from skylapse.processing.encode import write_image
@@ -70,7 +71,7 @@ def centre_band(frame: np.ndarray, band_width: int | None = None) -> np.ndarray:
     band = default_band_width(width) if band_width is None else int(band_width)
     band = max(1, min(band, width))
     x0 = min(width // 2 - band // 2, width - band)  # centred on column width // 2
-    column = frame[:, x0 : x0 + band].mean(axis=1, dtype=np.float32)
+    column: NDArray[np.float32] = frame[:, x0 : x0 + band].mean(axis=1, dtype=np.float32)
     if frame.dtype == np.uint8:
         column *= 257.0
     return np.clip(np.rint(column), 0, srgb.MAX16).astype(np.uint16)

@@ -22,11 +22,11 @@ import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import cv2
 import numpy as np
@@ -166,9 +166,10 @@ def group_shots(frames: Sequence[sources.FrameInfo], options: RenderOptions) -> 
                 return recorded
         evs = [_frame_ev(f) for f in frames]
         if options.brackets == "auto":
-            if any(ev is None for ev in evs):
+            known = [ev for ev in evs if ev is not None]
+            if len(known) != len(evs):
                 raise RenderError("--brackets auto needs EXIF exposure values on every frame")
-            return exposure_fusion.group_brackets(evs, None)
+            return exposure_fusion.group_brackets(known, None)
         return exposure_fusion.group_brackets([ev or 0.0 for ev in evs], options.brackets)
     return [[i] for i in range(len(frames))]
 
@@ -183,7 +184,7 @@ def capture_bracket_sets(frames: Sequence[sources.FrameInfo]) -> list[list[int]]
     """
     keys: list[tuple[object, object] | None] = []
     for f in frames:
-        meta: dict = {}
+        meta: dict[str, Any] = {}
         if f.fmt in ("jpeg", "png", "tiff"):
             try:
                 meta = read_skylapse_metadata(f.path)
@@ -217,8 +218,9 @@ def _reference_index(shot: Sequence[int], frames: Sequence[sources.FrameInfo]) -
     if len(shot) == 1:
         return shot[0]
     evs = [_frame_ev(frames[i]) for i in shot]
-    if all(ev is not None for ev in evs):
-        order = sorted(range(len(shot)), key=lambda k: evs[k])
+    known = [ev for ev in evs if ev is not None]
+    if len(known) == len(evs):
+        order = sorted(range(len(shot)), key=known.__getitem__)
         return shot[order[len(order) // 2]]
     return shot[len(shot) // 2]
 
@@ -302,7 +304,7 @@ def _drop_mismatched(
     return kept
 
 
-def _lens_maps(profile_path: Path | None, size: tuple[int, int]):
+def _lens_maps(profile_path: Path | None, size: tuple[int, int]) -> lens.LensMaps | None:
     if profile_path is None:
         return None
     profile = lens.load_lens_profile(profile_path)
@@ -315,11 +317,20 @@ class _Plan:
 
     shots: list[list[int]]
     gains: np.ndarray
-    transforms: list[np.ndarray] | None
-    crop: tuple[int, int, int, int] | None
+    # the stabilizing transforms (one per shot) and their common crop, None when not stabilizing
+    warp: tuple[list[np.ndarray], tuple[int, int, int, int]] | None
 
 
-def _analyse(frames, shots, size, options, pool, clock, summary, report) -> _Plan:
+def _analyse(
+    frames: list[sources.FrameInfo],
+    shots: list[list[int]],
+    size: tuple[int, int],
+    options: RenderOptions,
+    pool: Executor,
+    clock: _StageClock,
+    summary: RenderSummary,
+    report: ProgressCallback,
+) -> _Plan:
     w, h = size
     reduced_size = (w // ANALYSIS_SCALE, h // ANALYSIS_SCALE)
     analysis = deflicker.DeflickerAnalysis() if options.deflicker else None
@@ -330,10 +341,10 @@ def _analyse(frames, shots, size, options, pool, clock, summary, report) -> _Pla
     )
     refs = [_reference_index(shot, frames) for shot in shots]
 
-    def read_reduced(i: int):
+    def read_reduced(i: int) -> tuple[int, np.ndarray | None, str | None, float]:
         t0 = time.perf_counter()
         try:
-            gray = sources.read_gray_reduced(frames[i].path, ANALYSIS_SCALE)
+            gray: np.ndarray = sources.read_gray_reduced(frames[i].path, ANALYSIS_SCALE)
         except sources.FrameReadError as exc:
             return i, None, str(exc.reason), time.perf_counter() - t0
         if gray.shape[1::-1] != reduced_size:
@@ -352,10 +363,10 @@ def _analyse(frames, shots, size, options, pool, clock, summary, report) -> _Pla
             summary.skipped.extend((frames[j].path, error) for j in shot)
             continue
         kept.append(shot)
-        if analysis is not None:
+        if analysis is not None and gray is not None:  # gray is None only when not need_pixels
             with clock("deflicker"):
                 analysis.add(gray, known_ev=_frame_ev(frames[i]))
-        if tracker is not None:
+        if tracker is not None and gray is not None:
             with clock("stabilize"):
                 tracker.add(gray)
         report("analysing", n + 1, len(shots))
@@ -366,15 +377,26 @@ def _analyse(frames, shots, size, options, pool, clock, summary, report) -> _Pla
             gains = analysis.gains()
         log_gains = np.log2(gains)
         summary.exposure_correction_ev = (float(log_gains.min()), float(log_gains.max()))
-    transforms = crop = None
+    warp = None
     if tracker is not None and kept:
         with clock("stabilize"):
             transforms = tracker.transforms()
-            crop = stabilize.common_crop(transforms, size)
-    return _Plan(kept, gains, transforms, crop)
+            warp = (transforms, stabilize.common_crop(transforms, size))
+    return _Plan(kept, gains, warp)
 
 
-def _render_pass(frames, plan: _Plan, size, lens_maps, options, out, pool, clock, summary, report):
+def _render_pass(
+    frames: list[sources.FrameInfo],
+    plan: _Plan,
+    size: tuple[int, int],
+    lens_maps: lens.LensMaps | None,
+    options: RenderOptions,
+    out: Path,
+    pool: Executor,
+    clock: _StageClock,
+    summary: RenderSummary,
+    report: ProgressCallback,
+) -> None:
     paths = OutputPaths.for_output(out, options)
     # The output keeps the source's size (or the one asked for): the stabilizing warp crops the
     # common valid area and scales it back up in the same resample.
@@ -386,7 +408,8 @@ def _render_pass(frames, plan: _Plan, size, lens_maps, options, out, pool, clock
         options.saturation,
     )
 
-    def read_shot(n: int):
+    def read_shot(n: int) -> tuple[int, list[np.ndarray] | tuple[Path, str], float]:
+        """Shot ``n``'s decoded frames, or the (path, reason) of the one that failed."""
         t0 = time.perf_counter()
         images = []
         for j in plan.shots[n]:
@@ -395,10 +418,10 @@ def _render_pass(frames, plan: _Plan, size, lens_maps, options, out, pool, clock
                 frame = sources.read_frame(path, keep_8bit=True)
                 images.append(sources.fit_to_size(frame, size, path=path))
             except sources.FrameReadError as exc:
-                return n, None, (frames[j].path, exc.reason), time.perf_counter() - t0
+                return n, (frames[j].path, exc.reason), time.perf_counter() - t0
             except sources.AspectMismatchError as exc:
-                return n, None, (frames[j].path, str(exc)), time.perf_counter() - t0
-        return n, images, None, time.perf_counter() - t0
+                return n, (frames[j].path, str(exc)), time.perf_counter() - t0
+        return n, images, time.perf_counter() - t0
 
     with ExitStack() as stack:
         sinks = _open_sinks(paths, out_size, options, stack, summary)
@@ -422,13 +445,11 @@ def _render_pass(frames, plan: _Plan, size, lens_maps, options, out, pool, clock
             emitted += 1
             report("rendering", emitted, len(plan.shots))
 
-        for n, images, error, seconds in prefetch(
-            pool, read_shot, range(len(plan.shots)), PREFETCH_DEPTH
-        ):
+        for n, images, seconds in prefetch(pool, read_shot, range(len(plan.shots)), PREFETCH_DEPTH):
             summary.stage_seconds["decode"] += seconds
-            if error is not None:
+            if isinstance(images, tuple):
                 # The file changed since the analysis pass; render on without it.
-                summary.skipped.append(error)
+                summary.skipped.append(images)
                 continue
             frame = _process_shot(images, n, plan, size, out_size, lens_maps, options, clock)
             with clock("denoise"):
@@ -446,15 +467,24 @@ def _render_pass(frames, plan: _Plan, size, lens_maps, options, out, pool, clock
         summary.shots_rendered = emitted
 
     with clock("previews"):
-        if keogram is not None and emitted:
+        if keogram is not None and paths.keogram is not None and emitted:
             previews.write_png(paths.keogram, srgb.to_uint8(keogram.image()))
             summary.outputs.append(paths.keogram)
-        if sheet is not None and emitted:
+        if sheet is not None and paths.contact_sheet is not None and emitted:
             previews.write_png(paths.contact_sheet, srgb.to_uint8(sheet.image()))
             summary.outputs.append(paths.contact_sheet)
 
 
-def _process_shot(images, n, plan: _Plan, size, out_size, lens_maps, options, clock) -> np.ndarray:
+def _process_shot(
+    images: list[np.ndarray],
+    n: int,
+    plan: _Plan,
+    size: tuple[int, int],
+    out_size: tuple[int, int],
+    lens_maps: lens.LensMaps | None,
+    options: RenderOptions,
+    clock: _StageClock,
+) -> np.ndarray:
     """One shot's frames to one stabilized, gained output frame.
 
     Takes ownership of ``images`` (emptied here) and works in place where it can, so that no
@@ -478,14 +508,17 @@ def _process_shot(images, n, plan: _Plan, size, out_size, lens_maps, options, cl
         with clock("deflicker"):
             frame = deflicker.apply_gain(frame, float(plan.gains[n]), out=frame)
     with clock("stabilize"):
-        if plan.transforms is not None:
-            frame = stabilize.warp_frame(frame, plan.transforms[n], plan.crop, out_size)
+        if plan.warp is not None:
+            transforms, crop = plan.warp
+            frame = stabilize.warp_frame(frame, transforms[n], crop, out_size)
         elif out_size != size:
             frame = cv2.resize(frame, out_size, interpolation=cv2.INTER_AREA)
     return frame
 
 
-def _white_balance_gains(frames, plan: _Plan, options) -> tuple[float, float, float] | None:
+def _white_balance_gains(
+    frames: list[sources.FrameInfo], plan: _Plan, options: RenderOptions
+) -> colour.Gains | None:
     """One white balance for the whole sequence: per-frame gray-world would itself flicker."""
     wb = options.white_balance
     if wb is None:
@@ -503,7 +536,8 @@ def _white_balance_gains(frames, plan: _Plan, options) -> tuple[float, float, fl
             samples.append(colour.gray_world_gains(img))
         if not samples:
             return None
-        return tuple(float(g) for g in np.median(np.array(samples), axis=0))
+        r, g, b = np.median(np.array(samples), axis=0)
+        return (float(r), float(g), float(b))
     try:
         kelvin = float(wb.lower().removesuffix("k"))
     except ValueError as exc:
@@ -527,7 +561,13 @@ class _EncoderSink:
         self.close = encoder.close
 
 
-def _open_sinks(paths: OutputPaths, out_size, options, stack: ExitStack, summary) -> list[_Sink]:
+def _open_sinks(
+    paths: OutputPaths,
+    out_size: tuple[int, int],
+    options: RenderOptions,
+    stack: ExitStack,
+    summary: RenderSummary,
+) -> list[_Sink]:
     sinks: list[_Sink] = []
     for codec, path in paths.videos.items():
         encoder = stack.enter_context(
@@ -551,7 +591,9 @@ def _open_sinks(paths: OutputPaths, out_size, options, stack: ExitStack, summary
     return sinks
 
 
-def _timed(consume: Callable[[np.ndarray], object], stage: str, summary: RenderSummary):
+def _timed(
+    consume: Callable[[np.ndarray], object], stage: str, summary: RenderSummary
+) -> Callable[[np.ndarray], None]:
     """Wrap a sink's consumer so its time lands in the summary (one key per sink thread)."""
 
     def timed(frame: np.ndarray) -> None:

@@ -65,6 +65,7 @@ from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image, TiffImagePlugin, UnidentifiedImageError
 
 from skylapse.processing import srgb
@@ -290,7 +291,9 @@ def _probe(path: Path, fmt: str) -> FrameInfo:
             elif fmt == "png":
                 _check_tail(path, size, b"IEND", "PNG IEND chunk")
             elif fmt == "tiff":
-                _check_tiff_extent(path, getattr(im, "tag_v2", None), size)
+                if not isinstance(im, TiffImagePlugin.TiffImageFile):  # e.g. a PNG named .tif
+                    raise FrameReadError(path, f"not a TIFF file ({im.format} data)")
+                _check_tiff_extent(path, im.tag_v2, size)
                 # Pillow already swaps im.size for rotated TIFFs; use the stored dimensions.
                 width, height = im.tag_v2.get(256, width), im.tag_v2.get(257, height)
             # PNG's getexif() would decode the pixels when the eXIf chunk is absent.
@@ -517,7 +520,7 @@ def _read_dng(path: Path, half_size: bool) -> np.ndarray:
     rawpy = _require_rawpy()
     try:
         with rawpy.imread(os.fspath(path)) as raw:
-            return raw.postprocess(
+            rgb: np.ndarray = raw.postprocess(
                 output_bps=16,
                 output_color=rawpy.ColorSpace.sRGB,
                 gamma=(2.4, 12.92),  # the sRGB curve (LibRaw's default is BT.709's)
@@ -526,13 +529,14 @@ def _read_dng(path: Path, half_size: bool) -> np.ndarray:
                 adjust_maximum_thr=0.0,  # likewise the per-frame white-level guess
                 half_size=half_size,
             )
+            return rgb
     except (rawpy.LibRawError, OSError) as exc:
         raise FrameReadError(path, f"cannot decode DNG: {exc}") from None
 
 
 def read_gray_reduced(
     path: str | os.PathLike[str], factor: int = 4, linear: bool = True
-) -> np.ndarray:
+) -> NDArray[np.float32]:
     """Reduced-resolution float32 grayscale of a frame, for the analysis pass.
 
     The result has shape ``(ceil(H / factor), ceil(W / factor))`` (libjpeg's rounding) and holds
@@ -563,7 +567,8 @@ def read_gray_reduced(
                 raise FrameReadError(path, "corrupt or truncated image data")
             full = gray.shape[1], gray.shape[0]
         gray = _shrink_like_libjpeg(gray, full, factor)
-    return _gray_lut(gray.dtype, linear)[gray]
+    reduced: NDArray[np.float32] = _gray_lut(gray.dtype, linear)[gray]
+    return reduced
 
 
 def _shrink_like_libjpeg(gray: np.ndarray, full: tuple[int, int], factor: int) -> np.ndarray:
@@ -584,7 +589,7 @@ def _shrink_like_libjpeg(gray: np.ndarray, full: tuple[int, int], factor: int) -
 _GRAY_LUTS: dict[tuple[str, bool], np.ndarray] = {}
 
 
-def _gray_lut(dtype: np.dtype, linear: bool) -> np.ndarray:
+def _gray_lut(dtype: np.dtype, linear: bool) -> NDArray[np.float32]:
     key = (np.dtype(dtype).str, linear)
     lut = _GRAY_LUTS.get(key)
     if lut is None:

@@ -10,6 +10,9 @@ these helpers convert through 65536-entry lookup tables, which is several times 
 evaluating the curve per pixel.
 
 Reference: IEC 61966-2-1:1999 (sRGB).
+
+Types: results are ``NDArray[<dtype>]``; frames taken in are plain ``np.ndarray`` with the dtype
+checked at run time, because OpenCV's stubs do not carry dtypes through its functions.
 """
 
 from __future__ import annotations
@@ -17,42 +20,48 @@ from __future__ import annotations
 from functools import cache
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 MAX16 = 65535
 
 
-def decode(v: np.ndarray) -> np.ndarray:
+def decode(v: ArrayLike) -> NDArray[np.float64]:
     """sRGB-encoded values in [0, 1] to linear light in [0, 1] (the exact piecewise curve)."""
-    v = np.asarray(v, dtype=np.float64)
-    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+    x = np.asarray(v, dtype=np.float64)
+    linear: NDArray[np.float64] = np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+    return linear
 
 
-def encode(v: np.ndarray) -> np.ndarray:
+def encode(v: ArrayLike) -> NDArray[np.float64]:
     """Linear light in [0, 1] to sRGB-encoded values in [0, 1]; input is clipped to [0, 1]."""
-    v = np.clip(np.asarray(v, dtype=np.float64), 0.0, 1.0)
-    return np.where(v <= 0.0031308, v * 12.92, 1.055 * v ** (1 / 2.4) - 0.055)
+    x = np.clip(np.asarray(v, dtype=np.float64), 0.0, 1.0)
+    encoded: NDArray[np.float64] = np.where(
+        x <= 0.0031308, x * 12.92, 1.055 * x ** (1 / 2.4) - 0.055
+    )
+    return encoded
 
 
 @cache
-def _linear_lut16() -> np.ndarray:
+def _linear_lut16() -> NDArray[np.float32]:
     lut = decode(np.arange(MAX16 + 1) / MAX16).astype(np.float32)
     lut.setflags(write=False)
     return lut
 
 
-def to_linear(frame: np.ndarray) -> np.ndarray:
+def to_linear(frame: np.ndarray) -> NDArray[np.float32]:
     """A uint16 sRGB frame to float32 linear light in [0, 1]."""
     if frame.dtype != np.uint16:
         raise TypeError(f"expected a uint16 frame, got {frame.dtype}")
-    return _linear_lut16()[frame]
+    linear: NDArray[np.float32] = _linear_lut16()[frame]
+    return linear
 
 
-def from_linear(linear: np.ndarray) -> np.ndarray:
+def from_linear(linear: ArrayLike) -> NDArray[np.uint16]:
     """Float linear light (clipped to [0, 1]) to a uint16 sRGB frame."""
     return np.rint(encode(linear) * MAX16).astype(np.uint16)
 
 
-def gain_lut(gain: float) -> np.ndarray:
+def gain_lut(gain: float) -> NDArray[np.uint16]:
     """A 65536-entry table that multiplies linear light by ``gain`` on uint16 sRGB values.
 
     Applying an exposure correction this way (``lut[frame]``) costs one gather per sample and
@@ -62,23 +71,23 @@ def gain_lut(gain: float) -> np.ndarray:
     return np.rint(encode(lin) * MAX16).astype(np.uint16)
 
 
-def to_uint16(frame: np.ndarray) -> np.ndarray:
+def to_uint16(frame: np.ndarray) -> NDArray[np.uint16]:
     """Any 8- or 16-bit image to the pipeline's uint16 range (8-bit values are scaled by 257)."""
     if frame.dtype == np.uint16:
-        return frame
+        return frame.astype(np.uint16, copy=False)  # the same array: only its static type narrows
     if frame.dtype == np.uint8:
         return frame.astype(np.uint16) * np.uint16(257)
     raise TypeError(f"unsupported sample type {frame.dtype}; expected uint8 or uint16")
 
 
-def to_uint8(frame: np.ndarray) -> np.ndarray:
+def to_uint8(frame: np.ndarray) -> NDArray[np.uint8]:
     """A uint16 pipeline frame to 8 bits, rounding to nearest."""
     if frame.dtype != np.uint16:
         raise TypeError(f"expected a uint16 frame, got {frame.dtype}")
     return ((frame.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
-def luma(frame: np.ndarray) -> np.ndarray:
+def luma(frame: np.ndarray) -> NDArray[np.float32]:
     """Linear relative luminance (Rec. 709 / sRGB primaries) of a uint16 sRGB frame, float32."""
     lin = to_linear(frame)
     return lin @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)

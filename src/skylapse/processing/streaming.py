@@ -7,12 +7,13 @@ encoding run on other cores than the processing itself.
 
 from __future__ import annotations
 
+import enum
 import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor
-from typing import Any, Generic, TypeVar
+from concurrent.futures import Executor, Future
+from typing import Any, Final, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -28,7 +29,7 @@ def prefetch(
     """
     if depth < 1:
         raise ValueError("depth must be at least 1")
-    pending: deque = deque()
+    pending: deque[Future[R]] = deque()
     source = iter(items)
     for item in source:
         pending.append(executor.submit(fn, item))
@@ -46,7 +47,13 @@ def prefetch(
             fut.cancel()
 
 
-_END = object()
+class _End(enum.Enum):
+    """The end-of-stream marker, a type of its own so that ``item is _END`` narrows ``T | _End``."""
+
+    END = enum.auto()
+
+
+_END: Final = _End.END
 
 
 class SinkThread(Generic[T]):
@@ -59,7 +66,7 @@ class SinkThread(Generic[T]):
 
     def __init__(self, consume: Callable[[T], Any], *, maxsize: int = 2, name: str = "sink"):
         self._consume = consume
-        self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
+        self._queue: queue.Queue[T | _End] = queue.Queue(maxsize=maxsize)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()

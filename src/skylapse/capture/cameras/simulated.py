@@ -176,7 +176,9 @@ def sensor_readout(
     signal and dark current, plus read noise; the mean dark signal is removed as black-level
     correction. Saturation clips at full scale. (Janesick, "Photon Transfer", SPIE 2007.)
     """
-    e = cv2.multiply(radiance, response, scale=electrons_at_full_scale, dtype=cv2.CV_32F)
+    e: np.ndarray = cv2.multiply(
+        radiance, response, scale=electrons_at_full_scale, dtype=cv2.CV_32F
+    )
     sd = np.maximum(e, 0.0)
     sd += np.float32(dark_e + read_noise_e**2)
     cv2.sqrt(sd, sd)
@@ -462,11 +464,12 @@ class SimulatedCamera(Camera):
         self._frames += 1
         aperture = self.profile.lens.aperture_f
         ev = exposure_ev100(t, g, aperture)
+        response = self._response
 
         def work() -> tuple[np.ndarray, np.ndarray]:
             radiance = self.render_radiance(when, ev)
             return self._expose(
-                radiance, self._response, noise, self.lens_position, t, g, wb, temperature
+                radiance, response, noise, self.lens_position, t, g, wb, temperature
             )
 
         pixels, raw = await self._in_thread(work)
