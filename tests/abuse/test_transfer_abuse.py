@@ -158,6 +158,21 @@ def test_frames_that_failed_repeatedly_are_retried_alone_after_the_others(tmp_pa
     assert [r.path for r in worker._next_batch(frozenset({also_stuck.id}))] == [stuck.path]
 
 
+def test_a_quarantine_cut_short_by_a_crash_is_finished_not_written_off(tmp_path):
+    root, cat = tmp_path / "buf", Catalog(tmp_path / "c.db")
+    add_frames(root, cat, 2)
+    moved = "2026-06-21/s1/frame_000000.jpg"
+    aside = root / QUARANTINE_DIR / moved
+    aside.parent.mkdir(parents=True)
+    aside.with_name(aside.name + ".reason").write_text("the bytes no longer match\n")
+    (root / moved).rename(aside)  # the crash came before the catalog was told
+    worker = TransferWorker(cat, root, SshTarget(host="127.0.0.1", inbox="/in"), STATION)
+    assert [r.path for r in worker._next_batch()] == ["2026-06-21/s1/frame_000001.jpg"]
+    [record] = cat.quarantined_frames()
+    assert record.deleted_at is None and record.path == f"{QUARANTINE_DIR}/{moved}"
+    assert record.extra["quarantine"]["reason"] == "the bytes no longer match"
+
+
 # -- item 2: a newline in a session name ---------------------------------------------------
 
 

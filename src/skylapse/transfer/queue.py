@@ -52,6 +52,7 @@ from pathlib import Path, PurePosixPath
 
 from skylapse.catalog import Catalog, FrameRecord
 from skylapse.log import get_logger
+from skylapse.names import check_name
 from skylapse.transfer.rsync import (
     CommandRunner,
     SshTarget,
@@ -173,7 +174,7 @@ class TransferWorker:
         self.catalog = catalog
         self.buffer_root = Path(buffer_root)
         self.target = target
-        self.station = station
+        self.station = check_name(station, "station")  # the receiver's folder for it
         self.settings = settings or TransferSettings()
         self.stats = TransferStats()
         self.runner = CommandRunner()  # rsync
@@ -344,10 +345,10 @@ class TransferWorker:
 
     def _quarantine(self, record: FrameRecord, reason: str) -> None:
         """Move a frame to ``<buffer>/quarantine/<path>`` with a ``.reason`` file, then mark it
-        in the catalog (a crash in between is finished by `_sendable`). A path that would
-        leave the buffer is only marked."""
+        in the catalog (a crash in between is finished by `_sendable`). A frame whose path
+        would leave the buffer, or whose file is gone, is only marked."""
         rel = record.path
-        if _inside_buffer(record.path):
+        if _inside_buffer(record.path) and (self.buffer_root / record.path).is_file():
             rel = f"{QUARANTINE_DIR}/{record.path}"
             dest = self.buffer_root / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
