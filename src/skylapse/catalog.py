@@ -3,7 +3,9 @@
 A row is written only after its file is durable on disk (see `skylapse.capture.storage`), so a
 crash at any moment never leaves the catalog pointing at a half-written frame. The same table is
 the transfer queue: ``transfer_state`` moves ``pending -> sent -> verified``, and only verified
-frames may be deleted by retention or by emergency cleanup before untransferred ones.
+frames may be deleted by retention or by emergency cleanup before untransferred ones. A frame
+whose bytes no longer match its SHA-256, or whose path cannot travel, is ``quarantined``: moved
+aside by the transfer (`skylapse.transfer.queue`), never sent again and never deleted by retention.
 
 SQLite in WAL mode lets the capture loop write while the API and the transfer worker read; each
 thread uses its own connection (`Catalog` opens one per thread).
@@ -20,6 +22,8 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from skylapse.names import check_name
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS frames (
@@ -64,7 +68,7 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 """
 
-TRANSFER_STATES = ("pending", "sent", "verified")
+TRANSFER_STATES = ("pending", "sent", "verified", "quarantined")
 
 
 @dataclass
@@ -249,12 +253,51 @@ class Catalog(SqliteStore):
             args.append(transfer_state)
         return self._connect().execute(sql, args).fetchone()[0]
 
-    def pending_transfer(self, limit: int = 100) -> list[FrameRecord]:
-        """The transfer queue: frames not yet verified by the receiver, oldest first."""
+    def pending_transfer(
+        self, limit: int = 100, suspect_after: int | None = None
+    ) -> list[FrameRecord]:
+        """The transfer queue: frames not yet verified by the receiver, oldest first.
+
+        With ``suspect_after``, frames sent that many times or more without being verified come
+        after all others, those tried least first (so one that never arrives cannot hold the
+        queue's head).
+        """
+        order = "captured_at, id"
+        args: list[Any] = [limit]
+        if suspect_after is not None:
+            order = "MAX(transfer_attempts, ?), " + order
+            args.insert(0, suspect_after - 1)
         rows = self._connect().execute(
-            "SELECT * FROM frames WHERE transfer_state != 'verified' AND deleted_at IS NULL "
-            "ORDER BY captured_at, id LIMIT ?",
-            (limit,),
+            "SELECT * FROM frames WHERE transfer_state IN ('pending', 'sent')"
+            f" AND deleted_at IS NULL ORDER BY {order} LIMIT ?",
+            args,
+        )
+        return [_from_row(r) for r in rows]
+
+    def quarantine_frame(self, frame_id: int, new_path: str, reason: str, when: datetime) -> None:
+        """Record that a frame was moved aside to ``new_path`` (relative to the buffer), and why;
+        ``extra["quarantine"]`` keeps the original path, the reason and the time."""
+        with self.transaction() as db:
+            row = db.execute("SELECT path, extra FROM frames WHERE id = ?", (frame_id,)).fetchone()
+            if row is None:
+                raise KeyError(f"no frame {frame_id}")
+            extra = json.loads(row["extra"]) if row["extra"] else {}
+            extra["quarantine"] = {
+                "original_path": row["path"],
+                "reason": reason,
+                "at": when.isoformat(timespec="microseconds"),
+            }
+            db.execute(
+                "UPDATE frames SET transfer_state = 'quarantined', path = ?, extra = ?"
+                " WHERE id = ?",
+                (new_path, json.dumps(extra), frame_id),
+            )
+
+    def quarantined_frames(self) -> list[FrameRecord]:
+        """Live quarantined frames, oldest first."""
+        rows = self._connect().execute(
+            "SELECT * FROM frames WHERE transfer_state = 'quarantined' AND deleted_at IS NULL"
+            " ORDER BY captured_at, id"
         )
         return [_from_row(r) for r in rows]
 
@@ -303,6 +346,8 @@ class Catalog(SqliteStore):
     def open_session(
         self, session_id: str, started_at: datetime, camera: str, settings: dict[str, Any]
     ) -> None:
+        """Record a session; its id follows the name rule (`skylapse.names`), else ValueError."""
+        check_name(session_id, "session_id")
         with self.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO sessions (id, started_at, camera, settings)"

@@ -40,6 +40,8 @@ from typing import Any, ClassVar, Literal, Self, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from skylapse.names import Hostname, Name, SshUser
+
 DEFAULT_CONFIG_RESOURCE = "data/skylapse.yaml"
 
 
@@ -254,7 +256,7 @@ class SessionWindowConfig(_Section):
     """An unattended session: from ``before_min`` before to ``after_min`` after the day's
     sunrise or sunset (skipped on days without that event, e.g. polar day or night)."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="used in the session id")
+    name: Name = Field(max_length=55, description="used in the session id (YYYYMMDD-name)")
     around: Literal["sunrise", "sunset"]
     before_min: float = Field(60.0, ge=0, le=720)
     after_min: float = Field(60.0, ge=0, le=720)
@@ -352,17 +354,13 @@ class ProcessingConfig(_Section):
 class TransferConfig(_Section):
     """Moving frames to the processing host (`skylapse.transfer`); off while ``host`` is null."""
 
-    host: str | None = Field(None, description="processing host; null = no transfers")
+    host: Hostname | None = Field(None, description="processing host; null = no transfers")
     port: int = Field(22, ge=1, le=65535)
-    user: str | None = None
+    user: SshUser | None = None
     key_file: Path | None = Field(None, description="SSH private key of this station")
     known_hosts: Path | None = Field(None, description="known_hosts file holding the host's key")
     inbox: str = Field("/srv/skylapse/inbox", description="absolute inbox folder on the host")
-    station: str = Field(
-        "station",
-        pattern=r"^[A-Za-z0-9_-]{1,64}$",
-        description="this station's folder in the inbox",
-    )
+    station: Name = Field("station", description="this station's folder in the inbox")
     batch_size: int = Field(50, ge=1, le=10000)
     bandwidth_limit_kbps: int | None = Field(None, ge=1, description="rsync --bwlimit")
     poll_s: float = Field(5.0, gt=0, le=3600, description="queue polling interval")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from skylapse.transfer.rsync import SshTarget, ssh_argv
+from skylapse.transfer.rsync import SshTarget, ssh_command
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -162,7 +162,7 @@ def check_ssh(target: SshTarget | None, timeout_s: float = 15.0) -> Check:
             "set the transfer section's host, or pass --ssh user@host[:port]",
         )
     where = f"{target.destination}:{target.port}"
-    argv = [*ssh_argv(target), target.destination, "true"]
+    argv = ssh_command(target, "true")
     try:
         proc = subprocess.run(
             argv,

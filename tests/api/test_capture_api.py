@@ -606,4 +606,5 @@ def test_alert_manager_wiring_uses_configured_notifiers(tmp_path):
         "capture_latency",
         "image_quality",
         "transfer_queue",
+        "transfer_quarantine",
     }

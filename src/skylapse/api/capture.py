@@ -133,6 +133,7 @@ from skylapse.capture.windows import current_or_next_window, day_windows
 from skylapse.config import SkylapseConfig
 from skylapse.log import get_logger
 from skylapse.metrics import ServiceMetrics, UptimeTracker
+from skylapse.names import NAME_PATTERN, Name
 from skylapse.processing import srgb
 
 log = get_logger(__name__)
@@ -190,9 +191,7 @@ class SessionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    session_id: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description="an existing id resumes that session"
-    )
+    session_id: Name | None = Field(None, description="an existing id resumes that session")
     interval_s: float | None = Field(
         None, gt=0, le=3600, description="fixed interval; null follows the plan"
     )
@@ -202,7 +201,7 @@ class SessionRequest(BaseModel):
 
 
 FrameId = Annotated[int, PathParam(ge=1, le=_MAX_DB_INT, description="frame id")]
-SessionId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+SessionId = Annotated[str, PathParam(pattern=NAME_PATTERN)]
 
 
 def _iso(when: dt.datetime | None) -> str | None:
@@ -371,6 +370,7 @@ class CaptureRuntime:
         self._sent_seen = 0
         self._bytes_seen = 0
         self._failures_seen = 0
+        self._quarantined_seen = 0
         self._preview: tuple[int, dict[str, Any]] | None = None
         self._window_cache: tuple[SkylapseConfig, Any, dt.datetime] | None = None
         self._tasks: list[asyncio.Task] = []
@@ -532,6 +532,11 @@ class CaptureRuntime:
                 f"(minimum {floor:g})"
             )
 
+        def quarantined(active: bool) -> tuple[bool, str]:
+            if self.transfer is None:
+                return False, ""
+            return self.transfer.quarantine_alert()
+
         def queue(active: bool) -> tuple[bool, str]:
             if self.transfer is None:
                 return False, ""
@@ -582,6 +587,14 @@ class CaptureRuntime:
                 "warning",
                 "camera",
                 quality,
+                clear_after_s=c,
+            ),
+            AlertCondition(
+                "transfer_quarantine",
+                "Frames quarantined on the station",
+                "warning",
+                "transfer",
+                quarantined,
                 clear_after_s=c,
             ),
             AlertCondition(
@@ -837,6 +850,10 @@ class CaptureRuntime:
             if stats.failures > self._failures_seen:
                 self.metrics["transfer_failures"].inc(stats.failures - self._failures_seen)
                 self._failures_seen = stats.failures
+            if stats.quarantined > self._quarantined_seen:  # frames set aside on the station
+                failed_now = stats.quarantined - self._quarantined_seen
+                self.metrics["frames_failed"].labels(stage="transfer").inc(failed_now)
+                self._quarantined_seen = stats.quarantined
             self.metrics["transfer_queue_depth"].set(stats.queue_depth)
             if stats.last_success is not None:
                 self.metrics["transfer_last_success_timestamp_seconds"].set(

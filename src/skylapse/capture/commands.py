@@ -37,6 +37,7 @@ from skylapse.capture.service import (
 from skylapse.capture.windows import day_windows
 from skylapse.catalog import Catalog
 from skylapse.config import ConfigError, LocationConfig, SkylapseConfig, load_config
+from skylapse.names import check_name
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
@@ -101,6 +102,14 @@ def _config(path: Path | None) -> SkylapseConfig:
         return load_config(path)
     except ConfigError as exc:
         raise typer.BadParameter(str(exc), param_hint="--config") from None
+
+
+def _session_name(value: str | None) -> str | None:
+    """``--session`` follows the one name rule (`skylapse.names`): it becomes a folder."""
+    try:
+        return None if value is None else check_name(value, "session id")
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _parse_start(text: str | None) -> dt.datetime | None:
@@ -229,7 +238,10 @@ def capture(
     ] = None,
     session: Annotated[
         str | None,
-        typer.Option(help="Session id; an existing one is resumed (default: from the start time)."),
+        typer.Option(
+            help="Session id; an existing one is resumed (default: from the start time).",
+            callback=_session_name,
+        ),
     ] = None,
     timezone: Annotated[str | None, typer.Option(help="IANA zone for day folders.")] = None,
     log_level: Annotated[str, typer.Option(help="JSON logs on stderr at this level.")] = "warning",

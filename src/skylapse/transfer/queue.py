@@ -15,8 +15,21 @@ stopped. One batch goes like this:
    read back as the acknowledgement.
    The same command hands back the receiver's ``.resend`` list (frames its ingest quarantined
    after arrival), which go back into the queue.
-4. Frames are marked ``verified`` only after that commit. Failed frames are re-sent with
-   ``--checksum`` on the next attempt, since a corrupted copy has the size and time of the good one.
+4. Frames are marked ``verified`` only after that commit. When some frames of a batch fail the
+   check, the others are committed at once as a batch of their own (a second manifest), so one
+   bad frame never holds its batch-mates back. Failed frames are re-sent with ``--checksum`` on
+   the next attempt, since a corrupted copy has the size and time of the good one.
+
+A failed frame whose bytes on the station no longer match its catalog SHA-256 (a poison frame:
+a flipped bit on the card) can never verify: it is *quarantined*, moved to
+``<buffer>/quarantine/<path>`` with a ``.reason`` file beside it and marked ``quarantined`` in
+the catalog; never sent again, never deleted by retention, counted in
+``frames_failed_total{stage="transfer"}`` and raised as an alert. So is a frame whose path a
+file list or manifest line cannot carry (a control character, from before the name rule of
+`skylapse.names`). A frame that keeps failing for any other reason (the receiver refuses it)
+is tried alone after ``suspect_after`` attempts, once everything else has gone.
+An rsync that delivered only part of a batch (exit 23 or 24) still has the receiver check
+and commit what arrived.
 
 Only verified frames become eligible for retention and preferred by emergency cleanup
 (`skylapse.capture.storage`), so nothing that has not provably arrived is deleted first.
@@ -26,23 +39,26 @@ worker runs; a failed transfer never blocks capture, which only ever adds rows t
 
 from __future__ import annotations
 
+import hashlib
+import os
 import random
 import shlex
 import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
+from pathlib import Path, PurePosixPath
 
 from skylapse.catalog import Catalog, FrameRecord
 from skylapse.log import get_logger
+from skylapse.names import check_name
 from skylapse.transfer.rsync import (
     CommandRunner,
     SshTarget,
     TransferCommandError,
     rsync_argv,
-    ssh_argv,
+    ssh_command,
 )
 
 log = get_logger(__name__)
@@ -51,6 +67,14 @@ MANIFEST_DIR = ".manifests"
 #: Paths the receiver's ingest rejected after arrival (see `skylapse.processing.ingest`).
 RESEND_FILE = ".resend"
 COMMITTED_MARK = "SKYLAPSE-COMMITTED"
+#: Where frames that must not be sent are set aside, under the buffer (``.reason`` beside each).
+QUARANTINE_DIR = "quarantine"
+#: rsync exits after which part of the batch arrived: the receiver checks what did.
+PARTIAL_RSYNC_CODES = frozenset({23, 24})
+#: The receiver could not even store the manifest (a full disk): retryable, like rsync's 11.
+_SETUP_FAILED = 11
+#: How long a quarantined frame keeps the station's alert open.
+QUARANTINE_ALERT_WINDOW = timedelta(hours=24)
 #: Checks a ``sha256sum`` manifest on the receiver and prints what ``sha256sum -c`` prints.
 #: Python's hashlib (OpenSSL, with the CPU's SHA extensions) hashes several times faster than
 #: coreutils' ``sha256sum``, which would otherwise cost as much time as the transfer itself;
@@ -87,20 +111,23 @@ RESEND_MARK = "SKYLAPSE-RESEND"
 
 
 class VerificationFailed(RuntimeError):
-    """The receiver's checksums did not match for some frames of a batch."""
+    """The receiver's checksums did not match for some frames of a batch; ``verified`` frames
+    of the same batch were committed all the same."""
 
-    def __init__(self, failed: list[str]):
+    def __init__(self, failed: list[str], verified: int = 0):
         self.failed = failed
+        self.verified = verified
         super().__init__(f"{len(failed)} frame(s) failed verification: {', '.join(failed[:5])}")
 
 
 @dataclass(frozen=True)
 class _SentBatch:
-    """A batch that rsync delivered and the receiver has yet to check."""
+    """A batch that rsync delivered (all of it, or part: ``send_error``) and the receiver has
+    yet to check."""
 
     batch_id: str
-    manifest: str
     batch: list[FrameRecord]
+    send_error: TransferCommandError | None = None
 
 
 @dataclass
@@ -112,6 +139,7 @@ class TransferStats:
     batches_verified: int = 0
     failures: int = 0
     verification_failures: int = 0
+    quarantined: int = 0
     last_success: datetime | None = None
     failing_since: datetime | None = None
     last_error: str | None = None
@@ -128,6 +156,8 @@ class TransferSettings:
     command_timeout_s: float = 600.0
     retry_initial_s: float = 1.0
     retry_max_s: float = 300.0
+    #: a frame sent this many times without being verified is tried alone, after the others
+    suspect_after: int = 3
 
 
 class TransferWorker:
@@ -144,13 +174,14 @@ class TransferWorker:
         self.catalog = catalog
         self.buffer_root = Path(buffer_root)
         self.target = target
-        self.station = station
+        self.station = check_name(station, "station")  # the receiver's folder for it
         self.settings = settings or TransferSettings()
         self.stats = TransferStats()
         self.runner = CommandRunner()  # rsync
         self.verify_runner = CommandRunner()  # the receiver's check, beside the next rsync
         self._stop = threading.Event()
         self._consecutive_failures = 0
+        self._remove_stale_lists()
 
     @property
     def remote_dir(self) -> str:
@@ -169,16 +200,15 @@ class TransferWorker:
     def _send(self, exclude: frozenset[int] = frozenset()) -> _SentBatch | None:
         """rsync the next batch (leaving out frames still being verified); None: nothing to send."""
         batch = self._next_batch(exclude)
-        self.stats.queue_depth = self.catalog.count_frames() - self.catalog.count_frames(
-            transfer_state="verified"
-        )
+        self._update_queue_depth()
         if not batch:
             return None
         batch_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
         files_from = self.buffer_root / MANIFEST_DIR / f"{batch_id}.list"
         files_from.parent.mkdir(parents=True, exist_ok=True)
-        files_from.write_text("".join(f"{r.path}\n" for r in batch))
+        files_from.write_bytes(b"".join(os.fsencode(r.path) + b"\0" for r in batch))
         resend = any(r.transfer_attempts > 0 for r in batch)
+        send_error = None
         try:
             self.runner.run(
                 rsync_argv(
@@ -194,87 +224,224 @@ class TransferWorker:
                 ),
                 timeout_s=self.settings.command_timeout_s,
             )
+        except TransferCommandError as exc:
+            if exc.returncode not in PARTIAL_RSYNC_CODES:
+                raise
+            send_error = exc  # part of the batch arrived: the receiver checks what did
         finally:
             files_from.unlink(missing_ok=True)
         self.catalog.set_transfer_state([r.id for r in batch], "sent")
-        manifest = "".join(f"{r.sha256}  {r.path}\n" for r in batch)
-        return _SentBatch(batch_id, manifest, batch)
+        return _SentBatch(batch_id, batch, send_error)
 
     def _confirm(self, sent: _SentBatch) -> int:
-        """Have the receiver check and commit a sent batch; mark its frames verified."""
-        self._verify_and_commit(sent.batch_id, sent.manifest, sent.batch)
+        """Have the receiver check and commit a sent batch; mark what arrived intact verified,
+        quarantine what changed on the station; returns the frames verified.
+
+        Raises `VerificationFailed` (after committing the rest) for frames to be sent again.
+        """
+        failed = set(self._verify_and_commit(sent.batch_id, sent.batch))
+        verified = [r for r in sent.batch if r.path not in failed]
+        if verified:
+            self._mark_verified(sent.batch_id, verified)
+        retry = self._quarantine_changed([r for r in sent.batch if r.path in failed])
+        if sent.send_error is not None:
+            log.warning(
+                "rsync delivered part of a batch",
+                batch=sent.batch_id,
+                error=str(sent.send_error),
+                verified=len(verified),
+                station=self.station,
+            )
+        if retry:
+            self.stats.verification_failures += 1
+            failed_paths = [r.path for r in retry]
+            raise VerificationFailed(failed_paths, len(verified)) from sent.send_error
+        return len(verified)
+
+    def _mark_verified(self, batch_id: str, records: list[FrameRecord]) -> None:
         now = datetime.now(UTC)
-        self.catalog.set_transfer_state([r.id for r in sent.batch], "verified", when=now)
-        self.stats.frames_sent += len(sent.batch)
-        self.stats.bytes_sent += sum(r.size_bytes for r in sent.batch)
+        self.catalog.set_transfer_state([r.id for r in records], "verified", when=now)
+        self.stats.frames_sent += len(records)
+        self.stats.bytes_sent += sum(r.size_bytes for r in records)
         self.stats.batches_verified += 1
         self.stats.last_success = now
         self.stats.failing_since = None
         self._consecutive_failures = 0
-        self.stats.queue_depth = max(0, self.stats.queue_depth - len(sent.batch))
-        log.info(
-            "batch verified", batch=sent.batch_id, frames=len(sent.batch), station=self.station
+        self.stats.queue_depth = max(0, self.stats.queue_depth - len(records))
+        log.info("batch verified", batch=batch_id, frames=len(records), station=self.station)
+
+    def _update_queue_depth(self) -> None:
+        self.stats.queue_depth = (
+            self.catalog.count_frames()
+            - self.catalog.count_frames(transfer_state="verified")
+            - self.catalog.count_frames(transfer_state="quarantined")
         )
-        return len(sent.batch)
 
     def _next_batch(self, exclude: frozenset[int] = frozenset()) -> list[FrameRecord]:
-        batch = []
+        """Up to ``batch_size`` of the oldest frames to send. A frame already sent
+        ``suspect_after`` times without arriving goes alone, once no other frame waits, so it
+        cannot hold back the frames batched with it."""
+        batch: list[FrameRecord] = []
+        suspect = self.settings.suspect_after
         limit = self.settings.batch_size + len(exclude)
-        for record in self.catalog.pending_transfer(limit):
-            if record.id in exclude or len(batch) >= self.settings.batch_size:
+        for record in self.catalog.pending_transfer(limit, suspect_after=suspect):
+            if record.id in exclude or not self._sendable(record):
                 continue
-            if (self.buffer_root / record.path).is_file():
-                batch.append(record)
-            else:
-                # Not on disk and not deleted by us: nothing to send, and nothing to wait for.
-                self.catalog.mark_deleted(record.id, datetime.now(UTC), "missing from the buffer")
-                log.error("frame missing from the buffer", path=record.path)
+            if record.transfer_attempts >= suspect:
+                if batch:
+                    break
+                log.warning(
+                    "retrying a frame alone",
+                    path=record.path,
+                    attempts=record.transfer_attempts,
+                    station=self.station,
+                )
+                return [record]
+            batch.append(record)
+            if len(batch) >= self.settings.batch_size:
+                break
         return batch
 
-    def _verify_and_commit(self, batch_id: str, manifest: str, batch: list[FrameRecord]) -> None:
+    def _sendable(self, record: FrameRecord) -> bool:
+        """Whether a queued frame can go; sets aside or writes off those that cannot."""
+        problem = path_problem(record.path)
+        if problem is not None:
+            self._quarantine(record, problem)
+            return False
+        if (self.buffer_root / record.path).is_file():
+            return True
+        aside = self.buffer_root / QUARANTINE_DIR / record.path
+        if aside.is_file():  # moved aside just before a crash: finish the quarantine
+            reason_file = aside.with_name(aside.name + ".reason")
+            reason = reason_file.read_text().strip() if reason_file.is_file() else "unknown"
+            self._record_quarantine(record, f"{QUARANTINE_DIR}/{record.path}", reason)
+            return False
+        # Not on disk and not deleted by us: nothing to send, and nothing to wait for.
+        self.catalog.mark_deleted(record.id, datetime.now(UTC), "missing from the buffer")
+        log.error("frame missing from the buffer", path=record.path)
+        return False
+
+    # -- quarantine on the station ----------------------------------------------------------
+
+    def _quarantine_changed(self, records: list[FrameRecord]) -> list[FrameRecord]:
+        """Quarantine the frames whose bytes on the station no longer match their catalog
+        SHA-256 (no re-send can fix those); returns the others, to be sent again."""
+        retry = []
+        for record in records:
+            try:
+                with open(self.buffer_root / record.path, "rb") as f:
+                    actual = hashlib.file_digest(f, "sha256").hexdigest()
+            except FileNotFoundError:  # gone meanwhile: the next batch writes it off
+                actual = record.sha256
+            if actual == record.sha256:
+                retry.append(record)
+            else:
+                self._quarantine(
+                    record,
+                    f"the bytes on the station no longer match the catalog: SHA-256 {actual},"
+                    f" catalog {record.sha256}",
+                )
+        return retry
+
+    def _quarantine(self, record: FrameRecord, reason: str) -> None:
+        """Move a frame to ``<buffer>/quarantine/<path>`` with a ``.reason`` file, then mark it
+        in the catalog (a crash in between is finished by `_sendable`). A frame whose path
+        would leave the buffer, or whose file is gone, is only marked."""
+        rel = record.path
+        if _inside_buffer(record.path) and (self.buffer_root / record.path).is_file():
+            rel = f"{QUARANTINE_DIR}/{record.path}"
+            dest = self.buffer_root / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.with_name(dest.name + ".reason").write_text(reason + "\n")
+            os.replace(self.buffer_root / record.path, dest)
+        self._record_quarantine(record, rel, reason)
+
+    def _record_quarantine(self, record: FrameRecord, rel: str, reason: str) -> None:
+        assert record.id is not None
+        self.catalog.quarantine_frame(record.id, rel, reason, datetime.now(UTC))
+        self.stats.quarantined += 1
+        log.error(
+            "frame quarantined on the station",
+            path=record.path,
+            quarantine_path=rel,
+            reason=reason,
+            station=self.station,
+        )
+
+    def quarantine_alert(self, now: datetime | None = None) -> tuple[bool, str]:
+        """The station's alert check: frames quarantined within `QUARANTINE_ALERT_WINDOW`."""
+        since = (now or datetime.now(UTC)) - QUARANTINE_ALERT_WINDOW
+        recent = [
+            r
+            for r in self.catalog.quarantined_frames()
+            if datetime.fromisoformat(r.extra["quarantine"]["at"]) >= since
+        ]
+        if not recent:
+            return False, ""
+        hours = QUARANTINE_ALERT_WINDOW.total_seconds() / 3600
+        listed = "; ".join(
+            f"{r.extra['quarantine']['original_path']!r}: {r.extra['quarantine']['reason']}"
+            for r in recent[:3]
+        )
+        return True, (
+            f"{len(recent)} frame(s) set aside in {self.buffer_root / QUARANTINE_DIR} in the"
+            f" last {hours:g} h: {listed}"
+        )
+
+    def _remove_stale_lists(self) -> None:
+        """File lists left by a worker killed during rsync (each names one batch)."""
+        for stale in (self.buffer_root / MANIFEST_DIR).glob("*.list"):
+            stale.unlink(missing_ok=True)
+            log.info("removed a stale file list", path=str(stale))
+
+    # -- the receiver's check ---------------------------------------------------------------
+
+    def _verify_and_commit(self, batch_id: str, batch: list[FrameRecord]) -> list[str]:
+        """Have the receiver check ``batch`` and commit the frames that match; returns the
+        paths that did not. When only some failed, the others are committed as a batch of
+        their own. Raises `TransferCommandError` when the receiver could not be asked."""
+        failed = self._check_on_receiver(batch_id, batch)
+        if failed and len(failed) < len(batch):
+            good = [r for r in batch if r.path not in set(failed)]
+            failed += self._check_on_receiver(f"{batch_id}-ok", good)
+        return failed
+
+    def _check_on_receiver(self, batch_id: str, batch: list[FrameRecord]) -> list[str]:
+        """One check and commit on the receiver, all or nothing; returns the failed paths."""
         part = f"{MANIFEST_DIR}/{batch_id}.sha256.part"
         committed = f"{MANIFEST_DIR}/{batch_id}.sha256"
         # The manifest travels on stdin of the verifying command, so an interrupted rsync never
-        # leaves one behind, and a failed check removes it.
+        # leaves one behind, and a failed check removes it. The command exits 0 once the check
+        # ran: its outcome is in the output, so ssh's own messages cannot hide it.
         script = (
             f"cd {shlex.quote(self.remote_dir)} && mkdir -p {MANIFEST_DIR} && "
-            f"cat > {part} && {{ {_check_manifest(part)}; }} 2>&1; rc=$?; "
+            f"cat > {part} || exit {_SETUP_FAILED}; "
+            f"{{ {_check_manifest(part)}; }} 2>&1; rc=$?; "
             f"if [ $rc -eq 0 ]; then mv -f {part} {committed} && sync -f . &&"
             f" echo {COMMITTED_MARK}; else rm -f {part}; fi; "
             # frames the receiver's ingest rejected after arrival, to be sent again
             f"if [ -f {RESEND_FILE} ] && mv -f {RESEND_FILE} {RESEND_FILE}.reading; then"
             f" echo {RESEND_MARK}; cat {RESEND_FILE}.reading; rm -f {RESEND_FILE}.reading; fi; "
-            "exit $rc"
+            "exit 0"
         )
-        argv = [*ssh_argv(self.target, self.settings.ssh_program), self.target.destination, script]
-        try:
-            out = self.verify_runner.run(
-                argv, timeout_s=self.settings.command_timeout_s, stdin_text=manifest
-            )
-        except TransferCommandError as exc:
-            if exc.returncode == 1:  # sha256sum: some file did not match or is missing
-                failed = _failed_paths(exc.stderr)
-                self._count_attempts(batch, failed)
-                self.stats.verification_failures += 1
-                raise VerificationFailed(failed) from None
-            raise
+        manifest = "".join(f"{r.sha256}  {r.path}\n" for r in batch)
+        out = self.verify_runner.run(
+            ssh_command(self.target, script, self.settings.ssh_program),
+            timeout_s=self.settings.command_timeout_s,
+            stdin_text=manifest,
+        )
         checked, _, resend = out.partition(RESEND_MARK)
         self._requeue(resend.split())
+        if COMMITTED_MARK in checked.splitlines():
+            return []
         ok = {ln.rsplit(": ", 1)[0] for ln in checked.splitlines() if ln.endswith(": OK")}
-        missing = [r.path for r in batch if r.path not in ok]
-        if missing or COMMITTED_MARK not in checked:
-            raise VerificationFailed(missing or ["<manifest not committed>"])
+        failed = [r.path for r in batch if r.path not in ok]
+        return failed or [r.path for r in batch]  # all checked, yet not committed
 
     def _requeue(self, paths: list[str]) -> None:
         if paths:
             n = self.catalog.requeue_paths(paths)
             log.warning("receiver asked to re-send frames", frames=n, station=self.station)
-
-    def _count_attempts(self, batch: list[FrameRecord], failed: list[str]) -> None:
-        # 'sent' bumps the attempt counter, so the next try of these frames uses --checksum.
-        bad = [r.id for r in batch if r.path in set(failed)]
-        if bad:
-            self.catalog.set_transfer_state(bad, "sent")
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -306,7 +473,11 @@ class TransferWorker:
                         try:
                             total += verifying[0].result()
                         except Exception as exc:
-                            error = error or exc
+                            total += _verified_despite(exc)
+                            if error is None:
+                                error = exc
+                            else:  # both failed: record this one too, back off on the other
+                                self._record_failure(exc)
                         verifying = None
                     if sent is not None:
                         verifying = (pool.submit(self._confirm, sent), sent)
@@ -319,6 +490,7 @@ class TransferWorker:
                     try:
                         total += verifying[0].result()
                     except Exception as exc:  # its frames stay queued for the next drain
+                        total += _verified_despite(exc)
                         self._record_failure(exc)
         return total
 
@@ -364,6 +536,11 @@ class TransferWorker:
         return ((now or datetime.now(UTC)) - self.stats.failing_since).total_seconds()
 
 
+def _verified_despite(exc: BaseException) -> int:
+    """Frames a failed batch still committed."""
+    return exc.verified if isinstance(exc, VerificationFailed) else 0
+
+
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, VerificationFailed):
         return True
@@ -372,10 +549,18 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, OSError)
 
 
-def _failed_paths(sha256sum_output: str) -> list[str]:
-    failed = []
-    for line in sha256sum_output.splitlines():
-        path, sep, status = line.rpartition(": ")
-        if sep and status != "OK" and not line.startswith("sha256sum:"):
-            failed.append(path)
-    return failed
+def path_problem(path: str) -> str | None:
+    """Why a frame's path cannot travel in a file list and a manifest line (None: it can)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in path) or "\\" in path:
+        return (
+            f"file name {path!r} holds a control character or a backslash, which a manifest"
+            " line cannot carry"
+        )
+    if not _inside_buffer(path):
+        return f"file name {path!r} points outside the buffer"
+    return None
+
+
+def _inside_buffer(path: str) -> bool:
+    parts = PurePosixPath(path).parts
+    return bool(parts) and not path.startswith("/") and ".." not in parts

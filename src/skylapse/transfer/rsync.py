@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from skylapse.names import check_host, check_port, check_user
+
 #: rsync exit codes that mean "try again later" rather than "this cannot work".
 RETRYABLE_RSYNC_CODES = {5, 10, 11, 12, 20, 23, 24, 30, 35, 255}
 
@@ -30,6 +32,13 @@ class SshTarget:
     known_hosts: Path | None = None
     strict_host_key_checking: bool = True
     connect_timeout_s: int = 10
+
+    def __post_init__(self) -> None:
+        # Nothing here may reach ssh's command line as an option (``-oProxyCommand=...``).
+        check_host(self.host, "host")
+        if self.user is not None:
+            check_user(self.user, "user")
+        check_port(self.port, "port")
 
     @property
     def destination(self) -> str:
@@ -75,6 +84,11 @@ def ssh_argv(target: SshTarget, ssh_program: str = "ssh") -> list[str]:
     return argv
 
 
+def ssh_command(target: SshTarget, command: str, ssh_program: str = "ssh") -> list[str]:
+    """``ssh`` running ``command`` on the target; ``--`` ends the options before the host."""
+    return [*ssh_argv(target, ssh_program), "--", target.destination, command]
+
+
 def rsync_argv(
     target: SshTarget,
     local_root: Path,
@@ -88,7 +102,8 @@ def rsync_argv(
     ssh_program: str = "ssh",
     io_timeout_s: int = 60,
 ) -> list[str]:
-    """rsync the files listed in ``files_from`` (relative to ``local_root``) to ``remote_dir``.
+    """rsync the files listed in ``files_from`` (relative to ``local_root``, each ended by a
+    NUL byte: ``--from0``, so any character of a path is safe) to ``remote_dir``.
 
     ``--partial-dir`` keeps an interrupted file out of sight of the receiver's ingest and lets
     the next attempt resume it; ``checksum`` makes rsync compare contents rather than size and
@@ -101,6 +116,7 @@ def rsync_argv(
         "--partial",
         "--partial-dir=.rsync-partial",
         f"--files-from={files_from}",
+        "--from0",
         f"--timeout={io_timeout_s}",
         "--mkpath",
         "-e",
@@ -113,7 +129,7 @@ def rsync_argv(
         argv.append("--checksum")
     if bandwidth_limit_kbps:
         argv.append(f"--bwlimit={bandwidth_limit_kbps}")
-    argv += [f"{local_root}/", f"{target.destination}:{remote_dir.rstrip('/')}/"]
+    argv += ["--", f"{local_root}/", f"{target.destination}:{remote_dir.rstrip('/')}/"]
     return argv
 
 
