@@ -328,6 +328,12 @@ class ApiConfig(_Section):
     )
     max_body_kb: int = Field(64, ge=1, le=1024 * 1024, description="largest request body")
     public_docs: bool = Field(False, description="serve /docs and /openapi.json without token")
+    header_timeout_s: float = Field(
+        10.0, ge=0.1, le=300, description="close a connection whose request head takes longer"
+    )
+    max_connections: int = Field(
+        512, ge=8, le=65536, description="open connections at most (also kept under the fd limit)"
+    )
 
 
 class ProcessingConfig(_Section):

@@ -63,6 +63,8 @@ RestartSec=10
 WatchdogSec={watchdog_s}
 TimeoutStartSec=120
 TimeoutStopSec=60
+# the API's connections and the capture loop's files share this budget
+LimitNOFILE=8192
 User={user}
 Group={user}
 SupplementaryGroups=video

@@ -140,6 +140,9 @@ def serve(
         except (CameraError, OSError, ValueError) as exc:
             raise _fail(str(exc)) from None
         port = port or cfg.api.capture_port
-    from skylapse.api.server import run_server
+    from skylapse.api.server import ConnectionLimits, run_server
 
-    run_server(app, host, port)
+    limits = ConnectionLimits(
+        header_timeout_s=cfg.api.header_timeout_s, max_connections=cfg.api.max_connections
+    )
+    run_server(app, host, port, limits)
