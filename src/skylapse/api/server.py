@@ -92,6 +92,7 @@ def header_timeout_protocol(header_timeout_s: float, max_connections: int) -> ty
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             if len(self.connections) > max_connections and not self._evict_half_sent():
+                self.connections.discard(self)  # counted out now, not at connection_lost
                 transport.write(_BUSY)
                 transport.close()
                 return
@@ -136,6 +137,7 @@ def header_timeout_protocol(header_timeout_s: float, max_connections: int) -> ty
                 return False
             oldest = min(waiting, key=lambda c: c._head_since)
             oldest._disarm_head_timer()
+            self.connections.discard(oldest)  # counted out now, not at connection_lost
             oldest.transport.close()
             return True
 

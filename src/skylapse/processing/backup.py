@@ -41,7 +41,7 @@ from tenacity import (
     wait_random,
 )
 
-from skylapse.config import BackupConfig
+from skylapse.config import BackupConfig, reveal
 from skylapse.log import get_logger
 from skylapse.processing.archive import Archive
 
@@ -77,8 +77,8 @@ def make_s3_client(config: BackupConfig):
     from botocore.config import Config
 
     session = boto3.session.Session(
-        aws_access_key_id=config.access_key_id,
-        aws_secret_access_key=config.secret_access_key,
+        aws_access_key_id=reveal(config.access_key_id),
+        aws_secret_access_key=reveal(config.secret_access_key),
         region_name=config.region,
     )
     return session.client(
