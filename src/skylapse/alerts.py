@@ -52,6 +52,7 @@ from typing import Any, Literal, Protocol
 
 import httpx
 
+from skylapse.config import reveal
 from skylapse.log import get_logger
 
 log = get_logger(__name__)
@@ -574,8 +575,9 @@ def notifiers_from_config(config: Any, station: str) -> list[Notifier]:
     """The notifiers a :class:`~skylapse.config.SkylapseConfig`'s ``alerts`` section asks for."""
     section = config.alerts
     out: list[Notifier] = []
-    if section.webhook_url:
-        out.append(WebhookNotifier(section.webhook_url))
+    webhook_url = reveal(section.webhook_url)
+    if webhook_url:
+        out.append(WebhookNotifier(webhook_url))
     mq = section.mqtt
     if mq.host:
         out.append(
@@ -586,7 +588,7 @@ def notifiers_from_config(config: Any, station: str) -> list[Notifier]:
                 node_id=mq.node_id or station,
                 discovery_prefix=mq.discovery_prefix,
                 username=mq.username,
-                password=mq.password,
+                password=reveal(mq.password),
             )
         )
     return out

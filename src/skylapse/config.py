@@ -35,14 +35,41 @@ from collections.abc import Mapping
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from skylapse.names import Hostname, Name, SshUser
 
 DEFAULT_CONFIG_RESOURCE = "data/skylapse.yaml"
+
+#: The shortest API token accepted, from the config file or the environment.
+MIN_TOKEN_LENGTH = 16
+
+#: How a secret shows in JSON (``GET /config``, anything dumped with ``mode="json"``).
+REDACTED = "***"
+
+#: A secret field's type: redacted by type, wherever the configuration is shown. Its value is
+#: a `pydantic.SecretStr` (``repr`` and ``str`` show ``**********``, JSON shows ``"***"``); only
+#: :func:`reveal` gives the text, at the place that uses it.
+Secret = Annotated[
+    SecretStr, PlainSerializer(lambda _: REDACTED, return_type=str, when_used="json")
+]
+
+
+def reveal(secret: SecretStr | None) -> str | None:
+    """A secret field's text (``None`` when unset)."""
+    return None if secret is None else secret.get_secret_value()
 
 
 class ConfigError(ValueError):
@@ -50,7 +77,8 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # every float finite: inf and nan are refused like out-of-range numbers
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     #: Environment variables that override fields (field -> variable), for containers.
     _env_names: ClassVar[dict[str, str]] = {}
@@ -151,15 +179,19 @@ class StrategyConfig(_Section):
     tone fields (shadow lift, contrast) travel with each frame as hints for processing."""
 
     hdr: bool = False
-    bracket_ev: list[float] = Field(default_factory=lambda: [-2.0, 0.0, 2.0])
+    bracket_ev: list[Annotated[float, Field(ge=-8, le=8)]] = Field(
+        default_factory=lambda: [-2.0, 0.0, 2.0], min_length=1, max_length=9
+    )
     white_balance: Literal["auto"] | int = Field(
         "auto",
         description="'auto', or a fixed colour temperature in kelvin (keeps the light's "
         "colour instead of neutralising it)",
     )
     exposure_bias_ev: float = Field(0.0, ge=-3, le=3, description="added to the level target")
-    max_exposure_s: float = Field(30.0, gt=0, description="longest exposure in this strategy")
-    max_gain: float = Field(16.0, ge=1, description="highest analogue gain (1 = base ISO)")
+    max_exposure_s: float = Field(
+        30.0, gt=0, le=600, description="longest exposure in this strategy"
+    )
+    max_gain: float = Field(16.0, ge=1, le=256, description="highest analogue gain (1 = base ISO)")
     highlight_clip_max: float = Field(
         0.01,
         ge=0,
@@ -196,9 +228,10 @@ def _default_strategies() -> dict[str, StrategyConfig]:
 class ExposureConfig(_Section):
     """The ramping controller (see :mod:`skylapse.capture.exposure`)."""
 
-    aperture_f: float = Field(1.8, gt=0, description="the lens's fixed f-number")
+    aperture_f: float = Field(1.8, gt=0, le=64, description="the lens's fixed f-number")
     target_log2_luma: float = Field(
         -2.47,
+        ge=-16,
         le=0,
         description="day target of the centre-weighted mean log2 linear luminance "
         "(-2.47 = 18 % grey)",
@@ -206,14 +239,17 @@ class ExposureConfig(_Section):
     night_darken_ev: float = Field(
         1.25, ge=1.0, le=1.5, description="how much darker the night level is than the day"
     )
-    night_ramp_deg: tuple[float, float] = Field(
+    night_ramp_deg: tuple[
+        Annotated[float, Field(ge=-90, le=90)], Annotated[float, Field(ge=-90, le=90)]
+    ] = Field(
         (-4.0, -14.0), description="sun elevations over which the target eases from day to night"
     )
     max_step_ev: float = Field(1 / 3, gt=0, le=2, description="largest change between frames")
-    max_rate_ev_per_min: float = Field(1.0, gt=0, description="largest change per minute")
+    max_rate_ev_per_min: float = Field(1.0, gt=0, le=60, description="largest change per minute")
     target_slew_ev_per_min: float = Field(
         0.25,
         gt=0,
+        le=60,
         description="how fast the level target follows a change of strategy bias or "
         "highlight protection",
     )
@@ -221,9 +257,9 @@ class ExposureConfig(_Section):
         0.3, gt=0, le=1, description="weight of the newest frame in the scene-brightness estimate"
     )
     interval_margin_s: float = Field(
-        2.0, ge=0, description="an exposure ends at least this long before the next frame"
+        2.0, ge=0, le=3600, description="an exposure ends at least this long before the next frame"
     )
-    min_exposure_s: float = Field(1e-4, gt=0)
+    min_exposure_s: float = Field(1e-4, gt=0, le=1)
     clip_level: float = Field(0.98, gt=0, le=1, description="linear level counted as clipped")
 
     @field_validator("night_ramp_deg")
@@ -238,18 +274,22 @@ class WeatherConfig(_Section):
     """OpenWeatherMap client and the thresholds that turn an observation into a sky condition."""
 
     enabled: bool = True
-    api_key: str | None = Field(None, description="falls back to $OPENWEATHERMAP_API_KEY")
+    api_key: Secret | None = Field(None, description="falls back to $OPENWEATHERMAP_API_KEY")
     base_url: str = "https://api.openweathermap.org/data/2.5/weather"
-    refresh_s: float = Field(900.0, gt=0, description="how often to fetch")
+    refresh_s: float = Field(900.0, gt=0, le=86400, description="how often to fetch")
     stale_after_s: float = Field(
-        3 * 3600.0, gt=0, description="older observations are dropped: clear sky assumed"
+        3 * 3600.0, gt=0, le=7 * 86400, description="older observations are dropped: clear sky"
     )
-    timeout_s: float = Field(10.0, gt=0)
+    timeout_s: float = Field(10.0, gt=0, le=300)
     cache_path: Path = Path("~/.cache/skylapse/weather.json")
     overcast_cloud_pct: float = Field(85.0, ge=0, le=100)
-    overcast_visibility_m: float = Field(2000.0, ge=0, description="haze/fog below this")
-    stormy_wind_ms: float = Field(12.0, ge=0, description="sustained wind or gusts above this")
-    stormy_precip_mm_h: float = Field(2.0, ge=0)
+    overcast_visibility_m: float = Field(
+        2000.0, ge=0, le=100_000, description="haze/fog below this"
+    )
+    stormy_wind_ms: float = Field(
+        12.0, ge=0, le=200, description="sustained wind or gusts above this"
+    )
+    stormy_precip_mm_h: float = Field(2.0, ge=0, le=1000)
 
 
 class SessionWindowConfig(_Section):
@@ -283,11 +323,15 @@ class CaptureConfig(_Section):
     writer_queue: int = Field(
         8, ge=1, le=256, description="frames waiting to be encoded and written, at most"
     )
-    retention_h: float = Field(48.0, gt=0, description="keep verified frames this long")
+    retention_h: float = Field(
+        48.0, gt=0, le=24 * 366, description="keep verified frames this long"
+    )
     watermark_pct: float = Field(
         80.0, gt=0, le=100, description="emergency cleanup above this disk usage"
     )
-    storage_check_s: float = Field(300.0, gt=0, description="how often storage is enforced")
+    storage_check_s: float = Field(
+        300.0, gt=0, le=86400, description="how often storage is enforced"
+    )
     unattended: bool = Field(
         True,
         description="`skylapse serve capture` opens and closes sessions by the windows on its own",
@@ -322,14 +366,22 @@ class ApiConfig(_Section):
     host: str = Field("127.0.0.1", description="listen address; loopback unless you mean it")
     capture_port: int = Field(8080, ge=1, le=65535)
     processing_port: int = Field(8081, ge=1, le=65535)
-    token: str | None = Field(
-        None, min_length=16, description="bearer token; $SKYLAPSE_API_TOKEN takes precedence"
+    token: Secret | None = Field(
+        None,
+        min_length=MIN_TOKEN_LENGTH,
+        description="bearer token; $SKYLAPSE_API_TOKEN takes precedence",
     )
     cors_origins: list[str] = Field(
         default_factory=list, description="origins allowed cross-site; empty = CORS off"
     )
     max_body_kb: int = Field(64, ge=1, le=1024 * 1024, description="largest request body")
     public_docs: bool = Field(False, description="serve /docs and /openapi.json without token")
+    header_timeout_s: float = Field(
+        10.0, ge=0.1, le=300, description="close a connection whose request head takes longer"
+    )
+    max_connections: int = Field(
+        512, ge=8, le=65536, description="open connections at most (also kept under the fd limit)"
+    )
 
 
 class ProcessingConfig(_Section):
@@ -338,13 +390,18 @@ class ProcessingConfig(_Section):
     data_dir: Path | None = Field(
         None, description="processing data folder (default $SKYLAPSE_DATA_DIR or ./skylapse-data)"
     )
-    queue_url: str | None = Field(
-        None, description="redis://... to share jobs between machines (default: SQLite)"
+    queue_url: Secret | None = Field(
+        None,
+        description="redis://... to share jobs between machines (default: SQLite); a secret, "
+        "as it may hold the Redis password",
     )
     workers: int = Field(1, ge=0, le=64, description="job threads in the serving process")
     ingest_every_s: float = Field(5.0, gt=0, le=3600, description="inbox scan interval")
     render_after_min: float | None = Field(
-        30.0, gt=0, description="render a sequence once no frame came for this long; null = never"
+        30.0,
+        gt=0,
+        le=7 * 24 * 60,
+        description="render a sequence once no frame came for this long; null = never",
     )
     job_poll_s: float = Field(0.5, gt=0, le=60, description="job-event polling interval")
     disk_warn_pct: float = Field(90.0, gt=0, le=100, description="health degraded above this")
@@ -362,9 +419,13 @@ class TransferConfig(_Section):
     inbox: str = Field("/srv/skylapse/inbox", description="absolute inbox folder on the host")
     station: Name = Field("station", description="this station's folder in the inbox")
     batch_size: int = Field(50, ge=1, le=10000)
-    bandwidth_limit_kbps: int | None = Field(None, ge=1, description="rsync --bwlimit")
+    bandwidth_limit_kbps: int | None = Field(
+        None, ge=1, le=100_000_000, description="rsync --bwlimit"
+    )
     poll_s: float = Field(5.0, gt=0, le=3600, description="queue polling interval")
-    alert_after_s: float = Field(3600.0, gt=0, description="alert when failing this long")
+    alert_after_s: float = Field(
+        3600.0, gt=0, le=30 * 86400, description="alert when failing this long"
+    )
 
 
 class MqttConfig(_Section):
@@ -373,7 +434,7 @@ class MqttConfig(_Section):
     host: str | None = None
     port: int = Field(1883, ge=1, le=65535)
     username: str | None = None
-    password: str | None = None
+    password: Secret | None = None
     topic_prefix: str = Field("skylapse", pattern=r"^[A-Za-z0-9_/-]+$")
     discovery_prefix: str = Field("homeassistant", pattern=r"^[A-Za-z0-9_/-]+$")
     node_id: str | None = Field(
@@ -384,17 +445,35 @@ class MqttConfig(_Section):
 class AlertsConfig(_Section):
     """Alerts (`skylapse.alerts`): thresholds, debouncing and the notifiers."""
 
-    webhook_url: str | None = Field(None, pattern=r"^https?://", description="JSON POST target")
+    webhook_url: Secret | None = Field(
+        None, description="JSON POST target (http:// or https://); a secret, as its path often is"
+    )
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     evaluate_every_s: float = Field(10.0, gt=0, le=3600)
     clear_after_s: float = Field(
-        60.0, ge=0, description="an episode closes after its condition stayed clear this long"
+        60.0,
+        ge=0,
+        le=86400,
+        description="an episode closes after its condition stayed clear this long",
     )
-    capture_latency_p99_ms: float = Field(100.0, gt=0, description="over the last 100 frames")
+    capture_latency_p99_ms: float = Field(
+        100.0, gt=0, le=3_600_000, description="over the last 100 frames"
+    )
     image_quality_min: float = Field(0.3, ge=0, le=1, description="median of the last 10 frames")
-    transfer_queue_max: int = Field(2000, ge=1, description="frames waiting for transfer")
-    processing_queue_max: int = Field(50, ge=1, description="jobs queued or running")
-    job_failures: int = Field(3, ge=1, description="attempts of one job that count as repeated")
+    transfer_queue_max: int = Field(
+        2000, ge=1, le=100_000_000, description="frames waiting for transfer"
+    )
+    processing_queue_max: int = Field(50, ge=1, le=1_000_000, description="jobs queued or running")
+    job_failures: int = Field(
+        3, ge=1, le=1000, description="attempts of one job that count as repeated"
+    )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")  # the URL itself is secret
+        return v
 
 
 class ArchiveConfig(_Section):
@@ -404,10 +483,10 @@ class ArchiveConfig(_Section):
     after_render: bool = Field(False, description="queue an archive job when a render finishes")
     include_frames: bool = Field(False, description="keep the source frames with the timelapse")
     max_age_days: float | None = Field(
-        None, gt=0, description="delete backed-up timelapses older than this"
+        None, gt=0, le=36500, description="delete backed-up timelapses older than this"
     )
     max_total_gb: float | None = Field(
-        None, gt=0, description="delete the oldest backed-up timelapses above this total"
+        None, gt=0, le=1e9, description="delete the oldest backed-up timelapses above this total"
     )
 
     @property
@@ -434,12 +513,14 @@ class BackupConfig(_Section):
     prefix: str = Field("skylapse", description="key prefix inside the bucket")
     endpoint_url: str | None = Field(None, description="S3-compatible store, e.g. MinIO's URL")
     region: str | None = None
-    access_key_id: str | None = Field(None, description="else AWS_ACCESS_KEY_ID / AWS_PROFILE")
-    secret_access_key: str | None = Field(None, description="else AWS_SECRET_ACCESS_KEY")
+    access_key_id: Secret | None = Field(None, description="else AWS_ACCESS_KEY_ID / AWS_PROFILE")
+    secret_access_key: Secret | None = Field(None, description="else AWS_SECRET_ACCESS_KEY")
     part_size_mib: int = Field(16, ge=5, le=5120, description="multipart part size")
     max_attempts: int = Field(6, ge=1, le=50, description="tries per request")
-    retry_wait_s: float = Field(1.0, gt=0, description="first backoff; doubles up to 60 s")
-    timeout_s: float = Field(60.0, gt=0, description="connect and read timeout per request")
+    retry_wait_s: float = Field(1.0, gt=0, le=60, description="first backoff; doubles up to 60 s")
+    timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="connect and read timeout per request"
+    )
 
     @property
     def enabled(self) -> bool:

@@ -63,6 +63,8 @@ RestartSec=10
 WatchdogSec={watchdog_s}
 TimeoutStartSec=120
 TimeoutStopSec=60
+# the API's connections and the capture loop's files share this budget
+LimitNOFILE=8192
 User={user}
 Group={user}
 SupplementaryGroups=video
@@ -151,6 +153,19 @@ def _user_exists(name: str) -> bool:
         return False
 
 
+def write_secret_file(path: Path, text: str, gid: int | None = None) -> None:
+    """Create ``path`` holding ``text``, mode 0640 from its first byte (never world-readable,
+    whatever the umask), owned by root (or whoever runs this) and group ``gid``.
+
+    Refuses to replace an existing file (``FileExistsError``)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, 0o640)  # the umask may have taken bits off; it never adds any
+        if gid is not None:
+            os.fchown(fd, -1, gid)
+        f.write(text)
+
+
 def install_capture_service(
     settings: UnitSettings,
     unit_dir: Path = Path("/etc/systemd/system"),
@@ -197,10 +212,11 @@ def install_capture_service(
             import secrets
 
             env_file.parent.mkdir(parents=True, exist_ok=True)
-            env_file.write_text(f"SKYLAPSE_API_TOKEN={secrets.token_urlsafe(32)}\n")
-            gid = pwd.getpwnam(settings.user).pw_gid
-            os.chown(env_file, 0, gid)
-            env_file.chmod(0o640)
+            write_secret_file(
+                env_file,
+                f"SKYLAPSE_API_TOKEN={secrets.token_urlsafe(32)}\n",
+                gid=pwd.getpwnam(settings.user).pw_gid,
+            )
         done.append(f"wrote a new API token to {env_file}")
     text = render_capture_unit(settings)
     if not dry_run:

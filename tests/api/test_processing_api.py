@@ -148,9 +148,9 @@ def test_token_resolution_and_comparison(monkeypatch):
     monkeypatch.delenv(TOKEN_ENV, raising=False)
     with pytest.raises(MissingTokenError):
         resolve_token(None)
-    assert resolve_token("from-config") == "from-config"
-    monkeypatch.setenv(TOKEN_ENV, "from-env")
-    assert resolve_token("from-config") == "from-env"
+    assert resolve_token("from-config-0123456") == "from-config-0123456"
+    monkeypatch.setenv(TOKEN_ENV, "from-env-0123456789")
+    assert resolve_token("from-config-0123456") == "from-env-0123456789"
     assert token_matches("abc", "abc") and not token_matches("abc", "abd")
     assert not token_matches("abc", None) and not token_matches("abc", "ab")
 

@@ -27,21 +27,33 @@ from fastapi import Depends, HTTPException, Query, Request, WebSocket, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.websockets import WebSocketDisconnect
 
+from skylapse.config import MIN_TOKEN_LENGTH
+
 TOKEN_ENV = "SKYLAPSE_API_TOKEN"
 #: WebSocket close code for a refused token (4000-4999 are the application's; 401 mirrored).
 WS_UNAUTHORIZED = 4401
 
 
 class MissingTokenError(ValueError):
-    """No API token configured: the services refuse to start without one."""
+    """No API token, or one too short: the services refuse to start without a good one."""
 
 
 def resolve_token(config_token: str | None) -> str:
-    """The API token: ``$SKYLAPSE_API_TOKEN`` first, then the config file's ``api.token``."""
-    token = os.environ.get(TOKEN_ENV) or config_token
-    if not token or not token.strip():
+    """The API token: ``$SKYLAPSE_API_TOKEN`` first, then the config file's ``api.token``.
+
+    Either must be at least :data:`~skylapse.config.MIN_TOKEN_LENGTH` characters (the same rule
+    for both), after stripping surrounding blanks.
+    """
+    from_env = (os.environ.get(TOKEN_ENV) or "").strip()
+    token = from_env or (config_token or "").strip()
+    if not token:
         raise MissingTokenError(f"no API token: set ${TOKEN_ENV} or api.token in the config file")
-    return token.strip()
+    if len(token) < MIN_TOKEN_LENGTH:
+        source = f"${TOKEN_ENV}" if from_env else "api.token"
+        raise MissingTokenError(
+            f"{source}: the API token must be at least {MIN_TOKEN_LENGTH} characters"
+        )
+    return token
 
 
 def token_matches(expected: str, given: str | None) -> bool:

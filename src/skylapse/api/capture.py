@@ -71,11 +71,13 @@ Times are ISO 8601 with an offset; ``since``/``until`` without one are taken as 
 configuration (objects key by key; lists and values replace), and the result is validated as a
 whole. It applies at once: phases, intervals and strategies from the next frame, exposure
 settings from the next session, JPEG quality, retention and the watermark from the next write
-or storage check, alert thresholds at the next evaluation. Fields that only take effect at a
-restart (``api``, ``transfer``, ``capture.buffer_dir|camera|resolution|writer_queue|
-unattended``, the alert notifiers) are refused with 422 naming them. The change lives in memory:
-edit the config file to keep it across restarts. Secrets show as ``"***"``; sending ``"***"``
-back keeps them.
+or storage check, weather thresholds at the next fetch, alert thresholds at the next
+evaluation. Numbers must be finite and within each field's bounds. Nothing is applied unless
+all of it is. Fields that only take effect at a restart (``api``, ``transfer``,
+``capture.buffer_dir|camera|resolution|writer_queue|unattended``,
+``weather.base_url|cache_path``, the alert notifiers) are refused with 422 naming them. The
+change lives in memory: edit the config file to keep it across restarts. Secrets (the fields
+typed `skylapse.config.Secret`) show as ``"***"``; sending ``"***"`` back keeps them.
 
 WebSocket ``/ws``: the token as the ``Authorization`` header, ``?token=`` or a first message
 ``{"token": "..."}`` (refused: closed with 4401). Text messages, JSON:
@@ -130,7 +132,7 @@ from skylapse.capture.strategy import choose_capture
 from skylapse.capture.sun import sun_elevation
 from skylapse.capture.watchdog import Watchdog
 from skylapse.capture.windows import current_or_next_window, day_windows
-from skylapse.config import SkylapseConfig
+from skylapse.config import REDACTED, SkylapseConfig
 from skylapse.log import get_logger
 from skylapse.metrics import ServiceMetrics, UptimeTracker
 from skylapse.names import NAME_PATTERN, Name
@@ -157,8 +159,6 @@ CAPTURE_METRICS = (
 #: ``GET /frames/{id}/image?size=``: named widths (``full`` = the file as stored).
 IMAGE_SIZES = {"thumb": 320, "preview": 960, "full": None}
 PREVIEW_WIDTH = 640
-REDACTED = "***"
-_SECRETS = (("api", "token"), ("weather", "api_key"), ("alerts", "mqtt", "password"))
 #: Changes to these only take effect when the service starts.
 RESTART_ONLY = (
     ("api",),
@@ -168,6 +168,8 @@ RESTART_ONLY = (
     ("capture", "resolution"),
     ("capture", "writer_queue"),
     ("capture", "unattended"),
+    ("weather", "base_url"),
+    ("weather", "cache_path"),
     ("alerts", "webhook_url"),
     ("alerts", "mqtt"),
     ("alerts", "evaluate_every_s"),
@@ -250,22 +252,6 @@ def _get(doc: dict[str, Any], path: tuple[str, ...]) -> Any:
         if not isinstance(doc, dict):
             return None
         doc = doc.get(key)  # type: ignore[assignment]
-    return doc
-
-
-def redact(doc: dict[str, Any]) -> dict[str, Any]:
-    """The configuration as JSON with its secrets replaced by ``"***"``."""
-    doc = deep_merge(doc, {})
-    for path in _SECRETS:
-        parent = _get(doc, path[:-1])
-        if isinstance(parent, dict) and parent.get(path[-1]) is not None:
-            parent = dict(parent)
-            parent[path[-1]] = REDACTED
-            node = doc
-            for key in path[:-2]:
-                node[key] = dict(node[key])
-                node = node[key]
-            node[path[-2]] = parent
     return doc
 
 
@@ -1108,7 +1094,7 @@ def create_capture_app(
     @router.get("/config", tags=["config"])
     def get_config() -> dict[str, Any]:
         """The running configuration; secrets show as ``"***"``."""
-        return redact(runtime.config.model_dump(mode="json"))
+        return runtime.config.model_dump(mode="json")  # `skylapse.config.Secret` fields redact
 
     @router.put(
         "/config",
@@ -1119,14 +1105,15 @@ def create_capture_app(
         patch: Annotated[dict[str, Any], Body(description="part of the config file, as JSON")],
     ) -> dict[str, Any]:
         """Change the running configuration (merged, validated whole, applied at once)."""
-        current = runtime.config.model_dump(mode="json")
+        # Python mode: secrets stay `SecretStr` values, so a merged document keeps them
+        current = runtime.config.model_dump()
         merged = deep_merge(current, _drop_redacted(patch))
         try:
             new = SkylapseConfig.model_validate(merged)
         except ValidationError as exc:
             errors = [dict(e, loc=("body", *e["loc"])) for e in exc.errors()]
             raise HTTPException(422, detail=validation_details(errors)) from None
-        new_doc = new.model_dump(mode="json")
+        new_doc = new.model_dump()
         for path in RESTART_ONLY:
             if _get(new_doc, path) != _get(current, path):
                 raise _invalid(
@@ -1135,11 +1122,11 @@ def create_capture_app(
                     "change it in the config file and restart",
                 )
         changed = sorted(_changed_paths(current, new_doc))
+        service.apply_config(new)  # whole or not at all; the runtime follows once it took
         runtime.config = new
-        service.apply_config(new)
         if changed:
             log.info("configuration changed", fields=changed)
-        return {"changed": changed, "config": redact(new_doc)}
+        return {"changed": changed, "config": new.model_dump(mode="json")}
 
     @router.post(
         "/capture",
@@ -1270,8 +1257,9 @@ def create_capture_app(
             return FileResponse(path, media_type="image/jpeg")
         try:
             data = resized_jpeg(path, width)
-        except (ValueError, OSError) as exc:
-            raise HTTPException(404, detail=str(exc)) from None
+        except (ValueError, OSError) as exc:  # the message names the file: logged, not answered
+            log.warning("frame image unreadable", frame=frame_id, error=str(exc))
+            raise HTTPException(404, detail=f"image of frame {frame_id} unreadable") from None
         return Response(
             data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
         )

@@ -71,7 +71,7 @@ def serve(
     and runs jobs)."""
     from skylapse import log
     from skylapse.api.auth import MissingTokenError, resolve_token
-    from skylapse.config import ConfigError, load_config
+    from skylapse.config import ConfigError, load_config, reveal
 
     if service not in SERVICES:
         raise typer.BadParameter(
@@ -82,7 +82,7 @@ def serve(
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     try:
-        token = resolve_token(cfg.api.token)
+        token = resolve_token(reveal(cfg.api.token))
     except MissingTokenError as exc:
         raise _fail(str(exc)) from None
     host = host or cfg.api.host
@@ -104,7 +104,7 @@ def serve(
         settings = ProcessingSettings(
             data_dir=data_dir.expanduser(),
             token=token,
-            queue_url=pc.queue_url,  # None: $SKYLAPSE_QUEUE_URL or SQLite
+            queue_url=reveal(pc.queue_url),  # None: $SKYLAPSE_QUEUE_URL or SQLite
             workers=pc.workers if workers is None else workers,
             ingest_every_s=pc.ingest_every_s,
             render_after_min=pc.render_after_min,
@@ -140,6 +140,9 @@ def serve(
         except (CameraError, OSError, ValueError) as exc:
             raise _fail(str(exc)) from None
         port = port or cfg.api.capture_port
-    from skylapse.api.server import run_server
+    from skylapse.api.server import ConnectionLimits, run_server
 
-    run_server(app, host, port)
+    limits = ConnectionLimits(
+        header_timeout_s=cfg.api.header_timeout_s, max_connections=cfg.api.max_connections
+    )
+    run_server(app, host, port, limits)

@@ -5,7 +5,8 @@
 * correlation ids and an access log line per request, a bound on request bodies, CORS only
   when origins are configured (off by default), JSON error handlers (422 naming the field);
 * ``GET /health`` (the only endpoint without a token): a :class:`HealthReport` built from the
-  service's named checks, 200 while nothing fails, 503 when something does;
+  service's named checks, 200 while nothing fails, 503 when something does; no absolute path
+  of this machine shows in it (:func:`hide_paths`: a path becomes ``…/`` and its last part);
 * ``GET /metrics`` (token): the service's :class:`~skylapse.metrics.ServiceMetrics` in
   Prometheus' text format;
 * ``GET /openapi.json`` and ``GET /docs`` (token, unless ``public_docs``);
@@ -22,6 +23,7 @@ to ``<video>``/``<img>`` elements (see :func:`skylapse.api.auth.media_auth`).
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -71,6 +73,16 @@ class HealthReport(BaseModel):
     checks: dict[str, Check]
 
 
+#: An absolute path (not part of a URL, a ratio such as 1/30, or a relative path): its last part.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~-])/(?:[^\s'\"/:]+/)*([^\s'\"/:]*)")
+
+
+def hide_paths(text: str) -> str:
+    """``text`` with each absolute path cut to ``…/`` and its last part (for unauthenticated
+    answers: the layout of the machine is nobody's business)."""
+    return _ABSOLUTE_PATH.sub(lambda m: f"…/{m.group(1)}", text)
+
+
 def worst(statuses: Sequence[HealthStatus]) -> HealthStatus:
     """The most severe of some statuses (``ok`` for none)."""
     return max(statuses, key=_SEVERITY.__getitem__, default="ok")
@@ -93,7 +105,7 @@ def disk_check(path: Path, warn_pct: float = 90.0, fail_pct: float = 97.0) -> Ch
     pct = 100.0 * usage.used / usage.total if usage.total else 100.0
     status: HealthStatus = "failing" if pct >= fail_pct else "degraded" if pct >= warn_pct else "ok"
     free_gb = usage.free / 1e9
-    return Check(status=status, detail=f"{pct:.1f} % used, {free_gb:.1f} GB free on {path}")
+    return Check(status=status, detail=f"{pct:.1f} % used, {free_gb:.1f} GB free")
 
 
 def create_service_app(
@@ -150,7 +162,10 @@ def create_service_app(
         responses={503: {"model": HealthReport, "description": "a check is failing"}},
     )
     def health() -> JSONResponse:
-        checks = run_checks(health_checks)
+        checks = {
+            name: check.model_copy(update={"detail": hide_paths(check.detail)})
+            for name, check in run_checks(health_checks).items()
+        }
         report = HealthReport(
             service=service,
             status=worst([c.status for c in checks.values()]),

@@ -7,6 +7,8 @@
   the response header, and one access line per request is logged with status and duration.
 * :class:`BodySizeLimitMiddleware`: refuses bodies over a limit with 413, by ``Content-Length``
   up front and by counting the bytes of bodies without one (chunked uploads).
+* :class:`RateLimit`: a token bucket for expensive endpoints (``POST /jobs``); over the rate
+  they answer 429 with ``Retry-After``.
 * :func:`install_error_handlers`: invalid input is a 422 whose entries name the field
   (``"field": "options.fps"``); anything unexpected is a JSON 500 with the correlation id,
   logged with its traceback, never an HTML page or a dropped connection.
@@ -17,9 +19,11 @@ context variables set here are seen by the endpoint.
 
 from __future__ import annotations
 
+import math
 import re
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -79,6 +83,45 @@ class CorrelationIdMiddleware:
                         status=status[0] or 500,
                         ms=round((time.perf_counter() - t0) * 1000, 2),
                     )
+
+
+class RateLimit:
+    """A token bucket: ``burst`` calls at once, then ``per_minute`` on average.
+
+    Thread-safe (sync endpoints run in a thread pool). :meth:`check` raises the 429.
+    """
+
+    def __init__(self, per_minute: float, burst: int, clock: Callable[[], float] = time.monotonic):
+        if per_minute <= 0 or burst < 1:
+            raise ValueError("a rate limit needs per_minute > 0 and burst >= 1")
+        self.rate_s = per_minute / 60.0
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+        self._lock = threading.Lock()
+
+    def take(self) -> float:
+        """Spend one token: 0.0 when there was one, else the seconds until there is."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate_s)
+            self._at = now
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return 0.0
+            return (1 - self._tokens) / self.rate_s
+
+    def check(self, what: str) -> None:
+        """Spend a token or raise 429 Too Many Requests with ``Retry-After`` (seconds)."""
+        wait = self.take()
+        if wait:
+            raise HTTPException(
+                429,
+                detail=f"too many {what}: at most {self.burst} at once and "
+                f"{self.rate_s * 60:g} a minute; retry in {math.ceil(wait)} s",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
 
 
 class RequestTooLarge(HTTPException):

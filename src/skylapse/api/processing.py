@@ -8,13 +8,17 @@
 ``GET  /sequences``                         ingested sequences, to choose what to render
 ``GET  /jobs``                              jobs, newest first (``?state=``, ``?limit=``)
 ``GET  /jobs/{id}``                         one job
-``POST /jobs``                              queue a render of a sequence (202)
+``POST /jobs``                              queue a render of a sequence (202; 429 when too many)
 ``POST /jobs/{id}/cancel``                  cancel a queued or running job
 ``POST /jobs/{id}/retry``                   queue a failed or cancelled job again
 ``GET  /timelapses``                        finished renders and their files, with URLs
 ``GET  /timelapses/{job_id}/{file}``        one file, with HTTP range requests (206)
 ``WS   /ws``                                job events (see below)
 =========================================  ====================================================
+
+``POST /jobs`` takes renders up to 8K UHD (``MAX_RENDER_PIXELS``, no side over
+``MAX_RENDER_SIDE``) and at most ``job_burst`` at once and ``jobs_per_minute`` on average;
+beyond that it answers 429 with ``Retry-After``.
 
 Every endpoint but ``/health`` needs ``Authorization: Bearer <token>`` (the file endpoint
 also takes ``?token=``, for ``<video>`` and ``<img>`` elements). The WebSocket takes the
@@ -68,7 +72,7 @@ from skylapse.api.common import (
     create_service_app,
     disk_check,
 )
-from skylapse.api.middleware import request_correlation_id
+from skylapse.api.middleware import RateLimit, request_correlation_id
 from skylapse.api.ws import WebSocketHub
 from skylapse.catalog import JOB_STATES
 from skylapse.config import AlertsConfig, ArchiveConfig, BackupConfig, SkylapseConfig
@@ -107,6 +111,9 @@ _X26X_PRESETS = (
     "placebo",
 )
 _MAX_DB_INT = 2**62  # SQLite integers are 64-bit; larger ids cannot exist
+#: The largest render ``POST /jobs`` accepts: 8K UHD's pixels, no side over 8192 px.
+MAX_RENDER_SIDE = 8192
+MAX_RENDER_PIXELS = 7680 * 4320
 
 
 @dataclass
@@ -134,6 +141,8 @@ class ProcessingSettings:
     alerts: Any = None  # a config `alerts` section (skylapse.config.AlertsConfig); None: defaults
     alert_notifiers: list | None = None  # None: the ones the alerts section configures
     station: str = "processing"
+    jobs_per_minute: float = 20.0  # POST /jobs: this many a minute on average ...
+    job_burst: int = 10  # ... and this many at once (429 beyond)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -152,7 +161,12 @@ class RenderOptionsIn(RenderJobOptions):
     formats: list[Literal["h265", "h264", "frames"]] = Field(
         default_factory=lambda: ["h265"], min_length=1, max_length=3
     )
-    size: str | None = Field(None, max_length=16, description="2160p, 1080p, 720p or WxH")
+    size: str | None = Field(
+        None,
+        max_length=16,
+        description=f"2160p, 1080p, 720p or WxH; at most {MAX_RENDER_SIDE} px a side and "
+        f"{MAX_RENDER_PIXELS} pixels (8K UHD)",
+    )
     preset: str = Field("medium", description="x264/x265 preset, ultrafast .. placebo")
     white_balance: str | None = Field(
         None, max_length=16, description="gray-world, or a colour temperature such as 5600K"
@@ -166,7 +180,13 @@ class RenderOptionsIn(RenderJobOptions):
         from skylapse.processing.encode import parse_size
 
         if v is not None:
-            parse_size(v, (1920, 1080))  # raises ValueError naming the accepted forms
+            # raises ValueError naming the accepted forms; "<N>p" as for a 16:9 source
+            width, height = parse_size(v, (1920, 1080))
+            if max(width, height) > MAX_RENDER_SIDE or width * height > MAX_RENDER_PIXELS:
+                raise ValueError(
+                    f"{width}x{height} is larger than renders may be: at most "
+                    f"{MAX_RENDER_SIDE} px a side and {MAX_RENDER_PIXELS} pixels (7680x4320)"
+                )
         return v
 
     @field_validator("preset")
@@ -628,6 +648,7 @@ def create_processing_app(settings: ProcessingSettings) -> FastAPI:
     app.state.alerts = alerts
 
     router = APIRouter(dependencies=[Depends(app.state.require_token)])
+    job_rate = RateLimit(settings.jobs_per_minute, settings.job_burst)
 
     def require_job(job_id: str) -> dict[str, Any]:
         job = jobs.catalog.job(job_id)
@@ -659,7 +680,13 @@ def create_processing_app(settings: ProcessingSettings) -> FastAPI:
     def get_job(job_id: JobId) -> dict[str, Any]:
         return job_out(require_job(job_id))
 
-    @router.post("/jobs", response_model=JobOut, status_code=202, tags=["jobs"])
+    @router.post(
+        "/jobs",
+        response_model=JobOut,
+        status_code=202,
+        tags=["jobs"],
+        responses={429: {"description": "too many render jobs; retry after Retry-After s"}},
+    )
     def submit_job(body: RenderRequest, request: Request) -> dict[str, Any]:
         """Queue a render of a sequence; the job carries this request's correlation id."""
         sequence = jobs.catalog.sequence(body.sequence_id)
@@ -671,6 +698,7 @@ def create_processing_app(settings: ProcessingSettings) -> FastAPI:
                 f"sequence {body.sequence_id} has no phase {body.phase!r}; "
                 f"it has {sequence['phases']}",
             )
+        job_rate.check("render jobs")
         job_id = jobs.submit_render(
             body.sequence_id,
             body.options,

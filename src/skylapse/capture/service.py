@@ -78,7 +78,7 @@ from skylapse.capture.sensors import Bme280, lux_estimate, read_thermal_zone
 from skylapse.capture.storage import DiskUsage, StorageManager
 from skylapse.capture.strategy import CaptureChoice, choose_capture
 from skylapse.capture.sun import sun_elevation
-from skylapse.capture.weather import SkyCondition, SkySource
+from skylapse.capture.weather import SkyCondition, SkySource, WeatherService
 from skylapse.capture.windows import current_or_next_window
 from skylapse.capture.writer import FrameWriter, WriteJob
 from skylapse.catalog import Catalog, FrameRecord
@@ -344,17 +344,25 @@ class CaptureService:
     def apply_config(self, config: SkylapseConfig) -> None:
         """Use ``config`` from now on (``PUT /config``): phases, intervals and strategies from
         the next frame, exposure settings from the next session, JPEG quality from the next
-        write, retention and watermark from the next storage check. The buffer, the camera and
-        the writer queue's size stay as they were opened."""
-        self.config = config
+        write, retention and watermark from the next storage check, weather thresholds from the
+        next fetch. The buffer, the camera and the writer queue's size stay as they were opened.
+        Nothing changes when it raises."""
         cap = config.capture
-        self.writer.quality = cap.jpeg_quality
-        self.storage.retention = dt.timedelta(hours=cap.retention_h)
-        self.storage.watermark_pct = cap.watermark_pct
+        # everything that can fail first, so a failure changes nothing
+        retention = dt.timedelta(hours=cap.retention_h)
+        exposure = None
         if self._opened:
-            self._exposure_config = config.exposure.model_copy(
+            exposure = config.exposure.model_copy(
                 update={"aperture_f": self.camera.profile.lens.aperture_f}
             )
+        self.config = config
+        self.writer.quality = cap.jpeg_quality
+        self.storage.retention = retention
+        self.storage.watermark_pct = cap.watermark_pct
+        if exposure is not None:
+            self._exposure_config = exposure
+        if isinstance(self.weather, WeatherService):
+            self.weather.config = config.weather
 
     async def close(self) -> None:
         """Stop any session, finish writing, release the camera."""

@@ -36,7 +36,7 @@ from typing import Any, Literal, Protocol
 import httpx
 import structlog
 
-from skylapse.config import LocationConfig, WeatherConfig
+from skylapse.config import LocationConfig, WeatherConfig, reveal
 
 log = structlog.get_logger(__name__)
 
@@ -134,7 +134,7 @@ def classify_sky(obs: WeatherObservation | None, config: WeatherConfig) -> SkyCo
 
 def api_key(config: WeatherConfig) -> str | None:
     """The configured API key, else the environment's ``OPENWEATHERMAP_API_KEY``."""
-    return config.api_key or os.environ.get(API_KEY_ENV) or None
+    return reveal(config.api_key) or os.environ.get(API_KEY_ENV) or None
 
 
 class WeatherService:

@@ -42,6 +42,7 @@ from tenacity import (
 )
 
 from skylapse.config import BackupConfig as BackupConfig  # its settings, re-exported
+from skylapse.config import reveal
 from skylapse.log import get_logger
 from skylapse.processing.archive import Archive
 
@@ -80,8 +81,8 @@ def make_s3_client(config: BackupConfig) -> Any:
     from botocore.config import Config
 
     session = boto3.session.Session(
-        aws_access_key_id=config.access_key_id,
-        aws_secret_access_key=config.secret_access_key,
+        aws_access_key_id=reveal(config.access_key_id),
+        aws_secret_access_key=reveal(config.secret_access_key),
         region_name=config.region,
     )
     return session.client(
