@@ -261,6 +261,23 @@ def test_bad_manifest_is_quarantined_and_other_stations_go_on(tmp_path, content,
     assert not (inbox / "a" / ".manifests" / "b1.sha256").exists()  # not retried every scan
 
 
+def test_manifest_that_fails_unexpectedly_is_left_for_the_next_scan_and_others_go_on(tmp_path):
+    inbox = tmp_path / "inbox"
+    commit(inbox / "a", {"d.jpg/x.jpg": jpeg(0)}, name="b1")
+    ingestor = new_ingestor(tmp_path)
+    assert ingestor.scan().ingested == 1
+    # the station now sends a file where the store already holds a folder of its frames
+    (inbox / "a" / "d.jpg").rmdir()
+    commit(inbox / "a", {"d.jpg": jpeg(1)}, name="b2")
+    commit(inbox / "b", {"f.jpg": jpeg(2)})
+    report = ingestor.scan()
+    assert report.ingested == 1 and (tmp_path / "store" / "b" / "f.jpg").is_file()
+    [(where, error)] = report.failed
+    assert where == "a/.manifests/b2.sha256" and "Error" in error
+    assert (inbox / "a" / ".manifests" / "b2.sha256").is_file()  # tried again next scan
+    assert (inbox / "a" / "d.jpg").is_file()  # nothing lost
+
+
 # -- item 11: symbolic links a station controls ------------------------------------------------
 
 
@@ -354,3 +371,64 @@ def test_already_ingested_frame_behind_a_symlinked_folder_is_not_deleted(tmp_pat
     report = ingestor.scan()
     assert report.already_ingested == 1
     assert (outside / "f.jpg").read_bytes() == data
+
+
+# -- the limit comes from the configuration -----------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow agreeing
+def test_skylapse_ingest_reads_the_pixel_limit_from_the_config(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from skylapse.cli import app
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after
+    config = tmp_path / "site.yaml"
+    config.write_text("processing:\n  max_frame_pixels: 3072\n")
+    data = tmp_path / "data"
+    commit(data / "inbox" / "s", {"small.jpg": jpeg(0, (64, 48)), "big.jpg": jpeg(1, (80, 60))})
+    result = CliRunner().invoke(app, ["ingest", "--data", str(data), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "ingested 1, quarantined 1" in result.output
+    assert "3,072" in (data / "quarantine" / "s" / "big.jpg.reason").read_text()
+    assert Image.MAX_IMAGE_PIXELS == 3072  # Pillow's own guard: the same limit
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_processing_service_reads_the_pixel_limit_from_the_config(tmp_path, monkeypatch):
+    import dataclasses
+
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    import skylapse.api.processing as processing_api
+    from skylapse.cli import app
+    from tests_support import wait_for
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after
+    monkeypatch.setenv("SKYLAPSE_API_TOKEN", "abuse-token-0123456789")
+    built: list[processing_api.ProcessingSettings] = []
+
+    def capture_settings(settings):
+        built.append(settings)
+        raise ValueError("settings captured; not serving")
+
+    monkeypatch.setattr(processing_api, "create_processing_app", capture_settings)
+    config = tmp_path / "site.yaml"
+    config.write_text("processing:\n  max_frame_pixels: 3072\n")
+    data = tmp_path / "data"
+    argv = ["serve", "processing", "--data", str(data), "--config", str(config)]
+    CliRunner().invoke(app, argv)
+    [settings] = built
+    assert settings.max_frame_pixels == 3072
+    assert Image.MAX_IMAGE_PIXELS == 3072
+    monkeypatch.undo()  # the real create_processing_app; Pillow's limit as it was
+
+    # the service's ingest loop applies it
+    commit(data / "inbox" / "s", {"small.jpg": jpeg(0, (64, 48)), "big.jpg": jpeg(1, (80, 60))})
+    fast = dataclasses.replace(settings, workers=0, ingest_every_s=0.1, render_after_min=None)
+    with TestClient(processing_api.create_processing_app(fast)):
+        reason = data / "quarantine" / "s" / "big.jpg.reason"
+        wait_for(reason.exists, timeout=30, what="the over-limit frame quarantined")
+    assert "80x60 = 4,800 pixels" in reason.read_text()
+    assert (data / "store" / "s" / "small.jpg").is_file()
