@@ -384,6 +384,12 @@ class ApiConfig(_Section):
     )
 
 
+#: Ingest's default pixel limit: the largest shipped camera profile (IMX519, 16 MP: 4656 x 3496 =
+#: 16,277,376 pixels, in skylapse/data/cameras/) times 1.5, so a frame's header claiming more is
+#: refused before decoding (a decompression bomb). A test re-derives it from the profiles.
+DEFAULT_MAX_FRAME_PIXELS = 4656 * 3496 * 3 // 2  # 24,416,064
+
+
 class ProcessingConfig(_Section):
     """The processing service (`skylapse serve processing`, `skylapse worker`)."""
 
@@ -397,6 +403,12 @@ class ProcessingConfig(_Section):
     )
     workers: int = Field(1, ge=0, le=64, description="job threads in the serving process")
     ingest_every_s: float = Field(5.0, gt=0, le=3600, description="inbox scan interval")
+    max_frame_pixels: int = Field(
+        DEFAULT_MAX_FRAME_PIXELS,
+        gt=0,
+        le=1 << 30,  # OpenCV's own decoding limit (OPENCV_IO_MAX_IMAGE_PIXELS)
+        description="ingest quarantines a frame whose header claims more pixels, undecoded",
+    )
     render_after_min: float | None = Field(
         30.0,
         gt=0,

@@ -94,6 +94,7 @@ def serve(
     if service == "processing":
         from skylapse.api.processing import ProcessingSettings, create_processing_app
         from skylapse.processing.commands import DATA_DIR_ENV
+        from skylapse.processing.ingest import align_pillow_pixel_limit
 
         data_dir = data or (
             Path(os.environ[DATA_DIR_ENV])
@@ -107,6 +108,7 @@ def serve(
             queue_url=reveal(pc.queue_url),  # None: $SKYLAPSE_QUEUE_URL or SQLite
             workers=pc.workers if workers is None else workers,
             ingest_every_s=pc.ingest_every_s,
+            max_frame_pixels=pc.max_frame_pixels,
             render_after_min=pc.render_after_min,
             job_poll_s=pc.job_poll_s,
             cors_origins=tuple(cfg.api.cors_origins),
@@ -119,6 +121,7 @@ def serve(
             alerts=cfg.alerts,
             station=cfg.alerts.mqtt.node_id or f"{cfg.transfer.station}-processing",
         )
+        align_pillow_pixel_limit(pc.max_frame_pixels)
         try:
             app = create_processing_app(settings)
         except (OSError, ValueError) as exc:

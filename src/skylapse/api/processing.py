@@ -75,7 +75,13 @@ from skylapse.api.common import (
 from skylapse.api.middleware import RateLimit, request_correlation_id
 from skylapse.api.ws import WebSocketHub
 from skylapse.catalog import JOB_STATES
-from skylapse.config import AlertsConfig, ArchiveConfig, BackupConfig, SkylapseConfig
+from skylapse.config import (
+    DEFAULT_MAX_FRAME_PIXELS,
+    AlertsConfig,
+    ArchiveConfig,
+    BackupConfig,
+    SkylapseConfig,
+)
 from skylapse.log import correlation_id, get_logger
 from skylapse.metrics import ServiceMetrics, UptimeTracker
 from skylapse.processing.jobs import JobService, RenderJobOptions
@@ -128,6 +134,7 @@ class ProcessingSettings:
     inbox: Path | None = None
     archive_dir: Path | None = None
     ingest_every_s: float | None = 5.0
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS  # config processing.max_frame_pixels
     render_after_min: float | None = 30.0
     job_poll_s: float = 0.5
     cors_origins: tuple[str, ...] = ()
@@ -317,11 +324,18 @@ class IngestLoop:
         metrics: ServiceMetrics,
         every_s: float,
         render_after_min: float | None,
+        max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
     ):
         from skylapse.processing.ingest import Ingestor
 
         self.jobs = jobs
-        self.ingestor = Ingestor(inbox, jobs.store, jobs.data_dir / "quarantine", jobs.catalog)
+        self.ingestor = Ingestor(
+            inbox,
+            jobs.store,
+            jobs.data_dir / "quarantine",
+            jobs.catalog,
+            max_pixels=max_frame_pixels,
+        )
         self.metrics = metrics
         self.every_s = every_s
         self.render_after = (
@@ -354,7 +368,11 @@ class IngestLoop:
         self.last_summary = (
             f"ingested {report.ingested}, quarantined "
             f"{len(report.quarantined)}, renders queued {len(queued)}"
+            + (f", refused {len(report.refused)} (symbolic links)" if report.refused else "")
         )
+        if report.failed:  # the other manifests went on; health shows these until they succeed
+            where, error = report.failed[0]
+            raise RuntimeError(f"{len(report.failed)} manifest(s) failed, first {where}: {error}")
 
     def _observe_new_frames(self) -> None:
         """Capture-side measurements travel in each frame's metadata; expose them here too."""
@@ -524,6 +542,7 @@ def create_processing_app(settings: ProcessingSettings) -> FastAPI:
             metrics,
             settings.ingest_every_s,
             settings.render_after_min,
+            settings.max_frame_pixels,
         )
         if settings.ingest_every_s
         else None

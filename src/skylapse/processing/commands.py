@@ -55,17 +55,31 @@ def ingest(
         float | None,
         typer.Option(help="Queue a render once a sequence got no frame for this many minutes."),
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Skylapse YAML config file (processing.max_frame_pixels)."),
+    ] = None,
 ) -> None:
     """Verify arriving frames into the store and catalog; quarantine what fails."""
     from skylapse import log
-    from skylapse.processing.ingest import Ingestor
+    from skylapse.config import ConfigError, load_config
+    from skylapse.processing.ingest import Ingestor, align_pillow_pixel_limit
     from skylapse.processing.jobs import JobService
 
+    try:
+        max_pixels = load_config(config).processing.max_frame_pixels
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--config") from None
     log.configure()
+    align_pillow_pixel_limit(max_pixels)
     data_dir = data or default_data_dir()
     service = JobService(data_dir)
     ingestor = Ingestor(
-        inbox or data_dir / "inbox", service.store, data_dir / "quarantine", service.catalog
+        inbox or data_dir / "inbox",
+        service.store,
+        data_dir / "quarantine",
+        service.catalog,
+        max_pixels=max_pixels,
     )
     while True:
         report = ingestor.scan()
@@ -74,9 +88,13 @@ def ingest(
                 f"ingested {report.ingested}, quarantined {len(report.quarantined)}, "
                 f"already had {report.already_ingested}"
             )
+        for where, why in report.refused + report.failed:
+            typer.echo(f"{where}: {why}", err=True)
         if render_after is not None:
             for job in service.close_idle_sequences(timedelta(minutes=render_after)):
                 typer.echo(f"queued render job {job}")
         if not watch:
+            if report.failed:
+                raise typer.Exit(1)
             return
         time.sleep(every)

@@ -14,6 +14,12 @@ API
     files: bad files are reported, never raised. ``Discovery`` is a NamedTuple, so
     ``frames, skipped = discover_frames(src)`` works.
 
+``probe_frame(path) -> FrameInfo``
+    The header metadata of one file, as ``discover_frames`` reads it (no pixel decoding), for a
+    caller that must check a frame's size before decoding it. Raises :class:`FrameReadError`,
+    or its subclass :class:`FrameTooLargeError` when Pillow's own decompression-bomb guard
+    (``PIL.Image.MAX_IMAGE_PIXELS``, refusing twice that many pixels) turns the header down.
+
 ``read_frame(path) -> ndarray``
     Full-resolution frame in the pipeline convention (:mod:`skylapse.processing.srgb`):
     uint16 (H, W, 3) RGB, sRGB-encoded. 8-bit sources are scaled by 257, 16-bit TIFF/PNG kept,
@@ -76,10 +82,12 @@ __all__ = [
     "Discovery",
     "FrameInfo",
     "FrameReadError",
+    "FrameTooLargeError",
     "MissingRawSupportError",
     "SkippedFile",
     "discover_frames",
     "fit_to_size",
+    "probe_frame",
     "read_frame",
     "read_gray_reduced",
 ]
@@ -133,6 +141,10 @@ class FrameReadError(Exception):
         self.path = Path(path)
         self.reason = reason
         super().__init__(f"cannot read frame {self.path}: {reason}")
+
+
+class FrameTooLargeError(FrameReadError):
+    """A frame whose header claims more pixels than Pillow's decompression-bomb guard allows."""
 
 
 class MissingRawSupportError(ImportError):
@@ -261,6 +273,24 @@ def discover_frames(src: str | os.PathLike[str]) -> Discovery:
     return Discovery(_capture_order(frames), skipped)
 
 
+def probe_frame(path: str | os.PathLike[str]) -> FrameInfo:
+    """Header metadata of one frame file, without decoding its pixels.
+
+    Raises
+    ------
+    FrameReadError
+        For an unsupported suffix or an unreadable, truncated or empty file;
+        :class:`FrameTooLargeError` if Pillow refuses the header as a decompression bomb.
+    MissingRawSupportError
+        For a DNG when rawpy is not installed.
+    """
+    path = Path(path)
+    fmt = _fmt_of(path)
+    if fmt == "dng":
+        _require_rawpy()
+    return _probe(path, fmt)
+
+
 def _capture_order(frames_in_name_order: list[FrameInfo]) -> list[FrameInfo]:
     """Stable sort by capture time; untimed frames inherit their name-predecessor's time."""
     times = [f.captured_at for f in frames_in_name_order]
@@ -307,7 +337,7 @@ def _probe(path: Path, fmt: str) -> FrameInfo:
     except UnidentifiedImageError:
         raise FrameReadError(path, "not a recognisable image") from None
     except Image.DecompressionBombError as exc:
-        raise FrameReadError(path, f"implausibly large image: {exc}") from None
+        raise FrameTooLargeError(path, f"implausibly large image: {exc}") from None
     except (OSError, ValueError, SyntaxError, struct.error) as exc:
         raise FrameReadError(path, f"unreadable header: {exc}") from None
 
