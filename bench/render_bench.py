@@ -38,8 +38,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from skylapse import synthetic
 from skylapse.processing import measure as metrics
+from skylapse.testing import SequenceSpec, SequenceTruth, generate_sequence
 
 HERE = Path(__file__).resolve().parent
 TARGETS = {"flicker": 0.02, "jitter": 0.1, "drift": 0.5, "time_ratio": 1.10, "mem_extra_mb": 150}
@@ -123,7 +123,7 @@ def decode_frames(path: Path):
             yield frame.to_ndarray(format="rgb48le")
 
 
-def score(frames_factory, truth: synthetic.SequenceTruth, inputs_factory=None) -> dict:
+def score(frames_factory, truth: SequenceTruth, inputs_factory=None) -> dict:
     """Flicker; jitter and drift registered to the first frame; and, given the input frames,
     geometric jitter and drift against the true motion (None where it cannot be measured)."""
     flick = metrics.residual_flicker(frames_factory(), truth)
@@ -230,7 +230,7 @@ def sequence(args, frames: int, width: int, height: int) -> Path:
     if src.exists():
         shutil.rmtree(src)
     t0 = time.perf_counter()
-    synthetic.generate_sequence(src, frames=frames, size=(width, height), seed=0)
+    generate_sequence(src, SequenceSpec(frames=frames, size=(width, height), seed=0))
     print(f"generated {frames} frames {width}x{height} in {time.perf_counter() - t0:.1f} s")
     return src
 
@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     log.write_text("")
 
     src = sequence(args, args.frames, width, height)
-    truth = synthetic.SequenceTruth.load(src)
+    truth = SequenceTruth.load(src)
     ff = ffmpeg_exe()
     inp = input_args(src, truth.fmt, args.fps)
     enc = encode_args(args, width, height)

@@ -17,7 +17,7 @@ from skylapse.api.auth import TOKEN_ENV, MissingTokenError, resolve_token, token
 from skylapse.api.processing import PROCESSING_METRICS, ProcessingSettings, create_processing_app
 from skylapse.api.server import ServerThread
 from skylapse.metrics import METRICS, ServiceMetrics, UptimeTracker
-from skylapse.synthetic import generate_sequence
+from skylapse.testing import SequenceSpec, generate_sequence
 from tests_support import commit_frames_to_inbox, wait_for
 
 TOKEN = "test-token-0123456789abcdef"
@@ -49,7 +49,7 @@ def rendered(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("served")
     data = tmp / "data"
     src = tmp / "gen"
-    generate_sequence(src, frames=FRAMES, size=(320, 180), seed=3)
+    generate_sequence(src, SequenceSpec(frames=FRAMES, size=(320, 180), seed=3))
     commit_frames_to_inbox(src, data / "inbox" / "peak-1")
     app = create_processing_app(settings(data, workers=1, ingest_every_s=0.2))
     with (
@@ -283,7 +283,7 @@ def test_jobs_list_get_cancel_retry(rendered):
 def test_cancel_then_retry_a_queued_job(tmp_path):
     data = tmp_path / "data"
     src = tmp_path / "gen"
-    generate_sequence(src, frames=4, size=(160, 90), seed=1)
+    generate_sequence(src, SequenceSpec(frames=4, size=(160, 90), seed=1))
     commit_frames_to_inbox(src, data / "inbox" / "peak-2")
     app = create_processing_app(settings(data, ingest_every_s=0.1))  # no workers: stays queued
     with TestClient(app) as c:

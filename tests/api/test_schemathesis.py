@@ -13,7 +13,7 @@ from schemathesis import GenerationMode
 from skylapse.api.processing import ProcessingSettings, create_processing_app
 from skylapse.api.server import ServerThread
 from skylapse.processing.ingest import Ingestor
-from skylapse.synthetic import generate_sequence
+from skylapse.testing import SequenceSpec, generate_sequence
 from tests_support import commit_frames_to_inbox
 
 TOKEN = "schemathesis-token-0123456789"
@@ -27,7 +27,7 @@ def served(tmp_path_factory):
     requests get through) and no workers (so that queued jobs stay put)."""
     tmp = tmp_path_factory.mktemp("st")
     data = tmp / "data"
-    generate_sequence(tmp / "gen", frames=3, size=(64, 36), seed=2)
+    generate_sequence(tmp / "gen", SequenceSpec(frames=3, size=(64, 36), seed=2))
     commit_frames_to_inbox(tmp / "gen", data / "inbox" / "peak-1")
     app = create_processing_app(
         ProcessingSettings(

@@ -2,7 +2,8 @@
 
 Scene EV100 = clear-sky table at the sun's elevation + cloud dimming + slow random flicker; the
 frame's linear luminance = 18 % grey at the incident-meter exposure, times the exposure error,
-times a fixed landscape pattern (bright sky above, darker textured ground), with shot and read
+times a fixed landscape pattern (the mountain scene of skylapse.scene in daylight, relative to
+an 18 % grey card: bright sky above, darker textured ridges, snow and forest), with shot and read
 noise, clipped at sensor white. Used by the closed-loop exposure tests.
 """
 
@@ -14,6 +15,11 @@ import numpy as np
 
 from skylapse import sky
 from skylapse.capture.exposure import ExposureSettings, camera_calibration_log2
+from skylapse.scene import mountain_scene, render_frame
+from skylapse.testing.truth import LUMA_WEIGHTS
+
+#: Sun altitude the landscape pattern is lit for (full daylight), degrees.
+PATTERN_SUN_DEG = 10.0
 
 
 class SkyScene:
@@ -22,11 +28,9 @@ class SkyScene:
     ) -> None:
         rng = np.random.default_rng(seed)
         h, w = shape
-        y = np.linspace(0, 1, h)[:, None]
-        sky_part = 1.0 - 0.8 * y  # brighter at the top
-        ground = -1.5 + 0.4 * rng.standard_normal((h, w))
-        pattern = np.where(y < 0.45, sky_part, ground)
-        self.pattern_log2 = pattern.astype(np.float64)
+        # metered render: an 18 % grey card in full light reads 0.18
+        lit = render_frame(mountain_scene(w, h, seed), sun_altitude_deg=PATTERN_SUN_DEG)
+        self.pattern_log2 = np.log2(np.maximum(lit @ LUMA_WEIGHTS, 1e-6) / 0.18).astype(np.float64)
         self.calibration = camera_calibration_log2(aperture_f)
         self.rng = rng
         self.flicker_ev = flicker_ev

@@ -15,7 +15,7 @@ import pytest
 from servers import running_redis
 from skylapse.processing.ingest import Ingestor
 from skylapse.processing.jobs import JobService, RenderJobOptions, make_huey
-from skylapse.synthetic import generate_sequence
+from skylapse.testing import SequenceSpec, generate_sequence
 from tests_support import commit_frames_to_inbox, wait_for
 
 FAST = RenderJobOptions(formats=["h264"], preset="ultrafast", denoise="off")
@@ -23,7 +23,7 @@ FAST = RenderJobOptions(formats=["h264"], preset="ultrafast", denoise="off")
 
 def ingest_sequence(service: JobService, tmp_path: Path, frames: int, station="peak-1") -> int:
     src = tmp_path / f"gen-{station}"
-    generate_sequence(src, frames=frames, size=(160, 90), seed=len(station))
+    generate_sequence(src, SequenceSpec(frames=frames, size=(160, 90), seed=len(station)))
     inbox = tmp_path / "inbox"
     commit_frames_to_inbox(src, inbox / station)
     report = Ingestor(inbox, service.store, tmp_path / "quarantine", service.catalog).scan()

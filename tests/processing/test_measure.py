@@ -6,14 +6,16 @@ import cv2
 import numpy as np
 import pytest
 
-from skylapse import synthetic
 from skylapse.processing import measure as metrics
+from skylapse.scene import mountain_scene, render_frame
+from skylapse.testing import SequenceSpec, SequenceTruth, generate_sequence
+from skylapse.testing.sequence import _shake_matrix
 
 
 @pytest.fixture(scope="module")
 def base_frame() -> np.ndarray:
-    scene = synthetic.mountain_scene(640, 360, seed=11)
-    lin = synthetic.render_frame(scene, sun_altitude_deg=-5.0)
+    scene = mountain_scene(640, 360, seed=11)
+    lin = render_frame(scene, sun_altitude_deg=-5.0)
     enc = np.where(lin <= 0.0031308, lin * 12.92, 1.055 * np.clip(lin, 0, 1) ** (1 / 2.4) - 0.055)
     return np.rint(np.clip(enc, 0, 1) * 255).astype(np.uint8)
 
@@ -74,9 +76,9 @@ CROP = (7.0, 5.0, 304.0, 171.0)  # x, y, w, h of the steady frame shown, scaled 
 
 
 @pytest.fixture(scope="module")
-def sunset(tmp_path_factory) -> tuple[list[np.ndarray], synthetic.SequenceTruth]:
+def sunset(tmp_path_factory) -> tuple[list[np.ndarray], SequenceTruth]:
     folder = tmp_path_factory.mktemp("sunset")
-    truth = synthetic.generate_sequence(folder, frames=24, size=SMALL, seed=0)
+    truth = generate_sequence(folder, SequenceSpec(frames=24, size=SMALL, seed=0))
     inputs = [cv2.imread(str(folder / f.file), cv2.IMREAD_COLOR)[..., ::-1] for f in truth.frames]
     return inputs, truth
 
@@ -120,7 +122,7 @@ def _stabilized(inputs, truth, error_x=None, jpeg_quality=None) -> list[np.ndarr
 
 def test_camera_matrix_follows_the_synthetic_truth_convention():
     m = metrics.camera_matrix(1.5, -0.5, 0.3, SMALL)
-    np.testing.assert_allclose(m, synthetic._shake_matrix(1.5, -0.5, 0.3, 0, *SMALL), atol=1e-12)
+    np.testing.assert_allclose(m, _shake_matrix(1.5, -0.5, 0.3, 0, *SMALL), atol=1e-12)
     centre = np.array([(SMALL[0] - 1) / 2, (SMALL[1] - 1) / 2, 1.0])
     np.testing.assert_allclose(m @ centre, [centre[0] + 1.5, centre[1] - 0.5], atol=1e-12)
     # Clockwise on screen (rows point down): a point right of the centre moves down.

@@ -17,7 +17,7 @@ from skylapse.cli import app
 from skylapse.exif import exif_bytes, with_exif_jpeg
 from skylapse.processing import measure, srgb
 from skylapse.processing.render import RenderError, RenderOptions, render
-from skylapse.synthetic import SequenceTruth, generate_sequence
+from skylapse.testing import SequenceSpec, SequenceTruth, generate_sequence
 
 runner = CliRunner()
 FAST = {"preset": "ultrafast"}
@@ -29,13 +29,15 @@ def sequence(tmp_path_factory) -> tuple[Path, SequenceTruth]:
     src = tmp_path_factory.mktemp("seq")
     truth = generate_sequence(
         src,
-        frames=48,
-        size=(W, H),
-        shake_px=1.0,
-        drift_px_per_frame=0.03,
-        flicker_ev_std=0.08,
-        sunset_ev=-1.5,
-        seed=3,
+        SequenceSpec(
+            frames=48,
+            size=(W, H),
+            shake_px=1.0,
+            drift_px_per_frame=0.03,
+            flicker_ev_std=0.08,
+            sunset_ev=-1.5,
+            seed=3,
+        ),
     )
     return src, truth
 

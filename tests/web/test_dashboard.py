@@ -26,7 +26,7 @@ from skylapse.capture.clock import RealClock
 from skylapse.capture.watchdog import Watchdog
 from skylapse.config import default_config
 from skylapse.processing.ingest import Ingestor
-from skylapse.synthetic import generate_sequence
+from skylapse.testing import SequenceSpec, generate_sequence
 from tests_support import commit_frames_to_inbox, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
@@ -125,7 +125,7 @@ def processing(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("processing")
     data = tmp / "data"
     for station, seed in (("peak-1", 3), ("peak-2", 4), ("peak-3", 5)):
-        generate_sequence(tmp / station, frames=16, size=(320, 180), seed=seed)
+        generate_sequence(tmp / station, SequenceSpec(frames=16, size=(320, 180), seed=seed))
         commit_frames_to_inbox(tmp / station, data / "inbox" / station)
     app = create_processing_app(
         ProcessingSettings(

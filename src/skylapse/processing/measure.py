@@ -6,7 +6,7 @@ All functions are pure: they take frames (``uint8`` or ``uint16`` sRGB-encoded R
 PyAV decodes them as ``rgb24`` / ``rgb48le``) and return numbers.
 
 - :func:`central_log2_luminance` - log2 of the mean linear luminance of the central 50 % of a
-  frame (the same definition as ``truth.json`` of :mod:`skylapse.synthetic`). The central region
+  frame (the same definition as ``truth.json`` of :mod:`skylapse.testing`). The central region
   is used because stabilizers crop and rescale; a few pixels of shift change it negligibly.
 - :func:`residual_flicker` - the standard deviation over frames of (output brightness - true
   brightness), in EV. A constant offset (an output that is uniformly brighter) does not count;
@@ -21,7 +21,7 @@ PyAV decodes them as ``rgb24`` / ``rgb48le``) and return numbers.
   sunset it also counts the apparent shift of terrain texture as the shading changes with the
   sun (about 1.7 px at 1080p on the synthetic sunset, with a perfect stabilizer).
 - :func:`stabilization_error_against_truth` - the geometric error only, for outputs whose
-  inputs and true camera motion are known (:mod:`skylapse.synthetic`): every output frame is
+  inputs and true camera motion are known (:mod:`skylapse.testing`): every output frame is
   compared with its own input frame warped as a perfect stabilizer would have warped it, so both
   sides share the lighting, the noise and the clouds, and only geometry differs.
 """
@@ -89,7 +89,7 @@ def residual_flicker(
     """Standard deviation over frames of (output central log2 luminance - the true one), EV.
 
     ``truth`` is an array of true log2 luminances (one per frame) or a
-    ``skylapse.synthetic.SequenceTruth`` (its ``log2_luminance`` column: the same generator
+    ``skylapse.testing.SequenceTruth`` (its ``log2_luminance`` column: the same generator
     without flicker, exposure steps or shake).
     """
     expected = (
@@ -240,7 +240,7 @@ def _h3(m: np.ndarray) -> np.ndarray:
 def camera_matrix(dx: float, dy: float, rotation_deg: float, size: tuple[int, int]) -> np.ndarray:
     """The 2x3 map from steady-scene pixels to the pixels of a shaken frame of ``size`` (W, H).
 
-    The :class:`skylapse.synthetic.FrameTruth` convention: ``p -> R(rotation) (p - c) + c +
+    The :class:`skylapse.testing.FrameTruth` convention: ``p -> R(rotation) (p - c) + c +
     (dx, dy)``, ``c`` the frame centre in pixel-centre coordinates, positive rotation clockwise
     on screen (image rows point down).
     """
@@ -376,7 +376,7 @@ def stabilization_error_against_truth(
     """Jitter and drift of a stabilized video's geometry against the true camera motion, px.
 
     ``outputs`` are the decoded output frames; ``inputs`` the source frames they were made from,
-    in the same order (8- or 16-bit RGB); ``truth`` a :class:`skylapse.synthetic.SequenceTruth`,
+    in the same order (8- or 16-bit RGB); ``truth`` a :class:`skylapse.testing.SequenceTruth`,
     its ``frames``, or an ``(N, 3)`` array of ``dx, dy, rotation_deg`` (see
     :func:`camera_matrix`, steady scene to shaken frame ``S_i``).
 

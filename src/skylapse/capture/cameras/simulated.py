@@ -5,7 +5,7 @@ autofocus, the local buffer) runs end to end without hardware, and an evening ca
 in seconds with a :class:`~skylapse.capture.clock.SimulatedClock`.
 
 Light: the sun's altitude and azimuth for the camera's location and the clock's time come from
-astral; the scene (``skylapse.synthetic``: ridges, snow, forest, sky gradient, golden and blue
+astral; the scene (``skylapse.scene``: ridges, snow, forest, sky gradient, golden and blue
 hour colours, alpenglow) is rendered at the brightness of the shared sky table
 (``skylapse.sky.ev100``: about 15 EV at 60°, 8.3 at sunset, 0.5 at −6°, −8 at −12°, −10 under
 starlight) relative to the camera's exposure value. Clouds come from the weather (cover) and
@@ -51,7 +51,7 @@ import astral.sun
 import cv2
 import numpy as np
 
-from skylapse import sky, synthetic
+from skylapse import sky
 from skylapse.capture.cameras.base import (
     Camera,
     CameraCapability,
@@ -65,6 +65,7 @@ from skylapse.capture.cameras.focus import contrast_autofocus, focus_score
 from skylapse.capture.cameras.profiles import CameraProfile, builtin_profile
 from skylapse.capture.clock import Clock
 from skylapse.processing import srgb
+from skylapse.scene import CloudLayer, MountainScene, cloud_layer, mountain_scene, render_frame
 
 #: Distance of the cloud deck along the line of sight, for turning wind speed into pixels.
 CLOUD_DISTANCE_M = 4000.0
@@ -256,13 +257,13 @@ class NoiseBank:
 
 
 @lru_cache(maxsize=4)
-def _scene(width: int, height: int, seed: int) -> synthetic.MountainScene:
-    return synthetic.mountain_scene(width, height, seed)
+def _scene(width: int, height: int, seed: int) -> MountainScene:
+    return mountain_scene(width, height, seed)
 
 
 @lru_cache(maxsize=4)
-def _clouds(width: int, height: int, seed: int, horizon_row: float) -> synthetic.CloudLayer:
-    return synthetic.cloud_layer(width, height, seed, horizon_row=horizon_row)
+def _clouds(width: int, height: int, seed: int, horizon_row: float) -> CloudLayer:
+    return cloud_layer(width, height, seed, horizon_row=horizon_row)
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,8 +295,8 @@ class SimulatedCamera(Camera):
         self._frames = 0
         self._epoch: datetime | None = None
         self._resolution = self.profile.resolution
-        self._scene: synthetic.MountainScene | None = None
-        self._clouds: synthetic.CloudLayer | None = None
+        self._scene: MountainScene | None = None
+        self._clouds: CloudLayer | None = None
         self._response: np.ndarray | None = None
         self._raw = False
         self._noise: NoiseBank | None = None
@@ -350,7 +351,7 @@ class SimulatedCamera(Camera):
         width_mm = self.profile.sensor.size_mm[0]
         return math.degrees(2 * math.atan(width_mm / (2 * self.profile.lens.focal_length_mm)))
 
-    def _cloud_layer(self, weather: SimWeather) -> synthetic.CloudLayer | None:
+    def _cloud_layer(self, weather: SimWeather) -> CloudLayer | None:
         if self._clouds is None or weather.cloud_cover <= 0.0:
             return None
         q = min(max(1.0 - weather.cloud_cover, 1e-3), 1 - 1e-3)
@@ -380,7 +381,7 @@ class SimulatedCamera(Camera):
         sun_x = 0.5 + offset / self._hfov_deg()
         t = (when - self._epoch).total_seconds()
         clouds = self._cloud_layer(self.weather_at(when))
-        return synthetic.render_frame(
+        return render_frame(
             self._scene,
             t,
             sun_altitude_deg=altitude,

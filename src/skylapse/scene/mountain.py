@@ -1,5 +1,4 @@
-"""Synthetic mountain timelapses with known ground truth, for tests, the demo, the bench and the
-simulated camera.
+"""The procedural mountain scene the simulated camera looks at, with known ground truth.
 
 The scene is built once and lit many times, so that a 1080p sequence of hundreds of frames costs
 a few tens of milliseconds per frame:
@@ -22,8 +21,8 @@ a few tens of milliseconds per frame:
   exposure value it is ``2 ** (ev100(sun) - exposure_ev)`` times brighter, which is what a
   simulated camera needs.
 
-Nothing here does I/O; :func:`generate_sequence` (below the scene part) is the shell that writes
-frames and their ground truth to a folder.
+Nothing here does I/O; :mod:`skylapse.testing` writes sequences of these frames with their
+ground truth to a folder.
 
 Procedural methods: fractal (fBm) value noise (Perlin, "An image synthesizer", SIGGRAPH 1985;
 Musgrave et al., "Texturing and Modeling", 2003), ridged multifractal skylines, exponential
@@ -34,102 +33,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from functools import cache, cached_property
-from pathlib import Path
+from functools import cached_property
 from statistics import NormalDist
 
 import cv2
 import numpy as np
 
 from skylapse import sky
-from skylapse.exif import exif_bytes, with_exif_jpeg, with_exif_png
-
-#: Rec. 709 / sRGB luminance weights.
-LUMA_WEIGHTS = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
+from skylapse.scene.noise import fractal_noise, fractal_profile, smoothstep
 
 #: Meteorological visibility used for aerial perspective, metres.
 VISIBILITY_M = 45_000.0
 
 #: Depth given to sky pixels, metres (effectively infinite).
 SKY_DEPTH_M = 1.0e6
-
-
-# --------------------------------------------------------------------------------------------
-# Procedural noise
-# --------------------------------------------------------------------------------------------
-
-
-def fractal_noise(
-    height: int,
-    width: int,
-    rng: np.random.Generator,
-    *,
-    cells: float = 4.0,
-    octaves: int = 6,
-    persistence: float = 0.5,
-    wrap_x: bool = False,
-) -> np.ndarray:
-    """Fractal (fBm) value noise, ``float32 (height, width)``, zero mean and unit std.
-
-    Each octave is a grid of Gaussian values, ``cells`` across the width, upsampled by
-    ``cv2.resize`` (bicubic); octaves double the frequency and scale by ``persistence``.
-    With ``wrap_x`` the field is periodic across the width (for clouds that drift forever):
-    the grids are padded circularly before resizing, so ``width`` should be divisible by
-    ``cells * 2**(octaves-1)`` for an exact period.
-    """
-    out = np.zeros((height, width), np.float32)
-    amp = 1.0
-    for octave in range(octaves):
-        nx = max(2, round(cells * 2**octave))
-        ny = max(2, math.ceil(nx * height / width) + 1)
-        grid = rng.standard_normal((ny, nx), dtype=np.float32)
-        if wrap_x:
-            pad = 2
-            padded = np.concatenate([grid[:, -pad:], grid, grid[:, :pad]], axis=1)
-            px = width / nx
-            big_w = round(px * (nx + 2 * pad))
-            layer = cv2.resize(padded, (big_w, height), interpolation=cv2.INTER_CUBIC)
-            start = round(px * pad)
-            layer = layer[:, start : start + width]
-        else:
-            layer = cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC)
-        cv2.scaleAdd(layer, amp, out, dst=out)
-        amp *= persistence
-    out -= out.mean()
-    out /= max(float(out.std()), 1e-6)
-    return out
-
-
-def fractal_profile(
-    width: int,
-    rng: np.random.Generator,
-    *,
-    cells: float = 3.0,
-    octaves: int = 7,
-    persistence: float = 0.55,
-) -> np.ndarray:
-    """One-dimensional fractal noise of ``width`` samples (zero mean, unit std), for skylines."""
-    x = np.arange(width, dtype=np.float64)
-    out = np.zeros(width)
-    amp = 1.0
-    for octave in range(octaves):
-        n = max(2, round(cells * 2**octave)) + 1
-        knots = rng.standard_normal(n)
-        # Cosine interpolation between knots: smooth but cheap.
-        pos = x / (width - 1) * (n - 1)
-        i0 = np.minimum(pos.astype(int), n - 2)
-        f = pos - i0
-        w = (1 - np.cos(np.pi * f)) / 2
-        out += amp * ((1 - w) * knots[i0] + w * knots[i0 + 1])
-        amp *= persistence
-    out -= out.mean()
-    return out / max(out.std(), 1e-9)
-
-
-def _smoothstep(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3.0 - 2.0 * x)
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,6 +130,75 @@ _RIDGES = (
 )
 #: The foreground meadow: base row fraction, amplitude, distance at its top edge.
 _FOREGROUND = (0.86, 0.035, 600.0)
+#: Linear albedos of the materials.
+_ROCK = np.array([0.26, 0.23, 0.20], np.float32)
+_DARK_ROCK = np.array([0.12, 0.115, 0.11], np.float32)
+_FOREST = np.array([0.045, 0.075, 0.04], np.float32)
+_SNOW = np.array([0.86, 0.88, 0.92], np.float32)
+_MEADOW = np.array([0.07, 0.10, 0.035], np.float32)
+
+
+@dataclass(frozen=True)
+class _Textures:
+    """The fractal fields shared by every layer, ``float32 (H, W)``, zero mean and unit std."""
+
+    detail: np.ndarray
+    strata: np.ndarray
+    relief: np.ndarray
+    gullies: np.ndarray  # ridged noise 1 - |n|: in (-inf, 1]
+    snow: np.ndarray
+
+    @classmethod
+    def draw(cls, h: int, w: int, rng: np.random.Generator) -> _Textures:
+        """The fields in a fixed order (the scene for a seed depends on it)."""
+        detail = fractal_noise(h, w, rng, cells=24, octaves=5, persistence=0.6)
+        strata = fractal_noise(h, w, rng, cells=3, octaves=3)
+        relief = fractal_noise(h, w, rng, cells=10, octaves=6, persistence=0.55)
+        # Ridged noise (1 - |n|): sharp crests and gullies, the look of eroded rock faces.
+        gullies = 1.0 - np.abs(fractal_noise(h, w, rng, cells=14, octaves=5, persistence=0.6))
+        snow = fractal_noise(h, w, rng, cells=16, octaves=4)
+        return cls(detail=detail, strata=strata, relief=relief, gullies=gullies, snow=snow)
+
+
+def _ridge_colour(
+    tex: _Textures, rows: np.ndarray, elev: np.ndarray, altitude: float, snow_amount: float
+) -> np.ndarray:
+    """Albedo ``(H, W, 3)`` of one ridge: rock strata, forest low down, snow high up."""
+    h = rows.shape[0]
+    # Rock strata: bands that wander with the large-scale noise; fractal detail on top.
+    bands = 0.5 + 0.5 * np.sin((rows / h * 38.0) + 2.5 * tex.strata)
+    rock = _ROCK + (_DARK_ROCK - _ROCK) * bands[..., None]
+    rock = rock * np.exp(0.35 * tex.detail)[..., None]
+    # Forest on the low parts of the near ridges.
+    forest_frac = smoothstep((0.45 - elev + 0.08 * tex.relief) / 0.12) * (1.0 - altitude * 0.6)
+    colour = rock + (_FOREST * np.exp(0.3 * tex.detail)[..., None] - rock) * forest_frac[..., None]
+    if snow_amount > 0:
+        # Snow high up, and more on gentle ground (where the relief is smooth).
+        snowline = 1.0 - 0.32 * snow_amount + 0.08 * tex.snow + 0.05 * np.abs(tex.relief)
+        snow_frac = smoothstep((elev - snowline) / 0.04)
+        snow_frac *= snow_amount
+        colour = colour + (_SNOW - colour) * snow_frac[..., None]
+    return colour
+
+
+def _meadow_colour(tex: _Textures, fine: np.ndarray) -> np.ndarray:
+    """Albedo ``(H, W, 3)`` of the foreground meadow, with a few boulders."""
+    meadow = _MEADOW * np.exp(0.35 * tex.detail + 0.45 * fine)[..., None]
+    boulders = smoothstep((tex.relief - 1.2) / 0.15)
+    return meadow + (_ROCK - meadow) * boulders[..., None]
+
+
+def _lambert_shading(height_field: np.ndarray) -> np.ndarray:
+    """Lambert factor of the direct sun from the upper right: slopes facing right are lit."""
+    smooth = cv2.GaussianBlur(height_field.astype(np.float32), (0, 0), 1.5)
+    gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+    gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+    nx, ny, nz = -gx, -gy, np.ones_like(gx)
+    norm = np.sqrt(nx * nx + ny * ny + nz * nz)
+    sun_dir = np.array([0.55, 0.35, 0.76])  # right, up (image rows point down), toward viewer
+    sun_dir /= np.linalg.norm(sun_dir)
+    lambert = (nx * sun_dir[0] - ny * sun_dir[1] + nz * sun_dir[2]) / norm
+    return np.clip(0.15 + 1.1 * lambert, 0.05, 1.4).astype(np.float32)
 
 
 def mountain_scene(width: int, height: int, seed: int = 0) -> MountainScene:
@@ -235,17 +221,7 @@ def mountain_scene(width: int, height: int, seed: int = 0) -> MountainScene:
     elevation = np.zeros((h, w), np.float32)
     height_field = np.zeros((h, w), np.float32)
     skyline = np.full(w, float(h), np.float32)
-
-    detail = fractal_noise(h, w, rng, cells=24, octaves=5, persistence=0.6)
-    strata = fractal_noise(h, w, rng, cells=3, octaves=3)
-    relief = fractal_noise(h, w, rng, cells=10, octaves=6, persistence=0.55)
-    # Ridged noise (1 - |n|): sharp crests and gullies, the look of eroded rock faces.
-    gullies = 1.0 - np.abs(fractal_noise(h, w, rng, cells=14, octaves=5, persistence=0.6))
-    snow_noise = fractal_noise(h, w, rng, cells=16, octaves=4)
-    rock_colour = np.array([0.26, 0.23, 0.20], np.float32)
-    dark_rock = np.array([0.12, 0.115, 0.11], np.float32)
-    forest_colour = np.array([0.045, 0.075, 0.04], np.float32)
-    snow_colour = np.array([0.86, 0.88, 0.92], np.float32)
+    tex = _Textures.draw(h, w, rng)
 
     for base, amp, dist, altitude, snow_amount in _RIDGES:
         ridge = 1.0 - np.abs(fractal_profile(w, rng, cells=2.5, octaves=8)) / 2.5
@@ -258,28 +234,12 @@ def mountain_scene(width: int, height: int, seed: int = 0) -> MountainScene:
         local = np.clip(1.0 - (rows - line[None, :]) / (amp * h * 1.5 + 0.08 * h), 0.0, 1.0)
         local = local * (0.35 + 0.65 * ridge[None, :])
         elev = altitude * local
-
-        # Rock strata: bands that wander with the large-scale noise; fractal detail on top.
-        bands = 0.5 + 0.5 * np.sin((rows / h * 38.0) + 2.5 * strata)
-        rock = rock_colour + (dark_rock - rock_colour) * bands[..., None]
-        rock = rock * np.exp(0.35 * detail)[..., None]
-        # Forest on the low parts of the near ridges.
-        forest_frac = _smoothstep((0.45 - elev + 0.08 * relief) / 0.12) * (1.0 - altitude * 0.6)
-        colour = (
-            rock + (forest_colour * np.exp(0.3 * detail)[..., None] - rock) * forest_frac[..., None]
-        )
-        if snow_amount > 0:
-            # Snow high up, and more on gentle ground (where the relief is smooth).
-            snowline = 1.0 - 0.32 * snow_amount + 0.08 * snow_noise + 0.05 * np.abs(relief)
-            snow_frac = _smoothstep((elev - snowline) / 0.04)
-            snow_frac *= snow_amount
-            colour = colour + (snow_colour - colour) * snow_frac[..., None]
-
+        colour = _ridge_colour(tex, rows, elev, altitude, snow_amount)
         reflectance = np.where(below[..., None], colour, reflectance)
         layer_depth = dist * (1.0 + 0.15 * (rows - line[None, :]) / h)
         depth = np.where(below, layer_depth, depth)
         elevation = np.where(below, elev, elevation)
-        layer_height = local * amp * h * 0.6 + (6.0 * relief + 10.0 * gullies) * altitude
+        layer_height = local * amp * h * 0.6 + (6.0 * tex.relief + 10.0 * tex.gullies) * altitude
         height_field = np.where(below, layer_height, height_field)
 
     base, amp, dist = _FOREGROUND
@@ -289,31 +249,14 @@ def mountain_scene(width: int, height: int, seed: int = 0) -> MountainScene:
     below = rows >= line[None, :]
     skyline = np.minimum(skyline, line)
     fine = fractal_noise(h, w, rng, cells=w / 6, octaves=3, persistence=0.6)
-    meadow = (
-        np.array([0.07, 0.10, 0.035], np.float32) * np.exp(0.35 * detail + 0.45 * fine)[..., None]
-    )
-    boulders = _smoothstep((relief - 1.2) / 0.15)
-    meadow = meadow + (rock_colour - meadow) * boulders[..., None]
-    reflectance = np.where(below[..., None], meadow, reflectance)
+    reflectance = np.where(below[..., None], _meadow_colour(tex, fine), reflectance)
     frac_below = np.clip((rows - line[None, :]) / (h - line.min() + 1.0), 0.0, 1.0)
     depth = np.where(below, dist * (1.0 - 0.85 * frac_below), depth)
     elevation = np.where(below, 0.08 * (1.0 - frac_below), elevation)
-    height_field = np.where(below, 6.0 * relief + 2.0 * fine, height_field)
+    height_field = np.where(below, 6.0 * tex.relief + 2.0 * fine, height_field)
 
     # Anti-aliased skyline: the sky is whatever lies above the topmost terrain line.
     sky_mask = np.clip(skyline[None, :] - rows + 0.5, 0.0, 1.0).astype(np.float32)
-
-    # Lambert shading of the direct sun from the upper right: slopes facing right are lit.
-    smooth = cv2.GaussianBlur(height_field.astype(np.float32), (0, 0), 1.5)
-    gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-    gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3) / 8.0
-    nx, ny, nz = -gx, -gy, np.ones_like(gx)
-    norm = np.sqrt(nx * nx + ny * ny + nz * nz)
-    sun_dir = np.array([0.55, 0.35, 0.76])  # right, up (image rows point down), toward viewer
-    sun_dir /= np.linalg.norm(sun_dir)
-    lambert = (nx * sun_dir[0] - ny * sun_dir[1] + nz * sun_dir[2]) / norm
-    shading = np.clip(0.15 + 1.1 * lambert, 0.05, 1.4).astype(np.float32)
-
     horizon_row = float(np.clip(np.median(skyline) + 0.05 * h, 0, h))
     reflectance = np.clip(reflectance, 0.0, 0.95).astype(np.float32)
     return MountainScene(
@@ -321,7 +264,7 @@ def mountain_scene(width: int, height: int, seed: int = 0) -> MountainScene:
         sky_mask=sky_mask,
         depth=depth.astype(np.float32),
         elevation=elevation.astype(np.float32),
-        shading=shading,
+        shading=_lambert_shading(height_field),
         skyline=skyline,
         horizon_row=horizon_row,
         seed=seed,
@@ -565,7 +508,7 @@ def render_frame(
         # Alpenglow: the sun lights terrain above a line that rises as it nears the horizon.
         sun_line = float(np.clip((6.0 - sun_altitude_deg) / 6.5, 0.0, 1.1))
         if sun_line > 0:
-            sunlit = _smoothstep((scene.elevation[t0:] - sun_line) / 0.08 + 0.5)
+            sunlit = smoothstep((scene.elevation[t0:] - sun_line) / 0.08 + 0.5)
             direct = cv2.multiply(
                 direct, cv2.cvtColor(sunlit.astype(np.float32), cv2.COLOR_GRAY2RGB)
             )
@@ -595,283 +538,3 @@ def render_frame(
         sky_part = cv2.multiply(sky_rgb, cv2.cvtColor(mask, cv2.COLOR_GRAY2RGB), scale=scale)
     cv2.add(frame[:s1], sky_part, dst=frame[:s1])
     return frame
-
-
-def central_log2_luminance(linear: np.ndarray, fraction: float = 0.5) -> float:
-    """log2 of the mean linear luminance of the central ``fraction`` (per axis) of a frame.
-
-    This is the brightness the ground truth and the bench's flicker metric compare: the log of
-    the mean (not the mean of the log) so that dark pixels and noise do not dominate.
-    """
-    h, w = linear.shape[:2]
-    y0, y1 = round(h * (1 - fraction) / 2), round(h * (1 + fraction) / 2)
-    x0, x1 = round(w * (1 - fraction) / 2), round(w * (1 + fraction) / 2)
-    region = linear[y0:y1, x0:x1]
-    lum = region @ LUMA_WEIGHTS if region.ndim == 3 else region
-    return float(np.log2(max(float(lum.mean()), 1e-12)))
-
-
-# --------------------------------------------------------------------------------------------
-# Sequences with ground truth (the imperative shell: writes files)
-# --------------------------------------------------------------------------------------------
-
-#: Exposure of the first frame, as recorded in EXIF.
-BASE_EXPOSURE_TIME_S = 1 / 250
-BASE_ISO = 100
-BASE_F_NUMBER = 8.0
-
-
-@dataclass(frozen=True)
-class FrameTruth:
-    """What was done to one frame of a synthetic sequence.
-
-    Attributes:
-        index, file, time: position, file name, capture time (ISO 8601, naive local time).
-        sun_altitude_deg: the sun altitude the frame was lit for.
-        log2_luminance: the true brightness, log2 of the mean linear luminance over the central
-            50 % of the frame, without flicker, exposure steps, shake or noise (after clipping).
-        flicker_ev: the random exposure error applied (aperture flicker), EV.
-        camera_ev: the camera's exposure relative to frame 0, as recorded in EXIF, EV (the
-            stepped ramp; 0 without one).
-        exposure_error_ev: camera_ev minus the smooth ramp it approximates (the step error).
-        dx, dy, rotation_deg: the shake and drift: a scene point at ``p`` in the steady frame
-            appears at ``R(rotation) (p - c) + c + (dx, dy)``, ``c`` the frame centre; positive
-            dx is to the right, dy down, rotation clockwise on screen.
-    """
-
-    index: int
-    file: str
-    time: str
-    sun_altitude_deg: float
-    log2_luminance: float
-    flicker_ev: float
-    camera_ev: float
-    exposure_error_ev: float
-    dx: float
-    dy: float
-    rotation_deg: float
-
-
-@dataclass(frozen=True)
-class SequenceTruth:
-    """Ground truth of a synthetic sequence (written as ``truth.json`` next to the frames)."""
-
-    width: int
-    height: int
-    fmt: str
-    seed: int
-    params: dict
-    frames: tuple[FrameTruth, ...]
-
-    def column(self, name: str) -> np.ndarray:
-        """One field of every frame as an array, e.g. ``truth.column("log2_luminance")``."""
-        return np.array([getattr(f, name) for f in self.frames], dtype=np.float64)
-
-    def to_json(self) -> str:
-        import json
-        from dataclasses import asdict
-
-        return json.dumps(asdict(self), indent=1)
-
-    @classmethod
-    def load(cls, path: str | Path) -> SequenceTruth:
-        """Read a ``truth.json`` (or the folder holding one)."""
-        import json
-
-        p = Path(path)
-        if p.is_dir():
-            p = p / "truth.json"
-        d = json.loads(p.read_text())
-        frames = tuple(FrameTruth(**f) for f in d.pop("frames"))
-        return cls(frames=frames, **d)
-
-
-@cache
-def _encode_lut_x16() -> np.ndarray:
-    """sRGB encoding of 16-bit linear codes, as 8-bit values times 16 (int16, for noise)."""
-    lin = np.arange(65536, dtype=np.float64) / 65535.0
-    enc = np.where(lin <= 0.0031308, lin * 12.92, 1.055 * lin ** (1 / 2.4) - 0.055)
-    return np.rint(enc * 255.0 * 16.0).astype(np.int16)
-
-
-def _shake_matrix(
-    dx: float, dy: float, rotation_deg: float, margin: int, width: int, height: int
-) -> np.ndarray:
-    """Forward 2x3 map from the padded steady render to the shaken output frame."""
-    c = np.array([(width - 1) / 2.0, (height - 1) / 2.0])
-    a = math.radians(rotation_deg)
-    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-    offset = rot @ (-np.array([margin, margin]) - c) + c + np.array([dx, dy])
-    return np.hstack([rot, offset[:, None]])
-
-
-def generate_sequence(
-    out_dir: str | Path,
-    frames: int = 200,
-    size: tuple[int, int] = (1920, 1080),
-    fmt: str = "jpg",
-    *,
-    sunset_ev: float = -3.0,
-    flicker_ev_std: float = 0.08,
-    shake_px: float = 2.0,
-    drift_px_per_frame: float = 0.03,
-    rotation_deg: float = 0.02,
-    noise: float = 1.5,
-    clouds: bool = True,
-    seed: int = 0,
-    start: datetime | None = None,
-    interval_s: float = 10.0,
-    sun_altitude_deg: tuple[float, float] = (6.0, -4.0),
-    ramp_ev: float = 0.0,
-    ramp_step_ev: float = 1 / 3,
-    start_log2_luminance: float = -2.6,
-    jpeg_quality: int = 94,
-    workers: int = 2,
-) -> SequenceTruth:
-    """Write a synthetic sunset timelapse of ``frames`` frames to ``out_dir`` with its truth.
-
-    The steady footage darkens smoothly and ever faster, by ``sunset_ev`` over the sequence
-    (``log2_luminance = start + sunset_ev * s**2``, ``s`` from 0 to 1), while the sun sinks
-    through ``sun_altitude_deg`` (warm light, alpenglow, then the blue hour) and clouds drift.
-    Onto that the camera's faults are applied: Gaussian flicker of ``flicker_ev_std`` EV per
-    frame, Gaussian shake of ``shake_px`` (std, px) plus a steady drift of
-    ``drift_px_per_frame`` and a rotation jitter of ``rotation_deg`` (std), then sensor noise
-    (``noise``: std in 8-bit sRGB code values, constant across tones as shot noise roughly is
-    after gamma encoding; uniformly distributed) and 8-bit quantisation.
-
-    A holy-grail exposure ramp (``ramp_ev != 0``): the camera opens up by ``ramp_ev`` over the
-    sequence in steps of ``ramp_step_ev``, recorded in EXIF (ExposureTime, then ISO); the scene
-    is darker by the smooth ramp, so the frames jump by the step error, which a deflicker that
-    reads EXIF can remove exactly (``exposure_error_ev`` in the truth).
-
-    Frames are ``frame_00000.jpg`` (8-bit sRGB JPEG with EXIF DateTimeOriginal,
-    SubSecTimeOriginal, ExposureTime, ISOSpeedRatings, FNumber) or ``.png`` (with an eXIf
-    chunk); ``truth.json`` holds a :class:`SequenceTruth`. The scene is rendered once with a
-    margin, every frame is lit, warped, noised and written on ``workers`` threads (numpy and
-    OpenCV release the GIL): about 0.1-0.2 s of CPU per 1080p frame.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from skylapse.processing.streaming import prefetch
-
-    if fmt not in ("jpg", "png"):
-        raise ValueError("fmt must be 'jpg' or 'png'")
-    if frames < 1:
-        raise ValueError("frames must be at least 1")
-    width, height = size
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    start = start or datetime(2024, 9, 21, 18, 40, 0)
-    rng = np.random.default_rng(seed)
-
-    s = np.linspace(0.0, 1.0, frames) if frames > 1 else np.zeros(1)
-    altitudes = sun_altitude_deg[0] + (sun_altitude_deg[1] - sun_altitude_deg[0]) * s
-    target_log2 = start_log2_luminance + sunset_ev * s**2
-    flicker = rng.standard_normal(frames) * flicker_ev_std
-    smooth_ramp = ramp_ev * s**2
-    if ramp_ev != 0.0:
-        camera_ev = np.trunc(smooth_ramp / ramp_step_ev + 1e-9) * ramp_step_ev
-    else:
-        camera_ev = np.zeros(frames)
-    step_error = camera_ev - smooth_ramp
-    angle = math.radians(25.0)
-    idx = np.arange(frames)
-    dxs = rng.standard_normal(frames) * shake_px + drift_px_per_frame * idx * math.cos(angle)
-    dys = rng.standard_normal(frames) * shake_px + drift_px_per_frame * idx * math.sin(angle)
-    rots = rng.standard_normal(frames) * rotation_deg
-
-    reach = np.hypot(dxs, dys).max() + np.abs(np.radians(rots)).max() * math.hypot(width, height)
-    margin = math.ceil(reach) + 4
-    scene = mountain_scene(width + 2 * margin, height + 2 * margin, seed)
-    cloud = (
-        cloud_layer(scene.width, scene.height, seed, horizon_row=scene.horizon_row)
-        if clouds
-        else None
-    )
-    lut = _encode_lut_x16()
-    noise_scale = noise * 16.0 / 73.9  # uniform bytes (std 73.9) to 8-bit codes x 16
-    cy0, cy1 = margin + round(height / 4), margin + round(height * 3 / 4)
-    cx0, cx1 = margin + round(width / 4), margin + round(width * 3 / 4)
-
-    def make(i: int) -> FrameTruth:
-        lin = render_frame(
-            scene, i * interval_s, sun_altitude_deg=float(altitudes[i]), clouds=cloud
-        )
-        centre = lin[cy0:cy1, cx0:cx1] @ LUMA_WEIGHTS
-        gain = 2.0 ** target_log2[i] / max(float(centre.mean()), 1e-9)
-        true_log2 = float(np.log2(max(float(np.minimum(centre * gain, 1.0).mean()), 1e-12)))
-        recorded_gain = gain * 2.0 ** (flicker[i] + step_error[i])
-        m = _shake_matrix(dxs[i], dys[i], rots[i], margin, width, height)
-        shaken = cv2.warpAffine(
-            lin, m, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
-        )
-        np.multiply(shaken, np.float32(65535.0 * recorded_gain), out=shaken)
-        np.clip(shaken, 0.0, 65535.0, out=shaken)
-        enc = lut[shaken.astype(np.uint16)]
-        if noise > 0:
-            frame_rng = np.random.default_rng([seed, i, 1])
-            u = np.frombuffer(frame_rng.bytes(enc.size), np.uint8).reshape(enc.shape)
-            enc += ((u.astype(np.int16) - 128) * noise_scale).astype(np.int16)
-        np.clip(enc, 0, 4095, out=enc)
-        enc += 8
-        rgb8 = (enc >> 4).astype(np.uint8)
-        bgr = cv2.cvtColor(rgb8, cv2.COLOR_RGB2BGR)
-        when = start + timedelta(seconds=i * interval_s)
-        exif = exif_bytes(
-            when,
-            exposure_time_s=BASE_EXPOSURE_TIME_S * 2.0 ** camera_ev[i],
-            iso=BASE_ISO,
-            f_number=BASE_F_NUMBER,
-            model="synthetic",
-        )
-        name = f"frame_{i:05d}.{fmt}"
-        if fmt == "jpg":
-            ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
-            data = with_exif_jpeg(buf.tobytes(), exif)
-        else:
-            ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-            data = with_exif_png(buf.tobytes(), exif)
-        if not ok:
-            raise RuntimeError(f"could not encode {name}")
-        (out / name).write_bytes(data)
-        return FrameTruth(
-            index=i,
-            file=name,
-            time=when.isoformat(),
-            sun_altitude_deg=float(altitudes[i]),
-            log2_luminance=true_log2,
-            flicker_ev=float(flicker[i]),
-            camera_ev=float(camera_ev[i]),
-            exposure_error_ev=float(step_error[i]),
-            dx=float(dxs[i]),
-            dy=float(dys[i]),
-            rotation_deg=float(rots[i]),
-        )
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = tuple(prefetch(pool, make, range(frames), depth=max(2, 2 * workers)))
-    truth = SequenceTruth(
-        width=width,
-        height=height,
-        fmt=fmt,
-        seed=seed,
-        params={
-            "frames": frames,
-            "sunset_ev": sunset_ev,
-            "flicker_ev_std": flicker_ev_std,
-            "shake_px": shake_px,
-            "drift_px_per_frame": drift_px_per_frame,
-            "rotation_deg": rotation_deg,
-            "noise": noise,
-            "clouds": clouds,
-            "interval_s": interval_s,
-            "sun_altitude_deg": list(sun_altitude_deg),
-            "ramp_ev": ramp_ev,
-            "ramp_step_ev": ramp_step_ev,
-            "start_log2_luminance": start_log2_luminance,
-            "central_fraction": 0.5,
-        },
-        frames=results,
-    )
-    (out / "truth.json").write_text(truth.to_json())
-    return truth
