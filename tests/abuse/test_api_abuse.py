@@ -37,7 +37,7 @@ from skylapse.api.server import ConnectionLimits, ServerThread
 from skylapse.capture.cameras import CameraConfig, SimulatedCamera
 from skylapse.capture.weather import WeatherService
 from skylapse.config import LocationConfig, WeatherConfig, default_config, parse_config
-from skylapse.synthetic import generate_sequence
+from skylapse.testing import SequenceSpec, generate_sequence
 from tests_support import commit_frames_to_inbox, wait_for
 
 TOKEN = "abuse-token-0123456789abcdef"
@@ -384,7 +384,7 @@ def test_url_queries_are_cut_from_every_log_line():
 def processing(tmp_path_factory):
     """The processing service (no workers: jobs stay queued) with one ingested sequence."""
     tmp = tmp_path_factory.mktemp("processing")
-    generate_sequence(tmp / "gen", frames=4, size=(64, 36), seed=1)
+    generate_sequence(tmp / "gen", SequenceSpec(frames=4, size=(64, 36), seed=1))
     commit_frames_to_inbox(tmp / "gen", tmp / "data" / "inbox" / "peak-1")
     settings = ProcessingSettings(
         data_dir=tmp / "data",

@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from skylapse.synthetic import FrameTruth, SequenceTruth
+from skylapse.testing.truth import FrameTruth, SequenceTruth
 
 LUMA_WEIGHTS = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
 
