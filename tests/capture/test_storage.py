@@ -94,7 +94,7 @@ def test_emergency_cleanup_never_stops_capture(tmp_path):
     store = StorageManager(root, cat, watermark_pct=80, margin_pct=5, disk_usage=fake_disk(100_000))
     ids = add_frames(root, cat, 10)  # 100 % full, nothing transferred but one
     cat.set_transfer_state(ids[5:6], "verified", when=T0)
-    report = store.enforce(T0)
+    report = store.enforce(T0 + timedelta(hours=13))  # past the 12 h floor of untransferred
     # verified frame first, then the oldest untransferred ones, down to 75 %
     assert report.deleted_paths[0] == "day/frame_0005.jpg"
     assert report.deleted_paths[1:] == ["day/frame_0000.jpg", "day/frame_0001.jpg"]

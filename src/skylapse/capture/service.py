@@ -292,6 +292,7 @@ class CaptureService:
             self.catalog,
             retention=dt.timedelta(hours=cap.retention_h),
             watermark_pct=cap.watermark_pct,
+            keep_untransferred=dt.timedelta(hours=cap.keep_untransferred_h),
             disk_usage=disk_usage,
         )
         self.writer = FrameWriter(
@@ -339,13 +340,14 @@ class CaptureService:
     def apply_config(self, config: SkylapseConfig) -> None:
         """Use ``config`` from now on (``PUT /config``): phases, intervals and strategies from
         the next frame, exposure settings from the next session, JPEG quality from the next
-        write, retention and watermark from the next storage check. The buffer, the camera and
-        the writer queue's size stay as they were opened."""
+        write, retention, watermark and untransferred floor from the next storage check. The
+        buffer, the camera and the writer queue's size stay as they were opened."""
         self.config = config
         cap = config.capture
         self.writer.quality = cap.jpeg_quality
         self.storage.retention = dt.timedelta(hours=cap.retention_h)
         self.storage.watermark_pct = cap.watermark_pct
+        self.storage.keep_untransferred = dt.timedelta(hours=cap.keep_untransferred_h)
         if self._opened:
             self._exposure_config = config.exposure.model_copy(
                 update={"aperture_f": self.camera.profile.lens.aperture_f}
