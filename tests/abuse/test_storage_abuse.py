@@ -20,6 +20,8 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +31,9 @@ from fastapi.testclient import TestClient
 from skylapse.api.capture import create_capture_app
 from skylapse.capture.cameras import CameraConfig, SimulatedCamera
 from skylapse.capture.clock import SimulatedClock
-from skylapse.capture.service import CATALOG_NAME
+from skylapse.capture.service import CATALOG_NAME, CaptureService
 from skylapse.capture.storage import DiskUsage, StorageManager, write_atomic
-from skylapse.capture.writer import FrameWriter, WriteJob, encode_jpeg, frame_exif
+from skylapse.capture.writer import LOCK_RETRIES, FrameWriter, WriteJob, encode_jpeg, frame_exif
 from skylapse.catalog import Catalog, FrameRecord
 from skylapse.config import default_config
 from skylapse.exif import with_exif_jpeg
@@ -328,3 +330,207 @@ def test_the_service_alerts_before_it_deletes_an_untransferred_frame(tmp_path):
         assert report.emergency_untransferred == 2  # down to 75 %
         risk = [e for e in recorder.events if e[0] == "untransferred_frames_at_risk"]
         assert risk and risk[0][1:] == ("firing", 9)  # raised while all 9 were there
+
+
+# -- item 5: the writer and the reconcile ------------------------------------------------------
+
+
+def test_full_disk_leaves_no_temp_files_and_no_frames_without_rows(small_disk):
+    root = small_disk("1m")
+    cat = Catalog(root / CATALOG_NAME)
+    rng = np.random.default_rng(5)
+    # noisy frames of 40..90 kB between tiny flat ones of 1 kB: once the disk is full a tiny
+    # frame's file still fits where the catalog's WAL cannot grow (SQLITE_FULL on the row)
+    jobs = [
+        writer_job(
+            i,
+            rng.integers(0, 65535, (100 + 5 * i, 160, 3), dtype=np.uint16)
+            if i % 2
+            else np.full((16, 16, 3), 20000 + i, np.uint16),
+        )
+        for i in range(60)
+    ]
+    writer = FrameWriter(root, cat)
+
+    results = write_all(writer, jobs)
+
+    assert writer.failed > 0 and writer.written > 0  # the disk did fill up
+    assert writer.written + writer.failed == 60
+    assert temp_files(root) == []
+    # one unit: every frame file has its row and every row its complete file
+    rows = cat.frames(include_deleted=True)
+    on_disk = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.jpg"))
+    assert on_disk == sorted(r.path for r in rows)
+    for r in rows:
+        assert hashlib.sha256((root / r.path).read_bytes()).hexdigest() == r.sha256
+    assert sum(r is not None for r in results) == len(rows) == writer.written
+
+
+def test_catalog_full_drops_the_frame_as_a_unit(tmp_path, monkeypatch):
+    root = tmp_path / "buf"
+    cat = Catalog(root / CATALOG_NAME)
+    full = real_sqlite_full()
+
+    def add_frame(record):
+        raise full
+
+    monkeypatch.setattr(cat, "add_frame", add_frame)
+    writer = FrameWriter(root, cat)
+    pixels = np.full((24, 32, 3), 30000, np.uint16)
+
+    assert write_all(writer, [writer_job(0, pixels)]) == [None]
+
+    assert writer.failed == 1
+    assert list(root.rglob("*.jpg")) == [] and temp_files(root) == []
+
+
+def test_locked_catalog_is_retried_and_the_frame_kept(tmp_path):
+    root = tmp_path / "buf"
+    cat = Catalog(root / CATALOG_NAME)
+    held, release = threading.Event(), threading.Event()
+
+    def hold_lock():  # another process writing for a while
+        db = sqlite3.connect(root / CATALOG_NAME, isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")
+        held.set()
+        release.wait(5)
+        db.execute("COMMIT")
+        db.close()
+
+    def short_busy_timeout(job):  # so the lock outlasts it, as a 30 s one can in the field
+        threading.Timer(0.3, release.set).start()
+        cat._connect().execute("PRAGMA busy_timeout = 20")
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    held.wait(5)
+    writer = FrameWriter(root, cat, write_hook=short_busy_timeout)
+    pixels = np.full((24, 32, 3), 30000, np.uint16)
+    try:
+        [record] = write_all(writer, [writer_job(0, pixels)])
+    finally:
+        release.set()
+        holder.join()
+
+    assert record is not None and writer.failed == 0
+    assert cat.frame_by_path(record.path).transfer_state == "pending"
+    assert_buffer_matches_catalog(root, cat)
+    assert temp_files(root) == []
+
+
+def test_a_row_left_writing_is_marked_by_the_next_frame(tmp_path, monkeypatch):
+    root = tmp_path / "buf"
+    cat = Catalog(root / CATALOG_NAME)
+    real_mark = cat.mark_written
+    fails = {"left": LOCK_RETRIES}  # the first frame's mark meets a lock through every retry
+
+    def mark_written(frame_id):
+        if fails["left"]:
+            fails["left"] -= 1
+            cat._connect().execute("PRAGMA busy_timeout = 0")
+            blocker = sqlite3.connect(root / CATALOG_NAME, isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")
+            try:
+                return real_mark(frame_id)  # SQLite's own "database is locked"
+            finally:
+                blocker.execute("ROLLBACK")
+                blocker.close()
+        return real_mark(frame_id)
+
+    monkeypatch.setattr(cat, "mark_written", mark_written)
+    writer = FrameWriter(root, cat)
+    pixels = np.full((24, 32, 3), 30000, np.uint16)
+
+    first, second = write_all(writer, [writer_job(0, pixels), writer_job(1, pixels)])
+
+    assert first is not None and first.transfer_state == "writing"  # on disk, row kept
+    assert second is not None and second.transfer_state == "pending"
+    assert [r.transfer_state for r in cat.frames()] == ["pending", "pending"]
+    assert_buffer_matches_catalog(root, cat)
+
+
+def test_reconcile_at_start_recatalogs_complete_frames_and_removes_only_partial_temps(tmp_path):
+    buffer = tmp_path / "buf"
+    folder = buffer / "2026-06-21" / "day"
+    folder.mkdir(parents=True)
+    cat = Catalog(buffer / CATALOG_NAME)
+
+    def frame(n: int) -> tuple[FrameRecord, bytes]:
+        record = FrameRecord(
+            path=f"2026-06-21/day/frame_{n:06d}.jpg",
+            captured_at=T0 + dt.timedelta(seconds=30 * n, microseconds=123456),
+            sha256="",
+            size_bytes=0,
+            session_id="day",
+            exposure_time_s=1 / 250,
+            iso=200,
+            aperture=2.8,
+            phase="golden",
+            strategy="golden-hdr",
+        )
+        skylapse = {
+            "session_id": "day",
+            "frame_number": n,
+            "phase": "golden",
+            "strategy": "golden-hdr",
+            "scheduled_at": record.captured_at.isoformat(timespec="microseconds"),
+            "bracket": {"set": n, "index": 1, "ev_offset": -2.0},
+            "quality_score": 0.75,
+            "focus_score": 12.5,
+            "exposure_error_ev": 0.1,
+            "latency_ms": 3.5,
+            "lens_position": 1.5,
+        }
+        data = jpeg_frame(record, skylapse, seed=n)
+        sha = hashlib.sha256(data).hexdigest()
+        return replace(record, sha256=sha, size_bytes=len(data)), data
+
+    # (0) complete, renamed, but its row never made it (catalog full or locked at the time)
+    rec0, data0 = frame(0)
+    (buffer / rec0.path).write_bytes(data0)
+    # (1) a half-written temporary file
+    _, data1 = frame(1)
+    (folder / ".frame_000001.jpg.tmp-4242").write_bytes(data1[: len(data1) // 2])
+    # (2) row "writing", file renamed into place, never marked
+    rec2, data2 = frame(2)
+    cat.add_frame(replace(rec2, transfer_state="writing"))
+    (buffer / rec2.path).write_bytes(data2)
+    # (3) row "writing", complete temporary file, power cut before the rename
+    rec3, data3 = frame(3)
+    cat.add_frame(replace(rec3, transfer_state="writing"))
+    (folder / ".frame_000003.jpg.tmp-4242").write_bytes(data3)
+    # (4) row "writing", nothing on disk: the frame never existed
+    rec4, _ = frame(4)
+    cat.add_frame(replace(rec4, transfer_state="writing"))
+    # (5) a JPEG that is not Skylapse's: neither cataloged nor deleted
+    stranger = folder / "holiday.jpg"
+    stranger.write_bytes(encode_jpeg(np.zeros((8, 8, 3), np.uint16)))
+
+    clock = SimulatedClock(T0 + dt.timedelta(hours=1))
+    service = CaptureService(
+        SimulatedCamera(clock=clock, seed=3), buffer=buffer, clock=clock, camera_config=SMALL
+    )
+
+    async def start():
+        await service.open()
+        await service.close()
+
+    asyncio.run(start())
+
+    rows = {r.path: r for r in service.catalog.frames()}
+    assert sorted(rows) == [rec0.path, rec2.path, rec3.path]
+    assert all(r.transfer_state == "pending" for r in rows.values())
+    assert (buffer / rec3.path).read_bytes() == data3
+    assert service.catalog.frame_by_path(rec4.path) is None
+    assert temp_files(buffer) == []
+    assert stranger.exists()
+    # the re-cataloged frame carries what its EXIF says
+    got = rows[rec0.path]
+    assert got.sha256 == rec0.sha256 and got.size_bytes == len(data0)
+    assert got.captured_at == rec0.captured_at
+    assert got.session_id == "day" and got.phase == "golden" and got.strategy == "golden-hdr"
+    assert got.exposure_time_s == pytest.approx(1 / 250) and got.iso == 200
+    assert got.aperture == pytest.approx(2.8)
+    assert (got.bracket_set, got.bracket_index, got.ev_offset) == (0, 1, -2.0)
+    assert got.quality_score == 0.75 and got.scheduled_at == rec0.captured_at
+    assert got.extra["frame_number"] == 0

@@ -4,7 +4,7 @@ One :class:`CaptureService` owns the camera, the catalog, the writer and the sto
 The CLI drives it (``skylapse capture``), and so will the REST API later::
 
     service = CaptureService(camera, buffer="/var/skylapse", config=cfg, clock=RealClock())
-    await service.open()                                  # configure camera, recover the buffer
+    await service.open()                                  # reconcile buffer, open camera
     sid = await service.start_session(SessionSpec(duration_s=3600))   # POST /sessions
     records = await service.capture_now(bracket=False)    # POST /capture (between deadlines)
     service.status()                                      # GET /status
@@ -73,6 +73,7 @@ from skylapse.capture.cameras.base import (
 from skylapse.capture.clock import Clock, RealClock
 from skylapse.capture.exposure import ExposureController, ExposureSettings, Metering, meter
 from skylapse.capture.quality import image_quality_score
+from skylapse.capture.reconcile import reconcile_buffer
 from skylapse.capture.sensors import Bme280, lux_estimate, read_thermal_zone
 from skylapse.capture.storage import StorageManager
 from skylapse.capture.strategy import CaptureChoice, choose_capture
@@ -313,6 +314,7 @@ class CaptureService:
         self._last_storage_check: float | None = None
         self._plan_stop = asyncio.Event()
         self._opened = False
+        self._reconciled = False
         self._bme280 = Bme280()  # read only if fitted; the driver loads lazily
         self._last_frame: Frame | None = None
         self._lens_position: float | None = None
@@ -324,12 +326,16 @@ class CaptureService:
         return self.config.location
 
     async def open(self) -> None:
-        """Configure the camera and remove half-written files a crash left behind."""
+        """Reconcile the buffer with the catalog (what a crash left), configure the camera."""
         if self._opened:
             return
-        removed = await asyncio.to_thread(self.storage.recover)
-        if removed:
-            log.warning("recovered buffer", removed=len(removed))
+        if not self._reconciled:  # once, before the writer has written anything
+            report = await asyncio.to_thread(reconcile_buffer, self.buffer, self.catalog)
+            self._reconciled = True
+            if report.changed():
+                log.warning(
+                    "reconciled buffer", **{k: len(v) for k, v in vars(report).items() if v}
+                )
         await self.camera.configure(self.camera_config)
         ex = self.config.exposure
         self._exposure_config = ex.model_copy(

@@ -1,8 +1,10 @@
 """The capture station's local buffer: durable frame files, retention and emergency cleanup.
 
-Frames are written atomically (temporary file, fsync, rename, fsync of the folder) and only then
-entered in the catalog, so a crash leaves at worst a stray temporary file, which `recover`
-removes, and never a catalog row pointing at half a frame.
+A frame's file and its catalog row are written as one unit (see `skylapse.capture.writer`): the
+file goes to a temporary name (`write_temp`, fsync), its row is inserted as ``writing``, the file
+is renamed into place (`commit_temp`, fsync of the folder) and the row marked ``pending``. A
+failed write removes its temporary file; whatever a crash leaves behind is settled at start by
+`skylapse.capture.reconcile`.
 
 Space is kept in two ways:
 
@@ -44,20 +46,46 @@ class DiskUsage(NamedTuple):
     free: int
 
 
-def write_atomic(path: Path, data: bytes) -> str:
-    """Write ``data`` to ``path`` so that it is either absent or complete; returns its SHA-256."""
+def temp_path(path: Path) -> Path:
+    """Where ``path`` is written before it is renamed into place (``.<name>.tmp-<pid>``)."""
+    return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+
+
+def write_temp(path: Path, data: bytes) -> Path:
+    """Write ``data`` beside ``path`` under its temporary name and fsync it; returns that name.
+
+    On failure (a full disk...) the temporary file is removed before the error is raised."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def commit_temp(tmp: Path, path: Path) -> None:
+    """Rename a temporary file into place and make the rename durable (fsync of the folder)."""
     os.replace(tmp, path)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def write_atomic(path: Path, data: bytes) -> str:
+    """Write ``data`` to ``path`` so that it is either absent or complete; returns its SHA-256."""
+    tmp = write_temp(path, data)
+    try:
+        commit_temp(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return hashlib.sha256(data).hexdigest()
 
 
@@ -111,14 +139,6 @@ class StorageManager:
     def utilization_pct(self) -> float:
         usage = self._disk_usage(self.root)
         return 100.0 * usage.used / usage.total if usage.total else 0.0
-
-    def recover(self) -> list[Path]:
-        """Remove temporary files a crash left behind (they were never in the catalog)."""
-        stray = [p for p in self.root.rglob(f".*{TMP_MARK}*") if p.is_file()]
-        for p in stray:
-            p.unlink(missing_ok=True)
-            log.warning("removed half-written file", path=str(p))
-        return stray
 
     def enforce(self, now: datetime | None = None) -> CleanupReport:
         """Apply retention, then emergency cleanup if the disk is past the watermark."""
