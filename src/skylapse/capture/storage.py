@@ -218,7 +218,10 @@ class StorageManager:
             except Exception as exc:  # an alert that cannot be sent must not stop the cleanup
                 log.error("raising the storage alert failed", error=repr(exc))
 
-    def _delete(self, record: FrameRecord, now: datetime, reason: str, report: CleanupReport):
+    def _delete(
+        self, record: FrameRecord, now: datetime, reason: str, report: CleanupReport
+    ) -> None:
+        assert record.id is not None  # rows from the catalog have their id
         path = self.root / record.path
         size = path.stat().st_size if path.exists() else 0
         path.unlink(missing_ok=True)

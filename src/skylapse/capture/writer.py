@@ -232,28 +232,26 @@ class FrameWriter:
         record = replace(job.record, sha256=sha, size_bytes=len(data), transfer_state=WRITING)
         tmp = write_temp(path, data)
         try:
-            retry_locked(self.catalog.add_frame, record)
+            frame_id: int = retry_locked(self.catalog.add_frame, record)  # sets record.id
             try:
                 commit_temp(tmp, path)
             except BaseException:
-                self._forget(record)
+                self._forget(frame_id, record.path)
                 raise
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        self._unmarked.append(record.id)
+        self._unmarked.append(frame_id)
         self._mark_written()
-        if record.id not in self._unmarked:
+        if frame_id not in self._unmarked:
             record.transfer_state = "pending"
         return record
 
-    def _forget(self, record: FrameRecord) -> None:
+    def _forget(self, frame_id: int, path: str) -> None:
         try:
-            retry_locked(self.catalog.forget_unwritten, record.id)
+            retry_locked(self.catalog.forget_unwritten, frame_id)
         except sqlite3.Error as exc:  # the reconcile at start removes the row
-            log.error(
-                "could not remove the row of a failed write", path=record.path, error=str(exc)
-            )
+            log.error("could not remove the row of a failed write", path=path, error=str(exc))
 
     def _mark_written(self) -> None:
         """Mark the rows whose files are in place; those that fail wait for the next frame (or
