@@ -33,7 +33,7 @@ from skylapse.capture.cameras import CameraConfig, SimulatedCamera
 from skylapse.capture.clock import SimulatedClock
 from skylapse.capture.service import CATALOG_NAME, CaptureService
 from skylapse.capture.storage import DiskUsage, StorageManager, write_atomic
-from skylapse.capture.writer import LOCK_RETRIES, FrameWriter, WriteJob, encode_jpeg, frame_exif
+from skylapse.capture.writer import FrameWriter, WriteJob, encode_jpeg, frame_exif
 from skylapse.catalog import Catalog, FrameRecord
 from skylapse.config import default_config
 from skylapse.exif import with_exif_jpeg
@@ -422,11 +422,13 @@ def test_a_row_left_writing_is_marked_by_the_next_frame(tmp_path, monkeypatch):
     root = tmp_path / "buf"
     cat = Catalog(root / CATALOG_NAME)
     real_mark = cat.mark_written
-    fails = {"left": LOCK_RETRIES}  # the first frame's mark meets a lock through every retry
+    writing = {"job": -1}
+
+    def note_job(job):  # runs in the writer thread before each frame
+        writing["job"] = job.skylapse["frame_number"]
 
     def mark_written(frame_id):
-        if fails["left"]:
-            fails["left"] -= 1
+        if writing["job"] == 0:  # the first frame's mark meets a lock through every retry
             cat._connect().execute("PRAGMA busy_timeout = 0")
             blocker = sqlite3.connect(root / CATALOG_NAME, isolation_level=None)
             blocker.execute("BEGIN IMMEDIATE")
@@ -438,7 +440,7 @@ def test_a_row_left_writing_is_marked_by_the_next_frame(tmp_path, monkeypatch):
         return real_mark(frame_id)
 
     monkeypatch.setattr(cat, "mark_written", mark_written)
-    writer = FrameWriter(root, cat)
+    writer = FrameWriter(root, cat, write_hook=note_job)
     pixels = np.full((24, 32, 3), 30000, np.uint16)
 
     first, second = write_all(writer, [writer_job(0, pixels), writer_job(1, pixels)])
