@@ -1,9 +1,11 @@
 """The frame catalog: one SQLite database (WAL) that knows every frame the station has taken.
 
-A row is written only after its file is durable on disk (see `skylapse.capture.storage`), so a
-crash at any moment never leaves the catalog pointing at a half-written frame. The same table is
-the transfer queue: ``transfer_state`` moves ``pending -> sent -> verified``, and only verified
-frames may be deleted by retention or by emergency cleanup before untransferred ones. A frame
+A frame's row is inserted as ``writing`` before its file is renamed into place and marked
+``pending`` after (see `skylapse.capture.writer`), so file and row are one unit: a ``writing`` row
+is not a frame yet (no listing, count, transfer or cleanup sees it) and the start-up reconcile
+(`skylapse.capture.reconcile`) settles any a crash left. The same table is the transfer queue:
+``transfer_state`` moves ``pending -> sent -> verified``, and only verified frames may be
+deleted by retention or by emergency cleanup before untransferred ones. A frame
 whose bytes no longer match its SHA-256, or whose path cannot travel, is ``quarantined``: moved
 aside by the transfer (`skylapse.transfer.queue`), never sent again and never deleted by retention.
 
@@ -69,6 +71,10 @@ CREATE TABLE IF NOT EXISTS sessions (
 """
 
 TRANSFER_STATES = ("pending", "sent", "verified", "quarantined")
+#: A row whose file is not yet in place (see the module docstring).
+WRITING = "writing"
+#: Rows that are frames in the buffer: not deleted, not still being written.
+_LIVE = f"deleted_at IS NULL AND transfer_state != '{WRITING}'"
 
 
 @dataclass
@@ -212,6 +218,32 @@ class Catalog(SqliteStore):
         record.id = cur.lastrowid
         return record.id
 
+    def mark_written(self, frame_id: int) -> None:
+        """A ``writing`` row's file is in place: the frame joins the buffer (and the queue)."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE frames SET transfer_state = 'pending' WHERE id = ? AND transfer_state = ?",
+                (frame_id, WRITING),
+            )
+
+    def forget_unwritten(self, frame_id: int) -> None:
+        """Remove a ``writing`` row whose file never made it into place."""
+        with self.transaction() as db:
+            db.execute(
+                "DELETE FROM frames WHERE id = ? AND transfer_state = ?", (frame_id, WRITING)
+            )
+
+    def unwritten(self) -> list[FrameRecord]:
+        """The ``writing`` rows (a crash or a failure cut their write short)."""
+        rows = self._connect().execute(
+            "SELECT * FROM frames WHERE transfer_state = ? ORDER BY id", (WRITING,)
+        )
+        return [_from_row(r) for r in rows]
+
+    def all_paths(self) -> set[str]:
+        """The path of every row, deleted or being written included."""
+        return {path for (path,) in self._connect().execute("SELECT path FROM frames")}
+
     def get_frame(self, frame_id: int) -> FrameRecord | None:
         row = self._connect().execute("SELECT * FROM frames WHERE id = ?", (frame_id,)).fetchone()
         return _from_row(row) if row else None
@@ -238,7 +270,7 @@ class Catalog(SqliteStore):
             where.append("captured_at < ?")
             args.append(until.isoformat(timespec="microseconds"))
         if not include_deleted:
-            where.append("deleted_at IS NULL")
+            where.append(_LIVE)
         sql = "SELECT * FROM frames"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -247,7 +279,7 @@ class Catalog(SqliteStore):
         return [_from_row(r) for r in self._connect().execute(sql, args)]
 
     def count_frames(self, *, transfer_state: str | None = None) -> int:
-        sql, args = "SELECT COUNT(*) FROM frames WHERE deleted_at IS NULL", []
+        sql, args = f"SELECT COUNT(*) FROM frames WHERE {_LIVE}", []
         if transfer_state is not None:
             sql += " AND transfer_state = ?"
             args.append(transfer_state)
@@ -321,15 +353,16 @@ class Catalog(SqliteStore):
             cur = db.executemany(
                 "UPDATE frames SET transfer_state = 'pending', transferred_at = NULL,"
                 " transfer_attempts = transfer_attempts + 1"
-                " WHERE path = ? AND deleted_at IS NULL",
+                f" WHERE path = ? AND {_LIVE}",
                 [(p,) for p in paths],
             )
         return cur.rowcount
 
     def deletion_candidates(self) -> list[FrameRecord]:
-        """Live frames in the order emergency cleanup deletes them: verified first, then oldest."""
+        """Live frames in the order emergency cleanup deletes them: verified first, then oldest.
+        Quarantined frames are never among them."""
         rows = self._connect().execute(
-            "SELECT * FROM frames WHERE deleted_at IS NULL "
+            f"SELECT * FROM frames WHERE {_LIVE} AND transfer_state != 'quarantined' "
             "ORDER BY transfer_state != 'verified', captured_at, id"
         )
         return [_from_row(r) for r in rows]

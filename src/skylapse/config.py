@@ -327,7 +327,13 @@ class CaptureConfig(_Section):
         48.0, gt=0, le=24 * 366, description="keep verified frames this long"
     )
     watermark_pct: float = Field(
-        80.0, gt=0, le=100, description="emergency cleanup above this disk usage"
+        80.0, ge=50, le=98, description="emergency cleanup above this disk usage, 50..98 %"
+    )
+    keep_untransferred_h: float = Field(
+        12.0,
+        ge=1,
+        le=720,
+        description="emergency cleanup never deletes an untransferred frame this recent",
     )
     storage_check_s: float = Field(
         300.0, gt=0, le=86400, description="how often storage is enforced"

@@ -99,6 +99,47 @@ def read_skylapse_metadata(path: str | Path) -> dict[str, Any]:
     """Skylapse's own record of a frame from its UserComment; ``{}`` when there is none."""
     with Image.open(path) as im:
         ifd = im.getexif().get_ifd(EXIF_IFD)
+    return _skylapse_from(ifd)
+
+
+def read_frame_exif(path: str | Path) -> dict[str, Any]:
+    """What :func:`exif_bytes` wrote, read back: ``captured_at`` (aware when the offset tag is
+    there, else naive; None without DateTimeOriginal), ``exposure_time_s``, ``iso``,
+    ``f_number``, ``model`` (None when absent) and ``skylapse`` (``{}`` when absent)."""
+    with Image.open(path) as im:
+        exif = im.getexif()
+    ifd = exif.get_ifd(EXIF_IFD)
+    captured = None
+    stamp = ifd.get(TAG_DATETIME_ORIGINAL)
+    if isinstance(stamp, str):
+        try:
+            captured = datetime.strptime(stamp.strip("\x00 "), "%Y:%m:%d %H:%M:%S")
+        except ValueError:
+            captured = None
+    if captured is not None:
+        sub = str(ifd.get(TAG_SUBSEC_ORIGINAL, "")).strip("\x00 ")
+        if sub.isdigit():
+            captured = captured.replace(microsecond=int((sub + "000000")[:6]))
+        offset = str(ifd.get(TAG_OFFSET_TIME_ORIGINAL, "")).strip("\x00 ")
+        if offset:
+            captured = datetime.fromisoformat(f"{captured.isoformat()}{offset}")
+
+    def number(tag: int) -> float | None:
+        value = ifd.get(tag)
+        return None if value is None else float(value)
+
+    model = exif.get(TAG_MODEL)
+    return {
+        "captured_at": captured,
+        "exposure_time_s": number(TAG_EXPOSURE_TIME),
+        "iso": number(TAG_ISO),
+        "f_number": number(TAG_F_NUMBER),
+        "model": model.strip("\x00 ") if isinstance(model, str) else None,
+        "skylapse": _skylapse_from(ifd),
+    }
+
+
+def _skylapse_from(ifd: Any) -> dict[str, Any]:
     raw = ifd.get(TAG_USER_COMMENT)
     if not raw:
         return {}

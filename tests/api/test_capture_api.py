@@ -602,6 +602,7 @@ def test_alert_manager_wiring_uses_configured_notifiers(tmp_path):
     assert {c.name for c in alerts.conditions} == {
         "camera_not_answering",
         "disk_emergency",
+        "untransferred_frames_at_risk",
         "transfer_failing",
         "capture_latency",
         "image_quality",

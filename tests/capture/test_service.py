@@ -252,9 +252,10 @@ def test_crash_mid_write_leaves_no_row_and_restart_resumes_numbering(tmp_path, m
     rows = service.catalog.frames()
     assert s1.shots == 5 and s1.failed == 1 and len(rows) == 4
     assert not (folder / "frame_000002.jpg").exists()
-    stray = list(folder.glob(".*.tmp-*"))
-    assert len(stray) == 1  # the half-done write, never cataloged
+    assert not list(folder.glob(".*.tmp-*"))  # the failed write removed its temporary file
     assert all((tmp_path / r.path).is_file() for r in rows)
+    # a half-written temporary file, as a power cut mid-write leaves it
+    (folder / ".frame_000002.jpg.tmp-999999").write_bytes(b"\xff\xd8 half")
     # a complete file whose row was never written (crash after rename): must not be overwritten
     orphan = folder / "frame_000007.jpg"
     orphan.write_bytes(encode_jpeg(np.zeros((18, 32, 3), np.uint16)))
@@ -277,7 +278,7 @@ def test_crash_mid_write_leaves_no_row_and_restart_resumes_numbering(tmp_path, m
         return s
 
     s2 = _run(second())
-    assert not list(folder.glob(".*.tmp-*"))  # recover() removed the stray temporary file
+    assert not list(folder.glob(".*.tmp-*"))  # the reconcile removed the partial file
     assert s2.first_frame_number == 8 and s2.written == 2
     assert orphan.read_bytes() == orphan_bytes
     names = sorted(Path(r.path).name for r in service2.catalog.frames())

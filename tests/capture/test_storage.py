@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from skylapse.capture.reconcile import reconcile_buffer
 from skylapse.capture.storage import DiskUsage, StorageManager, write_atomic
 from skylapse.catalog import Catalog, FrameRecord
 
@@ -45,15 +46,16 @@ def test_write_atomic_leaves_complete_file_and_checksum(tmp_path):
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["f.jpg"]
 
 
-def test_recover_removes_half_written_files(tmp_path):
+def test_reconcile_removes_half_written_files(tmp_path):
     cat = Catalog(tmp_path / "c.db")
-    store = StorageManager(tmp_path / "buf", cat)
-    (tmp_path / "buf" / "day").mkdir()
+    (tmp_path / "buf" / "day").mkdir(parents=True)
     stray = tmp_path / "buf" / "day" / f".frame_0001.jpg.tmp-{os.getpid()}"
     stray.write_bytes(b"half")
     keep = tmp_path / "buf" / "day" / "frame_0000.jpg"
     keep.write_bytes(b"whole")
-    assert store.recover() == [stray]
+    report = reconcile_buffer(tmp_path / "buf", cat)
+    assert report.removed_temps == [f"day/{stray.name}"]
+    assert report.foreign == ["day/frame_0000.jpg"]  # not a Skylapse frame: left alone
     assert keep.exists() and not stray.exists()
 
 
@@ -94,7 +96,7 @@ def test_emergency_cleanup_never_stops_capture(tmp_path):
     store = StorageManager(root, cat, watermark_pct=80, margin_pct=5, disk_usage=fake_disk(100_000))
     ids = add_frames(root, cat, 10)  # 100 % full, nothing transferred but one
     cat.set_transfer_state(ids[5:6], "verified", when=T0)
-    report = store.enforce(T0)
+    report = store.enforce(T0 + timedelta(hours=13))  # past the 12 h floor of untransferred
     # verified frame first, then the oldest untransferred ones, down to 75 %
     assert report.deleted_paths[0] == "day/frame_0005.jpg"
     assert report.deleted_paths[1:] == ["day/frame_0000.jpg", "day/frame_0001.jpg"]

@@ -368,6 +368,8 @@ class CaptureRuntime:
             self._conditions(),
             notifiers if notifiers is not None else notifiers_from_config(config, self.station),
         )
+        # storage raises its alert itself, before it deletes anything untransferred
+        service.storage.on_alert = self._alert_now
 
     @property
     def station(self) -> str:
@@ -489,6 +491,10 @@ class CaptureRuntime:
             limit = mark - self.service.storage.margin_pct if active else mark
             return pct > limit, f"{pct:.1f} % used (emergency watermark {mark:g} %)"
 
+        def untransferred(active: bool) -> tuple[bool, str]:
+            detail = self.service.storage.untransferred_alert
+            return detail is not None, detail or ""
+
         def transfer(active: bool) -> tuple[bool, str]:
             if self.transfer is None:
                 return False, ""
@@ -549,6 +555,14 @@ class CaptureRuntime:
                 "critical",
                 "disk",
                 disk,
+                clear_after_s=c,
+            ),
+            AlertCondition(
+                "untransferred_frames_at_risk",
+                "Untransferred frames at risk",
+                "critical",
+                "disk",
+                untransferred,
                 clear_after_s=c,
             ),
             AlertCondition(
@@ -707,6 +721,11 @@ class CaptureRuntime:
             for event in events:
                 self.hub.publish({"type": "alert", "alert": event.to_json()})
             await asyncio.sleep(self.config.alerts.evaluate_every_s)
+
+    def _alert_now(self) -> None:
+        """Evaluate the alerts at once (from any thread), publishing what opens or closes."""
+        for event in self.alerts.evaluate():
+            self.hub.publish_threadsafe({"type": "alert", "alert": event.to_json()})
 
     async def _reopen_camera(self) -> None:
         cam = self.service.camera

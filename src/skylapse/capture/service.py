@@ -4,7 +4,7 @@ One :class:`CaptureService` owns the camera, the catalog, the writer and the sto
 The CLI drives it (``skylapse capture``), and so will the REST API later::
 
     service = CaptureService(camera, buffer="/var/skylapse", config=cfg, clock=RealClock())
-    await service.open()                                  # configure camera, recover the buffer
+    await service.open()                                  # reconcile buffer, open camera
     sid = await service.start_session(SessionSpec(duration_s=3600))   # POST /sessions
     records = await service.capture_now(bracket=False)    # POST /capture (between deadlines)
     service.status()                                      # GET /status
@@ -74,6 +74,7 @@ from skylapse.capture.cameras.base import (
 from skylapse.capture.clock import Clock, RealClock
 from skylapse.capture.exposure import ExposureController, ExposureSettings, Metering, meter
 from skylapse.capture.quality import image_quality_score
+from skylapse.capture.reconcile import reconcile_buffer
 from skylapse.capture.sensors import Bme280, lux_estimate, read_thermal_zone
 from skylapse.capture.storage import DiskUsage, StorageManager
 from skylapse.capture.strategy import CaptureChoice, choose_capture
@@ -297,6 +298,7 @@ class CaptureService:
             self.catalog,
             retention=dt.timedelta(hours=cap.retention_h),
             watermark_pct=cap.watermark_pct,
+            keep_untransferred=dt.timedelta(hours=cap.keep_untransferred_h),
             disk_usage=disk_usage,
         )
         self.writer = FrameWriter(
@@ -317,6 +319,7 @@ class CaptureService:
         self._last_storage_check: float | None = None
         self._plan_stop = asyncio.Event()
         self._opened = False
+        self._reconciled = False
         self._bme280 = Bme280()  # read only if fitted; the driver loads lazily
         self._last_frame: Frame | None = None
         self._lens_position: float | None = None
@@ -328,12 +331,16 @@ class CaptureService:
         return self.config.location
 
     async def open(self) -> None:
-        """Configure the camera and remove half-written files a crash left behind."""
+        """Reconcile the buffer with the catalog (what a crash left), configure the camera."""
         if self._opened:
             return
-        removed = await asyncio.to_thread(self.storage.recover)
-        if removed:
-            log.warning("recovered buffer", removed=len(removed))
+        if not self._reconciled:  # once, before the writer has written anything
+            report = await asyncio.to_thread(reconcile_buffer, self.buffer, self.catalog)
+            self._reconciled = True
+            if report.changed():
+                log.warning(
+                    "reconciled buffer", **{k: len(v) for k, v in vars(report).items() if v}
+                )
         await self.camera.configure(self.camera_config)
         ex = self.config.exposure
         self._exposure_config = ex.model_copy(
@@ -344,12 +351,13 @@ class CaptureService:
     def apply_config(self, config: SkylapseConfig) -> None:
         """Use ``config`` from now on (``PUT /config``): phases, intervals and strategies from
         the next frame, exposure settings from the next session, JPEG quality from the next
-        write, retention and watermark from the next storage check, weather thresholds from the
-        next fetch. The buffer, the camera and the writer queue's size stay as they were opened.
-        Nothing changes when it raises."""
+        write, retention, watermark and untransferred floor from the next storage check, weather
+        thresholds from the next fetch. The buffer, the camera and the writer queue's size stay as
+        they were opened. Nothing changes when it raises."""
         cap = config.capture
         # everything that can fail first, so a failure changes nothing
         retention = dt.timedelta(hours=cap.retention_h)
+        keep_untransferred = dt.timedelta(hours=cap.keep_untransferred_h)
         exposure = None
         if self._opened:
             exposure = config.exposure.model_copy(
@@ -359,6 +367,7 @@ class CaptureService:
         self.writer.quality = cap.jpeg_quality
         self.storage.retention = retention
         self.storage.watermark_pct = cap.watermark_pct
+        self.storage.keep_untransferred = keep_untransferred
         if exposure is not None:
             self._exposure_config = exposure
         if isinstance(self.weather, WeatherService):

@@ -2,16 +2,22 @@
 
 The capture loop must reach every exposure on time, so nothing slow happens on it: each frame
 goes as a :class:`WriteJob` to a :class:`FrameWriter`, a single worker thread behind a bounded
-queue. The thread encodes (``cv2.imencode``, which releases the GIL), adds EXIF without
-re-encoding (:mod:`skylapse.exif`), writes with ``write_atomic`` (temporary file, fsync, rename)
-and only then adds the catalog row, so a crash at any moment leaves no row for an incomplete
-file. The queue bound keeps memory finite (a 1080p uint16 frame is 12 MB); when it is full the
-loop waits (back-pressure, counted as ``writer_waits``), which only happens if the disk is far
-slower than the capture interval.
+queue. The thread encodes (``cv2.imencode``, which releases the GIL) and adds EXIF without
+re-encoding (:mod:`skylapse.exif`). The queue bound keeps memory finite (a 1080p uint16 frame is
+12 MB); when it is full the loop waits (back-pressure, counted as ``writer_waits``), which only
+happens if the disk is far slower than the capture interval.
 
-When a write fails for lack of space, the writer runs the storage manager's emergency cleanup
-and retries once: capture never stops because the disk is full. A frame that still cannot be
-written is dropped, logged and counted; the loop carries on.
+File and catalog row are written as one unit: the file to a temporary name (fsync), its row
+inserted as ``writing``, the file renamed into place, the row marked ``pending``. A failure
+before the rename removes the temporary file (and the row), so a frame is either in the buffer
+with its row or not at all; a failure after it leaves a complete file under a ``writing`` row,
+which the writer marks at its next frame and the start-up reconcile
+(:mod:`skylapse.capture.reconcile`) settles otherwise. Catalog calls that meet a lock
+(``database is locked``) are retried with a growing pause (``LOCK_RETRIES``).
+
+When a write fails for lack of space (``ENOSPC`` on the file, ``SQLITE_FULL`` on the catalog),
+the writer runs the storage manager's emergency cleanup and retries once. A frame that still
+cannot be written is dropped, logged and counted; the loop carries on.
 
 API
 ---
@@ -27,6 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hashlib
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -39,12 +47,48 @@ from typing import Any
 import cv2
 import numpy as np
 
-from skylapse.capture.storage import StorageManager, write_atomic
-from skylapse.catalog import Catalog, FrameRecord
+from skylapse.capture.storage import StorageManager, commit_temp, write_temp
+from skylapse.catalog import WRITING, Catalog, FrameRecord
 from skylapse.exif import exif_bytes, with_exif_jpeg
 from skylapse.log import get_logger
 
 log = get_logger(__name__)
+
+#: Catalog calls meeting a lock are tried this many times, pausing 50 ms, 100 ms, 200 ms...
+LOCK_RETRIES = 6
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """A file write out of space or quota, or SQLite's ``database or disk is full``."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (
+        isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF == sqlite3.SQLITE_FULL
+    )
+
+
+def is_locked(exc: BaseException) -> bool:
+    """SQLite's ``database is locked`` / ``database table is locked`` (busy after the timeout)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (
+        isinstance(exc, sqlite3.OperationalError)
+        and code is not None
+        and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    )
+
+
+def retry_locked(call: Callable[..., Any], *args: Any) -> Any:
+    """``call(*args)``, retried while SQLite says the database is locked (``LOCK_RETRIES``)."""
+    for attempt in range(LOCK_RETRIES):
+        try:
+            return call(*args)
+        except sqlite3.OperationalError as exc:
+            if not is_locked(exc) or attempt == LOCK_RETRIES - 1:
+                raise
+            log.warning("catalog locked: retrying", call=call.__name__, attempt=attempt + 1)
+            time.sleep(0.05 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def encode_jpeg(pixels: np.ndarray, quality: int = 92) -> bytes:
@@ -115,6 +159,7 @@ class FrameWriter:
         self._slots: asyncio.Semaphore | None = None
         self._pending: set[asyncio.Future] = set()
         self._lock = threading.Lock()
+        self._unmarked: list[int] = []  # rows whose file is in place but still "writing"
         self.written = 0
         self.failed = 0
         self.waits = 0
@@ -180,10 +225,50 @@ class FrameWriter:
         return with_exif_jpeg(jpeg, frame_exif(job.record, job.camera_model, job.skylapse))
 
     def _persist(self, job: WriteJob, data: bytes) -> FrameRecord:
-        sha = write_atomic(self.root / job.record.path, data)
-        record = replace(job.record, sha256=sha, size_bytes=len(data))
-        self.catalog.add_frame(record)  # only now: the file is complete and durable
+        """Temporary file, row ``writing``, rename, mark (module docstring); on a failure before
+        the rename nothing of the frame is left, neither file nor row."""
+        path = self.root / job.record.path
+        sha = hashlib.sha256(data).hexdigest()
+        record = replace(job.record, sha256=sha, size_bytes=len(data), transfer_state=WRITING)
+        tmp = write_temp(path, data)
+        try:
+            frame_id: int = retry_locked(self.catalog.add_frame, record)  # sets record.id
+            try:
+                commit_temp(tmp, path)
+            except BaseException:
+                self._forget(frame_id, record.path)
+                raise
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self._unmarked.append(frame_id)
+        self._mark_written()
+        if frame_id not in self._unmarked:
+            record.transfer_state = "pending"
         return record
+
+    def _forget(self, frame_id: int, path: str) -> None:
+        try:
+            retry_locked(self.catalog.forget_unwritten, frame_id)
+        except sqlite3.Error as exc:  # the reconcile at start removes the row
+            log.error("could not remove the row of a failed write", path=path, error=str(exc))
+
+    def _mark_written(self) -> None:
+        """Mark the rows whose files are in place; those that fail wait for the next frame (or
+        the reconcile at start): the file is complete, nothing is lost."""
+        while self._unmarked:
+            frame_id = self._unmarked[0]
+            try:
+                retry_locked(self.catalog.mark_written, frame_id)
+            except sqlite3.Error as exc:
+                log.error(
+                    "frame written but not yet queued for transfer",
+                    frame_id=frame_id,
+                    waiting=len(self._unmarked),
+                    error=str(exc),
+                )
+                return
+            self._unmarked.pop(0)
 
     def _write(self, job: WriteJob) -> FrameRecord | None:
         t0 = time.perf_counter()
@@ -193,8 +278,8 @@ class FrameWriter:
             data = self._encode(job)
             try:
                 record = self._persist(job, data)
-            except OSError as exc:
-                if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or self.storage is None:
+            except (OSError, sqlite3.Error) as exc:
+                if not is_disk_full(exc) or self.storage is None:
                     raise
                 log.error(
                     "disk full while writing a frame: emergency cleanup", path=job.record.path
