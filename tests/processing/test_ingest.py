@@ -16,6 +16,7 @@ from skylapse.exif import exif_bytes, read_skylapse_metadata, with_exif_jpeg
 from skylapse.processing.ingest import Ingestor
 from skylapse.transfer.queue import TransferWorker
 from skylapse.transfer.rsync import SshTarget
+from tests_support import SSH_TRANSFER
 
 T0 = datetime(2026, 6, 21, 19, 0, tzinfo=UTC)
 
@@ -129,6 +130,7 @@ def test_manifest_cannot_point_outside_the_inbox(ingestor, tmp_path):
     assert secret.exists()
 
 
+@SSH_TRANSFER
 def test_end_to_end_with_resend_of_a_frame_rejected_at_ingest(tmp_path):
     """Capture -> rsync/ssh -> ingest; a frame damaged after verification is sent again."""
     with running_sshd(tmp_path / "sshd") as sshd:
