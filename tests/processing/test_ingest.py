@@ -56,7 +56,7 @@ def ingestor(tmp_path):
     return Ingestor(tmp_path / "inbox", tmp_path / "store", tmp_path / "quarantine", cat)
 
 
-def test_exif_round_trip_of_skylapse_record():
+def test_exif_round_trip_of_skylapse_record(tmp_path):
     data = jpeg_frame(3, "s1", "golden_hour")
     import io
 
@@ -65,12 +65,9 @@ def test_exif_round_trip_of_skylapse_record():
     buf = io.BytesIO(data)
     with Image.open(buf) as im:
         assert im.size == (64, 48)
-    path = Path("/tmp") / "skylapse-exif-test.jpg"
+    path = tmp_path / "skylapse-exif-test.jpg"
     path.write_bytes(data)
-    try:
-        assert read_skylapse_metadata(path)["phase"] == "golden_hour"
-    finally:
-        path.unlink()
+    assert read_skylapse_metadata(path)["phase"] == "golden_hour"
 
 
 def test_ingest_groups_sequences_and_is_idempotent(ingestor, tmp_path):
