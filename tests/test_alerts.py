@@ -252,6 +252,7 @@ class Subscriber:
         self.client.loop_stop()
 
 
+@pytest.mark.system("/usr/sbin/mosquitto")
 def test_mqtt_publishes_retained_home_assistant_discovery_and_state(tmp_path):
     with running_mosquitto(tmp_path) as port:
         state = {"bad": False}

@@ -27,6 +27,7 @@ from skylapse.demo import (
     session_start,
 )
 from skylapse.transfer import local_sshd
+from tests_support import SSH_TRANSFER
 
 runner = CliRunner()
 
@@ -46,6 +47,7 @@ def probe(path: Path) -> dict:
         }
 
 
+@SSH_TRANSFER
 def test_demo_runs_every_stage_and_its_outputs_decode(tmp_path):
     out = tmp_path / "demo"
     result = runner.invoke(

@@ -26,6 +26,7 @@ from skylapse.doctor import (
     check_ssh,
     parse_ssh_target,
 )
+from tests_support import SSH_TRANSFER
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +43,13 @@ def target_for(server):
     )
 
 
+@SSH_TRANSFER
 def test_ssh_login_to_a_real_sshd(sshd):
     check = check_ssh(target_for(sshd))
     assert check.status == OK and f":{sshd.port}" in check.detail
 
 
+@SSH_TRANSFER
 def test_ssh_wrong_key_says_to_install_the_key(sshd, tmp_path):
     other = tmp_path / "other_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
@@ -55,6 +58,7 @@ def test_ssh_wrong_key_says_to_install_the_key(sshd, tmp_path):
     assert "ssh-copy-id" in check.fix
 
 
+@SSH_TRANSFER
 def test_ssh_unknown_host_key_and_closed_port(sshd, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
@@ -162,11 +166,13 @@ def test_camera_detection_reports_which():
     assert none.status == WARN and "simulated" in none.detail and "video group" in none.fix
 
 
+@pytest.mark.system("rsync")
 def test_codecs_and_rsync():
     assert check_codecs().status == OK and "libx265" in check_codecs().detail
     assert check_rsync().status == OK
 
 
+@SSH_TRANSFER
 def test_doctor_command_exit_codes(sshd, tmp_path):
     args = [
         "doctor",

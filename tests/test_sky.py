@@ -1,19 +1,22 @@
 import csv
-from pathlib import Path
+from importlib import resources
 
 import numpy as np
 import pytest
 
 from skylapse import sky
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "sky-ev100.csv"
 
-
-def test_packaged_table_matches_shared_rows():
-    lines = [ln for ln in SHARED.read_text().splitlines() if not ln.startswith("#")]
-    for row in csv.DictReader(lines):
-        alt, ev = float(row["sun_altitude_deg"]), float(row["ev100"])
-        assert sky.ev100(alt) == pytest.approx(ev, abs=0.06)
+def test_ev100_reproduces_every_row_of_the_packaged_table():
+    """The package's own table is the source of truth: its EV column is log2(lux / 2.5), and
+    `sky.ev100` (interpolating log10(lux)) lands on every row."""
+    text = resources.files("skylapse").joinpath("data/sky-ev100.csv").read_text()
+    rows = list(csv.DictReader(ln for ln in text.splitlines() if not ln.startswith("#")))
+    assert len(rows) >= 8
+    for row in rows:
+        alt, lux, ev = (float(row[k]) for k in ("sun_altitude_deg", "illuminance_lux", "ev100"))
+        assert np.log2(lux / 2.5) == pytest.approx(ev, abs=0.06), row
+        assert sky.ev100(alt) == pytest.approx(ev, abs=0.06), row
 
 
 def test_ev100_falls_monotonically_and_clamps():

@@ -9,7 +9,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
+
+from skylapse.transfer.local_sshd import SSHD, TRANSFER_PROGRAMS
+
 T = TypeVar("T")
+
+CHROMIUM = "/usr/bin/chromium"
+
+#: The system programs tests run, with the Debian package that ships each (`make system-deps`
+#: installs them all). Absolute paths for those outside a non-root PATH (/usr/sbin).
+SYSTEM_PROGRAMS = {
+    **TRANSFER_PROGRAMS,
+    "redis-server": "redis-server",
+    "/usr/sbin/mosquitto": "mosquitto",
+    CHROMIUM: "chromium",
+    "systemd-analyze": "systemd",
+}
+
+#: The mark of tests that log in to a private sshd and transfer with rsync over ssh. Tests that
+#: run system programs carry ``pytest.mark.system(*programs)``: `pytest -m "not system"` leaves
+#: them out, and a plain `pytest` fails them, never skips, when one is missing (conftest.py).
+SSH_TRANSFER = pytest.mark.system(SSHD, "ssh", "ssh-keygen", "rsync")
 
 
 def wait_for(

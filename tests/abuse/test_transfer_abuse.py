@@ -33,7 +33,7 @@ from skylapse.transfer.queue import (
     VerificationFailed,
 )
 from skylapse.transfer.rsync import SshTarget, rsync_argv, ssh_argv, ssh_command
-from tests_support import wait_for
+from tests_support import SSH_TRANSFER, wait_for
 
 T0 = datetime(2026, 6, 21, 19, 0, tzinfo=UTC)
 STATION = "peak-1"
@@ -84,7 +84,7 @@ def remote_ok(sshd, cat: Catalog, paths: list[str]) -> None:
 # -- item 1: a poison frame, a frame the receiver refuses ----------------------------------
 
 
-@pytest.mark.system
+@SSH_TRANSFER
 def test_poison_frame_is_quarantined_and_its_batch_mates_verified(tmp_path, sshd):
     root, cat = tmp_path / "buf", Catalog(tmp_path / "c.db")
     add_frames(root, cat, 10)
@@ -113,7 +113,7 @@ def test_poison_frame_is_quarantined_and_its_batch_mates_verified(tmp_path, sshd
     assert worker.stats.queue_depth == 0
 
 
-@pytest.mark.system
+@SSH_TRANSFER
 def test_a_frame_the_receiver_refuses_does_not_block_its_batch_mates(tmp_path, sshd):
     root, cat = tmp_path / "buf", Catalog(tmp_path / "c.db")
     add_frames(root, cat, 10)
@@ -176,7 +176,7 @@ def test_a_quarantine_cut_short_by_a_crash_is_finished_not_written_off(tmp_path)
 # -- item 2: a newline in a session name ---------------------------------------------------
 
 
-@pytest.mark.system
+@SSH_TRANSFER
 def test_a_newline_in_a_session_name_leaves_every_other_frame_verified(tmp_path, sshd):
     root, cat = tmp_path / "buf", Catalog(tmp_path / "c.db")
     add_frames(root, cat, 1, folder="2026-06-21/bad\nname")  # as an older version let in
@@ -232,7 +232,7 @@ def test_stale_file_lists_are_removed_at_start(tmp_path):
     assert not stale.exists()
 
 
-@pytest.mark.system
+@SSH_TRANSFER
 def test_a_verification_failure_beside_an_rsync_error_is_logged(tmp_path, sshd):
     root, cat = tmp_path / "buf", Catalog(tmp_path / "c.db")
     add_frames(root, cat, 4)
@@ -314,7 +314,7 @@ def test_ssh_targets_validate_and_end_options_before_the_destination(tmp_path):
     assert rsync[-3:] == ["--", "/buf/", "pi@example.org:/in/s/"]
 
 
-@pytest.mark.system
+@SSH_TRANSFER
 def test_the_capture_service_counts_and_alerts_a_quarantined_frame(tmp_path, sshd):
     from fastapi.testclient import TestClient
 

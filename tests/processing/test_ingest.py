@@ -16,6 +16,7 @@ from skylapse.exif import exif_bytes, read_skylapse_metadata, with_exif_jpeg
 from skylapse.processing.ingest import Ingestor
 from skylapse.transfer.queue import TransferWorker
 from skylapse.transfer.rsync import SshTarget
+from tests_support import SSH_TRANSFER
 
 T0 = datetime(2026, 6, 21, 19, 0, tzinfo=UTC)
 
@@ -55,7 +56,7 @@ def ingestor(tmp_path):
     return Ingestor(tmp_path / "inbox", tmp_path / "store", tmp_path / "quarantine", cat)
 
 
-def test_exif_round_trip_of_skylapse_record():
+def test_exif_round_trip_of_skylapse_record(tmp_path):
     data = jpeg_frame(3, "s1", "golden_hour")
     import io
 
@@ -64,12 +65,9 @@ def test_exif_round_trip_of_skylapse_record():
     buf = io.BytesIO(data)
     with Image.open(buf) as im:
         assert im.size == (64, 48)
-    path = Path("/tmp") / "skylapse-exif-test.jpg"
+    path = tmp_path / "skylapse-exif-test.jpg"
     path.write_bytes(data)
-    try:
-        assert read_skylapse_metadata(path)["phase"] == "golden_hour"
-    finally:
-        path.unlink()
+    assert read_skylapse_metadata(path)["phase"] == "golden_hour"
 
 
 def test_ingest_groups_sequences_and_is_idempotent(ingestor, tmp_path):
@@ -129,6 +127,7 @@ def test_manifest_cannot_point_outside_the_inbox(ingestor, tmp_path):
     assert secret.exists()
 
 
+@SSH_TRANSFER
 def test_end_to_end_with_resend_of_a_frame_rejected_at_ingest(tmp_path):
     """Capture -> rsync/ssh -> ingest; a frame damaged after verification is sent again."""
     with running_sshd(tmp_path / "sshd") as sshd:

@@ -109,6 +109,7 @@ def test_queue_url_must_be_redis(tmp_path):
         make_huey("amqp://nope", tmp_path)
 
 
+@pytest.mark.system("redis-server")
 def test_redis_queue_shared_by_two_worker_processes(tmp_path):
     with running_redis(tmp_path / "redis") as redis:
         data = tmp_path / "data"

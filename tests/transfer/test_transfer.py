@@ -17,6 +17,9 @@ from skylapse.capture.storage import StorageManager, write_atomic
 from skylapse.catalog import Catalog, FrameRecord
 from skylapse.transfer.queue import TransferSettings, TransferWorker, VerificationFailed
 from skylapse.transfer.rsync import SshTarget, TransferCommandError
+from tests_support import SSH_TRANSFER
+
+pytestmark = SSH_TRANSFER
 
 T0 = datetime(2026, 6, 21, 19, 0, tzinfo=UTC)
 

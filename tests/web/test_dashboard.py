@@ -27,9 +27,8 @@ from skylapse.capture.watchdog import Watchdog
 from skylapse.config import default_config
 from skylapse.processing.ingest import Ingestor
 from skylapse.testing import SequenceSpec, generate_sequence
-from tests_support import commit_frames_to_inbox, wait_for
+from tests_support import CHROMIUM, commit_frames_to_inbox, wait_for
 
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -45,13 +44,13 @@ PHONE = {"width": 390, "height": 844}
 SHOTS = Path(os.environ.get("SKYLAPSE_SCREENSHOTS", "/tmp/skylapse-dashboard"))
 
 
+pytestmark = pytest.mark.system(CHROMIUM)
+
 wait_for = partial(wait_for, timeout=30.0)
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists():
-        raise RuntimeError(f"{CHROMIUM} is missing; `make test` installs Debian's chromium")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield browser

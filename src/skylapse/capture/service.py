@@ -1,14 +1,15 @@
 """The capture service: sessions of frames taken on monotonic deadlines, day after day.
 
 One :class:`CaptureService` owns the camera, the catalog, the writer and the storage manager.
-The CLI drives it (``skylapse capture``), and so will the REST API later::
+The CLI drives it (``skylapse capture``), and so does the REST API (`skylapse.api.capture`,
+``skylapse serve capture``), whose endpoints are noted beside the calls::
 
     service = CaptureService(camera, buffer="/var/skylapse", config=cfg, clock=RealClock())
     await service.open()                                  # reconcile buffer, open camera
     sid = await service.start_session(SessionSpec(duration_s=3600))   # POST /sessions
     records = await service.capture_now(bracket=False)    # POST /capture (between deadlines)
     service.status()                                      # GET /status
-    queue = service.subscribe()                           # per-frame events (WebSocket)
+    queue = service.subscribe()                           # per-frame events (WS /ws)
     summary = await service.stop_session(sid)             # DELETE /sessions/{id}
     await service.run_plan()                              # unattended: sessions by the plan
     await service.close()

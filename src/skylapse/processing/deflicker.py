@@ -409,8 +409,9 @@ def smooth_log_exposure(
     ``cutoff_frames=None`` (the default) chooses it per sequence from the data, within
     ``AUTO_CUTOFF_BOUNDS``: flicker is white from frame to frame while the trend is smooth, so
     the cutoff that best predicts left-out frames - generalized cross-validation (Craven & Wahba,
-    Numer. Math. 31, 1979; for this smoother Eilers 2003, section 5), with Kim & Gu's factor 1.4
-    on the degrees of freedom against GCV's occasional undersmoothing (JRSS B 66, 2004) - is
+    Numer. Math. 31, 1979; for this smoother Eilers 2003, section 5), with a factor 2.0 on the
+    degrees of freedom against GCV's occasional undersmoothing (Kim & Gu, JRSS B 66, 2004, use
+    1.4; 2.0 errs further toward stiff) - is
     stiff on a slow sequence and follows a short, fast one (whose trend is far from quadratic
     over its length) closely enough not to leave a ramp of error at its ends.
 
@@ -595,8 +596,16 @@ def apply_gain(frame: np.ndarray, gain: float, out: np.ndarray | None = None) ->
     for gains within +-0.15 EV and 104/65535 within +-1 EV. Two saturating ``cv2.addWeighted``
     and a ``cv2.min``/``max`` cost ~6 ms of one core at 1080p, against ~19 ms for a 16-bit table
     lookup, which is used (exact, cached per 1/1000 EV) beyond +-1 EV. ``out`` (same shape and
-    type; ``frame`` itself to work in place) receives the result if given. Returns ``frame``
-    itself when the gain is 1 to within 1/10000 EV and no ``out`` is given.
+    type; ``frame`` itself to work in place) receives the result if given, else a new array
+    does: the result is never ``frame`` unless ``out`` is, even for a gain of 1 (to within
+    1/10000 EV), which copies the frame unchanged.
+
+    >>> frame = np.full((2, 2, 3), 30000, np.uint16)
+    >>> same = apply_gain(frame, 1.0)
+    >>> same is frame, bool(np.array_equal(same, frame))
+    (False, True)
+    >>> apply_gain(frame, 2.0, out=frame) is frame, int(frame.max())
+    (True, 41252)
     """
     if frame.dtype != np.uint16:
         raise TypeError(f"expected a uint16 frame, got {frame.dtype}")

@@ -8,9 +8,15 @@ exposure and gain ranges the capture service plans with. The backends read limit
 simulated camera builds its sensor model from it.
 
 Shipped profiles live in ``skylapse/data/cameras/*.yaml`` (``builtin_profile("imx708")``);
-``load_profile(path)`` reads any other file. Errors name the file and the offending field::
+``load_profile(path)`` reads any other file. Errors name the file and the offending field:
 
-    ProfileError: bad.yaml: exposure.max_s: Input should be greater than 0
+>>> shipped = PROFILE_PACKAGE_DIR + "/imx708.yaml"
+>>> text = resources.files("skylapse").joinpath(shipped).read_text()
+>>> try:
+...     parse_profile(text.replace("max_s: 112.0", "max_s: -1"), "bad.yaml")
+... except ProfileError as exc:
+...     print(exc)
+bad.yaml: exposure.max_s: Input should be greater than 0
 """
 
 from __future__ import annotations
