@@ -40,7 +40,7 @@ def test_register_translation_is_the_same_on_opencv_4_and_5(base_frame, request)
     moved = [_shift(gray, dx, dy)[200:] * 0.6 + 10 for dx, dy in cases]
     ref = gray[200:]  # 160 x 640: a DFT-optimal size
     found = [metrics.register_translation(ref, m) for m in moved]
-    np.testing.assert_allclose(found, cases, atol=0.005)
+    np.testing.assert_allclose(found, cases, atol=0.04)  # (4.x's _shift is 1/32 px coarse)
     # The same figures under OpenCV 4.x's phase correlation, which windows its inputs in place,
     # and its warps, which round sample positions to 1/32 px.
     request.getfixturevalue("opencv4")
