@@ -36,6 +36,20 @@ def test_register_translation_is_subpixel_accurate_under_a_brightness_change(bas
         assert ex == pytest.approx(dx, abs=0.04) and ey == pytest.approx(dy, abs=0.04)
 
 
+def test_register_translation_is_the_same_on_opencv_4_and_5(base_frame, request):
+    gray = cv2.cvtColor(base_frame, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    cases = [(0.27, -0.13), (-1.61, 0.83), (0.011, 0.02)]
+    moved = [_shift(gray, dx, dy)[200:] * 0.6 + 10 for dx, dy in cases]
+    ref = gray[200:]  # 160 x 640: a DFT-optimal size
+    found = [metrics.register_translation(ref, m) for m in moved]
+    np.testing.assert_allclose(found, cases, atol=0.04)  # (4.x's _shift is 1/32 px coarse)
+    # The same figures under OpenCV 4.x's phase correlation, which windows its inputs in place,
+    # and its warps, which round sample positions to 1/32 px.
+    request.getfixturevalue("opencv4")
+    on_4 = [metrics.register_translation(ref, m) for m in moved]
+    np.testing.assert_allclose(on_4, found, atol=1e-5)
+
+
 def test_jitter_and_drift_of_known_shifts(base_frame):
     rng = np.random.default_rng(0)
     shifts = np.cumsum(rng.normal(0, 0.4, (12, 2)), axis=0)

@@ -163,6 +163,29 @@ def test_tripod_sequence_removes_jitter_and_drift_despite_sunset_and_clouds():
     assert drift < 0.35
 
 
+@pytest.mark.parametrize("mode", ["tripod", "smooth"])
+def test_tracker_gives_the_same_transforms_on_opencv_4_and_5(mode, request):
+    n = 16
+    frames = [_reduced(f) for f in _frames(Scene(), _motion(n, seed=6), ev_drop=5.0)]
+
+    def track() -> tuple[np.ndarray, list[int]]:
+        # a touchy re-anchoring threshold, so the keyframe averaging is exercised too
+        tracker = st.MotionTracker(
+            mode, scale=2, warmup=4, average_frames=2, reanchor_correlation=0.999
+        )
+        for frame in frames:
+            tracker.add(frame)
+        return np.array(tracker.transforms()), tracker.keyframes
+
+    transforms, keyframes = track()
+    assert len(keyframes) > 1
+    # OpenCV 4.x's warps round sample positions to 1/32 px, 5.x's do not: no matter
+    request.getfixturevalue("opencv4")
+    on_4, keyframes_4 = track()
+    assert keyframes_4 == keyframes
+    np.testing.assert_array_equal(on_4, transforms)
+
+
 def test_moving_clouds_do_not_pull_the_estimate():
     # a heavy, fast, textured cloud deck; the camera is perfectly still
     n = 24

@@ -110,6 +110,36 @@ def _normalised(image: np.ndarray) -> np.ndarray:
     return normalised
 
 
+def _cubic_taps(t: float) -> np.ndarray:
+    """Weights of the samples at offsets -1, 0, 1, 2 for a position ``t`` in [0, 1) past the
+    second: Keys' cubic convolution with a = -0.75, the kernel of OpenCV's INTER_CUBIC."""
+    a = -0.75
+    w0 = ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a
+    w1 = ((a + 2) * t - (a + 3)) * t * t + 1
+    w2 = ((a + 2) * (1 - t) - (a + 3)) * (1 - t) * (1 - t) + 1
+    return np.array([w0, w1, w2, 1.0 - w0 - w1 - w2], dtype=np.float32)
+
+
+def _shifted(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """``image`` (float32) sampled at ``(x + dx, y + dy)``: bicubic, ``BORDER_REFLECT`` outside.
+
+    The same as ``cv2.warpAffine(image, [[1, 0, dx], [0, 1, dy]], ..., INTER_CUBIC |
+    WARP_INVERSE_MAP)`` on OpenCV 5, which interpolates at the exact position, but also on 4.x,
+    which rounds positions to 1/32 px (imgproc/src/imgwarp.cpp, ``INTER_TAB_SIZE``): that
+    rounding would cap this measure's accuracy at 1/64 px and make it differ between versions.
+    A translation has the same fraction everywhere, so it is a separable 4-tap filter.
+    """
+    h, w = image.shape
+    ix, iy = math.floor(dx), math.floor(dy)
+    pad = max(abs(ix), abs(iy)) + 3
+    padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REFLECT)
+    # sepFilter2D correlates: out(x) = sum_k taps[k] * in(x + k - anchor), anchor 1
+    out = cv2.sepFilter2D(
+        padded, cv2.CV_32F, _cubic_taps(dx - ix), _cubic_taps(dy - iy), anchor=(1, 1)
+    )
+    return out[pad + iy : pad + iy + h, pad + ix : pad + ix + w]
+
+
 def register_translation(
     reference: np.ndarray, image: np.ndarray, *, iterations: int = 8, border: int = 12
 ) -> tuple[float, float]:
@@ -125,7 +155,12 @@ def register_translation(
     img = _normalised(image)
     h, w = ref.shape
     window = cv2.createHanningWindow((w, h), cv2.CV_32F)
-    (dx, dy), _ = cv2.phaseCorrelate(ref, img, window)
+    # The window is applied here, to copies. OpenCV 4.x's cv::phaseCorrelate (imgproc/src/
+    # phasecorr.cpp) aliases its inputs when their size is already DFT-optimal (``padded1 = src1``)
+    # and then windows them in place (``multiply(paddedWin, padded1, padded1)``), so on 4.x the
+    # refinement below ran on Hann-windowed images, which biases it towards zero shift; 5.x
+    # writes the product to new buffers. Without a window argument both leave the inputs alone.
+    (dx, dy), _ = cv2.phaseCorrelate(ref * window, img * window)
     gx = cv2.Sobel(ref, cv2.CV_32F, 1, 0, ksize=3) / 8.0
     gy = cv2.Sobel(ref, cv2.CV_32F, 0, 1, ksize=3) / 8.0
     inner = (slice(border, h - border), slice(border, w - border))
@@ -141,10 +176,7 @@ def register_translation(
     if abs(np.linalg.det(a)) < 1e-9:
         return float(dx), float(dy)
     for _ in range(iterations):
-        m = np.array([[1.0, 0.0, -dx], [0.0, 1.0, -dy]])
-        back = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)[
-            inner
-        ]
+        back = _shifted(img, dx, dy)[inner]
         # Match the gain and offset of the overlap (ECC-like): content entering at the edges
         # changes the whole-image normalisation, which would otherwise bias large shifts.
         back = (back - float(back.mean())) * (ref_std / max(float(back.std()), 1e-6)) + ref_mean

@@ -112,13 +112,60 @@ class _Level:
     sd: np.ndarray  # (N, P) steepest-descent images (gradient times warp Jacobian)
     centre: np.ndarray  # (2,) origin of the centred parameterisation
     shape: tuple[int, int]
-    dither: np.ndarray  # (N, 2) offsets uniform over one 1/32 px remap step, mean zero
 
 
 def _gray_float(image: np.ndarray) -> np.ndarray:
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     return image.astype(np.float32, copy=False)
+
+
+# Why the tracker samples images itself rather than with cv2.remap / cv2.warpAffine: OpenCV 4.x
+# rounds every INTER_LINEAR source position to 1/32 px (imgproc/src/imgwarp.cpp, RemapInvoker and
+# warpAffine: ``cvRound(x * INTER_TAB_SIZE)``, INTER_TAB_SIZE = 32), while 5.x interpolates at the
+# exact float position (remapLinearInvoker_* / warpAffineLinearInvoker_*, warp_kernels.simd.hpp).
+# Gauss-Newton, IRLS and the motion-map threshold amplify that sub-1/64 px difference into
+# different transforms (up to 0.06 px on the render test's sequence), so the tracker would give
+# other results on 4.x and 5.x. Bilinear sampling at float64 positions is the same on both.
+
+
+def _sample_bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``image`` (2-D, at least 2x2) at the positions ``(x, y)``, bilinear, as float64.
+
+    Pixel centres are at integer coordinates; positions outside the image are clamped to its
+    edge (``BORDER_REPLICATE``).
+    """
+    h, w = image.shape
+    x = np.clip(x, 0.0, w - 1.0)
+    y = np.clip(y, 0.0, h - 1.0)
+    x0 = np.minimum(x.astype(np.intp), w - 2)
+    y0 = np.minimum(y.astype(np.intp), h - 2)
+    fx = x - x0
+    fy = y - y0
+    flat = np.ascontiguousarray(image).ravel()
+    i = y0 * w + x0
+    top = flat.take(i) * (1 - fx) + flat.take(i + 1) * fx
+    bottom = flat.take(i + w) * (1 - fx) + flat.take(i + w + 1) * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def _warp_bilinear(
+    image: np.ndarray, m: np.ndarray, size: tuple[int, int], *, zero_border: bool = False
+) -> np.ndarray:
+    """``cv2.warpAffine(image, m, size, flags=INTER_LINEAR | WARP_INVERSE_MAP)`` at exact
+    positions: output pixel ``p`` is ``image`` at ``m @ [p, 1]``, float32.
+
+    Outside the image the edge is replicated, or with ``zero_border`` the image continues with
+    zeros (``BORDER_CONSTANT``: samples within one pixel of the edge blend towards 0).
+    """
+    if zero_border:
+        image = np.pad(image, 1)
+        m = np.asarray(m, np.float64) + np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    w, h = size
+    xs, ys = np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64)
+    x = np.add.outer(m[0, 1] * ys + m[0, 2], m[0, 0] * xs)
+    y = np.add.outer(m[1, 1] * ys + m[1, 2], m[1, 0] * xs)
+    return _sample_bilinear(image, x, y).astype(np.float32)
 
 
 def _pyramid(gray: np.ndarray, levels: int) -> list[np.ndarray]:
@@ -170,12 +217,7 @@ def _select_points(
     else:
         sd = np.stack([gxs * x, gys * x, gxs * y, gys * y, gxs, gys], axis=1)
     points = np.stack([xx, yy], axis=1).astype(np.float64)
-    n = len(points)
-    # two interleaved low-discrepancy sequences, uniform over one 1/32 px step
-    k = np.arange(n)
-    dither = np.stack([(k * 0.6180339887) % 1, (k * 0.7548776662) % 1], axis=1)
-    dither = (dither - 0.5) / 32
-    return _Level(points, image[yy, xx].astype(np.float64), sd, centre, (h, w), dither)
+    return _Level(points, image[yy, xx].astype(np.float64), sd, centre, (h, w))
 
 
 @dataclass
@@ -234,7 +276,6 @@ class _Template:
                 warp_l,
                 iterations,
                 tolerance * 2.0**lvl,
-                interpolation=cv2.INTER_LINEAR,
             )
             warp = compose(invert(d), compose(fit.warp, d))
             fit.warp = warp
@@ -247,7 +288,6 @@ class _Template:
         warp: np.ndarray,
         iterations: int,
         tol: float,
-        interpolation: int,
     ) -> _Fit:
         h, w = image.shape
         pts = lev.points
@@ -269,12 +309,7 @@ class _Template:
                 & (xy[:, 1] >= 0)
                 & (xy[:, 1] <= h - 1.001)
             )
-            # cv2.remap rounds positions to 1/32 px; under a translation every point would share
-            # that rounding (a bias up to 1/64 px), so each point gets a known sub-step dither
-            # that makes the rounding average out over the points (subtractive dither)
-            xy32 = (xy + lev.dither).astype(np.float32)
-            v = cv2.remap(image, xy32[None, :, 0], xy32[None, :, 1], interpolation)[0]
-            v = v.astype(np.float64)
+            v = _sample_bilinear(image, xy[:, 0], xy[:, 1])
             wgt = weights * inside
             sw = wgt.sum()
             if sw < 0.05 * len(t) or sw <= 10:
@@ -522,7 +557,9 @@ def warp_frame(
     stabilizing transform, ``crop`` from ``common_crop``, ``out_size`` the output
     ``(width, height)``. Composing crop and scale into the warp matrix means one interpolation
     instead of three. RGB is warped as RGBA because OpenCV's 4-channel 16-bit path is
-    vectorised and, conversions included, about 1.5x faster than its 3-channel path.
+    vectorised and, conversions included, about 1.5x faster than its 3-channel path. OpenCV 4.x
+    places each sample to within 1/64 px (see ``_sample_bilinear``), 5.x exactly; unlike in the
+    tracker, nothing downstream amplifies that.
     """
     m = output_matrix(transform, crop, out_size)
     flags = interpolation | cv2.WARP_INVERSE_MAP
@@ -691,13 +728,7 @@ class MotionTracker:
         d = _level_matrix(lvl)
         warp_l = compose(d, compose(fit.warp, invert(d)))
         h, w = key.shape
-        aligned = cv2.warpAffine(
-            coarse,
-            warp_l,
-            (w, h),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_REPLICATE,
-        )
+        aligned = _warp_bilinear(coarse, warp_l, (w, h))
         resid = cv2.absdiff((aligned - np.float32(fit.offset)) / np.float32(fit.gain), key)
         resid = cv2.blur(resid, (5, 5))
         noise = float(np.median(resid)) + 1e-6
@@ -726,8 +757,8 @@ class MotionTracker:
         for img, to_stab, gain, offset in self._recent:
             m = compose(ref_to_key, to_stab)
             normal = (img - np.float32(offset)) / np.float32(gain)
-            total += cv2.warpAffine(normal, m, (w, h), flags=cv2.INTER_LINEAR)
-            count += cv2.warpAffine(ones, m, (w, h), flags=cv2.INTER_LINEAR)
+            total += _warp_bilinear(normal, invert(m), (w, h), zero_border=True)
+            count += _warp_bilinear(ones, invert(m), (w, h), zero_border=True)
         valid = count > len(self._recent) - 0.01
         average = np.where(valid, total / np.maximum(count, 1e-6), 0).astype(np.float32)
         if self.mode == "smooth" and self._motion is not None:
@@ -735,9 +766,7 @@ class MotionTracker:
             d = _level_matrix(self.levels - 1)
             move_l = compose(d, compose(move, invert(d)))
             mh, mw = self._motion.shape
-            self._motion = cv2.warpAffine(
-                self._motion, move_l, (mw, mh), borderMode=cv2.BORDER_REPLICATE
-            )
+            self._motion = _warp_bilinear(self._motion, invert(move_l), (mw, mh))
         self._anchor(average, key_to_ref, valid)
         self.keyframes[-1] = len(self._to_stab) - 1
 
