@@ -284,7 +284,7 @@ def test_crash_mid_write_leaves_no_row_and_restart_resumes_numbering(tmp_path, m
     names = sorted(Path(r.path).name for r in service2.catalog.frames())
     assert names == [f"frame_{n:06d}.jpg" for n in (0, 1, 3, 4, 8, 9)]
     sessions = service2.catalog.sessions()
-    assert len(sessions) == 1 and sessions[0]["started_at"].startswith("2024-03-20T12:00:00")
+    assert len(sessions) == 1 and sessions[0].started_at == dt.datetime(2024, 3, 20, 12, tzinfo=UTC)
 
 
 # -- unattended plan ---------------------------------------------------------------------------

@@ -1173,7 +1173,7 @@ def create_capture_app(
     @router.get("/sessions", tags=["sessions"])
     def list_sessions(limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
         """Capture sessions in the catalog, newest last."""
-        return service.catalog.sessions()[-limit:]
+        return [s.to_json() for s in service.catalog.sessions()[-limit:]]
 
     @router.post(
         "/sessions",

@@ -82,7 +82,8 @@ from skylapse.capture.sun import sun_elevation
 from skylapse.capture.weather import SkyCondition, SkySource, WeatherService
 from skylapse.capture.windows import current_or_next_window
 from skylapse.capture.writer import FrameWriter, WriteJob
-from skylapse.catalog import Catalog, FrameRecord
+from skylapse.catalog.capture import Catalog, FrameCatalog, FrameRecord
+from skylapse.catalog.sqlite import JsonObject
 from skylapse.config import LocationConfig, SkylapseConfig, default_config
 from skylapse.log import get_logger
 from skylapse.processing import srgb
@@ -280,7 +281,7 @@ class CaptureService:
         clock: Clock | None = None,
         camera_config: CameraConfig | None = None,
         weather: SkySource | None = None,
-        catalog: Catalog | None = None,
+        catalog: FrameCatalog | None = None,
         disk_usage: Callable[[Path], DiskUsage] | None = None,
         write_hook: Callable[[WriteJob], None] | None = None,
     ) -> None:
@@ -291,7 +292,7 @@ class CaptureService:
         self.buffer.mkdir(parents=True, exist_ok=True)
         self.camera_config = camera_config
         self.weather = weather
-        self.catalog = catalog or Catalog(self.buffer / CATALOG_NAME)
+        self.catalog: FrameCatalog = catalog or Catalog(self.buffer / CATALOG_NAME)
         cap = self.config.capture
         self.storage = StorageManager(
             self.buffer,
@@ -460,9 +461,11 @@ class CaptureService:
             for p in (self.buffer / folder).glob("frame_*.jpg")
             if (m := _FRAME_NAME.search(p.name))
         ]
-        with self.catalog.transaction() as db:
-            rows = db.execute("SELECT path FROM frames WHERE session_id = ?", (session_id,))
-            numbers += [int(m.group(1)) for (path,) in rows if (m := _FRAME_NAME.search(path))]
+        numbers += [
+            int(m.group(1))
+            for path in self.catalog.session_paths(session_id)
+            if (m := _FRAME_NAME.search(path))
+        ]
         return max(numbers, default=-1) + 1
 
     def _open_session(self, spec: SessionSpec) -> _Session:
@@ -471,11 +474,9 @@ class CaptureService:
         day = spec.day or self._local_date(now)
         folder = Path(day.isoformat()) / sid
         number = self._next_number(folder, sid)
-        started = now
-        for row in self.catalog.sessions():
-            if row["id"] == sid:  # resuming: keep the first start
-                started = dt.datetime.fromisoformat(row["started_at"])
-        settings = {
+        known = self.catalog.session(sid)
+        started = known.started_at if known is not None else now  # resuming: the first start
+        settings: JsonObject = {
             "interval_s": spec.interval_s or "auto",
             "hdr": self._hdr_enabled(spec),
             "location": self.location.model_dump(),
