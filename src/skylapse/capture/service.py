@@ -72,10 +72,24 @@ from skylapse.capture.cameras.base import (
     Frame,
 )
 from skylapse.capture.clock import Clock, RealClock
+from skylapse.capture.events import (
+    CaptureEvent,
+    DeadlinesSkipped,
+    FrameWritten,
+    SessionStarted,
+    SessionStopped,
+)
 from skylapse.capture.exposure import ExposureController, ExposureSettings, Metering, meter
 from skylapse.capture.quality import image_quality_score
 from skylapse.capture.reconcile import reconcile_buffer
 from skylapse.capture.sensors import Bme280, lux_estimate, read_thermal_zone
+from skylapse.capture.session import (
+    DeadlineSchedule,
+    SessionError,
+    SessionSpec,
+    SessionSummary,
+    summary_lines,
+)
 from skylapse.capture.storage import DiskUsage, StorageManager
 from skylapse.capture.strategy import CaptureChoice, choose_capture
 from skylapse.capture.sun import sun_elevation
@@ -91,60 +105,14 @@ from skylapse.processing import srgb
 log = get_logger(__name__)
 
 CATALOG_NAME = "catalog.sqlite"
-#: A deadline missed by less than this fraction of the interval is still taken, late, and its real
-#: latency recorded; one missed by more is skipped (and counted) so frames stay on the grid.
-LATE_TOLERANCE_FRACTION = 0.25
 #: Metering and quality work on a copy at most this wide.
 ANALYSIS_WIDTH = 960
 _FRAME_NAME = re.compile(r"frame_(\d{6,})(?:_b\d+)?\.jpg$")
 
 
-class SessionError(RuntimeError):
-    """A session request that cannot be honoured (one is already running, unknown id...)."""
-
-
 # ------------------------------------------------------------------------------------------
 # Pure pieces
 # ------------------------------------------------------------------------------------------
-
-
-class DeadlineSchedule:
-    """Capture deadlines ``anchor + k * interval`` on a monotonic clock (no cumulative drift).
-
-    :meth:`advance` moves to the next deadline; with a new interval it first re-anchors at the
-    current deadline, so a phase change neither loses nor bunches frames. If the next deadline
-    has already passed by more than ``tolerance_fraction`` of the interval, it jumps to the first
-    deadline after ``now`` and returns how many were skipped.
-    """
-
-    def __init__(
-        self, start: float, interval_s: float, tolerance_fraction: float = LATE_TOLERANCE_FRACTION
-    ):
-        if interval_s <= 0:
-            raise ValueError("the interval must be positive")
-        self.anchor = start
-        self.interval = interval_s
-        self.tolerance_fraction = tolerance_fraction
-        self.k = 0
-        self.skipped = 0
-
-    @property
-    def deadline(self) -> float:
-        return self.anchor + self.k * self.interval
-
-    def advance(self, now: float, interval_s: float | None = None) -> int:
-        if interval_s is not None and interval_s != self.interval:
-            if interval_s <= 0:
-                raise ValueError("the interval must be positive")
-            self.anchor, self.k, self.interval = self.deadline, 0, interval_s
-        self.k += 1
-        skipped = 0
-        if now > self.deadline + self.tolerance_fraction * self.interval:
-            future = math.floor((now - self.anchor) / self.interval) + 1
-            skipped = future - self.k
-            self.k = future
-        self.skipped += skipped
-        return skipped
 
 
 @dataclass(frozen=True)
@@ -179,80 +147,9 @@ def _analyse_frames(frames: Sequence[Frame], clip_level: float) -> list[FrameAna
     return [analyse_frame(f.pixels, clip_level) for f in frames]
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    return float(np.percentile(values, q)) if values else None
-
-
 # ------------------------------------------------------------------------------------------
 # Sessions
 # ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SessionSpec:
-    """What a session should do. ``interval_s=None`` follows the plan's phase intervals; the
-    session ends at ``duration_s`` after its start, at wall time ``end``, after ``max_frames``
-    or when stopped, whichever comes first."""
-
-    session_id: str | None = None  # None: YYYYMMDD-HHMMSS of the start; an existing id resumes
-    interval_s: float | None = None
-    duration_s: float | None = None
-    end: dt.datetime | None = None
-    max_frames: int | None = None
-    hdr: bool | None = None  # None: config.capture.hdr
-    day: dt.date | None = None  # folder date; None: the start's local date
-
-
-@dataclass
-class SessionSummary:
-    """What a session did; also the live counters while it runs."""
-
-    session_id: str
-    started_at: dt.datetime
-    ended_at: dt.datetime | None = None
-    shots: int = 0  # capture events (a bracket counts once)
-    files: int = 0  # frames handed to the writer (each bracket frame counts)
-    written: int = 0
-    failed: int = 0
-    skipped_deadlines: int = 0
-    first_frame_number: int = 0
-    latencies_ms: list[float] = field(default_factory=list, repr=False)
-    exposure_s: tuple[float, float] | None = None
-    gain: tuple[float, float] | None = None
-    ev: tuple[float, float] | None = None
-    phases: list[str] = field(default_factory=list)
-    focus_acquisition_time_s: float | None = None
-    lens_position: float | None = None
-
-    def latency_ms(self, q: float) -> float | None:
-        return _percentile(self.latencies_ms, q)
-
-    def note_exposure(self, exposure_s: float, gain: float) -> None:
-        ev = math.log2(exposure_s * gain)
-        for name, v in (("exposure_s", exposure_s), ("gain", gain), ("ev", ev)):
-            cur = getattr(self, name)
-            setattr(self, name, (v, v) if cur is None else (min(cur[0], v), max(cur[1], v)))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "session_id": self.session_id,
-            "started_at": self.started_at.isoformat(timespec="microseconds"),
-            "ended_at": self.ended_at.isoformat(timespec="microseconds") if self.ended_at else None,
-            "shots": self.shots,
-            "files": self.files,
-            "written": self.written,
-            "failed": self.failed,
-            "skipped_deadlines": self.skipped_deadlines,
-            "latency_ms_p50": self.latency_ms(50),
-            "latency_ms_p99": self.latency_ms(99),
-            "latency_ms_max": max(self.latencies_ms) if self.latencies_ms else None,
-            "exposure_s": self.exposure_s,
-            "gain": self.gain,
-            "ev": self.ev,
-            "phases": self.phases,
-            "focus_acquisition_time_s": self.focus_acquisition_time_s,
-            "lens_position": self.lens_position,
-        }
 
 
 @dataclass
@@ -313,7 +210,7 @@ class CaptureService:
         self._camera_lock = asyncio.Lock()
         self._session: _Session | None = None
         self._last_summary: SessionSummary | None = None
-        self._subscribers: set[asyncio.Queue] = set()
+        self._subscribers: set[asyncio.Queue[CaptureEvent]] = set()
         self._sky: SkyCondition = "clear"
         self._weather_task: asyncio.Task | None = None
         self._storage_task: asyncio.Task | None = None
@@ -389,23 +286,22 @@ class CaptureService:
             self._opened = False
 
     # -- events ----------------------------------------------------------------------------
-    def subscribe(self, maxsize: int = 256) -> asyncio.Queue:
-        """A queue of event dicts (``{"event": "frame" | "skipped" | "session_started" |
-        "session_stopped", ...}``); when a slow reader lets it fill, the oldest are dropped."""
-        q: asyncio.Queue = asyncio.Queue(maxsize)
+    def subscribe(self, maxsize: int = 256) -> asyncio.Queue[CaptureEvent]:
+        """A queue of typed events (`skylapse.capture.events`); when a slow reader lets it
+        fill, the oldest are dropped."""
+        q: asyncio.Queue[CaptureEvent] = asyncio.Queue(maxsize)
         self._subscribers.add(q)
         return q
 
-    def unsubscribe(self, q: asyncio.Queue) -> None:
+    def unsubscribe(self, q: asyncio.Queue[CaptureEvent]) -> None:
         self._subscribers.discard(q)
 
-    def _emit(self, event: str, **data: Any) -> None:
-        item = {"event": event, **data}
+    def _emit(self, event: CaptureEvent) -> None:
         for q in self._subscribers:
             if q.full():
                 with contextlib.suppress(asyncio.QueueEmpty):
                     q.get_nowait()
-            q.put_nowait(item)
+            q.put_nowait(event)
 
     # -- status ----------------------------------------------------------------------------
     def _read_environment(self) -> dict[str, float]:
@@ -792,13 +688,13 @@ class CaptureService:
             summary.failed += 1
             return
         summary.written += 1
-        self._emit("frame", session_id=summary.session_id, record=record.to_json())
+        self._emit(FrameWritten(summary.session_id, record))
 
     async def _run(self, s: _Session) -> SessionSummary:
         summary = s.summary
         clock = self.clock
         try:
-            self._emit("session_started", session_id=summary.session_id)
+            self._emit(SessionStarted(summary.session_id))
             await self._autofocus(summary)
             mono0, wall0 = clock.monotonic(), clock.now()
 
@@ -862,7 +758,7 @@ class CaptureService:
                         skipped=skipped,
                         frame=number,
                     )
-                    self._emit("skipped", session_id=summary.session_id, count=skipped)
+                    self._emit(DeadlinesSkipped(summary.session_id, skipped))
                 elev_next = sun_elevation(self.location, wall(schedule.deadline))
                 await self._submit(
                     s,
@@ -894,7 +790,7 @@ class CaptureService:
             self.catalog.close_session(summary.session_id, summary.ended_at)
             self._last_summary = summary
             self._session = None
-            self._emit("session_stopped", session=summary.to_json())
+            self._emit(SessionStopped(summary))
             log.info(
                 "session closed",
                 **{
@@ -904,37 +800,6 @@ class CaptureService:
                 },
             )
         return summary
-
-
-def summary_lines(summary: SessionSummary) -> list[tuple[str, str]]:
-    """(label, value) rows for printing a session summary."""
-
-    def rng(v: tuple[float, float] | None, fmt: str) -> str:
-        return "—" if v is None else f"{fmt.format(v[0])} .. {fmt.format(v[1])}"
-
-    p50, p99 = summary.latency_ms(50), summary.latency_ms(99)
-    rows = [
-        ("session", summary.session_id),
-        (
-            "frames",
-            f"{summary.shots} shots, {summary.written} files written"
-            + (f", {summary.failed} failed" if summary.failed else ""),
-        ),
-        ("skipped deadlines", str(summary.skipped_deadlines)),
-        ("capture latency", "—" if p50 is None else f"p50 {p50:.2f} ms, p99 {p99:.2f} ms"),
-        ("exposure", rng(summary.exposure_s, "{:.5g} s")),
-        ("gain", rng(summary.gain, "{:.2f}")),
-        ("exposure EV (log2 t·g)", rng(summary.ev, "{:+.2f}")),
-        ("phases", ", ".join(summary.phases) or "—"),
-    ]
-    if summary.focus_acquisition_time_s is not None:
-        rows.append(
-            (
-                "autofocus",
-                f"lens {summary.lens_position:.3f} dpt in {summary.focus_acquisition_time_s:.2f} s",
-            )
-        )
-    return rows
 
 
 __all__ = [
