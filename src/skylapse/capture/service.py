@@ -517,13 +517,12 @@ class CaptureService:
         manual_t = cam.supports_capability(CameraCapability.MANUAL_EXPOSURE)
         manual_g = cam.supports_capability(CameraCapability.MANUAL_GAIN)
         wb = choice.strategy.white_balance
-        # a fixed colour temperature where the device takes one; the simulated camera takes
-        # only (red, blue) gains and renders at its daylight balance, i.e. a fixed ~5500 K
+        # a fixed colour temperature where the device takes one; a camera that takes only
+        # (red, blue) gains (the simulated one renders at its daylight balance, ~5500 K) keeps
+        # its own white balance
         kelvin = (
             float(wb)
-            if isinstance(wb, int)
-            and cam.name != "simulated"
-            and cam.supports_capability(CameraCapability.WHITE_BALANCE)
+            if isinstance(wb, int) and cam.supports_capability(CameraCapability.COLOUR_TEMPERATURE)
             else None
         )
         return CaptureSettings(
