@@ -55,15 +55,13 @@ import functools
 import math
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import cv2
-import numpy as np
-
+from skylapse.capture.analysis import ANALYSIS_WIDTH, FrameAnalysis, analyse_frame, analyse_frames
 from skylapse.capture.cameras.base import (
     Camera,
     CameraCapability,
@@ -79,10 +77,9 @@ from skylapse.capture.events import (
     SessionStarted,
     SessionStopped,
 )
-from skylapse.capture.exposure import ExposureController, ExposureSettings, Metering, meter
-from skylapse.capture.quality import image_quality_score
+from skylapse.capture.exposure import ExposureController, ExposureSettings
 from skylapse.capture.reconcile import reconcile_buffer
-from skylapse.capture.sensors import Bme280, lux_estimate, read_thermal_zone
+from skylapse.capture.sensors import Bme280, read_thermal_zone
 from skylapse.capture.session import (
     DeadlineSchedule,
     SessionError,
@@ -90,6 +87,7 @@ from skylapse.capture.session import (
     SessionSummary,
     summary_lines,
 )
+from skylapse.capture.shot import Shot, frame_exif_fields, frame_record
 from skylapse.capture.storage import DiskUsage, StorageManager
 from skylapse.capture.strategy import CaptureChoice, choose_capture
 from skylapse.capture.sun import sun_elevation
@@ -100,51 +98,11 @@ from skylapse.catalog.capture import Catalog, FrameCatalog, FrameRecord
 from skylapse.catalog.sqlite import JsonObject
 from skylapse.config import LocationConfig, SkylapseConfig, default_config
 from skylapse.log import get_logger
-from skylapse.processing import srgb
 
 log = get_logger(__name__)
 
 CATALOG_NAME = "catalog.sqlite"
-#: Metering and quality work on a copy at most this wide.
-ANALYSIS_WIDTH = 960
 _FRAME_NAME = re.compile(r"frame_(\d{6,})(?:_b\d+)?\.jpg$")
-
-
-# ------------------------------------------------------------------------------------------
-# Pure pieces
-# ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FrameAnalysis:
-    """What the loop reads from a frame right after it is taken."""
-
-    metering: Metering
-    quality_score: float
-
-
-def analyse_frame(pixels: np.ndarray, clip_level: float = 0.98) -> FrameAnalysis:
-    """Metering (for the exposure controller) and the quality score of a uint16 sRGB frame.
-
-    Both work on linear luma of a copy reduced (area average) to at most ``ANALYSIS_WIDTH``
-    pixels wide: metering reduces to 64 px anyway and the quality score to 960 px, so the
-    full-resolution luma (tens of ms at 1080p) would be wasted work.
-    """
-    h, w = pixels.shape[:2]
-    if w > ANALYSIS_WIDTH:
-        small = cv2.resize(
-            pixels,
-            (ANALYSIS_WIDTH, max(1, round(h * ANALYSIS_WIDTH / w))),
-            interpolation=cv2.INTER_AREA,
-        )
-    else:
-        small = pixels
-    luma = srgb.luma(small) if small.ndim == 3 else srgb.to_linear(small)
-    return FrameAnalysis(meter(luma, clip_level), image_quality_score(luma))
-
-
-def _analyse_frames(frames: Sequence[Frame], clip_level: float) -> list[FrameAnalysis]:
-    return [analyse_frame(f.pixels, clip_level) for f in frames]
 
 
 # ------------------------------------------------------------------------------------------
@@ -501,9 +459,19 @@ class CaptureService:
         if bracket and not self.camera.supports_capability(CameraCapability.HDR_BRACKETING):
             raise SessionError(f"{self.camera.name} cannot bracket")
         frames = await self._capture(settings, choice, offsets, s.folder, number)
-        futures = await self._submit(
-            s, frames, number, settings, choice, elev, elev, self.clock.now(), None, manual=True
+        shot = Shot(
+            s.summary.session_id,
+            s.folder,
+            number,
+            settings,
+            choice,
+            elev_now=elev,
+            elev_next=elev,
+            scheduled_at=self.clock.now(),
+            latency_ms=None,
+            manual=True,
         )
+        futures = await self._submit(s.summary, frames, shot)
         records = [r for r in await asyncio.gather(*futures) if r is not None]
         if own:
             self.catalog.close_session(s.summary.session_id, self.clock.now())
@@ -589,91 +557,25 @@ class CaptureService:
 
     async def _submit(
         self,
-        s: _Session,
+        summary: SessionSummary,
         frames: list[Frame],
-        number: int,
-        settings: ExposureSettings,
-        choice: CaptureChoice,
-        elev_now: float,
-        elev_next: float,
-        scheduled_at: dt.datetime,
-        deadline_latency_ms: float | None,
-        manual: bool = False,
+        shot: Shot,
         analyses: list[FrameAnalysis] | None = None,
-    ) -> list[asyncio.Future]:
+    ) -> list[asyncio.Future[FrameRecord | None]]:
+        """Hand a shot's frames to the writer (analysing them first unless done); futures of
+        their written records (None: the write failed)."""
         if analyses is None:
             analyses = await asyncio.to_thread(
-                lambda: [analyse_frame(f.pixels, self._exposure_config.clip_level) for f in frames]
+                analyse_frames, frames, self._exposure_config.clip_level
             )
         bracketed = len(frames) > 1
         environment = await asyncio.to_thread(self._read_environment)
         futures = []
-        sid = s.summary.session_id
         for i, (frame, analysis) in enumerate(zip(frames, analyses, strict=True)):
             md = frame.metadata
-            name = f"frame_{number:06d}_b{i}.jpg" if bracketed else f"frame_{number:06d}.jpg"
-            wanted = settings.wanted_ev + md.ev_offset
-            achieved = math.log2(md.exposure_time_s * md.analogue_gain)
-            bracket = {"set": number, "index": i, "ev_offset": md.ev_offset} if bracketed else None
-            record = FrameRecord(
-                path=str(s.folder / name),
-                captured_at=md.timestamp,
-                sha256="",
-                size_bytes=0,
-                session_id=sid,
-                scheduled_at=scheduled_at,
-                exposure_time_s=md.exposure_time_s,
-                analogue_gain=md.analogue_gain,
-                iso=md.iso,
-                aperture=md.aperture_f,
-                lens_position=md.lens_position,
-                white_balance=md.white_balance_gains,
-                sensor_temp_c=md.sensor_temperature_c,
-                bracket_set=number if bracketed else None,
-                bracket_index=i if bracketed else None,
-                ev_offset=md.ev_offset if bracketed else None,
-                exposure_error_ev=wanted - achieved,
-                focus_score=md.focus_score,
-                quality_score=analysis.quality_score,
-                latency_ms=deadline_latency_ms,
-                phase=choice.phase,
-                strategy=choice.strategy_name,
-                extra={
-                    "frame_number": number,
-                    "wanted_ev": wanted,
-                    "achieved_ev": achieved,
-                    "limited_by": settings.limited_by,
-                    "sun_elevation_deg": elev_now,
-                    "sun_elevation_next_deg": elev_next,
-                    "sky": choice.sky,
-                    "metered_log2": analysis.metering.log2_mean,
-                    "clipped_fraction": analysis.metering.clipped_fraction,
-                    "lux": round(lux_estimate(analysis.metering.log2_mean, md.ev100), 4),
-                    **environment,
-                    "manual": manual,
-                    "dng_path": str(md.dng_path) if md.dng_path else None,
-                },
-            )
-            exif = {
-                "session_id": sid,
-                "frame_number": number,
-                "phase": choice.phase,
-                "strategy": choice.strategy_name,
-                "scheduled_at": scheduled_at.isoformat(timespec="microseconds"),
-                "bracket": bracket,
-                "wanted_ev": wanted,
-                "achieved_ev": achieved,
-                "exposure_error_ev": wanted - achieved,
-                "focus_score": md.focus_score,
-                "quality_score": analysis.quality_score,
-                "camera": md.camera,
-                "lens_position": md.lens_position,
-                "sun_elevation_deg": elev_now,
-                "sky": choice.sky,
-                "latency_ms": deadline_latency_ms,
-            }
+            record = frame_record(shot, i, bracketed, md, analysis, environment)
+            exif = frame_exif_fields(shot, i, bracketed, md, analysis)
             fut = await self.writer.submit(WriteJob(frame.pixels, record, md.camera, exif))
-            summary = s.summary
             summary.files += 1
             summary.note_exposure(md.exposure_time_s, md.analogue_gain)
             fut.add_done_callback(functools.partial(self._written, summary))
@@ -691,101 +593,13 @@ class CaptureService:
 
     async def _run(self, s: _Session) -> SessionSummary:
         summary = s.summary
-        clock = self.clock
         try:
             self._emit(SessionStarted(summary.session_id))
             await self._autofocus(summary)
-            mono0, wall0 = clock.monotonic(), clock.now()
-
-            def wall(mono: float) -> dt.datetime:
-                return wall0 + dt.timedelta(seconds=mono - mono0)
-
-            end_mono = math.inf
-            if s.spec.duration_s is not None:
-                end_mono = mono0 + s.spec.duration_s
-            if s.spec.end is not None:
-                end_mono = min(end_mono, mono0 + (s.spec.end - wall0).total_seconds())
-
-            elev = sun_elevation(self.location, wall0)
-            choice = choose_capture(self.config, elev, self._sky)
-            interval = s.spec.interval_s or choice.interval_s
-            schedule = DeadlineSchedule(mono0, interval)
-            ctrl = ExposureController(self._exposure_config, choice.strategy)
-            settings = ctrl.next_settings(None, elev, elev, interval)
-            hdr = self._hdr_enabled(s.spec)
-            self._maintenance(summary)
-
-            while not s.stop.is_set() and schedule.deadline < end_mono:
-                if s.spec.max_frames is not None and summary.shots >= s.spec.max_frames:
-                    break
-                deadline = schedule.deadline
-                offsets = choice.strategy.bracket_ev if hdr and choice.strategy.hdr else None
-                number = s.next_number
-                # -- at the deadline: wake and expose, nothing else ------------------------
-                delay = deadline - clock.monotonic()
-                if delay > 0:
-                    await self._interruptible_sleep(delay, s.stop)
-                    if s.stop.is_set():
-                        break
-                while clock.monotonic() < deadline:  # sub-ms early wake-up of the event loop
-                    await asyncio.sleep(0)
-                t_call = clock.monotonic()
-                frames = await self._capture(settings, choice, offsets, s.folder, number)
-                latency_ms = (t_call - deadline) * 1e3
-                # -- after the exposure: analysis, hand-off, next settings -----------------
-                s.next_number += 1
-                s.settings = settings
-                summary.shots += 1
-                summary.latencies_ms.append(latency_ms)
-                if choice.phase not in summary.phases:
-                    summary.phases.append(choice.phase)
-                analyses = await asyncio.to_thread(
-                    _analyse_frames, frames, self._exposure_config.clip_level
-                )
-                ref = min(range(len(frames)), key=lambda i: abs(frames[i].metadata.ev_offset))
-                md = frames[ref].metadata
-                taken = ExposureSettings(md.exposure_time_s, md.analogue_gain, settings.wanted_ev)
-                elev_frame = elev
-                # the next deadline: the phase of this frame sets the interval (auto)
-                next_interval = s.spec.interval_s or choice.interval_s
-                skipped = schedule.advance(clock.monotonic(), next_interval)
-                if skipped:
-                    summary.skipped_deadlines += skipped
-                    log.warning(
-                        "deadlines skipped",
-                        session_id=summary.session_id,
-                        skipped=skipped,
-                        frame=number,
-                    )
-                    self._emit(DeadlinesSkipped(summary.session_id, skipped))
-                elev_next = sun_elevation(self.location, wall(schedule.deadline))
-                await self._submit(
-                    s,
-                    frames,
-                    number,
-                    settings,
-                    choice,
-                    elev_frame,
-                    elev_next,
-                    wall(deadline),
-                    latency_ms,
-                    analyses=analyses,
-                )
-                next_choice = choose_capture(self.config, elev_next, self._sky)
-                settings = ctrl.next_settings(
-                    analyses[ref].metering,
-                    sun_elevation(self.location, clock.now()),
-                    elev_next,
-                    schedule.interval,
-                    strategy=next_choice.strategy,
-                    taken_with=taken,
-                )
-                choice, elev = next_choice, elev_next
-                self._maintenance(summary)
-            summary.skipped_deadlines = schedule.skipped
+            await self._loop(s)
             await self.writer.drain()
         finally:
-            summary.ended_at = clock.now()
+            summary.ended_at = self.clock.now()
             self.catalog.close_session(summary.session_id, summary.ended_at)
             self._last_summary = summary
             self._session = None
@@ -799,6 +613,90 @@ class CaptureService:
                 },
             )
         return summary
+
+    def _note_skipped(self, summary: SessionSummary, skipped: int, number: int) -> None:
+        summary.skipped_deadlines += skipped
+        log.warning(
+            "deadlines skipped", session_id=summary.session_id, skipped=skipped, frame=number
+        )
+        self._emit(DeadlinesSkipped(summary.session_id, skipped))
+
+    async def _loop(self, s: _Session) -> None:
+        """The deadlines of a session until it ends (module docstring: the loop, per frame)."""
+        summary, clock = s.summary, self.clock
+        mono0, wall0 = clock.monotonic(), clock.now()
+
+        def wall(mono: float) -> dt.datetime:
+            return wall0 + dt.timedelta(seconds=mono - mono0)
+
+        end_mono = math.inf
+        if s.spec.duration_s is not None:
+            end_mono = mono0 + s.spec.duration_s
+        if s.spec.end is not None:
+            end_mono = min(end_mono, mono0 + (s.spec.end - wall0).total_seconds())
+
+        elev = sun_elevation(self.location, wall0)
+        choice = choose_capture(self.config, elev, self._sky)
+        interval = s.spec.interval_s or choice.interval_s
+        schedule = DeadlineSchedule(mono0, interval)
+        ctrl = ExposureController(self._exposure_config, choice.strategy)
+        settings = ctrl.next_settings(None, elev, elev, interval)
+        hdr = self._hdr_enabled(s.spec)
+        self._maintenance(summary)
+
+        while not s.stop.is_set() and schedule.deadline < end_mono:
+            if s.spec.max_frames is not None and summary.shots >= s.spec.max_frames:
+                break
+            deadline = schedule.deadline
+            offsets = choice.strategy.bracket_ev if hdr and choice.strategy.hdr else None
+            number = s.next_number
+            # -- at the deadline: wake and expose, nothing else ----------------------------
+            delay = deadline - clock.monotonic()
+            if delay > 0:
+                await self._interruptible_sleep(delay, s.stop)
+                if s.stop.is_set():
+                    break
+            while clock.monotonic() < deadline:  # sub-ms early wake-up of the event loop
+                await asyncio.sleep(0)
+            t_call = clock.monotonic()
+            frames = await self._capture(settings, choice, offsets, s.folder, number)
+            latency_ms = (t_call - deadline) * 1e3
+            # -- after the exposure: analysis, hand-off, next settings ---------------------
+            s.next_number += 1
+            s.settings = settings
+            summary.shots += 1
+            summary.latencies_ms.append(latency_ms)
+            if choice.phase not in summary.phases:
+                summary.phases.append(choice.phase)
+            analyses = await asyncio.to_thread(
+                analyse_frames, frames, self._exposure_config.clip_level
+            )
+            ref = min(range(len(frames)), key=lambda i: abs(frames[i].metadata.ev_offset))
+            md = frames[ref].metadata
+            taken = ExposureSettings(md.exposure_time_s, md.analogue_gain, settings.wanted_ev)
+            # the next deadline: the phase of this frame sets the interval (auto)
+            skipped = schedule.advance(clock.monotonic(), s.spec.interval_s or choice.interval_s)
+            if skipped:
+                self._note_skipped(summary, skipped, number)
+            elev_next = sun_elevation(self.location, wall(schedule.deadline))
+            shot = Shot(
+                summary.session_id, s.folder, number, settings, choice,
+                elev_now=elev, elev_next=elev_next, scheduled_at=wall(deadline),
+                latency_ms=latency_ms,
+            )  # fmt: skip
+            await self._submit(summary, frames, shot, analyses)
+            next_choice = choose_capture(self.config, elev_next, self._sky)
+            settings = ctrl.next_settings(
+                analyses[ref].metering,
+                sun_elevation(self.location, clock.now()),
+                elev_next,
+                schedule.interval,
+                strategy=next_choice.strategy,
+                taken_with=taken,
+            )
+            choice, elev = next_choice, elev_next
+            self._maintenance(summary)
+        summary.skipped_deadlines = schedule.skipped
 
 
 __all__ = [
