@@ -40,9 +40,10 @@ disk or in the catalog, so nothing is overwritten.
 
 API
 ---
-``SessionSpec``, ``SessionSummary``, ``DeadlineSchedule``, ``FrameAnalysis``,
-``analyse_frame(pixels, clip_level) -> FrameAnalysis``                  pure.
-``CaptureService`` (methods above), ``SessionError``.
+``SessionSpec``, ``SessionSummary``, ``DeadlineSchedule``, ``SessionError`` (from
+`skylapse.capture.session`), ``FrameAnalysis``, ``analyse_frame(pixels, clip_level)`` (from
+`skylapse.capture.analysis`)                                            pure.
+``CaptureService`` (methods above); its events are `skylapse.capture.events`.
 ``CATALOG_NAME`` = "catalog.sqlite".
 """
 
