@@ -385,6 +385,7 @@ async def _capture(
 ):
     from skylapse.capture.cameras import CameraConfig, CameraFactory, Location
     from skylapse.capture.clock import SimulatedClock
+    from skylapse.capture.events import FrameWritten
     from skylapse.capture.service import CaptureService, SessionSpec
 
     loc = cfg.location
@@ -417,9 +418,9 @@ async def _capture(
             await asyncio.wait({session}, timeout=0.1)
             while not events.empty():
                 event = events.get_nowait()
-                if event["event"] == "frame":
+                if isinstance(event, FrameWritten):
                     written += 1
-                    phase = event["record"].get("phase") or phase
+                    phase = event.record.phase or phase
             elapsed = (clock.now() - start).total_seconds()
             update(
                 min(elapsed, duration),

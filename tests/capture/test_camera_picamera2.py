@@ -214,3 +214,15 @@ def test_auto_exposure_after_manual_frees_the_frame_duration(fake):
     run(cam.capture())
     assert picam.control_log[-1]["AeEnable"] is True
     assert picam.control_log[-1]["FrameDurationLimits"] == (33333, 120_000_000)
+
+
+def test_colour_temperature_only_where_libcamera_has_the_control(fake):
+    cam = Picamera2Camera(picamera2_class=fake)
+    run(cam.configure(CameraConfig(resolution=(64, 48))))
+    assert not cam.supports_capability(CAP.COLOUR_TEMPERATURE)
+    with pytest.raises(CapabilityNotSupported, match="colour_temperature"):
+        run(cam.capture(CaptureSettings(colour_temperature_k=5500)))
+    (picam,) = fake.instances
+    picam.camera_controls["ColourTemperature"] = (2000, 10000, None)
+    run(cam.configure(CameraConfig(resolution=(64, 48))))
+    assert cam.supports_capability(CAP.COLOUR_TEMPERATURE)

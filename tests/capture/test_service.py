@@ -284,7 +284,7 @@ def test_crash_mid_write_leaves_no_row_and_restart_resumes_numbering(tmp_path, m
     names = sorted(Path(r.path).name for r in service2.catalog.frames())
     assert names == [f"frame_{n:06d}.jpg" for n in (0, 1, 3, 4, 8, 9)]
     sessions = service2.catalog.sessions()
-    assert len(sessions) == 1 and sessions[0]["started_at"].startswith("2024-03-20T12:00:00")
+    assert len(sessions) == 1 and sessions[0].started_at == dt.datetime(2024, 3, 20, 12, tzinfo=UTC)
 
 
 # -- unattended plan ---------------------------------------------------------------------------
@@ -341,3 +341,32 @@ def test_capture_now_outside_a_session_brackets(tmp_path):
     assert {r.session_id for r in single + bracket} == {"20240320-manual"}
     assert bracket[0].bracket_set == 1  # numbering continues within the manual session
     assert status["state"] == "idle" and status["writer"]["written"] == 4
+
+
+# -- white balance by capability ---------------------------------------------------------------
+
+
+def test_colour_temperature_goes_only_to_cameras_that_take_one(tmp_path):
+    """A fixed-kelvin strategy (golden hour: 5500 K) reaches a camera only when it has
+    COLOUR_TEMPERATURE; one that takes (red, blue) gains only keeps its own white balance,
+    whatever its name (the check used to be ``camera.name != "simulated"``)."""
+    from skylapse.capture.cameras import CameraCapability
+    from skylapse.capture.exposure import ExposureSettings
+    from skylapse.capture.strategy import CaptureChoice
+    from skylapse.config import default_config
+
+    class GainsOnly(SimulatedCamera):
+        name = "gains-only"
+
+    golden = default_config().strategies["golden_hour"]
+    choice = CaptureChoice("golden_hour", 5.0, "golden_hour", golden, "clear")
+    settings = ExposureSettings(0.01, 1.0, math.log2(0.01))
+    service = _service(tmp_path, dt.datetime(2024, 3, 20, 17, tzinfo=UTC), camera=GainsOnly(seed=3))
+    _run(service.open())
+    assert not service.camera.supports_capability(CameraCapability.COLOUR_TEMPERATURE)
+    assert service._camera_settings(settings, choice, None).colour_temperature_k is None
+    records = _run(service.capture_now())  # golden hour: the frame is taken all the same
+    assert len(records) == 1
+    service.camera._capabilities |= {CameraCapability.COLOUR_TEMPERATURE}
+    assert service._camera_settings(settings, choice, None).colour_temperature_k == 5500.0
+    _run(service.close())

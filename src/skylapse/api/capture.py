@@ -126,6 +126,13 @@ from skylapse.api.middleware import validation_details
 from skylapse.api.ws import WebSocketHub
 from skylapse.capture.cameras import Camera, CameraConfig, CameraError
 from skylapse.capture.clock import Clock, RealClock
+from skylapse.capture.events import (
+    CaptureEvent,
+    DeadlinesSkipped,
+    FrameWritten,
+    SessionStarted,
+    SessionStopped,
+)
 from skylapse.capture.plan import day_plan
 from skylapse.capture.service import CaptureService, SessionError, SessionSpec
 from skylapse.capture.strategy import choose_capture
@@ -776,45 +783,37 @@ class CaptureRuntime:
             self.supervisor_done = repr(exc)
             log.error("capture supervisor died", error=repr(exc))
 
-    async def _pump(self, queue: asyncio.Queue) -> None:
+    async def _pump(self, queue: asyncio.Queue[CaptureEvent]) -> None:
         """Service events into metrics, progress and WebSocket messages."""
         m = self.metrics
         while True:
             event = await queue.get()
-            kind = event.pop("event")
-            if kind == "frame":
-                record = event["record"]
+            if isinstance(event, FrameWritten):
+                record = event.record
                 self.last_progress = time.monotonic()
                 self.camera_error = None
                 m["frames_captured"].inc()
-                bracket = record.get("bracket")
-                first_of_shot = bracket is None or bracket.get("index") == 0
-                latency = record.get("latency_ms")
-                if first_of_shot and isinstance(latency, int | float):
+                latency = record.latency_ms
+                if event.first_of_shot and latency is not None:
                     m["capture_latency_ms"].observe(latency)
                     self.latencies.append(latency)
-                score = record.get("quality_score")
-                if isinstance(score, int | float):
+                score = record.quality_score
+                if score is not None:
                     m["image_quality_score"].set(score)
-                    if first_of_shot:
+                    if event.first_of_shot:
                         self.qualities.append(score)
                 focus = self.service.focus_acquisition_time_s
                 if focus is not None and focus != self._focus_seen:
                     self._focus_seen = focus
                     m["focus_acquisition_time_s"].observe(focus)
-                record = dict(record, image_url=f"/frames/{record['id']}/image")
-                self.hub.publish(
-                    {"type": "frame", "session_id": event.get("session_id"), "record": record}
-                )
-            else:
-                if kind == "session_started":
-                    self.last_progress = time.monotonic()
-                    self.watchdog.status(f"capturing session {event.get('session_id')}")
-                elif kind == "session_stopped" and not self._stopping:
-                    self.watchdog.status("idle")
-                elif kind == "skipped":
-                    self.last_progress = time.monotonic()
-                self.hub.publish({"type": kind, **event})
+            elif isinstance(event, SessionStarted):
+                self.last_progress = time.monotonic()
+                self.watchdog.status(f"capturing session {event.session_id}")
+            elif isinstance(event, SessionStopped) and not self._stopping:
+                self.watchdog.status("idle")
+            elif isinstance(event, DeadlinesSkipped):
+                self.last_progress = time.monotonic()
+            self.hub.publish(event.to_json())
 
     async def _tick(self) -> None:
         """Once per ``tick_s``: liveness, counters from the writer and transfers, and the
@@ -1173,7 +1172,7 @@ def create_capture_app(
     @router.get("/sessions", tags=["sessions"])
     def list_sessions(limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
         """Capture sessions in the catalog, newest last."""
-        return service.catalog.sessions()[-limit:]
+        return [s.to_json() for s in service.catalog.sessions()[-limit:]]
 
     @router.post(
         "/sessions",

@@ -35,7 +35,7 @@ from skylapse.capture.service import (
     summary_lines,
 )
 from skylapse.capture.windows import day_windows
-from skylapse.catalog import Catalog
+from skylapse.catalog.capture import Catalog
 from skylapse.config import ConfigError, LocationConfig, SkylapseConfig, load_config
 from skylapse.names import check_name
 

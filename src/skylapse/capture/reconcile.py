@@ -39,7 +39,7 @@ from typing import Any
 from PIL import UnidentifiedImageError
 
 from skylapse.capture.storage import TMP_MARK, commit_temp
-from skylapse.catalog import Catalog, FrameRecord
+from skylapse.catalog.capture import FrameCatalog, FrameRecord
 from skylapse.exif import read_frame_exif
 from skylapse.log import get_logger
 
@@ -146,17 +146,16 @@ def _settle_temp(tmp: Path) -> str:
     return "removed_temps"
 
 
-def _settle_writing_row(root: Path, catalog: Catalog, record: FrameRecord) -> str:
+def _settle_writing_row(root: Path, catalog: FrameCatalog, record: FrameRecord) -> str:
     path = root / record.path
-    assert record.id is not None
     if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == record.sha256:
-        catalog.mark_written(record.id)
+        catalog.mark_written(record.stored_id)
         return "marked"
-    catalog.forget_unwritten(record.id)
+    catalog.forget_unwritten(record.stored_id)
     return "forgotten"
 
 
-def _settle_file(root: Path, catalog: Catalog, rel: str) -> str:
+def _settle_file(root: Path, catalog: FrameCatalog, rel: str) -> str:
     record = record_from_file(root, rel)
     if record is None:
         return "foreign"
@@ -164,7 +163,7 @@ def _settle_file(root: Path, catalog: Catalog, rel: str) -> str:
     return "recataloged"
 
 
-def reconcile_buffer(root: str | Path, catalog: Catalog) -> ReconcileReport:
+def reconcile_buffer(root: str | Path, catalog: FrameCatalog) -> ReconcileReport:
     """Settle the buffer against the catalog (module docstring); run before anything writes."""
     root = Path(root)
     report = ReconcileReport()

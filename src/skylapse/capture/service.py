@@ -41,9 +41,10 @@ disk or in the catalog, so nothing is overwritten.
 
 API
 ---
-``SessionSpec``, ``SessionSummary``, ``DeadlineSchedule``, ``FrameAnalysis``,
-``analyse_frame(pixels, clip_level) -> FrameAnalysis``                  pure.
-``CaptureService`` (methods above), ``SessionError``.
+``SessionSpec``, ``SessionSummary``, ``DeadlineSchedule``, ``SessionError`` (from
+`skylapse.capture.session`), ``FrameAnalysis``, ``analyse_frame(pixels, clip_level)`` (from
+`skylapse.capture.analysis`)                                            pure.
+``CaptureService`` (methods above); its events are `skylapse.capture.events`.
 ``CATALOG_NAME`` = "catalog.sqlite".
 """
 
@@ -56,15 +57,13 @@ import functools
 import math
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import cv2
-import numpy as np
-
+from skylapse.capture.analysis import ANALYSIS_WIDTH, FrameAnalysis, analyse_frame, analyse_frames
 from skylapse.capture.cameras.base import (
     Camera,
     CameraCapability,
@@ -73,186 +72,44 @@ from skylapse.capture.cameras.base import (
     Frame,
 )
 from skylapse.capture.clock import Clock, RealClock
-from skylapse.capture.exposure import ExposureController, ExposureSettings, Metering, meter
-from skylapse.capture.quality import image_quality_score
+from skylapse.capture.events import (
+    CaptureEvent,
+    DeadlinesSkipped,
+    FrameWritten,
+    SessionStarted,
+    SessionStopped,
+)
+from skylapse.capture.exposure import ExposureController, ExposureSettings
 from skylapse.capture.reconcile import reconcile_buffer
-from skylapse.capture.sensors import Bme280, lux_estimate, read_thermal_zone
+from skylapse.capture.sensors import Bme280, read_thermal_zone
+from skylapse.capture.session import (
+    DeadlineSchedule,
+    SessionError,
+    SessionSpec,
+    SessionSummary,
+    summary_lines,
+)
+from skylapse.capture.shot import Shot, frame_exif_fields, frame_record
 from skylapse.capture.storage import DiskUsage, StorageManager
 from skylapse.capture.strategy import CaptureChoice, choose_capture
 from skylapse.capture.sun import sun_elevation
 from skylapse.capture.weather import SkyCondition, SkySource, WeatherService
 from skylapse.capture.windows import current_or_next_window
 from skylapse.capture.writer import FrameWriter, WriteJob
-from skylapse.catalog import Catalog, FrameRecord
+from skylapse.catalog.capture import Catalog, FrameCatalog, FrameRecord
+from skylapse.catalog.sqlite import JsonObject
 from skylapse.config import LocationConfig, SkylapseConfig, default_config
 from skylapse.log import get_logger
-from skylapse.processing import srgb
 
 log = get_logger(__name__)
 
 CATALOG_NAME = "catalog.sqlite"
-#: A deadline missed by less than this fraction of the interval is still taken, late, and its real
-#: latency recorded; one missed by more is skipped (and counted) so frames stay on the grid.
-LATE_TOLERANCE_FRACTION = 0.25
-#: Metering and quality work on a copy at most this wide.
-ANALYSIS_WIDTH = 960
 _FRAME_NAME = re.compile(r"frame_(\d{6,})(?:_b\d+)?\.jpg$")
-
-
-class SessionError(RuntimeError):
-    """A session request that cannot be honoured (one is already running, unknown id...)."""
-
-
-# ------------------------------------------------------------------------------------------
-# Pure pieces
-# ------------------------------------------------------------------------------------------
-
-
-class DeadlineSchedule:
-    """Capture deadlines ``anchor + k * interval`` on a monotonic clock (no cumulative drift).
-
-    :meth:`advance` moves to the next deadline; with a new interval it first re-anchors at the
-    current deadline, so a phase change neither loses nor bunches frames. If the next deadline
-    has already passed by more than ``tolerance_fraction`` of the interval, it jumps to the first
-    deadline after ``now`` and returns how many were skipped.
-    """
-
-    def __init__(
-        self, start: float, interval_s: float, tolerance_fraction: float = LATE_TOLERANCE_FRACTION
-    ):
-        if interval_s <= 0:
-            raise ValueError("the interval must be positive")
-        self.anchor = start
-        self.interval = interval_s
-        self.tolerance_fraction = tolerance_fraction
-        self.k = 0
-        self.skipped = 0
-
-    @property
-    def deadline(self) -> float:
-        return self.anchor + self.k * self.interval
-
-    def advance(self, now: float, interval_s: float | None = None) -> int:
-        if interval_s is not None and interval_s != self.interval:
-            if interval_s <= 0:
-                raise ValueError("the interval must be positive")
-            self.anchor, self.k, self.interval = self.deadline, 0, interval_s
-        self.k += 1
-        skipped = 0
-        if now > self.deadline + self.tolerance_fraction * self.interval:
-            future = math.floor((now - self.anchor) / self.interval) + 1
-            skipped = future - self.k
-            self.k = future
-        self.skipped += skipped
-        return skipped
-
-
-@dataclass(frozen=True)
-class FrameAnalysis:
-    """What the loop reads from a frame right after it is taken."""
-
-    metering: Metering
-    quality_score: float
-
-
-def analyse_frame(pixels: np.ndarray, clip_level: float = 0.98) -> FrameAnalysis:
-    """Metering (for the exposure controller) and the quality score of a uint16 sRGB frame.
-
-    Both work on linear luma of a copy reduced (area average) to at most ``ANALYSIS_WIDTH``
-    pixels wide: metering reduces to 64 px anyway and the quality score to 960 px, so the
-    full-resolution luma (tens of ms at 1080p) would be wasted work.
-    """
-    h, w = pixels.shape[:2]
-    if w > ANALYSIS_WIDTH:
-        small = cv2.resize(
-            pixels,
-            (ANALYSIS_WIDTH, max(1, round(h * ANALYSIS_WIDTH / w))),
-            interpolation=cv2.INTER_AREA,
-        )
-    else:
-        small = pixels
-    luma = srgb.luma(small) if small.ndim == 3 else srgb.to_linear(small)
-    return FrameAnalysis(meter(luma, clip_level), image_quality_score(luma))
-
-
-def _analyse_frames(frames: Sequence[Frame], clip_level: float) -> list[FrameAnalysis]:
-    return [analyse_frame(f.pixels, clip_level) for f in frames]
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    return float(np.percentile(values, q)) if values else None
 
 
 # ------------------------------------------------------------------------------------------
 # Sessions
 # ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SessionSpec:
-    """What a session should do. ``interval_s=None`` follows the plan's phase intervals; the
-    session ends at ``duration_s`` after its start, at wall time ``end``, after ``max_frames``
-    or when stopped, whichever comes first."""
-
-    session_id: str | None = None  # None: YYYYMMDD-HHMMSS of the start; an existing id resumes
-    interval_s: float | None = None
-    duration_s: float | None = None
-    end: dt.datetime | None = None
-    max_frames: int | None = None
-    hdr: bool | None = None  # None: config.capture.hdr
-    day: dt.date | None = None  # folder date; None: the start's local date
-
-
-@dataclass
-class SessionSummary:
-    """What a session did; also the live counters while it runs."""
-
-    session_id: str
-    started_at: dt.datetime
-    ended_at: dt.datetime | None = None
-    shots: int = 0  # capture events (a bracket counts once)
-    files: int = 0  # frames handed to the writer (each bracket frame counts)
-    written: int = 0
-    failed: int = 0
-    skipped_deadlines: int = 0
-    first_frame_number: int = 0
-    latencies_ms: list[float] = field(default_factory=list, repr=False)
-    exposure_s: tuple[float, float] | None = None
-    gain: tuple[float, float] | None = None
-    ev: tuple[float, float] | None = None
-    phases: list[str] = field(default_factory=list)
-    focus_acquisition_time_s: float | None = None
-    lens_position: float | None = None
-
-    def latency_ms(self, q: float) -> float | None:
-        return _percentile(self.latencies_ms, q)
-
-    def note_exposure(self, exposure_s: float, gain: float) -> None:
-        ev = math.log2(exposure_s * gain)
-        for name, v in (("exposure_s", exposure_s), ("gain", gain), ("ev", ev)):
-            cur = getattr(self, name)
-            setattr(self, name, (v, v) if cur is None else (min(cur[0], v), max(cur[1], v)))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "session_id": self.session_id,
-            "started_at": self.started_at.isoformat(timespec="microseconds"),
-            "ended_at": self.ended_at.isoformat(timespec="microseconds") if self.ended_at else None,
-            "shots": self.shots,
-            "files": self.files,
-            "written": self.written,
-            "failed": self.failed,
-            "skipped_deadlines": self.skipped_deadlines,
-            "latency_ms_p50": self.latency_ms(50),
-            "latency_ms_p99": self.latency_ms(99),
-            "latency_ms_max": max(self.latencies_ms) if self.latencies_ms else None,
-            "exposure_s": self.exposure_s,
-            "gain": self.gain,
-            "ev": self.ev,
-            "phases": self.phases,
-            "focus_acquisition_time_s": self.focus_acquisition_time_s,
-            "lens_position": self.lens_position,
-        }
 
 
 @dataclass
@@ -281,7 +138,7 @@ class CaptureService:
         clock: Clock | None = None,
         camera_config: CameraConfig | None = None,
         weather: SkySource | None = None,
-        catalog: Catalog | None = None,
+        catalog: FrameCatalog | None = None,
         disk_usage: Callable[[Path], DiskUsage] | None = None,
         write_hook: Callable[[WriteJob], None] | None = None,
     ) -> None:
@@ -292,7 +149,7 @@ class CaptureService:
         self.buffer.mkdir(parents=True, exist_ok=True)
         self.camera_config = camera_config
         self.weather = weather
-        self.catalog = catalog or Catalog(self.buffer / CATALOG_NAME)
+        self.catalog: FrameCatalog = catalog or Catalog(self.buffer / CATALOG_NAME)
         cap = self.config.capture
         self.storage = StorageManager(
             self.buffer,
@@ -313,7 +170,7 @@ class CaptureService:
         self._camera_lock = asyncio.Lock()
         self._session: _Session | None = None
         self._last_summary: SessionSummary | None = None
-        self._subscribers: set[asyncio.Queue] = set()
+        self._subscribers: set[asyncio.Queue[CaptureEvent]] = set()
         self._sky: SkyCondition = "clear"
         self._weather_task: asyncio.Task | None = None
         self._storage_task: asyncio.Task | None = None
@@ -389,23 +246,22 @@ class CaptureService:
             self._opened = False
 
     # -- events ----------------------------------------------------------------------------
-    def subscribe(self, maxsize: int = 256) -> asyncio.Queue:
-        """A queue of event dicts (``{"event": "frame" | "skipped" | "session_started" |
-        "session_stopped", ...}``); when a slow reader lets it fill, the oldest are dropped."""
-        q: asyncio.Queue = asyncio.Queue(maxsize)
+    def subscribe(self, maxsize: int = 256) -> asyncio.Queue[CaptureEvent]:
+        """A queue of typed events (`skylapse.capture.events`); when a slow reader lets it
+        fill, the oldest are dropped."""
+        q: asyncio.Queue[CaptureEvent] = asyncio.Queue(maxsize)
         self._subscribers.add(q)
         return q
 
-    def unsubscribe(self, q: asyncio.Queue) -> None:
+    def unsubscribe(self, q: asyncio.Queue[CaptureEvent]) -> None:
         self._subscribers.discard(q)
 
-    def _emit(self, event: str, **data: Any) -> None:
-        item = {"event": event, **data}
+    def _emit(self, event: CaptureEvent) -> None:
         for q in self._subscribers:
             if q.full():
                 with contextlib.suppress(asyncio.QueueEmpty):
                     q.get_nowait()
-            q.put_nowait(item)
+            q.put_nowait(event)
 
     # -- status ----------------------------------------------------------------------------
     def _read_environment(self) -> dict[str, float]:
@@ -461,9 +317,11 @@ class CaptureService:
             for p in (self.buffer / folder).glob("frame_*.jpg")
             if (m := _FRAME_NAME.search(p.name))
         ]
-        with self.catalog.transaction() as db:
-            rows = db.execute("SELECT path FROM frames WHERE session_id = ?", (session_id,))
-            numbers += [int(m.group(1)) for (path,) in rows if (m := _FRAME_NAME.search(path))]
+        numbers += [
+            int(m.group(1))
+            for path in self.catalog.session_paths(session_id)
+            if (m := _FRAME_NAME.search(path))
+        ]
         return max(numbers, default=-1) + 1
 
     def _open_session(self, spec: SessionSpec) -> _Session:
@@ -472,11 +330,9 @@ class CaptureService:
         day = spec.day or self._local_date(now)
         folder = Path(day.isoformat()) / sid
         number = self._next_number(folder, sid)
-        started = now
-        for row in self.catalog.sessions():
-            if row["id"] == sid:  # resuming: keep the first start
-                started = dt.datetime.fromisoformat(row["started_at"])
-        settings = {
+        known = self.catalog.session(sid)
+        started = known.started_at if known is not None else now  # resuming: the first start
+        settings: JsonObject = {
             "interval_s": spec.interval_s or "auto",
             "hdr": self._hdr_enabled(spec),
             "location": self.location.model_dump(),
@@ -605,9 +461,19 @@ class CaptureService:
         if bracket and not self.camera.supports_capability(CameraCapability.HDR_BRACKETING):
             raise SessionError(f"{self.camera.name} cannot bracket")
         frames = await self._capture(settings, choice, offsets, s.folder, number)
-        futures = await self._submit(
-            s, frames, number, settings, choice, elev, elev, self.clock.now(), None, manual=True
+        shot = Shot(
+            s.summary.session_id,
+            s.folder,
+            number,
+            settings,
+            choice,
+            elev_now=elev,
+            elev_next=elev,
+            scheduled_at=self.clock.now(),
+            latency_ms=None,
+            manual=True,
         )
+        futures = await self._submit(s.summary, frames, shot)
         records = [r for r in await asyncio.gather(*futures) if r is not None]
         if own:
             self.catalog.close_session(s.summary.session_id, self.clock.now())
@@ -621,13 +487,12 @@ class CaptureService:
         manual_t = cam.supports_capability(CameraCapability.MANUAL_EXPOSURE)
         manual_g = cam.supports_capability(CameraCapability.MANUAL_GAIN)
         wb = choice.strategy.white_balance
-        # a fixed colour temperature where the device takes one; the simulated camera takes
-        # only (red, blue) gains and renders at its daylight balance, i.e. a fixed ~5500 K
+        # a fixed colour temperature where the device takes one; a camera that takes only
+        # (red, blue) gains (the simulated one renders at its daylight balance, ~5500 K) keeps
+        # its own white balance
         kelvin = (
             float(wb)
-            if isinstance(wb, int)
-            and cam.name != "simulated"
-            and cam.supports_capability(CameraCapability.WHITE_BALANCE)
+            if isinstance(wb, int) and cam.supports_capability(CameraCapability.COLOUR_TEMPERATURE)
             else None
         )
         return CaptureSettings(
@@ -694,91 +559,25 @@ class CaptureService:
 
     async def _submit(
         self,
-        s: _Session,
+        summary: SessionSummary,
         frames: list[Frame],
-        number: int,
-        settings: ExposureSettings,
-        choice: CaptureChoice,
-        elev_now: float,
-        elev_next: float,
-        scheduled_at: dt.datetime,
-        deadline_latency_ms: float | None,
-        manual: bool = False,
+        shot: Shot,
         analyses: list[FrameAnalysis] | None = None,
-    ) -> list[asyncio.Future]:
+    ) -> list[asyncio.Future[FrameRecord | None]]:
+        """Hand a shot's frames to the writer (analysing them first unless done); futures of
+        their written records (None: the write failed)."""
         if analyses is None:
             analyses = await asyncio.to_thread(
-                lambda: [analyse_frame(f.pixels, self._exposure_config.clip_level) for f in frames]
+                analyse_frames, frames, self._exposure_config.clip_level
             )
         bracketed = len(frames) > 1
         environment = await asyncio.to_thread(self._read_environment)
         futures = []
-        sid = s.summary.session_id
         for i, (frame, analysis) in enumerate(zip(frames, analyses, strict=True)):
             md = frame.metadata
-            name = f"frame_{number:06d}_b{i}.jpg" if bracketed else f"frame_{number:06d}.jpg"
-            wanted = settings.wanted_ev + md.ev_offset
-            achieved = math.log2(md.exposure_time_s * md.analogue_gain)
-            bracket = {"set": number, "index": i, "ev_offset": md.ev_offset} if bracketed else None
-            record = FrameRecord(
-                path=str(s.folder / name),
-                captured_at=md.timestamp,
-                sha256="",
-                size_bytes=0,
-                session_id=sid,
-                scheduled_at=scheduled_at,
-                exposure_time_s=md.exposure_time_s,
-                analogue_gain=md.analogue_gain,
-                iso=md.iso,
-                aperture=md.aperture_f,
-                lens_position=md.lens_position,
-                white_balance=md.white_balance_gains,
-                sensor_temp_c=md.sensor_temperature_c,
-                bracket_set=number if bracketed else None,
-                bracket_index=i if bracketed else None,
-                ev_offset=md.ev_offset if bracketed else None,
-                exposure_error_ev=wanted - achieved,
-                focus_score=md.focus_score,
-                quality_score=analysis.quality_score,
-                latency_ms=deadline_latency_ms,
-                phase=choice.phase,
-                strategy=choice.strategy_name,
-                extra={
-                    "frame_number": number,
-                    "wanted_ev": wanted,
-                    "achieved_ev": achieved,
-                    "limited_by": settings.limited_by,
-                    "sun_elevation_deg": elev_now,
-                    "sun_elevation_next_deg": elev_next,
-                    "sky": choice.sky,
-                    "metered_log2": analysis.metering.log2_mean,
-                    "clipped_fraction": analysis.metering.clipped_fraction,
-                    "lux": round(lux_estimate(analysis.metering.log2_mean, md.ev100), 4),
-                    **environment,
-                    "manual": manual,
-                    "dng_path": str(md.dng_path) if md.dng_path else None,
-                },
-            )
-            exif = {
-                "session_id": sid,
-                "frame_number": number,
-                "phase": choice.phase,
-                "strategy": choice.strategy_name,
-                "scheduled_at": scheduled_at.isoformat(timespec="microseconds"),
-                "bracket": bracket,
-                "wanted_ev": wanted,
-                "achieved_ev": achieved,
-                "exposure_error_ev": wanted - achieved,
-                "focus_score": md.focus_score,
-                "quality_score": analysis.quality_score,
-                "camera": md.camera,
-                "lens_position": md.lens_position,
-                "sun_elevation_deg": elev_now,
-                "sky": choice.sky,
-                "latency_ms": deadline_latency_ms,
-            }
+            record = frame_record(shot, i, bracketed, md, analysis, environment)
+            exif = frame_exif_fields(shot, i, bracketed, md, analysis)
             fut = await self.writer.submit(WriteJob(frame.pixels, record, md.camera, exif))
-            summary = s.summary
             summary.files += 1
             summary.note_exposure(md.exposure_time_s, md.analogue_gain)
             fut.add_done_callback(functools.partial(self._written, summary))
@@ -792,109 +591,21 @@ class CaptureService:
             summary.failed += 1
             return
         summary.written += 1
-        self._emit("frame", session_id=summary.session_id, record=record.to_json())
+        self._emit(FrameWritten(summary.session_id, record))
 
     async def _run(self, s: _Session) -> SessionSummary:
         summary = s.summary
-        clock = self.clock
         try:
-            self._emit("session_started", session_id=summary.session_id)
+            self._emit(SessionStarted(summary.session_id))
             await self._autofocus(summary)
-            mono0, wall0 = clock.monotonic(), clock.now()
-
-            def wall(mono: float) -> dt.datetime:
-                return wall0 + dt.timedelta(seconds=mono - mono0)
-
-            end_mono = math.inf
-            if s.spec.duration_s is not None:
-                end_mono = mono0 + s.spec.duration_s
-            if s.spec.end is not None:
-                end_mono = min(end_mono, mono0 + (s.spec.end - wall0).total_seconds())
-
-            elev = sun_elevation(self.location, wall0)
-            choice = choose_capture(self.config, elev, self._sky)
-            interval = s.spec.interval_s or choice.interval_s
-            schedule = DeadlineSchedule(mono0, interval)
-            ctrl = ExposureController(self._exposure_config, choice.strategy)
-            settings = ctrl.next_settings(None, elev, elev, interval)
-            hdr = self._hdr_enabled(s.spec)
-            self._maintenance(summary)
-
-            while not s.stop.is_set() and schedule.deadline < end_mono:
-                if s.spec.max_frames is not None and summary.shots >= s.spec.max_frames:
-                    break
-                deadline = schedule.deadline
-                offsets = choice.strategy.bracket_ev if hdr and choice.strategy.hdr else None
-                number = s.next_number
-                # -- at the deadline: wake and expose, nothing else ------------------------
-                delay = deadline - clock.monotonic()
-                if delay > 0:
-                    await self._interruptible_sleep(delay, s.stop)
-                    if s.stop.is_set():
-                        break
-                while clock.monotonic() < deadline:  # sub-ms early wake-up of the event loop
-                    await asyncio.sleep(0)
-                t_call = clock.monotonic()
-                frames = await self._capture(settings, choice, offsets, s.folder, number)
-                latency_ms = (t_call - deadline) * 1e3
-                # -- after the exposure: analysis, hand-off, next settings -----------------
-                s.next_number += 1
-                s.settings = settings
-                summary.shots += 1
-                summary.latencies_ms.append(latency_ms)
-                if choice.phase not in summary.phases:
-                    summary.phases.append(choice.phase)
-                analyses = await asyncio.to_thread(
-                    _analyse_frames, frames, self._exposure_config.clip_level
-                )
-                ref = min(range(len(frames)), key=lambda i: abs(frames[i].metadata.ev_offset))
-                md = frames[ref].metadata
-                taken = ExposureSettings(md.exposure_time_s, md.analogue_gain, settings.wanted_ev)
-                elev_frame = elev
-                # the next deadline: the phase of this frame sets the interval (auto)
-                next_interval = s.spec.interval_s or choice.interval_s
-                skipped = schedule.advance(clock.monotonic(), next_interval)
-                if skipped:
-                    summary.skipped_deadlines += skipped
-                    log.warning(
-                        "deadlines skipped",
-                        session_id=summary.session_id,
-                        skipped=skipped,
-                        frame=number,
-                    )
-                    self._emit("skipped", session_id=summary.session_id, count=skipped)
-                elev_next = sun_elevation(self.location, wall(schedule.deadline))
-                await self._submit(
-                    s,
-                    frames,
-                    number,
-                    settings,
-                    choice,
-                    elev_frame,
-                    elev_next,
-                    wall(deadline),
-                    latency_ms,
-                    analyses=analyses,
-                )
-                next_choice = choose_capture(self.config, elev_next, self._sky)
-                settings = ctrl.next_settings(
-                    analyses[ref].metering,
-                    sun_elevation(self.location, clock.now()),
-                    elev_next,
-                    schedule.interval,
-                    strategy=next_choice.strategy,
-                    taken_with=taken,
-                )
-                choice, elev = next_choice, elev_next
-                self._maintenance(summary)
-            summary.skipped_deadlines = schedule.skipped
+            await self._loop(s)
             await self.writer.drain()
         finally:
-            summary.ended_at = clock.now()
+            summary.ended_at = self.clock.now()
             self.catalog.close_session(summary.session_id, summary.ended_at)
             self._last_summary = summary
             self._session = None
-            self._emit("session_stopped", session=summary.to_json())
+            self._emit(SessionStopped(summary))
             log.info(
                 "session closed",
                 **{
@@ -905,36 +616,89 @@ class CaptureService:
             )
         return summary
 
-
-def summary_lines(summary: SessionSummary) -> list[tuple[str, str]]:
-    """(label, value) rows for printing a session summary."""
-
-    def rng(v: tuple[float, float] | None, fmt: str) -> str:
-        return "—" if v is None else f"{fmt.format(v[0])} .. {fmt.format(v[1])}"
-
-    p50, p99 = summary.latency_ms(50), summary.latency_ms(99)
-    rows = [
-        ("session", summary.session_id),
-        (
-            "frames",
-            f"{summary.shots} shots, {summary.written} files written"
-            + (f", {summary.failed} failed" if summary.failed else ""),
-        ),
-        ("skipped deadlines", str(summary.skipped_deadlines)),
-        ("capture latency", "—" if p50 is None else f"p50 {p50:.2f} ms, p99 {p99:.2f} ms"),
-        ("exposure", rng(summary.exposure_s, "{:.5g} s")),
-        ("gain", rng(summary.gain, "{:.2f}")),
-        ("exposure EV (log2 t·g)", rng(summary.ev, "{:+.2f}")),
-        ("phases", ", ".join(summary.phases) or "—"),
-    ]
-    if summary.focus_acquisition_time_s is not None:
-        rows.append(
-            (
-                "autofocus",
-                f"lens {summary.lens_position:.3f} dpt in {summary.focus_acquisition_time_s:.2f} s",
-            )
+    def _note_skipped(self, summary: SessionSummary, skipped: int, number: int) -> None:
+        summary.skipped_deadlines += skipped
+        log.warning(
+            "deadlines skipped", session_id=summary.session_id, skipped=skipped, frame=number
         )
-    return rows
+        self._emit(DeadlinesSkipped(summary.session_id, skipped))
+
+    async def _loop(self, s: _Session) -> None:
+        """The deadlines of a session until it ends (module docstring: the loop, per frame)."""
+        summary, clock = s.summary, self.clock
+        mono0, wall0 = clock.monotonic(), clock.now()
+
+        def wall(mono: float) -> dt.datetime:
+            return wall0 + dt.timedelta(seconds=mono - mono0)
+
+        end_mono = math.inf
+        if s.spec.duration_s is not None:
+            end_mono = mono0 + s.spec.duration_s
+        if s.spec.end is not None:
+            end_mono = min(end_mono, mono0 + (s.spec.end - wall0).total_seconds())
+
+        elev = sun_elevation(self.location, wall0)
+        choice = choose_capture(self.config, elev, self._sky)
+        interval = s.spec.interval_s or choice.interval_s
+        schedule = DeadlineSchedule(mono0, interval)
+        ctrl = ExposureController(self._exposure_config, choice.strategy)
+        settings = ctrl.next_settings(None, elev, elev, interval)
+        hdr = self._hdr_enabled(s.spec)
+        self._maintenance(summary)
+
+        while not s.stop.is_set() and schedule.deadline < end_mono:
+            if s.spec.max_frames is not None and summary.shots >= s.spec.max_frames:
+                break
+            deadline = schedule.deadline
+            offsets = choice.strategy.bracket_ev if hdr and choice.strategy.hdr else None
+            number = s.next_number
+            # -- at the deadline: wake and expose, nothing else ----------------------------
+            delay = deadline - clock.monotonic()
+            if delay > 0:
+                await self._interruptible_sleep(delay, s.stop)
+                if s.stop.is_set():
+                    break
+            while clock.monotonic() < deadline:  # sub-ms early wake-up of the event loop
+                await asyncio.sleep(0)
+            t_call = clock.monotonic()
+            frames = await self._capture(settings, choice, offsets, s.folder, number)
+            latency_ms = (t_call - deadline) * 1e3
+            # -- after the exposure: analysis, hand-off, next settings ---------------------
+            s.next_number += 1
+            s.settings = settings
+            summary.shots += 1
+            summary.latencies_ms.append(latency_ms)
+            if choice.phase not in summary.phases:
+                summary.phases.append(choice.phase)
+            analyses = await asyncio.to_thread(
+                analyse_frames, frames, self._exposure_config.clip_level
+            )
+            ref = min(range(len(frames)), key=lambda i: abs(frames[i].metadata.ev_offset))
+            md = frames[ref].metadata
+            taken = ExposureSettings(md.exposure_time_s, md.analogue_gain, settings.wanted_ev)
+            # the next deadline: the phase of this frame sets the interval (auto)
+            skipped = schedule.advance(clock.monotonic(), s.spec.interval_s or choice.interval_s)
+            if skipped:
+                self._note_skipped(summary, skipped, number)
+            elev_next = sun_elevation(self.location, wall(schedule.deadline))
+            shot = Shot(
+                summary.session_id, s.folder, number, settings, choice,
+                elev_now=elev, elev_next=elev_next, scheduled_at=wall(deadline),
+                latency_ms=latency_ms,
+            )  # fmt: skip
+            await self._submit(summary, frames, shot, analyses)
+            next_choice = choose_capture(self.config, elev_next, self._sky)
+            settings = ctrl.next_settings(
+                analyses[ref].metering,
+                sun_elevation(self.location, clock.now()),
+                elev_next,
+                schedule.interval,
+                strategy=next_choice.strategy,
+                taken_with=taken,
+            )
+            choice, elev = next_choice, elev_next
+            self._maintenance(summary)
+        summary.skipped_deadlines = schedule.skipped
 
 
 __all__ = [

@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
-from skylapse.catalog import Catalog, FrameRecord
+from skylapse.catalog.capture import FrameCatalog, FrameRecord
 from skylapse.log import get_logger
 
 log = get_logger(__name__)
@@ -113,7 +113,7 @@ class StorageManager:
     def __init__(
         self,
         root: str | Path,
-        catalog: Catalog,
+        catalog: FrameCatalog,
         *,
         retention: timedelta = timedelta(hours=48),
         watermark_pct: float = 80.0,
@@ -221,11 +221,10 @@ class StorageManager:
     def _delete(
         self, record: FrameRecord, now: datetime, reason: str, report: CleanupReport
     ) -> None:
-        assert record.id is not None  # rows from the catalog have their id
         path = self.root / record.path
         size = path.stat().st_size if path.exists() else 0
         path.unlink(missing_ok=True)
-        self.catalog.mark_deleted(record.id, now, reason)
+        self.catalog.mark_deleted(record.stored_id, now, reason)
         key = "retention" if reason == "retention" else "emergency"
         self.deleted_total[key] += 1
         untransferred = reason == "emergency (untransferred)"

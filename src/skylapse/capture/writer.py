@@ -48,7 +48,7 @@ import cv2
 import numpy as np
 
 from skylapse.capture.storage import StorageManager, commit_temp, write_temp
-from skylapse.catalog import WRITING, Catalog, FrameRecord
+from skylapse.catalog.capture import WRITING, FrameCatalog, FrameRecord
 from skylapse.exif import exif_bytes, with_exif_jpeg
 from skylapse.log import get_logger
 
@@ -140,7 +140,7 @@ class FrameWriter:
     def __init__(
         self,
         root: str | Path,
-        catalog: Catalog,
+        catalog: FrameCatalog,
         *,
         storage: StorageManager | None = None,
         quality: int = 92,

@@ -49,8 +49,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
-from skylapse.catalog import Catalog, FrameRecord
+from skylapse.catalog.capture import FrameRecord, TransferCatalog
 from skylapse.log import get_logger
 from skylapse.names import check_name
 from skylapse.transfer.rsync import (
@@ -160,12 +161,26 @@ class TransferSettings:
     suspect_after: int = 3
 
 
+class TransferQueue(Protocol):
+    """What the station's runtime (`skylapse.api.capture`) asks of a transfer worker, so tests
+    can run it with a fake: counters, the target, the failure clock and the alert, and a
+    blocking ``run`` loop (in its own thread) that ``stop`` ends."""
+
+    stats: TransferStats
+    target: SshTarget
+
+    def run(self, poll_s: float = 5.0) -> None: ...
+    def stop(self) -> None: ...
+    def failing_for_s(self, now: datetime | None = None) -> float: ...
+    def quarantine_alert(self, now: datetime | None = None) -> tuple[bool, str]: ...
+
+
 class TransferWorker:
     """Moves the catalog's pending frames to the processing host, one verified batch at a time."""
 
     def __init__(
         self,
-        catalog: Catalog,
+        catalog: TransferCatalog,
         buffer_root: str | Path,
         target: SshTarget,
         station: str,
@@ -230,7 +245,7 @@ class TransferWorker:
             send_error = exc  # part of the batch arrived: the receiver checks what did
         finally:
             files_from.unlink(missing_ok=True)
-        self.catalog.set_transfer_state([r.id for r in batch], "sent")
+        self.catalog.set_transfer_state([r.stored_id for r in batch], "sent")
         return _SentBatch(batch_id, batch, send_error)
 
     def _confirm(self, sent: _SentBatch) -> int:
@@ -260,7 +275,7 @@ class TransferWorker:
 
     def _mark_verified(self, batch_id: str, records: list[FrameRecord]) -> None:
         now = datetime.now(UTC)
-        self.catalog.set_transfer_state([r.id for r in records], "verified", when=now)
+        self.catalog.set_transfer_state([r.stored_id for r in records], "verified", when=now)
         self.stats.frames_sent += len(records)
         self.stats.bytes_sent += sum(r.size_bytes for r in records)
         self.stats.batches_verified += 1
@@ -317,7 +332,7 @@ class TransferWorker:
             self._record_quarantine(record, f"{QUARANTINE_DIR}/{record.path}", reason)
             return False
         # Not on disk and not deleted by us: nothing to send, and nothing to wait for.
-        self.catalog.mark_deleted(record.id, datetime.now(UTC), "missing from the buffer")
+        self.catalog.mark_deleted(record.stored_id, datetime.now(UTC), "missing from the buffer")
         log.error("frame missing from the buffer", path=record.path)
         return False
 
@@ -357,8 +372,7 @@ class TransferWorker:
         self._record_quarantine(record, rel, reason)
 
     def _record_quarantine(self, record: FrameRecord, rel: str, reason: str) -> None:
-        assert record.id is not None
-        self.catalog.quarantine_frame(record.id, rel, reason, datetime.now(UTC))
+        self.catalog.quarantine_frame(record.stored_id, rel, reason, datetime.now(UTC))
         self.stats.quarantined += 1
         log.error(
             "frame quarantined on the station",
@@ -371,18 +385,12 @@ class TransferWorker:
     def quarantine_alert(self, now: datetime | None = None) -> tuple[bool, str]:
         """The station's alert check: frames quarantined within `QUARANTINE_ALERT_WINDOW`."""
         since = (now or datetime.now(UTC)) - QUARANTINE_ALERT_WINDOW
-        recent = [
-            r
-            for r in self.catalog.quarantined_frames()
-            if datetime.fromisoformat(r.extra["quarantine"]["at"]) >= since
-        ]
+        notes = (r.quarantine for r in self.catalog.quarantined_frames())
+        recent = [q for q in notes if q is not None and q.at >= since]
         if not recent:
             return False, ""
         hours = QUARANTINE_ALERT_WINDOW.total_seconds() / 3600
-        listed = "; ".join(
-            f"{r.extra['quarantine']['original_path']!r}: {r.extra['quarantine']['reason']}"
-            for r in recent[:3]
-        )
+        listed = "; ".join(f"{q.original_path!r}: {q.reason}" for q in recent[:3])
         return True, (
             f"{len(recent)} frame(s) set aside in {self.buffer_root / QUARANTINE_DIR} in the"
             f" last {hours:g} h: {listed}"
@@ -459,7 +467,9 @@ class TransferWorker:
         with ThreadPoolExecutor(1, thread_name_prefix="transfer-verify") as pool:
             try:
                 while not self._stop.is_set():
-                    exclude = frozenset(r.id for r in verifying[1].batch) if verifying else None
+                    exclude = (
+                        frozenset(r.stored_id for r in verifying[1].batch) if verifying else None
+                    )
                     error: Exception | None = None
                     sent = None
                     try:

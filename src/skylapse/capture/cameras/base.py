@@ -46,7 +46,10 @@ class CameraCapability(Enum):
     AUTOFOCUS = "autofocus"
     MANUAL_FOCUS = "manual_focus"
     RAW_DNG = "raw_dng"
-    WHITE_BALANCE = "white_balance"
+    WHITE_BALANCE = "white_balance"  # a manual white balance (as the device takes it)
+    # the white balance can be a colour temperature in kelvin (``colour_temperature_k``);
+    # without it, a manual white balance is (red, blue) gains only
+    COLOUR_TEMPERATURE = "colour_temperature"
     TEMPERATURE = "temperature"
 
 
@@ -181,6 +184,8 @@ class Camera(abc.ABC):
             self._require(CameraCapability.MANUAL_GAIN)
         if settings.white_balance_gains is not None or settings.colour_temperature_k is not None:
             self._require(CameraCapability.WHITE_BALANCE)
+        if settings.colour_temperature_k is not None:
+            self._require(CameraCapability.COLOUR_TEMPERATURE)
         if settings.lens_position is not None:
             self._require(CameraCapability.MANUAL_FOCUS)
         if settings.dng_path is not None:

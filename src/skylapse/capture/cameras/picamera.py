@@ -123,6 +123,8 @@ class Picamera2Camera(Camera):
             caps.add(CameraCapability.MANUAL_GAIN)
         if "ColourGains" in controls:
             caps.add(CameraCapability.WHITE_BALANCE)
+            if "ColourTemperature" in controls:  # newer libcamera
+                caps.add(CameraCapability.COLOUR_TEMPERATURE)
         if "LensPosition" in controls:
             caps.add(CameraCapability.MANUAL_FOCUS)
         if "AfMode" in controls:
@@ -166,9 +168,7 @@ class Picamera2Camera(Camera):
         if settings.white_balance_gains is not None:
             controls["AwbEnable"] = False
             controls["ColourGains"] = tuple(float(g) for g in settings.white_balance_gains)
-        elif settings.colour_temperature_k is not None:
-            if "ColourTemperature" not in self._picam.camera_controls:
-                raise CameraError("this libcamera cannot set a colour temperature; use gains")
+        elif settings.colour_temperature_k is not None:  # COLOUR_TEMPERATURE: checked before
             controls["AwbEnable"] = False
             controls["ColourTemperature"] = int(settings.colour_temperature_k)
         else:

@@ -320,7 +320,8 @@ class SimulatedCamera(Camera):
         if self._epoch is None:
             now = self.clock.now()
             self._epoch = datetime(now.year, now.month, now.day, tzinfo=UTC)
-        caps = set(CameraCapability)
+        # white balance as (red, blue) gains only: it renders at its daylight balance
+        caps = set(CameraCapability) - {CameraCapability.COLOUR_TEMPERATURE}
         if not config.raw:
             caps.discard(CameraCapability.RAW_DNG)
         self._capabilities = frozenset(caps)
@@ -450,8 +451,6 @@ class SimulatedCamera(Camera):
     async def capture(self, settings: CaptureSettings | None = None) -> Frame:
         settings = settings or CaptureSettings()
         self._check_settings(settings)
-        if settings.colour_temperature_k is not None:
-            raise CameraError("the simulated camera takes white balance as (red, blue) gains")
         if not self._configured or self._response is None:
             raise CameraError("configure() the camera first")
         when = self.clock.now()

@@ -107,7 +107,7 @@ class UsbCamera(Camera):
         if _accepts(cap, cv2.CAP_PROP_AUTO_WB, 0) and _accepts(
             cap, cv2.CAP_PROP_WB_TEMPERATURE, 5000, tolerance=1.0
         ):
-            caps.add(CameraCapability.WHITE_BALANCE)
+            caps |= {CameraCapability.WHITE_BALANCE, CameraCapability.COLOUR_TEMPERATURE}
             cap.set(cv2.CAP_PROP_AUTO_WB, 1)
         if _accepts(cap, cv2.CAP_PROP_AUTOFOCUS, 0):
             focus_now = float(cap.get(cv2.CAP_PROP_FOCUS))

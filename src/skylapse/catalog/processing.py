@@ -1,0 +1,374 @@
+"""The processing host's catalog: ingested frames, their sequences, quarantine, jobs and the
+archived timelapses, in one SQLite database (`skylapse.catalog.sqlite.SqliteStore`).
+
+A frame is recorded once per (station, path) (`skylapse.processing.ingest`); the frames of one
+capture session of one camera at one station make a sequence, created on first sight and closed
+when its frames stop coming. Jobs (`skylapse.processing.jobs`) move
+``queued -> running -> done | failed | cancelled``; archived timelapses
+(`skylapse.processing.archive`) are kept per render job.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+from skylapse.catalog.sqlite import SqliteStore, iso_time
+
+PROCESSING_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sequences (
+    id          INTEGER PRIMARY KEY,
+    station     TEXT NOT NULL,
+    camera      TEXT NOT NULL,
+    session_id  TEXT NOT NULL,
+    first_at    TEXT,
+    last_at     TEXT,
+    frames      INTEGER NOT NULL DEFAULT 0,
+    phases      TEXT NOT NULL DEFAULT '[]',
+    closed_at   TEXT,
+    UNIQUE (station, camera, session_id)
+);
+CREATE TABLE IF NOT EXISTS ingested (
+    id          INTEGER PRIMARY KEY,
+    station     TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    store_path  TEXT NOT NULL,
+    sha256      TEXT NOT NULL,
+    size_bytes  INTEGER NOT NULL,
+    captured_at TEXT,
+    phase       TEXT,
+    sequence_id INTEGER REFERENCES sequences(id),
+    metadata    TEXT,
+    ingested_at TEXT NOT NULL,
+    UNIQUE (station, path)
+);
+CREATE INDEX IF NOT EXISTS ingested_sequence ON ingested(sequence_id, captured_at);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id              INTEGER PRIMARY KEY,
+    station         TEXT NOT NULL,
+    path            TEXT NOT NULL,
+    quarantine_path TEXT NOT NULL,
+    reason          TEXT NOT NULL,
+    at              TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id             TEXT PRIMARY KEY,
+    kind           TEXT NOT NULL,
+    params         TEXT NOT NULL,
+    state          TEXT NOT NULL,
+    error          TEXT,
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    progress       REAL NOT NULL DEFAULT 0,
+    result         TEXT,
+    correlation_id TEXT,
+    created_at     TEXT NOT NULL,
+    started_at     TEXT,
+    finished_at    TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, created_at);
+CREATE TABLE IF NOT EXISTS timelapses (
+    id              INTEGER PRIMARY KEY,
+    job_id          TEXT NOT NULL UNIQUE,
+    sequence_id     INTEGER,
+    path            TEXT NOT NULL,
+    created_at      TEXT NOT NULL,
+    files           TEXT NOT NULL,
+    size_bytes      INTEGER NOT NULL,
+    backed_up_at    TEXT,
+    backup_location TEXT,
+    backup_sha256   TEXT,
+    backup_etags    TEXT,
+    deleted_at      TEXT,
+    deleted_reason  TEXT
+);
+CREATE INDEX IF NOT EXISTS timelapses_created ON timelapses(deleted_at, created_at);
+"""
+
+JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+
+
+class ProcessingCatalog(SqliteStore):
+    """The processing host's catalog: ingested frames, their sequences, quarantine and jobs."""
+
+    schema = PROCESSING_SCHEMA
+
+    # --- ingest ---------------------------------------------------------------------------
+
+    def is_ingested(self, station: str, path: str) -> bool:
+        row = (
+            self._connect()
+            .execute("SELECT 1 FROM ingested WHERE station = ? AND path = ?", (station, path))
+            .fetchone()
+        )
+        return row is not None
+
+    def record_ingested(
+        self,
+        *,
+        station: str,
+        path: str,
+        store_path: str,
+        sha256: str,
+        size_bytes: int,
+        captured_at: datetime | None,
+        camera: str,
+        session_id: str,
+        phase: str | None,
+        metadata: dict[str, Any],
+        now: datetime,
+    ) -> int:
+        """Add a verified frame to its sequence (created on first sight); returns the sequence id.
+
+        Idempotent: a frame already recorded for (station, path) is left as it is.
+        """
+        at = iso_time(captured_at)
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO sequences (station, camera, session_id) VALUES (?, ?, ?)",
+                (station, camera, session_id),
+            )
+            seq = db.execute(
+                "SELECT id, phases FROM sequences"
+                " WHERE station = ? AND camera = ? AND session_id = ?",
+                (station, camera, session_id),
+            ).fetchone()
+            cur = db.execute(
+                "INSERT OR IGNORE INTO ingested (station, path, store_path, sha256, size_bytes,"
+                " captured_at, phase, sequence_id, metadata, ingested_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    station,
+                    path,
+                    store_path,
+                    sha256,
+                    size_bytes,
+                    at,
+                    phase,
+                    seq["id"],
+                    json.dumps(metadata, default=str),
+                    iso_time(now),
+                ),
+            )
+            if cur.rowcount:
+                phases = json.loads(seq["phases"])
+                if phase and phase not in phases:
+                    phases.append(phase)
+                db.execute(
+                    "UPDATE sequences SET frames = frames + 1, phases = ?,"
+                    " first_at = MIN(COALESCE(first_at, ?), ?),"
+                    " last_at = MAX(COALESCE(last_at, ?), ?) WHERE id = ?",
+                    (json.dumps(phases), at, at, at, at, seq["id"]),
+                )
+        return seq["id"]
+
+    def record_quarantine(
+        self, station: str, path: str, quarantine_path: str, reason: str, now: datetime
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO quarantine (station, path, quarantine_path, reason, at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (station, path, quarantine_path, reason, iso_time(now)),
+            )
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._connect().execute("SELECT * FROM quarantine ORDER BY id")]
+
+    def sequences(self) -> list[dict[str, Any]]:
+        rows = self._connect().execute("SELECT * FROM sequences ORDER BY first_at, id")
+        return [{**dict(r), "phases": json.loads(r["phases"])} for r in rows]
+
+    def sequence(self, sequence_id: int) -> dict[str, Any] | None:
+        row = (
+            self._connect()
+            .execute("SELECT * FROM sequences WHERE id = ?", (sequence_id,))
+            .fetchone()
+        )
+        return {**dict(row), "phases": json.loads(row["phases"])} if row else None
+
+    def last_ingested_at(self, sequence_id: int) -> datetime | None:
+        """When the newest frame of a sequence arrived (not when it was captured)."""
+        row = (
+            self._connect()
+            .execute("SELECT MAX(ingested_at) FROM ingested WHERE sequence_id = ?", (sequence_id,))
+            .fetchone()
+        )
+        return datetime.fromisoformat(row[0]) if row and row[0] else None
+
+    def close_sequence(self, sequence_id: int, when: datetime) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE sequences SET closed_at = ? WHERE id = ?", (iso_time(when), sequence_id)
+            )
+
+    def sequence_frames(self, sequence_id: int, phase: str | None = None) -> list[dict[str, Any]]:
+        """The stored frames of a sequence in capture order (optionally one phase only)."""
+        sql = "SELECT * FROM ingested WHERE sequence_id = ?"
+        args: list[int | str] = [sequence_id]
+        if phase is not None:
+            sql += " AND phase = ?"
+            args.append(phase)
+        sql += " ORDER BY captured_at, path"
+        return [dict(r) for r in self._connect().execute(sql, args)]
+
+    def ingested_after(self, after_id: int, limit: int = 1000) -> list[dict[str, Any]]:
+        """Frames ingested after row ``after_id``, in ingest order, with their metadata parsed
+        (the API's metrics follow new frames this way)."""
+        rows = self._connect().execute(
+            "SELECT * FROM ingested WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+        )
+        out = []
+        for r in rows:
+            row = dict(r)
+            row["metadata"] = json.loads(row["metadata"]) if row["metadata"] else {}
+            out.append(row)
+        return out
+
+    def last_ingested_id(self) -> int:
+        """The newest ingested row's id (0 when nothing was ingested)."""
+        row = self._connect().execute("SELECT MAX(id) FROM ingested").fetchone()
+        return row[0] or 0
+
+    # --- jobs -----------------------------------------------------------------------------
+
+    def add_job(
+        self,
+        job_id: str,
+        kind: str,
+        params: dict[str, Any],
+        now: datetime,
+        correlation_id: str | None = None,
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO jobs (id, kind, params, state, created_at, correlation_id)"
+                " VALUES (?, ?, ?, 'queued', ?, ?)",
+                (job_id, kind, json.dumps(params, default=str), iso_time(now), correlation_id),
+            )
+
+    def update_job(self, job_id: str, **changes: Any) -> None:
+        if "state" in changes and changes["state"] not in JOB_STATES:
+            raise ValueError(f"unknown job state {changes['state']!r}")
+        allowed = {"state", "error", "attempts", "progress", "result", "started_at", "finished_at"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"cannot update job fields {sorted(unknown)}")
+        values = {
+            k: (iso_time(v) if isinstance(v, datetime) else json.dumps(v) if k == "result" else v)
+            for k, v in changes.items()
+        }
+        sets = ", ".join(f"{k} = ?" for k in values)
+        with self.transaction() as db:
+            db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", [*values.values(), job_id])
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        row = self._connect().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job_dict(row) if row else None
+
+    def jobs(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM jobs", list[int | str]()
+        if state is not None:
+            sql += " WHERE state = ?"
+            args.append(state)
+        sql += " ORDER BY created_at DESC LIMIT ?"
+        args.append(limit)
+        return [_job_dict(r) for r in self._connect().execute(sql, args)]
+
+    def queue_depth(self) -> int:
+        """Jobs waiting or running: the ``processing_queue_depth`` metric."""
+        return (
+            self._connect()
+            .execute("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')")
+            .fetchone()[0]
+        )
+
+    # --- archived timelapses (skylapse.processing.archive) ---------------------------------
+
+    def add_timelapse(
+        self,
+        *,
+        job_id: str,
+        sequence_id: int | None,
+        path: str,
+        files: list[dict[str, Any]],
+        created_at: datetime,
+    ) -> int:
+        """Record an archived timelapse (idempotent per render job); returns its id."""
+        size = sum(int(f["size"]) for f in files)
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO timelapses (job_id, sequence_id, path, created_at, files,"
+                " size_bytes) VALUES (?, ?, ?, ?, ?, ?)",
+                (job_id, sequence_id, path, iso_time(created_at), json.dumps(files), size),
+            )
+            row = db.execute("SELECT id FROM timelapses WHERE job_id = ?", (job_id,)).fetchone()
+        return row["id"]
+
+    def timelapse(self, timelapse_id: int) -> dict[str, Any] | None:
+        row = (
+            self._connect()
+            .execute("SELECT * FROM timelapses WHERE id = ?", (timelapse_id,))
+            .fetchone()
+        )
+        return _timelapse_dict(row) if row else None
+
+    def timelapse_for_job(self, job_id: str) -> dict[str, Any] | None:
+        row = (
+            self._connect()
+            .execute("SELECT * FROM timelapses WHERE job_id = ?", (job_id,))
+            .fetchone()
+        )
+        return _timelapse_dict(row) if row else None
+
+    def timelapses(
+        self, *, include_deleted: bool = False, backed_up: bool | None = None
+    ) -> list[dict[str, Any]]:
+        """Archived timelapses, oldest first (the order retention deletes them in)."""
+        where = [] if include_deleted else ["deleted_at IS NULL"]
+        if backed_up is not None:
+            where.append("backed_up_at IS NOT NULL" if backed_up else "backed_up_at IS NULL")
+        sql = "SELECT * FROM timelapses"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at, id"
+        return [_timelapse_dict(r) for r in self._connect().execute(sql)]
+
+    def mark_timelapse_backed_up(
+        self,
+        timelapse_id: int,
+        when: datetime,
+        location: str,
+        sha256: str,
+        etags: dict[str, str],
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE timelapses SET backed_up_at = ?, backup_location = ?, backup_sha256 = ?,"
+                " backup_etags = ? WHERE id = ?",
+                (iso_time(when), location, sha256, json.dumps(etags), timelapse_id),
+            )
+
+    def mark_timelapse_deleted(self, timelapse_id: int, when: datetime, reason: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE timelapses SET deleted_at = ?, deleted_reason = ? WHERE id = ?",
+                (iso_time(when), reason, timelapse_id),
+            )
+
+
+def _job_dict(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    out["params"] = json.loads(out["params"])
+    out["result"] = json.loads(out["result"]) if out["result"] else None
+    return out
+
+
+def _timelapse_dict(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    out["files"] = json.loads(out["files"])
+    out["backup_etags"] = json.loads(out["backup_etags"]) if out["backup_etags"] else None
+    for key in ("created_at", "backed_up_at", "deleted_at"):
+        out[key] = datetime.fromisoformat(out[key]) if out[key] else None
+    return out
