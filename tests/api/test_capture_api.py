@@ -463,6 +463,32 @@ def test_openapi_describes_every_json_body(station):
     assert {"state", "session", "writer", "storage", "frames", "transfer", "alerts"} <= set(status)
 
 
+def test_cors_lets_a_configured_dashboard_use_every_method(tmp_path):
+    """A cross-origin dashboard may change the configuration and stop sessions, not only read."""
+    origin = "https://dash.example"
+    app = make_app(tmp_path / "buffer", config=config_with(api={"cors_origins": [origin]}))
+    with TestClient(app) as client:
+        for method, path in (
+            ("GET", "/status"),
+            ("POST", "/sessions"),
+            ("PUT", "/config"),
+            ("DELETE", "/sessions/s1"),
+        ):
+            r = client.options(
+                path,
+                headers={
+                    "Origin": origin,
+                    "Access-Control-Request-Method": method,
+                    "Access-Control-Request-Headers": "authorization, content-type",
+                },
+            )
+            assert r.status_code == 200, (method, path, r.text)
+            assert method in r.headers["access-control-allow-methods"]
+            assert r.headers["access-control-allow-origin"] == origin
+        r = client.put("/config", headers={**AUTH, "Origin": origin}, json={})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == origin
+
+
 # -- alerts, the unattended plan, the watchdog -------------------------------------------------
 
 

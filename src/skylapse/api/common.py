@@ -54,6 +54,9 @@ _SEVERITY = {"ok": 0, "degraded": 1, "failing": 2}
 DASHBOARD_DIR = Path(skylapse.__file__).parent / "web" / "static"
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+#: What a configured cross-origin dashboard may send: every method the services' APIs have
+#: (capture's ``PUT /config`` and ``DELETE /sessions/{id}`` included).
+CORS_METHODS = ("GET", "POST", "PUT", "DELETE")
 
 
 class Check(BaseModel):
@@ -164,7 +167,7 @@ def create_service_app(
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(cors_origins),
-            allow_methods=["GET", "POST"],
+            allow_methods=list(CORS_METHODS),
             allow_headers=["Authorization", "Content-Type", "X-Correlation-ID", "Range"],
             expose_headers=["X-Correlation-ID", "Content-Range", "Accept-Ranges"],
         )
