@@ -5,8 +5,7 @@ from camera errors), the event pump (service events into metrics, progress and W
 messages), the status/preview ticker, the transfer worker's thread, the alerts and the
 watchdog. Routes reach it through the :data:`Runtime` dependency (``request.app.state``).
 
-:func:`build_runtime` assembles it from the configuration; :class:`RuntimeOptions` are the
-keyword arguments that replace what the configuration would choose (tests and benches).
+`skylapse.api.capture.app` assembles it from the configuration.
 """
 
 from __future__ import annotations
@@ -20,8 +19,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Annotated, TypedDict, Unpack
+from typing import Annotated
 
 from fastapi import Depends, FastAPI
 from starlette.requests import HTTPConnection
@@ -36,21 +34,15 @@ from skylapse.api.capture.models import (
     image_url,
 )
 from skylapse.api.ws import WebSocketHub
-from skylapse.capture.cameras import Camera, CameraConfig
-from skylapse.capture.clock import Clock, RealClock
-from skylapse.capture.commands import make_camera
 from skylapse.capture.service import CaptureService, SessionError
-from skylapse.capture.storage import DiskUsage
 from skylapse.capture.strategy import CaptureChoice, choose_capture
 from skylapse.capture.sun import sun_elevation
 from skylapse.capture.watchdog import Watchdog
-from skylapse.capture.weather import SkySource, WeatherService
 from skylapse.capture.windows import SessionWindow, current_or_next_window
 from skylapse.config import SkylapseConfig
 from skylapse.log import get_logger
 from skylapse.metrics import ServiceMetrics, UptimeTracker
-from skylapse.transfer.queue import TransferSettings, TransferWorker
-from skylapse.transfer.rsync import SshTarget
+from skylapse.transfer.queue import TransferWorker
 
 log = get_logger("skylapse.api.capture")
 
@@ -74,31 +66,6 @@ CAPTURE_METRICS = (
 def iso(when: dt.datetime | None) -> str | None:
     """ISO 8601 with microseconds, as the catalog writes times (None stays None)."""
     return when.isoformat(timespec="microseconds") if when is not None else None
-
-
-class RuntimeOptions(TypedDict, total=False):
-    """What replaces the configuration's choices (all optional): ``camera`` (default:
-    ``capture.camera``), ``clock`` (the real clock), ``buffer`` (``capture.buffer_dir``),
-    ``camera_config`` (``capture.resolution``), ``unattended`` (``capture.unattended``),
-    ``watchdog`` (systemd's, from the environment), ``notifiers`` (from ``alerts``),
-    ``transfer_worker`` (from ``transfer``), ``disk_usage`` (for the storage manager),
-    ``weather`` (the OpenWeatherMap client on the real clock when enabled), ``tick_s`` (the
-    status tick, 1 s), ``retry_s`` (the camera retry pause, 30 s) and ``stall_after_s`` (how
-    long a session may go without a frame; default from the longest interval and exposure)."""
-
-    camera: Camera
-    clock: Clock
-    buffer: str | Path | None
-    camera_config: CameraConfig
-    unattended: bool
-    watchdog: Watchdog
-    notifiers: list[Notifier]
-    transfer_worker: TransferWorker
-    disk_usage: Callable[[Path], DiskUsage]
-    weather: SkySource
-    tick_s: float
-    retry_s: float
-    stall_after_s: float
 
 
 #: Builds the alert conditions over a runtime (`skylapse.api.capture.health`).
@@ -513,67 +480,6 @@ class CaptureRuntime:
             self.metrics.gauge("transfer_last_success_timestamp_seconds").set(
                 stats.last_success.timestamp()
             )
-
-
-def build_runtime(
-    config: SkylapseConfig, conditions: ConditionsFor, **options: Unpack[RuntimeOptions]
-) -> CaptureRuntime:
-    """The runtime for ``config``: its camera, capture service and transfer worker, each from
-    the configuration unless ``options`` gives it."""
-    clock = options.get("clock") or RealClock()
-    buffer = Path(options.get("buffer") or config.capture.buffer_dir).expanduser()
-    camera = options.get("camera")
-    if camera is None:
-        camera = make_camera(config.capture.camera, clock, config.location, seed=0)
-    weather = options.get("weather")
-    if weather is None and isinstance(clock, RealClock) and config.weather.enabled:
-        weather = WeatherService(config.weather, config.location)
-    service = CaptureService(
-        camera,
-        buffer=buffer,
-        config=config,
-        clock=clock,
-        camera_config=options.get(
-            "camera_config", CameraConfig(resolution=config.capture.resolution)
-        ),
-        weather=weather,
-        disk_usage=options.get("disk_usage"),
-    )
-    return CaptureRuntime(
-        service,
-        config,
-        watchdog=options.get("watchdog") or Watchdog(),
-        unattended=options.get("unattended", config.capture.unattended),
-        transfer_worker=(
-            options["transfer_worker"]
-            if options.get("transfer_worker") is not None
-            else make_transfer_worker(config, service)
-        ),
-        conditions=conditions,
-        notifiers=options.get("notifiers"),
-        retry_s=options.get("retry_s", 30.0),
-        tick_s=options.get("tick_s", 1.0),
-        stall_after_s=options.get("stall_after_s"),
-    )
-
-
-def make_transfer_worker(config: SkylapseConfig, service: CaptureService) -> TransferWorker | None:
-    """The transfer worker ``transfer`` describes; None without a host."""
-    tc = config.transfer
-    if not tc.host:
-        return None
-    target = SshTarget(
-        host=tc.host,
-        inbox=tc.inbox,
-        user=tc.user,
-        port=tc.port,
-        key_file=tc.key_file.expanduser() if tc.key_file else None,
-        known_hosts=tc.known_hosts.expanduser() if tc.known_hosts else None,
-    )
-    settings = TransferSettings(
-        batch_size=tc.batch_size, bandwidth_limit_kbps=tc.bandwidth_limit_kbps
-    )
-    return TransferWorker(service.catalog, service.buffer, target, tc.station, settings)
 
 
 def get_runtime(conn: HTTPConnection) -> CaptureRuntime:

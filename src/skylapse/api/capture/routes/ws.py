@@ -5,7 +5,7 @@ The token comes as the ``Authorization`` header, ``?token=`` or a first message
 ``type``:
 
 * ``status``: ``{"status": Status}`` on connecting and then every second;
-* ``preview``: a :class:`~skylapse.api.capture.models.PreviewMessage` on connecting (once a
+* ``preview``: a ``PreviewMessage`` on connecting (once a
   frame exists) and then about once a second: the newest frame, at most 640 px wide;
 * ``frame``: ``{"session_id", "record": Frame}`` for every frame written;
 * ``session_started``: ``{"session_id"}``; ``session_stopped``: ``{"session":
