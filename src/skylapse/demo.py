@@ -914,9 +914,9 @@ def serve_demo(result: DemoResult, console: Console, port: int = 8081) -> None:
     )
     servers = [("processing", create_processing_app(settings), _port_or_free(port))]
     try:
-        from skylapse.api.capture import create_capture_app
+        from skylapse.api.capture.app import create_capture_app
     except ModuleNotFoundError as exc:
-        if exc.name != "skylapse.api.capture":
+        if exc.name not in ("skylapse.api.capture", "skylapse.api.capture.app"):
             raise
     else:
         from skylapse.capture.cameras import CameraConfig, CameraFactory, Location

@@ -35,6 +35,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -46,6 +47,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.metrics import MetricWrapperBase
+
+_Metric = TypeVar("_Metric", bound=MetricWrapperBase)
 
 # The ``*_created`` series (a timestamp per metric) would double the scrape for no use here.
 disable_created_metrics()
@@ -176,6 +179,24 @@ class ServiceMetrics:
 
     def __getitem__(self, name: str) -> MetricWrapperBase:
         return self._metrics[name]
+
+    def counter(self, name: str) -> Counter:
+        """The metric ``name``, which must be a counter (TypeError otherwise)."""
+        return self._of_kind(name, Counter)
+
+    def gauge(self, name: str) -> Gauge:
+        """The metric ``name``, which must be a gauge (TypeError otherwise)."""
+        return self._of_kind(name, Gauge)
+
+    def histogram(self, name: str) -> Histogram:
+        """The metric ``name``, which must be a histogram (TypeError otherwise)."""
+        return self._of_kind(name, Histogram)
+
+    def _of_kind(self, name: str, kind: type[_Metric]) -> _Metric:
+        metric = self._metrics[name]
+        if not isinstance(metric, kind):
+            raise TypeError(f"metric {name!r} is a {type(metric).__name__}, not a {kind.__name__}")
+        return metric
 
     def __contains__(self, name: str) -> bool:
         return name in self._metrics

@@ -31,7 +31,8 @@ from websockets.sync.client import connect
 from skylapse import log
 from skylapse.alerts import AlertEvent, WebhookNotifier
 from skylapse.api.auth import TOKEN_ENV, MissingTokenError, resolve_token
-from skylapse.api.capture import create_capture_app, deep_merge
+from skylapse.api.capture.app import create_capture_app
+from skylapse.api.capture.config_patch import deep_merge
 from skylapse.api.processing import ProcessingSettings, create_processing_app
 from skylapse.api.server import ConnectionLimits, ServerThread
 from skylapse.capture.cameras import CameraConfig, SimulatedCamera
@@ -208,7 +209,7 @@ def station(tmp_path_factory):
 )
 def test_an_out_of_range_put_changes_nothing_and_later_puts_work(station, body, field):
     client, app, _ = station
-    service = app.state.service
+    service = app.state.runtime.service
     before = client.get("/config").json()
     quality, retention = service.writer.quality, service.storage.retention
     r = client.put("/config", content=body, headers={"Content-Type": "application/json"})
@@ -224,7 +225,7 @@ def test_an_out_of_range_put_changes_nothing_and_later_puts_work(station, body, 
 
 def test_a_config_that_fails_to_apply_is_not_swapped_in(station, monkeypatch):
     client, app, _ = station
-    service = app.state.service
+    service = app.state.runtime.service
     config, quality = service.config, service.writer.quality
     # past validation (model_copy does not validate): applying it overflows a timedelta
     bad = config.model_copy(
@@ -277,7 +278,7 @@ def test_weather_thresholds_changed_by_put_reach_the_weather_service(tmp_path):
     with TestClient(app) as client:
         r = client.put("/config", headers=AUTH, json={"weather": {"stormy_wind_ms": 30}})
         assert r.status_code == 200 and r.json()["changed"] == ["weather.stormy_wind_ms"]
-        assert app.state.service.weather.config.stormy_wind_ms == 30
+        assert app.state.runtime.service.weather.config.stormy_wind_ms == 30
 
 
 # -- 9: no secret in GET /config or the PUT answer ---------------------------------------------

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from skylapse.api.capture import create_capture_app
+from skylapse.api.capture.app import create_capture_app
 from skylapse.capture.cameras import CameraConfig, SimulatedCamera
 from skylapse.capture.clock import SimulatedClock
 from skylapse.capture.service import CATALOG_NAME, CaptureService

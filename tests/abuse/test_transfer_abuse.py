@@ -318,7 +318,7 @@ def test_ssh_targets_validate_and_end_options_before_the_destination(tmp_path):
 def test_the_capture_service_counts_and_alerts_a_quarantined_frame(tmp_path, sshd):
     from fastapi.testclient import TestClient
 
-    from skylapse.api.capture import create_capture_app
+    from skylapse.api.capture.app import create_capture_app
     from skylapse.capture.cameras import CameraConfig, SimulatedCamera
     from skylapse.config import default_config
 

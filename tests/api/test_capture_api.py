@@ -24,7 +24,8 @@ from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from skylapse.alerts import AlertManager
-from skylapse.api.capture import create_capture_app, deep_merge
+from skylapse.api.capture.app import create_capture_app
+from skylapse.api.capture.config_patch import deep_merge
 from skylapse.capture.cameras import CameraConfig, CameraError, SimulatedCamera
 from skylapse.capture.storage import DiskUsage
 from skylapse.capture.watchdog import Watchdog
@@ -181,7 +182,7 @@ def test_manual_capture_frames_paging_and_images(station):
     full = client.get(url, headers=AUTH, params={"size": "full"})
     assert full.status_code == 200 and full.headers["content-type"] == "image/jpeg"
     assert decode(full.content).shape == (180, 320, 3)
-    assert full.content == (app.state.service.buffer / single["path"]).read_bytes()
+    assert full.content == (app.state.runtime.service.buffer / single["path"]).read_bytes()
     for size, width in (("100", 100), ("thumb", 320), ("preview", 320), ("40", 40)):
         r = client.get(url, headers=AUTH, params={"size": size})
         assert r.status_code == 200, r.text
@@ -200,7 +201,7 @@ def test_manual_capture_frames_paging_and_images(station):
 
 def test_images_outside_the_buffer_are_never_served(station):
     client, app, tmp = station
-    service = app.state.service
+    service = app.state.runtime.service
     secret = tmp / "secret.jpg"
     secret.write_bytes(cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
     link = service.buffer / "2024-03-20" / "link.jpg"
@@ -327,11 +328,11 @@ def test_config_get_put_validation_and_effect_on_the_next_frames(station):
     assert (
         "schedule.phases" in r.json()["changed"] and "capture.jpeg_quality" in r.json()["changed"]
     )
-    assert app.state.service.writer.quality == 60
+    assert app.state.runtime.service.writer.quality == 60
     sid = client.post("/sessions", headers=AUTH, json={"session_id": "config-test"}).json()[
         "session_id"
     ]
-    service = app.state.service
+    service = app.state.runtime.service
 
     def written():
         return (client.get("/status", headers=AUTH).json()["session"] or {}).get("written", 0)
@@ -433,6 +434,59 @@ def test_status_health_and_metrics_after_capturing(station):
         "transfer_last_success_timestamp_seconds",
     ):
         assert f"# HELP {name}" in text
+
+
+def test_openapi_describes_every_json_body(station):
+    """Every JSON answer is a named model whose fields are listed (no free-form objects)."""
+    client, _, _ = station
+    doc = client.get("/openapi.json", headers=AUTH).json()
+    components = doc["components"]["schemas"]
+
+    def described(schema: dict) -> bool:
+        if schema.get("type") == "array":
+            return described(schema["items"])
+        if "$ref" not in schema:
+            return False
+        model = components[schema["$ref"].rsplit("/", 1)[1]]
+        return bool(model.get("properties")) and model.get("additionalProperties") is not True
+
+    json_bodies = 0
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            for code, response in operation["responses"].items():
+                body = response.get("content", {}).get("application/json")
+                if code.startswith("2") and body is not None:
+                    json_bodies += 1
+                    assert described(body["schema"]), (method, path, body["schema"])
+    assert json_bodies >= 10  # status, schedule, config x2, capture, sessions x3, frames x2
+    status = components["Status"]["properties"]
+    assert {"state", "session", "writer", "storage", "frames", "transfer", "alerts"} <= set(status)
+
+
+def test_cors_lets_a_configured_dashboard_use_every_method(tmp_path):
+    """A cross-origin dashboard may change the configuration and stop sessions, not only read."""
+    origin = "https://dash.example"
+    app = make_app(tmp_path / "buffer", config=config_with(api={"cors_origins": [origin]}))
+    with TestClient(app) as client:
+        for method, path in (
+            ("GET", "/status"),
+            ("POST", "/sessions"),
+            ("PUT", "/config"),
+            ("DELETE", "/sessions/s1"),
+        ):
+            r = client.options(
+                path,
+                headers={
+                    "Origin": origin,
+                    "Access-Control-Request-Method": method,
+                    "Access-Control-Request-Headers": "authorization, content-type",
+                },
+            )
+            assert r.status_code == 200, (method, path, r.text)
+            assert method in r.headers["access-control-allow-methods"]
+            assert r.headers["access-control-allow-origin"] == origin
+        r = client.put("/config", headers={**AUTH, "Origin": origin}, json={})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == origin
 
 
 # -- alerts, the unattended plan, the watchdog -------------------------------------------------

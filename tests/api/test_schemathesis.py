@@ -91,7 +91,7 @@ def served_capture(tmp_path_factory):
 
     import httpx
 
-    from skylapse.api.capture import create_capture_app
+    from skylapse.api.capture.app import create_capture_app
     from skylapse.capture.cameras import CameraConfig, SimulatedCamera
     from skylapse.capture.clock import SimulatedClock
     from skylapse.config import default_config

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from playwright import sync_api
 
-from skylapse.api.capture import create_capture_app
+from skylapse.api.capture.app import create_capture_app
 from skylapse.api.processing import ProcessingSettings, create_processing_app
 from skylapse.api.server import ServerThread
 from skylapse.capture.cameras import CameraConfig, SimulatedCamera

@@ -129,9 +129,9 @@ def serve(
         port = port or cfg.api.processing_port
     else:
         try:
-            from skylapse.api.capture import create_capture_app
+            from skylapse.api.capture.app import create_capture_app
         except ModuleNotFoundError as exc:
-            if exc.name not in ("skylapse.api.capture",):
+            if exc.name not in ("skylapse.api.capture", "skylapse.api.capture.app"):
                 raise
             raise _fail(
                 "the capture service's API is not available yet (skylapse.api.capture is missing)"

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, HTTPException
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -54,6 +54,9 @@ _SEVERITY = {"ok": 0, "degraded": 1, "failing": 2}
 DASHBOARD_DIR = Path(skylapse.__file__).parent / "web" / "static"
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+#: What a configured cross-origin dashboard may send: every method the services' APIs have
+#: (capture's ``PUT /config`` and ``DELETE /sessions/{id}`` included).
+CORS_METHODS = ("GET", "POST", "PUT", "DELETE")
 
 
 class Check(BaseModel):
@@ -75,6 +78,25 @@ class HealthReport(BaseModel):
 
 #: An absolute path (not part of a URL, a ratio such as 1/30, or a relative path): its last part.
 _ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~-])/(?:[^\s'\"/:]+/)*([^\s'\"/:]*)")
+
+
+def invalid(
+    field: str, message: str, *, source: Literal["body", "query", "path"] = "body"
+) -> HTTPException:
+    """A 422 shaped like FastAPI's validation errors (one entry naming ``field``, dotted for a
+    nested one: ``"capture.resolution"``), for checks a request model cannot make alone (they
+    need the catalog or the running configuration)."""
+    return HTTPException(
+        422,
+        detail=[
+            {
+                "field": field,
+                "loc": [source, *field.split(".")],
+                "msg": message,
+                "type": "value_error",
+            }
+        ],
+    )
 
 
 def hide_paths(text: str) -> str:
@@ -145,7 +167,7 @@ def create_service_app(
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(cors_origins),
-            allow_methods=["GET", "POST"],
+            allow_methods=list(CORS_METHODS),
             allow_headers=["Authorization", "Content-Type", "X-Correlation-ID", "Range"],
             expose_headers=["X-Correlation-ID", "Content-Range", "Accept-Ranges"],
         )
