@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, HTTPException
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -75,6 +75,25 @@ class HealthReport(BaseModel):
 
 #: An absolute path (not part of a URL, a ratio such as 1/30, or a relative path): its last part.
 _ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~-])/(?:[^\s'\"/:]+/)*([^\s'\"/:]*)")
+
+
+def invalid(
+    field: str, message: str, *, source: Literal["body", "query", "path"] = "body"
+) -> HTTPException:
+    """A 422 shaped like FastAPI's validation errors (one entry naming ``field``, dotted for a
+    nested one: ``"capture.resolution"``), for checks a request model cannot make alone (they
+    need the catalog or the running configuration)."""
+    return HTTPException(
+        422,
+        detail=[
+            {
+                "field": field,
+                "loc": [source, *field.split(".")],
+                "msg": message,
+                "type": "value_error",
+            }
+        ],
+    )
 
 
 def hide_paths(text: str) -> str:
