@@ -898,7 +898,7 @@ def serve_demo(result: DemoResult, console: Console, port: int = 8081) -> None:
     """Serve the processing API (and the capture API, where the package has one) on
     127.0.0.1 with a new token, over the demo's data, until Ctrl-C."""
     from skylapse.api.common import DASHBOARD_DIR
-    from skylapse.api.processing import ProcessingSettings, create_processing_app
+    from skylapse.api.processing.app import ProcessingSettings, create_processing_app
     from skylapse.api.server import ServerThread, free_port
 
     token = secrets.token_urlsafe(24)

@@ -23,6 +23,7 @@ API
 ``METRICS``                                  the definitions, by name.
 ``ServiceMetrics(names)``                    a registry holding those metrics; ``m[name]``.
 ``ServiceMetrics.exposition() -> bytes``     the text format served at ``/metrics``.
+``ServiceMetrics.typed(name, Counter)``      one metric as its kind, for type-checked callers.
 ``UptimeTracker(path)``                      persistent bookkeeping for ``system_uptime_pct``.
 """
 
@@ -35,6 +36,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -46,6 +48,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.metrics import MetricWrapperBase
+
+_Metric = TypeVar("_Metric", bound=MetricWrapperBase)
 
 # The ``*_created`` series (a timestamp per metric) would double the scrape for no use here.
 disable_created_metrics()
@@ -176,6 +180,14 @@ class ServiceMetrics:
 
     def __getitem__(self, name: str) -> MetricWrapperBase:
         return self._metrics[name]
+
+    def typed(self, name: str, kind: type[_Metric]) -> _Metric:
+        """The metric ``name`` as the ``kind`` it is (`Counter`, `Gauge`, `Histogram`), for
+        type-checked callers; a TypeError when it is another kind."""
+        metric = self._metrics[name]
+        if not isinstance(metric, kind):
+            raise TypeError(f"metric {name!r} is a {type(metric).__name__}, not a {kind.__name__}")
+        return metric
 
     def __contains__(self, name: str) -> bool:
         return name in self._metrics

@@ -401,7 +401,7 @@ def test_processing_service_reads_the_pixel_limit_from_the_config(tmp_path, monk
     from fastapi.testclient import TestClient
     from typer.testing import CliRunner
 
-    import skylapse.api.processing as processing_api
+    import skylapse.api.processing.app as processing_api
     from skylapse.cli import app
     from tests_support import wait_for
 
