@@ -23,6 +23,7 @@ API
 ``METRICS``                                  the definitions, by name.
 ``ServiceMetrics(names)``                    a registry holding those metrics; ``m[name]``.
 ``ServiceMetrics.exposition() -> bytes``     the text format served at ``/metrics``.
+``ServiceMetrics.typed(name, Counter)``      one metric as its kind, for type-checked callers.
 ``UptimeTracker(path)``                      persistent bookkeeping for ``system_uptime_pct``.
 """
 
@@ -182,17 +183,19 @@ class ServiceMetrics:
 
     def counter(self, name: str) -> Counter:
         """The metric ``name``, which must be a counter (TypeError otherwise)."""
-        return self._of_kind(name, Counter)
+        return self.typed(name, Counter)
 
     def gauge(self, name: str) -> Gauge:
         """The metric ``name``, which must be a gauge (TypeError otherwise)."""
-        return self._of_kind(name, Gauge)
+        return self.typed(name, Gauge)
 
     def histogram(self, name: str) -> Histogram:
         """The metric ``name``, which must be a histogram (TypeError otherwise)."""
-        return self._of_kind(name, Histogram)
+        return self.typed(name, Histogram)
 
-    def _of_kind(self, name: str, kind: type[_Metric]) -> _Metric:
+    def typed(self, name: str, kind: type[_Metric]) -> _Metric:
+        """The metric ``name`` as the ``kind`` it is (`Counter`, `Gauge`, `Histogram`), for
+        type-checked callers; a TypeError when it is another kind."""
         metric = self._metrics[name]
         if not isinstance(metric, kind):
             raise TypeError(f"metric {name!r} is a {type(metric).__name__}, not a {kind.__name__}")

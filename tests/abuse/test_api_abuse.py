@@ -33,7 +33,7 @@ from skylapse.alerts import AlertEvent, WebhookNotifier
 from skylapse.api.auth import TOKEN_ENV, MissingTokenError, resolve_token
 from skylapse.api.capture.app import create_capture_app
 from skylapse.api.capture.config_patch import deep_merge
-from skylapse.api.processing import ProcessingSettings, create_processing_app
+from skylapse.api.processing.app import ProcessingSettings, create_processing_app
 from skylapse.api.server import ConnectionLimits, ServerThread
 from skylapse.capture.cameras import CameraConfig, SimulatedCamera
 from skylapse.capture.weather import WeatherService

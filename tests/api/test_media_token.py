@@ -8,7 +8,7 @@ from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
 from skylapse.api.auth import media_auth
-from skylapse.api.processing import ProcessingSettings, create_processing_app
+from skylapse.api.processing.app import ProcessingSettings, create_processing_app
 
 TOKEN = "media-token-0123456789abcdef"
 

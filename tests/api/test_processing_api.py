@@ -7,6 +7,7 @@ import json
 import time
 from functools import partial
 from pathlib import Path
+from typing import get_args
 
 import httpx
 import pytest
@@ -14,8 +15,11 @@ from fastapi.testclient import TestClient
 from websockets.sync.client import connect
 
 from skylapse.api.auth import TOKEN_ENV, MissingTokenError, resolve_token, token_matches
-from skylapse.api.processing import PROCESSING_METRICS, ProcessingSettings, create_processing_app
+from skylapse.api.processing.app import ProcessingSettings, create_processing_app
+from skylapse.api.processing.models import JobState
+from skylapse.api.processing.settings import PROCESSING_METRICS
 from skylapse.api.server import ServerThread
+from skylapse.catalog import JOB_STATES
 from skylapse.metrics import METRICS, ServiceMetrics, UptimeTracker
 from skylapse.testing import SequenceSpec, generate_sequence
 from tests_support import commit_frames_to_inbox, wait_for
@@ -209,6 +213,34 @@ def test_unknown_jobs_are_404(client):
         ("GET", "/timelapses/nope/a.mp4"),
     ]:
         assert client.request(method, path, headers=AUTH).status_code == 404
+
+
+def test_openapi_describes_every_json_answer(client):
+    """Successes with their models, refusals with ErrorOut (what they send: one ``detail``)."""
+    doc = client.get("/openapi.json", headers=AUTH).json()
+    refusals = {
+        ("get", "/sequences"): {"401"},
+        ("get", "/jobs"): {"401"},
+        ("get", "/jobs/{job_id}"): {"401", "404"},
+        ("post", "/jobs"): {"401", "413", "429"},
+        ("post", "/jobs/{job_id}/cancel"): {"401", "404", "409"},
+        ("post", "/jobs/{job_id}/retry"): {"401", "404", "409"},
+        ("get", "/timelapses"): {"401"},
+        ("get", "/timelapses/{job_id}/{file_name}"): {"401", "404"},
+    }
+    for (method, path), codes in refusals.items():
+        responses = doc["paths"][path][method]["responses"]
+        for code in codes:
+            schema = responses[code]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/ErrorOut"}, (method, path, code)
+        success = responses.get("200") or responses["202"]
+        if path != "/timelapses/{job_id}/{file_name}":  # the file itself
+            assert success["content"]["application/json"]["schema"], (method, path)
+    assert doc["components"]["schemas"]["ErrorOut"]["required"] == ["detail"]
+    assert set(client.get("/jobs/nope", headers=AUTH).json()) == {"detail"}
+    assert set(client.get("/jobs").json()) == {"detail"}
+    # the state filter's type is the catalog's list of states
+    assert get_args(JobState) == JOB_STATES
 
 
 def test_correlation_id_is_echoed_or_made(client):

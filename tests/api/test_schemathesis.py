@@ -10,7 +10,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 
-from skylapse.api.processing import ProcessingSettings, create_processing_app
+from skylapse.api.processing.app import ProcessingSettings, create_processing_app
 from skylapse.api.server import ServerThread
 from skylapse.processing.ingest import Ingestor
 from skylapse.testing import SequenceSpec, generate_sequence
@@ -34,7 +34,7 @@ def served(tmp_path_factory):
             data_dir=data, token=TOKEN, workers=0, ingest_every_s=None, render_after_min=None
         )
     )
-    jobs = app.state.jobs
+    jobs = app.state.runtime.jobs
     Ingestor(data / "inbox", jobs.store, data / "quarantine", jobs.catalog).scan()
     with ServerThread(app) as server:
         yield server

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -36,9 +37,32 @@ wait_for = partial(wait_for, timeout=90.0)
 
 
 def run_consumer(service: JobService, workers: int = 1):
-    consumer = service.consumer(workers)
-    consumer.start()
-    return consumer
+    return service.start_consumer(workers)
+
+
+def test_started_consumer_leaves_the_signal_handlers_to_its_caller(tmp_path):
+    """The API server and the demo own SIGINT and SIGTERM: a consumer they start in the
+    background must not replace their handlers (unless asked to), and reports its threads."""
+    service = JobService(tmp_path / "data", queue_url="")
+
+    def handlers():
+        return signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+
+    before = handlers()
+    consumer = service.start_consumer(2)
+    try:
+        assert handlers() == before
+        assert consumer.threads_alive() == (2, 2)
+    finally:
+        consumer.stop(graceful=True)
+    assert consumer.threads_alive() == (0, 2)
+    try:
+        consumer = service.start_consumer(1, handle_signals=True)
+        consumer.stop(graceful=True)
+        assert handlers() != before  # huey's own handlers, as `skylapse worker` wants
+    finally:
+        for signum, handler in zip((signal.SIGINT, signal.SIGTERM), before, strict=True):
+            signal.signal(signum, handler)
 
 
 def test_render_job_runs_and_is_recorded(tmp_path):

@@ -19,7 +19,7 @@ import pytest
 from playwright import sync_api
 
 from skylapse.api.capture.app import create_capture_app
-from skylapse.api.processing import ProcessingSettings, create_processing_app
+from skylapse.api.processing.app import ProcessingSettings, create_processing_app
 from skylapse.api.server import ServerThread
 from skylapse.capture.cameras import CameraConfig, SimulatedCamera
 from skylapse.capture.clock import RealClock
@@ -136,7 +136,7 @@ def processing(tmp_path_factory):
             job_poll_s=0.2,
         )
     )
-    jobs = app.state.jobs
+    jobs = app.state.runtime.jobs
     Ingestor(data / "inbox", jobs.store, data / "quarantine", jobs.catalog).scan()
     with (
         ServerThread(app) as server,

@@ -92,7 +92,7 @@ def serve(
         logger.warning("listening beyond this machine", host=host)
 
     if service == "processing":
-        from skylapse.api.processing import ProcessingSettings, create_processing_app
+        from skylapse.api.processing.app import ProcessingSettings, create_processing_app
         from skylapse.processing.commands import DATA_DIR_ENV
         from skylapse.processing.ingest import align_pillow_pixel_limit
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from huey import Huey, RedisHuey, SqliteHuey
+from huey.consumer import Consumer
 from pydantic import BaseModel, ConfigDict, Field
 
 from skylapse.catalog import ProcessingCatalog
@@ -40,7 +41,6 @@ from skylapse.processing.backup import BackupConfig
 
 if TYPE_CHECKING:
     from huey.api import Task
-    from huey.consumer import Consumer
 
     from skylapse.processing.render import RenderOptions
 
@@ -85,6 +85,29 @@ class RenderJobOptions(BaseModel):
 
 class JobCancelled(Exception):
     """Raised inside a running job when it was cancelled."""
+
+
+class BackgroundConsumer(Consumer):  # type: ignore[misc]  # huey has no type hints
+    """A huey consumer of thread workers that starts in the background (`start`, `stop`) beside
+    a program that owns the process, and reports its threads (`threads_alive`).
+
+    With ``handle_signals=False`` it leaves the SIGINT and SIGTERM handlers to that program
+    (a web server, the demo's Ctrl-C); huey's own ``start`` installs its handlers and has no
+    switch for it, so this overrides the hook, as its ``Consumer`` invites subclasses to.
+    """
+
+    def __init__(self, huey: Huey, workers: int, *, handle_signals: bool = False) -> None:
+        super().__init__(huey, workers=workers, worker_type="thread", periodic=False)
+        self.handle_signals = handle_signals
+
+    def _set_signal_handlers(self) -> None:
+        if self.handle_signals:
+            super()._set_signal_handlers()
+
+    def threads_alive(self) -> tuple[int, int]:
+        """How many of the worker threads are alive, and how many there are."""
+        threads = [thread for _, thread in self.worker_threads]
+        return sum(t.is_alive() for t in threads), len(threads)
 
 
 def make_huey(queue_url: str | None, data_dir: Path, name: str = "skylapse") -> Huey:
@@ -200,8 +223,19 @@ class JobService:
     # -- running -----------------------------------------------------------------------------
 
     def consumer(self, workers: int = 1) -> Consumer:
-        """A huey consumer running this service's jobs on ``workers`` threads."""
+        """A huey consumer running this service's jobs on ``workers`` threads; its ``run()``
+        owns the process (`skylapse worker`: it handles SIGINT and SIGTERM itself)."""
         return self.huey.create_consumer(workers=workers, worker_type="thread", periodic=False)
+
+    def start_consumer(
+        self, workers: int = 1, *, handle_signals: bool = False
+    ) -> BackgroundConsumer:
+        """Start a consumer of this service's jobs on ``workers`` threads in the background and
+        return it; stop it with ``stop(graceful=...)``. ``handle_signals=False`` for callers
+        that own SIGINT and SIGTERM (see `BackgroundConsumer`)."""
+        consumer = BackgroundConsumer(self.huey, workers, handle_signals=handle_signals)
+        consumer.start()
+        return consumer
 
     def _execute(self, job_id: str, task: Task | None = None) -> None:
         job = self.catalog.job(job_id)
