@@ -133,10 +133,10 @@ from skylapse.capture.sun import sun_elevation
 from skylapse.capture.watchdog import Watchdog
 from skylapse.capture.windows import current_or_next_window, day_windows
 from skylapse.config import REDACTED, SkylapseConfig
+from skylapse.imaging import srgb
 from skylapse.log import get_logger
 from skylapse.metrics import ServiceMetrics, UptimeTracker
 from skylapse.names import NAME_PATTERN, Name
-from skylapse.processing import srgb
 
 log = get_logger(__name__)
 

@@ -85,8 +85,8 @@ from skylapse.capture.windows import current_or_next_window
 from skylapse.capture.writer import FrameWriter, WriteJob
 from skylapse.catalog import Catalog, FrameRecord
 from skylapse.config import LocationConfig, SkylapseConfig, default_config
+from skylapse.imaging.luma import linear_luminance
 from skylapse.log import get_logger
-from skylapse.processing import srgb
 
 log = get_logger(__name__)
 
@@ -171,7 +171,7 @@ def analyse_frame(pixels: np.ndarray, clip_level: float = 0.98) -> FrameAnalysis
         )
     else:
         small = pixels
-    luma = srgb.luma(small) if small.ndim == 3 else srgb.to_linear(small)
+    luma = linear_luminance(small)
     return FrameAnalysis(meter(luma, clip_level), image_quality_score(luma))
 
 
