@@ -42,7 +42,7 @@ from skylapse.capture.exposure import (
 )
 from skylapse.capture.strategy import choose_capture
 from skylapse.config import SkylapseConfig
-from skylapse.processing import srgb
+from skylapse.imaging.luma import linear_luminance
 
 INTERVAL_S = 30.0
 START_DEG, END_DEG = 10.0, -12.0
@@ -84,7 +84,7 @@ async def evening(controller_cls, width: int, seed: int) -> list[dict]:
         frame = await camera.capture(
             CaptureSettings(exposure_time_s=settings.exposure_s, analogue_gain=settings.gain)
         )
-        luma = srgb.luma(frame.pixels)
+        luma = linear_luminance(frame.pixels)
         m = meter(luma, exposure_cfg.clip_level)
         rows.append(
             {

@@ -27,7 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from skylapse.processing import srgb
+from skylapse.imaging import srgb
+from skylapse.imaging.luma import luminance
 from skylapse.processing.exposure_fusion import (
     align_brackets,
     estimate_bracket_warps,
@@ -238,7 +239,7 @@ def main() -> int:
 
     # ---- exposure fusion ------------------------------------------------------------------
     scene = hdr_scene(rng)
-    lum = scene @ np.float32([0.2126, 0.7152, 0.0722])
+    lum = luminance(scene)
     span = np.log2(np.percentile(lum, 99.99) / np.percentile(lum, 0.5))
     brackets = [expose(shifted(scene, s), ev, rng) for ev, s in zip(EVS, SHIFTS, strict=True)]
     raw_paths = [out / f"bracket_{i}.tif" for i in range(len(brackets))]

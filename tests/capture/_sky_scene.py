@@ -15,8 +15,8 @@ import numpy as np
 
 from skylapse import sky
 from skylapse.capture.exposure import ExposureSettings, camera_calibration_log2
+from skylapse.imaging.luma import luminance
 from skylapse.scene import mountain_scene, render_frame
-from skylapse.testing.truth import LUMA_WEIGHTS
 
 #: Sun altitude the landscape pattern is lit for (full daylight), degrees.
 PATTERN_SUN_DEG = 10.0
@@ -30,7 +30,7 @@ class SkyScene:
         h, w = shape
         # metered render: an 18 % grey card in full light reads 0.18
         lit = render_frame(mountain_scene(w, h, seed), sun_altitude_deg=PATTERN_SUN_DEG)
-        self.pattern_log2 = np.log2(np.maximum(lit @ LUMA_WEIGHTS, 1e-6) / 0.18).astype(np.float64)
+        self.pattern_log2 = np.log2(np.maximum(luminance(lit), 1e-6) / 0.18).astype(np.float64)
         self.calibration = camera_calibration_log2(aperture_f)
         self.rng = rng
         self.flicker_ev = flicker_ev

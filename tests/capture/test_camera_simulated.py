@@ -22,7 +22,8 @@ from skylapse.capture.cameras import (
 )
 from skylapse.capture.cameras.simulated import Location, develop, sensor_readout
 from skylapse.capture.clock import SimulatedClock
-from skylapse.processing.srgb import luma, to_linear
+from skylapse.imaging.luma import linear_luminance
+from skylapse.imaging.srgb import to_linear
 
 SIZE = (320, 180)
 DAY = date(2026, 3, 20)
@@ -51,7 +52,7 @@ def metered(altitude: float, aperture: float = 2.0) -> float:
 
 
 def mean_luma(frame) -> float:
-    return float(luma(frame.pixels).mean())
+    return float(linear_luminance(frame.pixels).mean())
 
 
 def test_all_capabilities():
@@ -101,7 +102,7 @@ def test_noise_grows_with_gain():
     def temporal_noise(exposure, gain):
         s = CaptureSettings(exposure_time_s=exposure, analogue_gain=gain)
         f1, f2 = (asyncio.run(cam.capture(s)) for _ in range(2))
-        d = luma(f1.pixels) - luma(f2.pixels)
+        d = linear_luminance(f1.pixels) - linear_luminance(f2.pixels)
         return float(d.std() / math.sqrt(2)), mean_luma(f1)
 
     low, low_mean = temporal_noise(t, 1.0)
@@ -201,16 +202,16 @@ def test_clouds_follow_weather_and_drift_with_the_wind():
             clock, weather=SimWeather(cloud_cover=0.6, wind_speed_mps=wind, wind_from_deg=180.0)
         )
         s = CaptureSettings(exposure_time_s=metered(15))
-        a = luma(asyncio.run(cam.capture(s)).pixels)[:45]
+        a = linear_luminance(asyncio.run(cam.capture(s)).pixels)[:45]
         clock.advance(120)
-        b = luma(asyncio.run(cam.capture(s)).pixels)[:45]
+        b = linear_luminance(asyncio.run(cam.capture(s)).pixels)[:45]
         return float(np.abs(a - b).mean()), a
 
     windy, cloudy = sky_change(15.0)
     calm, _ = sky_change(0.0)
     assert windy > 2 * calm
     clear_cam = camera(SimulatedClock(start))
-    clear = luma(
+    clear = linear_luminance(
         asyncio.run(clear_cam.capture(CaptureSettings(exposure_time_s=metered(15)))).pixels
     )[:45]
     assert float(np.abs(cloudy - clear).mean()) > 0.15 * float(clear.mean())

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skylapse.processing import srgb
+from skylapse.imaging import srgb
+from skylapse.imaging.luma import WEIGHTS as REC709_LUMA
 from skylapse.processing.colour import (
     MID_GREY,
-    REC709_LUMA,
     ColourGrade,
     adjust_contrast_saturation,
     apply_white_balance,

@@ -11,8 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
+from skylapse.imaging import srgb
+from skylapse.imaging.luma import linear_luminance
 from skylapse.processing import deflicker as dfk
-from skylapse.processing import srgb
 
 W, H, MARGIN = 320, 180, 12
 
@@ -91,7 +92,7 @@ def make_sequence(
 
 
 def _central_log_luminance(frame: np.ndarray) -> float:
-    lum = srgb.luma(frame[H // 6 : -H // 6, W // 6 : -W // 6])
+    lum = linear_luminance(frame[H // 6 : -H // 6, W // 6 : -W // 6])
     return float(np.mean(np.log2(np.maximum(lum, 1e-4))))
 
 
@@ -215,7 +216,7 @@ def test_a_whole_frame_mean_is_biased_by_clouds_where_blocks_are_not(
 ):
     means = []
     for obs, _, _ in cloudy_sequence:
-        means.append(math.log2(float(srgb.luma(obs).mean())))
+        means.append(math.log2(float(linear_luminance(obs).mean())))
     naive_gains = np.exp2(dfk.smooth_log_exposure(np.array(means)) - np.array(means))
     out = [
         _central_log_luminance(dfk.apply_gain(o, g))
@@ -245,11 +246,11 @@ def test_clipped_regions_are_ignored():
     # judged on the unclipped ground (the clipped sky cannot show a gain)
     ground = (slice(int(0.8 * H), None), slice(None))
     out = [
-        np.log2(srgb.luma(dfk.apply_gain(o[ground], g))).mean()
+        np.log2(linear_luminance(dfk.apply_gain(o[ground], g))).mean()
         for (o, _, _), g in zip(frames, analysis.gains(), strict=True)
     ]
-    truth = [np.log2(srgb.luma(t[ground])).mean() for _, t, _ in frames]
-    raw = [np.log2(srgb.luma(o[ground])).mean() for o, _, _ in frames]
+    truth = [np.log2(linear_luminance(t[ground])).mean() for _, t, _ in frames]
+    raw = [np.log2(linear_luminance(o[ground])).mean() for o, _, _ in frames]
     residual, uncorrected = np.std(np.subtract(out, truth)), np.std(np.subtract(raw, truth))
     print(f"clipped sky: residual {residual:.4f} EV, uncorrected {uncorrected:.4f} EV")
     assert uncorrected > 0.06

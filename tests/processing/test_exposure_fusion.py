@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from skylapse.processing import srgb
+from skylapse.imaging import srgb
 from skylapse.processing.exposure_fusion import (
     align_brackets,
     estimate_bracket_warps,

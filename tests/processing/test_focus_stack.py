@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from skylapse.processing import srgb
+from skylapse.imaging import srgb
 from skylapse.processing.focus_stack import (
     align_focus_stack,
     estimate_focus_warps,

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from skylapse.processing import srgb
+from skylapse.imaging import srgb
 from skylapse.processing.lens import (
     LensProfile,
     LensProfileError,

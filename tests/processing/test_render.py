@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from skylapse.cli import app
 from skylapse.exif import exif_bytes, with_exif_jpeg
-from skylapse.processing import measure, srgb
+from skylapse.imaging import srgb
+from skylapse.processing import measure
 from skylapse.processing.render import RenderError, RenderOptions, render
 from skylapse.testing import SequenceSpec, SequenceTruth, generate_sequence
 

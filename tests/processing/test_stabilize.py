@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from skylapse.imaging.affine import compose
 from skylapse.processing import stabilize as st
 
 W, H = 640, 360
@@ -87,7 +88,7 @@ def _static_positions(stabilizing, true_motion) -> np.ndarray:
     pts = np.stack([gx.ravel(), gy.ravel()], axis=1)
     out = []
     for m, t in zip(stabilizing, true_motion, strict=True):
-        e = st.compose(m, t)
+        e = compose(m, t)
         out.append(pts @ e[:, :2].T + e[:, 2])
     return np.array(out)
 
@@ -109,7 +110,7 @@ def _similarity(angle_deg: float, tx: float, ty: float, scale: float = 1.0) -> n
 
 def _corner_error(estimate: np.ndarray, truth_inverse: np.ndarray) -> float:
     corners = np.array([[0, 0], [W - 1, 0], [0, H - 1], [W - 1, H - 1]], float)
-    e = st.compose(estimate, truth_inverse)
+    e = compose(estimate, truth_inverse)
     return float(np.abs(corners @ e[:, :2].T + e[:, 2] - corners).max())
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from skylapse.capture.cameras.base import Frame
 from skylapse.capture.exposure import Metering, meter
 from skylapse.capture.quality import image_quality_score
-from skylapse.processing import srgb
+from skylapse.imaging.luma import linear_luminance
 
 #: Metering and quality work on a copy at most this wide.
 ANALYSIS_WIDTH = 960
@@ -45,7 +45,7 @@ def analyse_frame(pixels: np.ndarray, clip_level: float = 0.98) -> FrameAnalysis
         )
     else:
         small = pixels
-    luma = srgb.luma(small) if small.ndim == 3 else srgb.to_linear(small)
+    luma = linear_luminance(small)
     return FrameAnalysis(meter(luma, clip_level), image_quality_score(luma))
 
 

@@ -37,9 +37,8 @@ import cv2
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from skylapse.processing import srgb
+from skylapse.imaging import luma, srgb
 
-REC709_LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float64)
 # CIE XYZ to linear sRGB (IEC 61966-2-1:1999).
 XYZ_TO_LINEAR_SRGB = np.array(
     [
@@ -62,7 +61,7 @@ def _check_frame(frame: np.ndarray) -> None:
 
 def _luminance_preserving(gains: NDArray[np.float64], neutral: NDArray[np.float64]) -> Gains:
     """Scale ``gains`` so that ``neutral * gains`` has the luminance of ``neutral``."""
-    scale = float(REC709_LUMA @ neutral) / float(REC709_LUMA @ (neutral * gains))
+    scale = float(luma.WEIGHTS @ neutral) / float(luma.WEIGHTS @ (neutral * gains))
     g = gains * scale
     return (float(g[0]), float(g[1]), float(g[2]))
 
@@ -89,13 +88,11 @@ def gray_world_gains(
     step = max(1, int(np.sqrt(h * w / max_samples)))
     sample = frame[::step, ::step].reshape(-1, 3)
     lin = srgb.to_linear(sample)
-    usable = (sample.max(axis=1) < clip_level * srgb.MAX16) & (
-        lin @ REC709_LUMA.astype(np.float32) > dark_level
-    )
+    usable = (sample.max(axis=1) < clip_level * srgb.MAX16) & (luma.luminance(lin) > dark_level)
     if usable.sum() < max(1, sample.shape[0] // 1000):
         return (1.0, 1.0, 1.0)
     mean = lin[usable].mean(axis=0, dtype=np.float64)
-    target = float(REC709_LUMA @ mean)
+    target = float(luma.WEIGHTS @ mean)
     gains = target / np.maximum(mean, 1e-9)
     # Limit the spread of the gains about their geometric mean.
     centre = np.exp(np.log(gains).mean())
@@ -217,7 +214,7 @@ def saturation_matrix(saturation: float) -> NDArray[np.float32]:
     if saturation < 0:
         raise ValueError(f"saturation must be >= 0, got {saturation}")
     s = float(saturation)
-    return (s * np.eye(3) + (1.0 - s) * np.tile(REC709_LUMA, (3, 1))).astype(np.float32)
+    return (s * np.eye(3) + (1.0 - s) * np.tile(luma.WEIGHTS, (3, 1))).astype(np.float32)
 
 
 def adjust_contrast_saturation(

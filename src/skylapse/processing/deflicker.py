@@ -35,7 +35,7 @@ Streaming API (pass 1 keeps a few floats per frame plus one block grid of state)
     for i, frame in enumerate(pass2_frames):      # full resolution, uint16 sRGB
         frame = apply_gain(frame, gains[i])
 
-Pure functions: :func:`exposure_ev`, :func:`linear_luminance`, :func:`block_log_luminance`,
+Pure functions: :func:`exposure_ev`, :func:`block_log_luminance`,
 :func:`robust_log_offset`, :func:`smooth_log_exposure`, :func:`camera_ramp`,
 :func:`gains_from_log_exposure`, :func:`apply_gain` (pass 2: ~6 ms per 1080p frame).
 """
@@ -43,14 +43,14 @@ Pure functions: :func:`exposure_ev`, :func:`linear_luminance`, :func:`block_log_
 from __future__ import annotations
 
 import math
-import threading
-from functools import cache, lru_cache
+from functools import lru_cache
 
 import cv2
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from skylapse.processing import srgb
+from skylapse.imaging import luma, srgb
+from skylapse.imaging.scratch import ScratchBuffer
 
 #: Range of the automatically chosen smoothing cutoff (frames; see :func:`smooth_log_exposure`).
 #: A cutoff of 8 frames still averages white flicker down to ~0.4 of its standard deviation,
@@ -66,8 +66,6 @@ CLIP_LEVEL = 0.90
 DARK_LEVEL = 0.004
 _PRIOR_VARIANCE = 0.05**2  # a block's residual variance before it has a history (EV^2)
 _WEIGHT_FLOOR_VARIANCE = 0.01**2  # keeps a handful of very quiet blocks from taking over
-
-_LUMA_709 = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
 
 
 def exposure_ev(
@@ -93,40 +91,6 @@ def exposure_ev(
     return ev
 
 
-@cache
-def _linear_lut8() -> NDArray[np.float32]:
-    lut = srgb.decode(np.arange(256) / 255.0).astype(np.float32)
-    lut.setflags(write=False)
-    return lut
-
-
-def linear_luminance(image: np.ndarray) -> NDArray[np.float32]:
-    """Linear relative luminance (float32, 0..1) of an analysis image, any reduced size.
-
-    Accepts ``uint8``/``uint16`` sRGB-encoded images, either grey ``(H, W)`` - e.g. from
-    ``cv2.IMREAD_REDUCED_GRAYSCALE_4``, whose JPEG luma is decoded as if it were an sRGB grey,
-    which is exact for grey and, on the curve's power segment, scales exactly with exposure -
-    or RGB ``(H, W, 3)`` (Rec. 709 weights on the decoded channels); float ``(H, W)`` input is
-    taken to be linear luminance already.
-    """
-    lin: NDArray[np.float32]
-    if image.dtype == np.uint8:
-        lin = _linear_lut8()[image]
-    elif image.dtype == np.uint16:
-        lin = srgb.to_linear(image)
-    elif image.dtype in (np.float32, np.float64) and image.ndim == 2:
-        return image.astype(np.float32, copy=False)
-    else:
-        raise TypeError(f"unsupported analysis image {image.dtype} {image.shape}")
-    if lin.ndim == 3:
-        if lin.shape[2] != 3:
-            raise ValueError(f"expected (H, W) or (H, W, 3), got {image.shape}")
-        return lin @ _LUMA_709
-    if lin.ndim != 2:
-        raise ValueError(f"expected (H, W) or (H, W, 3), got {image.shape}")
-    return lin
-
-
 def _clip_mask(image: np.ndarray) -> np.ndarray:
     """Float32 1 where any channel is nearly clipped (in linear light), else 0."""
     if image.dtype == np.uint8:
@@ -147,11 +111,17 @@ def block_log_luminance(
     The mean is taken in linear light (``cv2.resize`` with ``INTER_AREA`` is an exact box mean),
     so an exposure gain ``g`` shifts every unclipped block by exactly ``log2 g``. A block is
     valid when none of its samples is near white (a clipped sample does not follow the gain)
-    and its mean is above the noise/quantisation floor ``DARK_LEVEL``. ``image`` is any input
-    :func:`linear_luminance` accepts. Returns float32 ``(rows, columns)`` and bool, same shape.
+    and its mean is above the noise/quantisation floor ``DARK_LEVEL``.
+
+    ``image`` is an analysis image of any reduced size, as
+    :func:`skylapse.imaging.luma.linear_luminance` takes it: ``uint8``/``uint16`` sRGB-encoded,
+    grey ``(H, W)`` - e.g. from ``cv2.IMREAD_REDUCED_GRAYSCALE_4``, whose JPEG luma decoded as an
+    sRGB grey is exact for grey and, on the curve's power segment, scales exactly with exposure -
+    or RGB ``(H, W, 3)``; floating point is linear light already. Returns float32
+    ``(rows, columns)`` and bool, same shape.
     """
     cols, rows = grid
-    lum = linear_luminance(image)
+    lum = luma.linear_luminance(image).astype(np.float32, copy=False)
     if lum.shape[0] < rows or lum.shape[1] < cols:
         raise ValueError(f"image {lum.shape} is smaller than the {cols}x{rows} grid")
     means = cv2.resize(lum, (cols, rows), interpolation=cv2.INTER_AREA)
@@ -576,15 +546,8 @@ def _cached_gain_lut(gain: float) -> np.ndarray:
     return lut
 
 
-_scratch = threading.local()
-
-
-def _scratch_like(frame: np.ndarray) -> np.ndarray:
-    # One reused buffer per thread: a fresh 12 MB array per frame would cost page faults.
-    buf = getattr(_scratch, "buf", None)
-    if buf is None or buf.shape != frame.shape:
-        buf = _scratch.buf = np.empty_like(frame)
-    return buf
+#: ``apply_gain``'s toe line, one per thread: a fresh 12 MB array per frame costs page faults.
+_TOE = ScratchBuffer()
 
 
 def apply_gain(frame: np.ndarray, gain: float, out: np.ndarray | None = None) -> np.ndarray:
@@ -625,7 +588,7 @@ def apply_gain(frame: np.ndarray, gain: float, out: np.ndarray | None = None) ->
         return out
     flat = frame.reshape(frame.shape[0], -1)
     dst = out.reshape(flat.shape)
-    toe = _scratch_like(flat)
+    toe = _TOE.get(flat.shape, flat.dtype)
     s = gain ** (1 / 2.4)
     # The toe first: with ``out=frame`` the power-segment line below overwrites the input.
     cv2.addWeighted(flat, gain, flat, 0.0, 0.0, dst=toe)

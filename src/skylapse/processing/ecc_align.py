@@ -16,8 +16,12 @@ pixels and keeps the full-resolution work small.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
+
+from skylapse.imaging.pyramid import gaussian_pyramid
 
 MOTIONS = {
     "translation": cv2.MOTION_TRANSLATION,
@@ -26,14 +30,9 @@ MOTIONS = {
 }
 
 
-def _pyramid(image: np.ndarray, levels: int) -> list[np.ndarray]:
-    pyr = [image]
-    for _ in range(levels - 1):
-        pyr.append(cv2.pyrDown(pyr[-1]))
-    return pyr
-
-
-def _mask_pyramid(mask: np.ndarray | None, shapes: list[tuple[int, ...]]) -> list:
+def _mask_pyramid(
+    mask: np.ndarray | None, shapes: list[tuple[int, ...]]
+) -> Sequence[np.ndarray | None]:
     if mask is None:
         return [None] * len(shapes)
     out = [mask]
@@ -84,13 +83,15 @@ def ecc_warp(
     while min(template.shape) >> levels >= coarsest_size:
         levels += 1
     finest_level = min(finest_level, levels - 1)
-    t_pyr = _pyramid(template.astype(np.float32, copy=False), levels)
-    i_pyr = _pyramid(image.astype(np.float32, copy=False), levels)
+    t_pyr = gaussian_pyramid(template.astype(np.float32, copy=False), levels)
+    i_pyr = gaussian_pyramid(image.astype(np.float32, copy=False), levels)
     shapes = [p.shape for p in t_pyr]
     tm_pyr = _mask_pyramid(template_mask, shapes)
     im_pyr = _mask_pyramid(image_mask, shapes)
 
-    warp = np.eye(2, 3, dtype=np.float32) if init is None else init.astype(np.float32).copy()
+    warp: np.ndarray = (
+        np.eye(2, 3, dtype=np.float32) if init is None else init.astype(np.float32).copy()
+    )
     scale = 2.0 ** (levels - 1)
     warp[:, 2] /= scale
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iterations, epsilon)
@@ -149,10 +150,3 @@ def apply_warp(
         flags=interpolation | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_REPLICATE,
     )
-
-
-def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
-    """The 2x3 warp ``x -> outer(inner(x))``."""
-    a = np.vstack([outer, [0.0, 0.0, 1.0]])
-    b = np.vstack([inner, [0.0, 0.0, 1.0]])
-    return (a @ b)[:2]

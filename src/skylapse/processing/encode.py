@@ -1,7 +1,7 @@
 """Where frames go: H.265/H.264 video through PyAV, numbered still frames, atomic image writes.
 
 This is the output edge of the render pipeline (the imperative shell around the pure stages).
-Frames arrive in the pipeline convention (:mod:`skylapse.processing.srgb`): uint16 (H, W, 3)
+Frames arrive in the pipeline convention (:mod:`skylapse.imaging.srgb`): uint16 (H, W, 3)
 RGB, sRGB-encoded.
 
 API
@@ -60,7 +60,7 @@ import numpy as np
 from av.video.frame import VideoFrame
 from numpy.typing import NDArray
 
-from skylapse.processing import srgb
+from skylapse.imaging import luma, srgb
 
 __all__ = [
     "CODECS",
@@ -90,7 +90,7 @@ _POOL_SIZE = 3  # frames in flight: one being filled, one queued, one in the enc
 
 def _ycbcr_matrix(bits: int) -> np.ndarray:
     """3x4 affine map from 16-bit R'G'B' to limited-range Y'CbCr codes of ``bits`` depth."""
-    kr, kb = 0.2126, 0.0722  # BT.709
+    kr, kb = luma.KR, luma.KB  # BT.709 luma Y' = kr R' + kg G' + kb B'
     kg = 1.0 - kr - kb
     rgb_to_ypbpr = np.array(
         [

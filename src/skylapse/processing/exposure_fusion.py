@@ -42,8 +42,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from skylapse.imaging.srgb import MAX16
 from skylapse.processing.ecc_align import apply_warp, ecc_warp, working_level
-from skylapse.processing.srgb import MAX16
 
 # ---------------------------------------------------------------------------------------------
 # Grouping

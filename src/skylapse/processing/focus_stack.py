@@ -1,6 +1,6 @@
 """Focus stacking: align a focus bracket and fuse it into one all-in-focus frame.
 
-API (pure functions on pipeline frames, uint16 HxWx3 sRGB; see ``srgb.py``):
+API (pure functions on pipeline frames, uint16 HxWx3 sRGB; see :mod:`skylapse.imaging.srgb`):
 
 - ``estimate_focus_warps(frames) -> list[2x3]`` / ``align_focus_stack(frames) -> frames``:
   undo focus breathing (a small magnification change plus shift between focus steps) with an
@@ -44,9 +44,11 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from skylapse.processing.ecc_align import apply_warp, compose, ecc_warp, working_level
+from skylapse.imaging.affine import compose
+from skylapse.imaging.pyramid import from_level, gaussian_pyramid
+from skylapse.imaging.srgb import MAX16
+from skylapse.processing.ecc_align import apply_warp, ecc_warp, working_level
 from skylapse.processing.exposure_fusion import laplacian_blend
-from skylapse.processing.srgb import MAX16
 
 
 def _grey(frame: np.ndarray) -> np.ndarray:
@@ -76,15 +78,7 @@ def estimate_focus_warps(
         reference_index = (count - 1) // 2
     if level is None:
         level = working_level(frames[0].shape)
-    scale = 2.0**level
-    to_level = np.diag([1.0 / scale, 1.0 / scale, 1.0])
-    from_level = np.diag([scale, scale, 1.0])
-    grey = []
-    for f in frames:
-        g = _grey(f)
-        for _ in range(level):
-            g = cv2.pyrDown(g)
-        grey.append(g)
+    grey = [gaussian_pyramid(_grey(f), level + 1)[-1] for f in frames]
     warps: list[np.ndarray | None] = [None] * count
     warps[reference_index] = np.eye(2, 3)
     for step in (1, -1):
@@ -93,8 +87,7 @@ def estimate_focus_warps(
         while 0 <= i < count:
             # neighbour (closer to the reference) -> frame i, at the working level
             pair = ecc_warp(grey[i - step], grey[i], motion=motion)
-            pair_full = (from_level @ np.vstack([pair, [0, 0, 1]]) @ to_level)[:2]
-            previous = warps[i] = compose(pair_full, previous)
+            previous = warps[i] = compose(from_level(pair, level), previous)
             i += step
     return [np.asarray(w) for w in warps]
 

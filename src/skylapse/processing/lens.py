@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from skylapse.config import parse_yaml, read_yaml
-from skylapse.processing import srgb
+from skylapse.imaging import srgb
 
 LENS_PACKAGE_DIR = "data/lens"
 

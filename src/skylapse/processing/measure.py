@@ -6,8 +6,9 @@ All functions are pure: they take frames (``uint8`` or ``uint16`` sRGB-encoded R
 PyAV decodes them as ``rgb24`` / ``rgb48le``) and return numbers.
 
 - :func:`central_log2_luminance` - log2 of the mean linear luminance of the central 50 % of a
-  frame (the same definition as ``truth.json`` of :mod:`skylapse.testing`). The central region
-  is used because stabilizers crop and rescale; a few pixels of shift change it negligibly.
+  frame, the one definition of :mod:`skylapse.imaging.luma` (``truth.json`` of
+  :mod:`skylapse.testing` is stated in it too). The central region is used because stabilizers
+  crop and rescale; a few pixels of shift change it negligibly.
 - :func:`residual_flicker` - the standard deviation over frames of (output brightness - true
   brightness), in EV. A constant offset (an output that is uniformly brighter) does not count;
   both flicker and any wobble of the slow trend do.
@@ -31,48 +32,17 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import cache
 
 import cv2
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from skylapse.imaging.affine import homogeneous, rescale
+
+# Re-exported: the brightness measure is the imaging package's; the bench, the demo and the
+# tests read it here beside the metrics built on it.
+from skylapse.imaging.luma import central_log2_luminance as central_log2_luminance
 from skylapse.testing.truth import FrameTruth, SequenceTruth
-
-LUMA_WEIGHTS = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
-
-
-@cache
-def _linear_lut(bits: int) -> NDArray[np.float32]:
-    v = np.arange(2**bits, dtype=np.float64) / (2**bits - 1)
-    linear: NDArray[np.float64] = np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
-    return linear.astype(np.float32)
-
-
-def linear_luminance(frame: np.ndarray) -> NDArray[np.float32]:
-    """Linear relative luminance (Rec. 709) of an 8- or 16-bit sRGB RGB frame, float32."""
-    lin: NDArray[np.float32]
-    if frame.dtype == np.uint8:
-        lin = _linear_lut(8)[frame]
-    elif frame.dtype == np.uint16:
-        lin = _linear_lut(16)[frame]
-    else:
-        raise TypeError(f"expected uint8 or uint16 sRGB, got {frame.dtype}")
-    return lin @ LUMA_WEIGHTS if lin.ndim == 3 else lin
-
-
-def central_region(image: np.ndarray, fraction: float = 0.5) -> np.ndarray:
-    """The central ``fraction`` (per axis) of an image."""
-    h, w = image.shape[:2]
-    y0, y1 = round(h * (1 - fraction) / 2), round(h * (1 + fraction) / 2)
-    x0, x1 = round(w * (1 - fraction) / 2), round(w * (1 + fraction) / 2)
-    return image[y0:y1, x0:x1]
-
-
-def central_log2_luminance(frame: np.ndarray, fraction: float = 0.5) -> float:
-    """log2 of the mean linear luminance of the central ``fraction`` of an sRGB frame."""
-    lum = linear_luminance(central_region(frame, fraction))
-    return float(np.log2(max(float(lum.mean()), 1e-12)))
 
 
 @dataclass(frozen=True)
@@ -263,12 +233,6 @@ class TruthErrorResult(MotionResult):
     output_to_input: np.ndarray
 
 
-def _h3(m: np.ndarray) -> np.ndarray:
-    out = np.eye(3)
-    out[:2] = m
-    return out
-
-
 def camera_matrix(dx: float, dy: float, rotation_deg: float, size: tuple[int, int]) -> np.ndarray:
     """The 2x3 map from steady-scene pixels to the pixels of a shaken frame of ``size`` (W, H).
 
@@ -294,15 +258,6 @@ def _resized(image: np.ndarray, factor: float) -> np.ndarray:
     if factor == 1.0:
         return image
     return cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
-
-
-def _scaled_affine(m: np.ndarray, factor: float) -> np.ndarray:
-    """``m`` (any pixel grid to any pixel grid) expressed on both grids resized by ``factor``
-    with edges aligned (pixel centres ``x' = (x + 0.5) factor - 0.5``, as ``cv2.resize``)."""
-    o = 0.5 * factor - 0.5
-    d = np.array([[factor, 0.0, o], [0.0, factor, o], [0.0, 0.0, 1.0]])
-    scaled: NDArray[np.float64] = (d @ _h3(m) @ np.linalg.inv(d))[:2]
-    return scaled
 
 
 def _feature_guess(output: np.ndarray, reference: np.ndarray) -> np.ndarray | None:
@@ -346,7 +301,7 @@ def fit_output_geometry(
         f = 0.5**level
         if min(oh, ow) * f < 32:
             continue
-        small = _scaled_affine(m, f).astype(np.float32)
+        small = rescale(m, f).astype(np.float32)
         try:
             # OpenCV's stubs want a mask array when gaussFiltSize is given; None means no mask
             _, small = cv2.findTransformECC(  # type: ignore[call-overload]
@@ -360,7 +315,7 @@ def fit_output_geometry(
             )
         except cv2.error:  # did not converge on this level; keep the estimate so far
             continue
-        m = _scaled_affine(small.astype(np.float64), 1.0 / f)
+        m = rescale(small.astype(np.float64), 1.0 / f)
     return m
 
 
@@ -434,9 +389,9 @@ def stabilization_error_against_truth(
     (oh, ow), (ih, iw) = first_out.shape, first_in.shape
     m0 = fit_output_geometry(first_out, first_in)
     dx0, dy0, rot0 = motion[0]
-    steady_to_0_inv = np.linalg.inv(_h3(camera_matrix(dx0, dy0, rot0, (iw, ih))))
+    steady_to_0_inv = np.linalg.inv(homogeneous(camera_matrix(dx0, dy0, rot0, (iw, ih))))
     maps = [
-        (_h3(camera_matrix(dx, dy, rot, (iw, ih))) @ steady_to_0_inv @ _h3(m0))[:2]
+        (homogeneous(camera_matrix(dx, dy, rot, (iw, ih))) @ steady_to_0_inv @ homogeneous(m0))[:2]
         for dx, dy, rot in motion
     ]
     x0, y0, x1, y1 = _common_valid_box(maps, (ow, oh), (iw, ih), round(margin_fraction * ow))

@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from skylapse.processing import srgb
+from skylapse.imaging import srgb
 from skylapse.processing.encode import write_image
 
 __all__ = ["ContactSheet", "KeogramBuilder", "centre_band", "keogram", "write_png"]

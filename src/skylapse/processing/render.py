@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from skylapse.exif import read_skylapse_metadata
+from skylapse.imaging import srgb
 from skylapse.processing import (
     colour,
     deflicker,
@@ -42,7 +43,6 @@ from skylapse.processing import (
     lens,
     previews,
     sources,
-    srgb,
     stabilize,
 )
 from skylapse.processing.streaming import SinkThread, prefetch

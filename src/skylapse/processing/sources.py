@@ -21,7 +21,7 @@ API
     (``PIL.Image.MAX_IMAGE_PIXELS``, refusing twice that many pixels) turns the header down.
 
 ``read_frame(path) -> ndarray``
-    Full-resolution frame in the pipeline convention (:mod:`skylapse.processing.srgb`):
+    Full-resolution frame in the pipeline convention (:mod:`skylapse.imaging.srgb`):
     uint16 (H, W, 3) RGB, sRGB-encoded. 8-bit sources are scaled by 257, 16-bit TIFF/PNG kept,
     grayscale expanded to three channels, alpha dropped, EXIF orientation applied, DNG
     demosaiced by LibRaw (rawpy) to 16-bit sRGB with the as-shot white balance and *no* per-frame
@@ -74,7 +74,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, TiffImagePlugin, UnidentifiedImageError
 
-from skylapse.processing import srgb
+from skylapse.imaging import srgb
 
 __all__ = [
     "SUPPORTED_SUFFIXES",

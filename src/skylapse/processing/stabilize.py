@@ -42,7 +42,6 @@ Ishikawa & Baker 2004, "The template update problem", IEEE TPAMI 26(6)).
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,45 +50,15 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from skylapse.imaging.affine import compose, invert, rescale
+from skylapse.imaging.pyramid import from_level, gaussian_pyramid, to_level
+from skylapse.imaging.scratch import ScratchBuffer
+
 Mode = Literal["tripod", "smooth"]
 Model = Literal["similarity", "affine"]
 
 _TUKEY_C = 4.685
 _MAD_TO_SIGMA = 1.4826
-
-
-# ---------------------------------------------------------------------------------------------
-# 2x3 affine helpers
-# ---------------------------------------------------------------------------------------------
-
-
-def _h(m: np.ndarray) -> np.ndarray:
-    out = np.eye(3)
-    out[:2] = m
-    return out
-
-
-def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
-    """The 2x3 transform ``outer ∘ inner`` (apply ``inner`` first)."""
-    return (_h(outer) @ _h(inner))[:2]
-
-
-def invert(m: np.ndarray) -> np.ndarray:
-    """The inverse of a 2x3 affine transform."""
-    return cv2.invertAffineTransform(np.asarray(m, dtype=np.float64))
-
-
-def _resize_matrix(factor: float) -> np.ndarray:
-    """Pixel-centre coordinates of an image resized by ``factor`` with its edges kept aligned
-    (``cv2.resize`` with INTER_AREA, JPEG DCT scaling): ``x' = (x + 0.5) * factor - 0.5``."""
-    o = 0.5 * factor - 0.5
-    return np.array([[factor, 0.0, o], [0.0, factor, o]])
-
-
-def rescale_transform(m: np.ndarray, factor: float) -> np.ndarray:
-    """Express transform ``m`` in the coordinates of the image resized by ``factor``."""
-    d = _resize_matrix(factor)
-    return compose(d, compose(m, invert(d)))
 
 
 def _params_to_matrix(p: np.ndarray, model: Model) -> np.ndarray:
@@ -146,7 +115,8 @@ def _sample_bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndar
     i = y0 * w + x0
     top = flat.take(i) * (1 - fx) + flat.take(i + 1) * fx
     bottom = flat.take(i + w) * (1 - fx) + flat.take(i + w + 1) * fx
-    return top * (1 - fy) + bottom * fy
+    sampled: np.ndarray = top * (1 - fy) + bottom * fy
+    return sampled
 
 
 def _warp_bilinear(
@@ -166,19 +136,6 @@ def _warp_bilinear(
     x = np.add.outer(m[0, 1] * ys + m[0, 2], m[0, 0] * xs)
     y = np.add.outer(m[1, 1] * ys + m[1, 2], m[1, 0] * xs)
     return _sample_bilinear(image, x, y).astype(np.float32)
-
-
-def _pyramid(gray: np.ndarray, levels: int) -> list[np.ndarray]:
-    pyr = [gray]
-    for _ in range(levels - 1):
-        pyr.append(cv2.pyrDown(pyr[-1]))
-    return pyr
-
-
-def _level_matrix(level: int) -> np.ndarray:
-    # cv2.pyrDown centres its output pixel i on input pixel 2i: x_{l+1} = x_l / 2
-    s = 0.5**level
-    return np.array([[s, 0.0, 0.0], [0.0, s, 0.0]])
 
 
 def _select_points(
@@ -241,7 +198,7 @@ class _Template:
         points: int,
     ) -> None:
         self.model = model
-        self.pyramid = _pyramid(gray, levels)
+        self.pyramid = gaussian_pyramid(gray, levels)
         self.levels: list[_Level] = []
         for lvl, img in enumerate(self.pyramid):
             lh, lw = img.shape
@@ -268,8 +225,7 @@ class _Template:
         warp = np.asarray(init, dtype=np.float64)
         fit = _Fit(warp, 0.0, 1.0, 0.0, 0.0)
         for lvl in range(len(self.levels) - 1, -1, -1):
-            d = _level_matrix(lvl)
-            warp_l = compose(d, compose(warp, invert(d)))
+            warp_l = to_level(warp, lvl)
             fit = self._align_level(
                 self.levels[lvl],
                 image_pyramid[lvl],
@@ -277,7 +233,7 @@ class _Template:
                 iterations,
                 tolerance * 2.0**lvl,
             )
-            warp = compose(invert(d), compose(fit.warp, d))
+            warp = from_level(fit.warp, lvl)
             fit.warp = warp
         return fit
 
@@ -377,7 +333,7 @@ def estimate_transform(
     usable = np.ones(ref.shape, bool) if mask is None else np.asarray(mask).astype(bool)
     template = _Template(ref, usable, levels, model, points)
     start = np.eye(2, 3) if init is None else invert(init)
-    fit = template.align(_pyramid(img, levels), start)
+    fit = template.align(gaussian_pyramid(img, levels), start)
     return invert(fit.warp)
 
 
@@ -471,7 +427,8 @@ def common_crop(
 
     def height_at(cx: np.ndarray, cy: np.ndarray) -> np.ndarray:
         slack = offsets_a[None, :] - (cx[:, None] * normals_a[:, 0] + cy[:, None] * normals_a[:, 1])
-        return (slack / reach[None, :]).min(axis=1)
+        heights: np.ndarray = (slack / reach[None, :]).min(axis=1)
+        return heights
 
     cx, cy = (width - 1) / 2, (height - 1) / 2
     step = max(width, height) / 8
@@ -531,17 +488,9 @@ def output_matrix(
     return compose(invert(transform), out_to_ref)
 
 
-_scratch_buffers = threading.local()
-
-
-def _scratch(name: str, shape: tuple[int, int], like: np.ndarray) -> np.ndarray:
-    """A per-thread RGBA buffer of ``shape`` and ``like``'s dtype, reused across calls."""
-    key = (name, shape, like.dtype.str)
-    buf = getattr(_scratch_buffers, name, None)
-    if buf is None or buf[0] != key:
-        buf = (key, np.empty((*shape, 4), like.dtype))
-        setattr(_scratch_buffers, name, buf)
-    return buf[1]
+#: The RGBA buffers of ``warp_frame``, reused from frame to frame (per thread).
+_RGBA_IN = ScratchBuffer()
+_RGBA_OUT = ScratchBuffer()
 
 
 def warp_frame(
@@ -566,13 +515,14 @@ def warp_frame(
     if frame.ndim == 3 and frame.shape[2] == 3:
         # The two RGBA buffers are reused from frame to frame (per thread): two fresh 16 MB
         # arrays per 1080p frame would cost page faults and fragment the heap.
-        rgba = cv2.cvtColor(frame, cv2.COLOR_RGB2RGBA, dst=_scratch("in", frame.shape[:2], frame))
+        rgba_in = _RGBA_IN.get((*frame.shape[:2], 4), frame.dtype)
+        rgba = cv2.cvtColor(frame, cv2.COLOR_RGB2RGBA, dst=rgba_in)
         out_shape = (out_size[1], out_size[0])
         out = cv2.warpAffine(
             rgba,
             m,
             out_size,
-            dst=_scratch("out", out_shape, frame),
+            dst=_RGBA_OUT.get((*out_shape, 4), frame.dtype),
             flags=flags,
             borderMode=cv2.BORDER_REPLICATE,
         )
@@ -641,7 +591,7 @@ class MotionTracker:
     def add(self, gray: np.ndarray) -> None:
         """Register the next frame (reduced-resolution gray, see the class docstring)."""
         img = _gray_float(np.asarray(gray))
-        pyr = _pyramid(img, self.levels)
+        pyr = gaussian_pyramid(img, self.levels)
         if self._template is None:
             self._anchor(img, np.eye(2, 3))
             self._to_stab.append(np.eye(2, 3))
@@ -670,7 +620,7 @@ class MotionTracker:
         """Stabilizing transforms of all frames so far, full-resolution pixel coordinates."""
         if self._warmup_frames is not None and len(self._warmup_frames) > 1:
             self._finish_warmup()
-        full = [rescale_transform(m, self.scale) for m in self._to_stab]
+        full = [rescale(m, self.scale) for m in self._to_stab]
         if self.mode == "smooth":
             return smooth_trajectory(full, self.smooth_radius)
         return full
@@ -686,7 +636,9 @@ class MotionTracker:
                 usable = (valid if valid is not None else True) & (motion <= np.median(motion))
         return usable
 
-    def _anchor(self, gray: np.ndarray, key_to_ref: np.ndarray, valid=None) -> None:
+    def _anchor(
+        self, gray: np.ndarray, key_to_ref: np.ndarray, valid: np.ndarray | None = None
+    ) -> None:
         self._key_gray = gray
         self._key_to_ref = key_to_ref
         self._template = _Template(
@@ -725,14 +677,13 @@ class MotionTracker:
         assert self._template is not None
         key = self._template.pyramid[-1]
         lvl = self.levels - 1
-        d = _level_matrix(lvl)
-        warp_l = compose(d, compose(fit.warp, invert(d)))
+        warp_l = to_level(fit.warp, lvl)
         h, w = key.shape
         aligned = _warp_bilinear(coarse, warp_l, (w, h))
         resid = cv2.absdiff((aligned - np.float32(fit.offset)) / np.float32(fit.gain), key)
         resid = cv2.blur(resid, (5, 5))
         noise = float(np.median(resid)) + 1e-6
-        score = resid / noise
+        score = (resid / noise).astype(np.float32, copy=False)  # float32 already: no copy
         if self._motion is None:
             self._motion = score
         else:
@@ -763,8 +714,7 @@ class MotionTracker:
         average = np.where(valid, total / np.maximum(count, 1e-6), 0).astype(np.float32)
         if self.mode == "smooth" and self._motion is not None:
             move = compose(ref_to_key, self._key_to_ref)  # old keyframe canvas -> new one
-            d = _level_matrix(self.levels - 1)
-            move_l = compose(d, compose(move, invert(d)))
+            move_l = to_level(move, self.levels - 1)
             mh, mw = self._motion.shape
             self._motion = _warp_bilinear(self._motion, invert(move_l), (mw, mh))
         self._anchor(average, key_to_ref, valid)
@@ -781,5 +731,5 @@ class MotionTracker:
         start = invert(self._key_to_ref)
         for i in range(1, len(frames)):
             init = invert(compose(start, self._to_stab[i]))
-            fit = self._template.align(_pyramid(frames[i], self.levels), init)
+            fit = self._template.align(gaussian_pyramid(frames[i], self.levels), init)
             self._to_stab[i] = compose(self._key_to_ref, invert(fit.warp))

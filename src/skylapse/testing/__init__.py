@@ -2,14 +2,16 @@
 
 - :mod:`skylapse.testing.sequence`: :class:`SequenceSpec` and :func:`generate_sequence`, which
   writes a sunset with flicker, exposure steps, shake and noise to a folder;
-- :mod:`skylapse.testing.truth`: :class:`SequenceTruth` / :class:`FrameTruth` (``truth.json``)
-  and :func:`central_log2_luminance`, the brightness the truth is stated in.
+- :mod:`skylapse.testing.truth`: :class:`SequenceTruth` / :class:`FrameTruth` (``truth.json``);
+- :func:`central_log2_luminance` (from :mod:`skylapse.imaging.luma`), the brightness the truth
+  is stated in.
 
 Nothing in the services imports this package.
 """
 
+from skylapse.imaging.luma import central_log2_luminance
 from skylapse.testing.sequence import SequenceSpec, generate_sequence
-from skylapse.testing.truth import FrameTruth, SequenceTruth, central_log2_luminance
+from skylapse.testing.truth import FrameTruth, SequenceTruth
 
 __all__ = [
     "FrameTruth",

@@ -20,9 +20,10 @@ import cv2
 import numpy as np
 
 from skylapse.exif import exif_bytes, with_exif_jpeg, with_exif_png
+from skylapse.imaging.luma import luminance
 from skylapse.processing.streaming import prefetch
 from skylapse.scene import cloud_layer, mountain_scene, render_frame
-from skylapse.testing.truth import LUMA_WEIGHTS, FrameTruth, SequenceTruth
+from skylapse.testing.truth import FrameTruth, SequenceTruth
 
 #: Exposure of the first frame, as recorded in EXIF.
 BASE_EXPOSURE_TIME_S = 1 / 250
@@ -208,7 +209,7 @@ class _FrameWriter:
             sun_altitude_deg=float(plan.altitudes[i]),
             clouds=self.clouds,
         )
-        centre = lin[self.centre] @ LUMA_WEIGHTS
+        centre = luminance(lin[self.centre])
         gain = 2.0 ** plan.target_log2[i] / max(float(centre.mean()), 1e-9)
         true_log2 = float(np.log2(max(float(np.minimum(centre * gain, 1.0).mean()), 1e-12)))
         rgb8 = self._camera(lin, i, gain * 2.0 ** (plan.flicker[i] + plan.step_error[i]))

@@ -1,8 +1,9 @@
-"""Ground truth of a synthetic sequence, and the brightness measure it is stated in.
+"""Ground truth of a synthetic sequence.
 
 :class:`SequenceTruth` is what :func:`skylapse.testing.generate_sequence` did to every frame
 (written as ``truth.json`` next to the frames); the bench and the processing tests compare what a
-render recovers against it (:mod:`skylapse.processing.measure`).
+render recovers against it (:mod:`skylapse.processing.measure`). Its brightness is stated in
+:func:`skylapse.imaging.luma.central_log2_luminance`.
 """
 
 from __future__ import annotations
@@ -13,23 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-#: Rec. 709 / sRGB luminance weights.
-LUMA_WEIGHTS = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
-
-
-def central_log2_luminance(linear: np.ndarray, fraction: float = 0.5) -> float:
-    """log2 of the mean linear luminance of the central ``fraction`` (per axis) of a frame.
-
-    This is the brightness the ground truth and the bench's flicker metric compare: the log of
-    the mean (not the mean of the log) so that dark pixels and noise do not dominate.
-    """
-    h, w = linear.shape[:2]
-    y0, y1 = round(h * (1 - fraction) / 2), round(h * (1 + fraction) / 2)
-    x0, x1 = round(w * (1 - fraction) / 2), round(w * (1 + fraction) / 2)
-    region = linear[y0:y1, x0:x1]
-    lum = region @ LUMA_WEIGHTS if region.ndim == 3 else region
-    return float(np.log2(max(float(lum.mean()), 1e-12)))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from skylapse.processing import srgb
+from skylapse.imaging import srgb
 
 #: ``GET /frames/{id}/image?size=``: named widths (``full`` = the file as stored).
 IMAGE_SIZES = {"thumb": 320, "preview": 960, "full": None}

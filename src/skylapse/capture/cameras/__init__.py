@@ -7,7 +7,7 @@ Public API (details in each module):
   ``autofocus``, ``close``), :class:`CameraCapability`, :class:`CaptureSettings`,
   :class:`CameraConfig`, :class:`Frame`, :class:`FrameMetadata`, :func:`bracket_exposures`.
   Frame pixels: uint16 (H, W, 3) RGB, sRGB-encoded 0..65535 after white balance (the pipeline
-  convention of ``skylapse.processing.srgb``).
+  convention of ``skylapse.imaging.srgb``).
 - ``factory``: :class:`CameraFactory` (``auto_detect_camera()``, ``create(name)``).
 - backends: :class:`Picamera2Camera`, :class:`UsbCamera`, :class:`SimulatedCamera`,
   :class:`ReplayCamera`.

@@ -11,11 +11,12 @@ thread so the capture loop's other tasks keep running)::
     bracket = await camera.capture_hdr_sequence(settings, ev_offsets=(-2, 0, 2))
     await camera.close()
 
-Frame pixels follow the pipeline convention (``skylapse.processing.srgb``): ``uint16`` arrays of
+Frame pixels follow the pipeline convention (``skylapse.imaging.srgb``): ``uint16`` arrays of
 shape ``(H, W, 3)``, RGB order, sRGB-encoded over 0..65535, after the camera's white balance.
 Photometric consumers (metering, exposure control) go back to linear light with
-``srgb.to_linear`` / ``srgb.luma``. Real cameras deliver 8-bit ISP output, which is widened by
-``srgb.to_uint16``; the simulated camera quantises at its sensor bit depth and encodes exactly.
+``srgb.to_linear`` / ``luma.linear_luminance`` (both in :mod:`skylapse.imaging`). Real cameras
+deliver 8-bit ISP output, which is widened by ``srgb.to_uint16``; the simulated camera quantises
+at its sensor bit depth and encodes exactly.
 """
 
 from __future__ import annotations

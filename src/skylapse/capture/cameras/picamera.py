@@ -31,7 +31,7 @@ from skylapse.capture.cameras.base import (
 )
 from skylapse.capture.cameras.profiles import CameraProfile, profile_for_sensor
 from skylapse.capture.clock import Clock
-from skylapse.processing.srgb import to_uint16
+from skylapse.imaging.srgb import to_uint16
 
 # libcamera.controls.AfModeEnum values, used as plain ints so libcamera need not be imported
 AF_MODE_MANUAL = 0

@@ -26,7 +26,7 @@ from skylapse.capture.cameras.base import (
 )
 from skylapse.capture.cameras.profiles import CameraProfile, builtin_profile
 from skylapse.capture.clock import Clock
-from skylapse.processing.srgb import to_uint16
+from skylapse.imaging.srgb import to_uint16
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 

@@ -64,7 +64,7 @@ from skylapse.capture.cameras.base import (
 from skylapse.capture.cameras.focus import contrast_autofocus, focus_score
 from skylapse.capture.cameras.profiles import CameraProfile, builtin_profile
 from skylapse.capture.clock import Clock
-from skylapse.processing import srgb
+from skylapse.imaging import srgb
 from skylapse.scene import CloudLayer, MountainScene, cloud_layer, mountain_scene, render_frame
 
 #: Distance of the cloud deck along the line of sight, for turning wind speed into pixels.

@@ -32,7 +32,7 @@ from skylapse.capture.cameras.base import (
 )
 from skylapse.capture.cameras.profiles import CameraProfile, builtin_profile
 from skylapse.capture.clock import Clock
-from skylapse.processing.srgb import to_uint16
+from skylapse.imaging.srgb import to_uint16
 
 V4L2_EXPOSURE_MANUAL = 1
 V4L2_EXPOSURE_AUTO = 3
