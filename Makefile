@@ -57,7 +57,7 @@ test: $(BIN)/skylapse system-deps lint
 
 # The pure suite: no system programs, no root.
 test-pure: $(BIN)/skylapse
-	$(BIN)/pytest -m "not system"
+	$(BIN)/pytest -m "not system" -n auto --dist loadfile
 
 # The suite on the newest versions pyproject.toml allows, not the lock: catches the next major
 # release on purpose. CI runs it when SKYLAPSE_LATEST=1.

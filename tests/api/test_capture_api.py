@@ -386,7 +386,17 @@ def test_schedule_of_a_day_and_the_phase_now(station):
 
 def test_status_health_and_metrics_after_capturing(station):
     client, _, _ = station
-    client.post("/capture", headers=AUTH, json={})
+    # a session of its own (latencies, autofocus) and manual frames: the module's other tests may
+    # or may not have run first
+    r = client.post("/sessions", headers=AUTH, json={"interval_s": 0.2, "max_frames": 4})
+    sid = r.json()["session_id"]
+
+    def ended() -> bool:
+        rows = client.get("/sessions", headers=AUTH).json()
+        return any(row["id"] == sid and row["ended_at"] for row in rows)
+
+    wait_for(ended, what="the session's end")
+    assert client.post("/capture", headers=AUTH, json={}).status_code == 200
     status = client.get("/status", headers=AUTH).json()
     for key in (
         "state",
