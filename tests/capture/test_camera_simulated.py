@@ -255,15 +255,18 @@ def test_sharpness_peaks_at_the_calibrated_lens_position():
     assert frame.metadata.focus_score == pytest.approx(focus_score(frame.pixels))
 
 
-def test_autofocus_finds_infinity_quickly_at_1080p():
+def test_autofocus_finds_infinity_at_1080p_from_one_rendered_instant():
+    """What keeps the search fast (bench/capture_bench.py times it): the scene is rendered once
+    and every lens position re-runs only the lens and sensor on the AF window."""
     cam = camera(SimulatedClock(when_sun_at(25)), size=(1920, 1080))
     cam.lens_position = 6.0
-    start = time.perf_counter()
+    renders = []
+    render = cam.render_radiance
+    cam.render_radiance = lambda *a, **k: renders.append(a) or render(*a, **k)  # type: ignore[method-assign]
     position = asyncio.run(cam.autofocus())
-    elapsed = time.perf_counter() - start
     assert position == pytest.approx(cam.profile.focus.infinity_lens_position, abs=0.15)
     assert cam.lens_position == position
-    assert elapsed < 2.0
+    assert len(renders) == 1
 
 
 def test_fixed_infinity_profile_parks_the_lens():
