@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException, params
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -162,6 +162,19 @@ def create_service_app(
     app.state.require_media_token = media_auth(token)
     app.state.token = token
     app.state.metrics = metrics
+    _add_middleware(app, cors_origins, max_body_bytes)
+    install_error_handlers(app)
+    _add_health_route(app, service, health_checks, started)
+    token_required = [Depends(require_token)]
+    _add_metrics_route(app, metrics, token_required)
+    _add_docs_routes(app, title, [] if public_docs else token_required)
+    if dashboard_dir is not None:
+        mount_dashboard(app, dashboard_dir)
+    return app
+
+
+def _add_middleware(app: FastAPI, cors_origins: Sequence[str], max_body_bytes: int) -> None:
+    """CORS when origins are configured, the body-size bound, and correlation ids."""
     # Added last = outermost: the correlation id also covers 413s and CORS preflights.
     if cors_origins:
         app.add_middleware(
@@ -173,8 +186,30 @@ def create_service_app(
         )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(CorrelationIdMiddleware)
-    install_error_handlers(app)
-    docs_deps = [] if public_docs else [Depends(require_token)]
+
+
+def _health_report(
+    service: str, checks: Mapping[str, Callable[[], Check]], started: float
+) -> HealthReport:
+    """Run the service's named checks into a report, absolute paths hidden (see
+    :func:`hide_paths`); ``started`` is the service's start on the ``time.monotonic`` clock."""
+    results = {
+        name: check.model_copy(update={"detail": hide_paths(check.detail)})
+        for name, check in run_checks(checks).items()
+    }
+    return HealthReport(
+        service=service,
+        status=worst([c.status for c in results.values()]),
+        version=skylapse.__version__,
+        uptime_s=round(time.monotonic() - started, 3),
+        checks=results,
+    )
+
+
+def _add_health_route(
+    app: FastAPI, service: str, checks: Mapping[str, Callable[[], Check]], started: float
+) -> None:
+    """``GET /health``, without a token: 200 while no check fails, 503 when one does."""
 
     @app.get(
         "/health",
@@ -184,42 +219,39 @@ def create_service_app(
         responses={503: {"model": HealthReport, "description": "a check is failing"}},
     )
     def health() -> JSONResponse:
-        checks = {
-            name: check.model_copy(update={"detail": hide_paths(check.detail)})
-            for name, check in run_checks(health_checks).items()
-        }
-        report = HealthReport(
-            service=service,
-            status=worst([c.status for c in checks.values()]),
-            version=skylapse.__version__,
-            uptime_s=round(time.monotonic() - started, 3),
-            checks=checks,
-        )
+        report = _health_report(service, checks, started)
         code = 503 if report.status == "failing" else 200
         return JSONResponse(report.model_dump(), status_code=code)
+
+
+def _add_metrics_route(
+    app: FastAPI, metrics: ServiceMetrics, dependencies: Sequence[params.Depends]
+) -> None:
+    """``GET /metrics``, behind ``dependencies`` (the token): the service's metrics in
+    Prometheus' text format."""
 
     @app.get(
         "/metrics",
         tags=["service"],
         summary="Prometheus metrics",
-        dependencies=[Depends(require_token)],
+        dependencies=dependencies,
         response_class=Response,
         responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
     )
     def prometheus_metrics() -> Response:
         return Response(metrics.exposition(), media_type=EXPOSITION_CONTENT_TYPE)
 
-    @app.get("/openapi.json", include_in_schema=False, dependencies=docs_deps)
+
+def _add_docs_routes(app: FastAPI, title: str, dependencies: Sequence[params.Depends]) -> None:
+    """``GET /openapi.json`` and the Swagger UI at ``GET /docs``, behind ``dependencies``."""
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=dependencies)
     def openapi_document() -> JSONResponse:
         return JSONResponse(app.openapi())
 
-    @app.get("/docs", include_in_schema=False, dependencies=docs_deps)
+    @app.get("/docs", include_in_schema=False, dependencies=dependencies)
     def swagger_ui() -> HTMLResponse:
         return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{title} - docs")
-
-    if dashboard_dir is not None:
-        mount_dashboard(app, dashboard_dir)
-    return app
 
 
 def mount_dashboard(app: FastAPI, folder: Path) -> bool:

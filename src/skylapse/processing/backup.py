@@ -27,7 +27,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -117,6 +117,15 @@ def _b64(digest: bytes) -> str:
 
 def _etag(value: str | None) -> str:
     return (value or "").strip('"')
+
+
+def _multipart_checksums(
+    part_sha256: Sequence[bytes], part_md5: Sequence[bytes]
+) -> tuple[str, str]:
+    """A multipart object's composite SHA-256 (base64 of the SHA-256 of the parts' digests) and
+    its ETag (hex MD5 of the parts' MD5 digests, ``-`` and the number of parts)."""
+    composite = _b64(hashlib.sha256(b"".join(part_sha256)).digest())
+    return composite, f"{hashlib.md5(b''.join(part_md5)).hexdigest()}-{len(part_md5)}"
 
 
 @dataclass
@@ -237,8 +246,7 @@ class S3Backup:
             data_sha = part_sha[0] if part_sha else hashlib.sha256().digest()
             md5 = part_md5[0].hex() if part_md5 else hashlib.md5().hexdigest()
             return whole.hexdigest(), _b64(data_sha), md5, n
-        composite = _b64(hashlib.sha256(b"".join(part_sha)).digest())
-        etag = f"{hashlib.md5(b''.join(part_md5)).hexdigest()}-{n}"
+        composite, etag = _multipart_checksums(part_sha, part_md5)
         return whole.hexdigest(), composite, etag, n
 
     def _verified_existing(self, path: Path, key: str, size: int) -> UploadResult | None:
@@ -315,42 +323,90 @@ class S3Backup:
     def _put_multipart(
         self, path: Path, key: str, size: int, expected_sha256: str | None
     ) -> UploadResult:
+        """Send ``path`` in parts (resuming an upload begun from this state folder), complete
+        the object only from the archived bytes, and verify what the store made of it."""
+        state, remote = self._open_multipart(key, size, expected_sha256)
+        result = UploadResult(key, size, "", "", None)
+        completed, composite, etag = self._send_parts(path, key, state, remote, result)
+        if expected_sha256 is not None and result.sha256 != expected_sha256:
+            # never complete an object from bytes that are not the archived ones
+            self._abort(state)
+            self._state_path(key).unlink(missing_ok=True)
+            raise LocalFileChanged(f"{path}: SHA-256 differs from the archive's record")
+        self._call(
+            "complete_multipart_upload",
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=state["upload_id"],
+            MultipartUpload={"Parts": completed},
+        )
+        head = self._verify(key, size, composite, etag)
+        self._state_path(key).unlink(missing_ok=True)
+        result.etag = _etag(head.get("ETag"))
+        result.checksum_sha256 = head.get("ChecksumSHA256")
+        log.info(
+            "multipart upload verified",
+            key=key,
+            parts=len(completed),
+            uploaded=len(result.parts_uploaded),
+            reused=len(result.parts_reused),
+        )
+        return result
+
+    def _open_multipart(
+        self, key: str, size: int, expected_sha256: str | None
+    ) -> tuple[dict[str, Any], dict[int, str]]:
+        """The saved upload of ``key`` and the parts the store holds (number -> ETag), or a new
+        upload with none: a saved one for another size or part size is aborted, one the store
+        no longer knows (expired or aborted there) is started again."""
         from botocore.exceptions import ClientError
 
         state = self._load_state(key)
         if state and (state["size"] != size or state["part_size"] != self.part_size):
             self._abort(state)
             state = None
-        remote: dict[int, str] = {}
         if state:
             try:
                 remote = self._list_parts(key, state["upload_id"])
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
                     raise
-                state = None  # expired or aborted on the store: start again
-        if not state:
-            created = self._call(
-                "create_multipart_upload",
-                Bucket=self.bucket,
-                Key=key,
-                ChecksumAlgorithm="SHA256",
-                Metadata={"sha256": expected_sha256} if expected_sha256 else {},
-            )
-            state = {
-                "bucket": self.bucket,
-                "key": key,
-                "upload_id": created["UploadId"],
-                "size": size,
-                "part_size": self.part_size,
-                "parts": {},
-            }
-            self._save_state(key, state)
-            log.info("multipart upload started", key=key, size=size)
-        else:
-            log.info("multipart upload resumed", key=key, parts_on_store=len(remote))
+            else:
+                log.info("multipart upload resumed", key=key, parts_on_store=len(remote))
+                return state, remote
+        created = self._call(
+            "create_multipart_upload",
+            Bucket=self.bucket,
+            Key=key,
+            ChecksumAlgorithm="SHA256",
+            Metadata={"sha256": expected_sha256} if expected_sha256 else {},
+        )
+        state = {
+            "bucket": self.bucket,
+            "key": key,
+            "upload_id": created["UploadId"],
+            "size": size,
+            "part_size": self.part_size,
+            "parts": {},
+        }
+        self._save_state(key, state)
+        log.info("multipart upload started", key=key, size=size)
+        return state, {}
 
-        result = UploadResult(key, size, "", "", None)
+    def _send_parts(
+        self,
+        path: Path,
+        key: str,
+        state: dict[str, Any],
+        remote: Mapping[int, str],
+        result: UploadResult,
+    ) -> tuple[list[dict[str, Any]], str, str]:
+        """Every part of ``path`` into the upload of ``state``, but those the store holds with
+        the same MD5 (``remote``); each part goes into the state file once it is stored.
+
+        Fills ``result``'s SHA-256 and part lists; returns the parts for
+        ``complete_multipart_upload``, and the object's composite checksum and ETag.
+        """
         whole = hashlib.sha256()
         completed, part_sha, part_md5 = [], [], []
         with open(path, "rb") as f:
@@ -365,19 +421,7 @@ class S3Backup:
                     result.parts_reused.append(number)
                     etag = remote[number]
                 else:
-                    response = self._call(
-                        "upload_part",
-                        Bucket=self.bucket,
-                        Key=key,
-                        UploadId=state["upload_id"],
-                        PartNumber=number,
-                        Body=chunk,
-                        ChecksumAlgorithm="SHA256",
-                        ChecksumSHA256=_b64(sha),
-                    )
-                    etag = _etag(response["ETag"])
-                    if _MD5_ETAG.match(etag) and etag != md5:
-                        raise BackupError(f"{key} part {number}: ETag {etag} is not MD5 {md5}")
+                    etag = self._upload_part(key, state["upload_id"], number, chunk, sha, md5)
                     result.parts_uploaded.append(number)
                 state["parts"][str(number)] = {"etag": etag, "sha256": sha.hex(), "md5": md5}
                 self._save_state(key, state)
@@ -386,34 +430,28 @@ class S3Backup:
                 )
                 if self.on_part is not None:
                     self.on_part(key, number)
-
         result.sha256 = whole.hexdigest()
-        if expected_sha256 is not None and result.sha256 != expected_sha256:
-            # never complete an object from bytes that are not the archived ones
-            self._abort(state)
-            self._state_path(key).unlink(missing_ok=True)
-            raise LocalFileChanged(f"{path}: SHA-256 differs from the archive's record")
-        self._call(
-            "complete_multipart_upload",
+        return completed, *_multipart_checksums(part_sha, part_md5)
+
+    def _upload_part(
+        self, key: str, upload_id: str, number: int, chunk: bytes, sha: bytes, md5: str
+    ) -> str:
+        """Send one part with its SHA-256 (the store checks it); returns its ETag, which must be
+        the part's hex ``md5`` when it has the form of an MD5."""
+        response = self._call(
+            "upload_part",
             Bucket=self.bucket,
             Key=key,
-            UploadId=state["upload_id"],
-            MultipartUpload={"Parts": completed},
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=chunk,
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=_b64(sha),
         )
-        composite = _b64(hashlib.sha256(b"".join(part_sha)).digest())
-        etag = f"{hashlib.md5(b''.join(part_md5)).hexdigest()}-{len(part_md5)}"
-        head = self._verify(key, size, composite, etag)
-        self._state_path(key).unlink(missing_ok=True)
-        result.etag = _etag(head.get("ETag"))
-        result.checksum_sha256 = head.get("ChecksumSHA256")
-        log.info(
-            "multipart upload verified",
-            key=key,
-            parts=len(completed),
-            uploaded=len(result.parts_uploaded),
-            reused=len(result.parts_reused),
-        )
-        return result
+        etag = _etag(response["ETag"])
+        if _MD5_ETAG.match(etag) and etag != md5:
+            raise BackupError(f"{key} part {number}: ETag {etag} is not MD5 {md5}")
+        return etag
 
     def _list_parts(self, key: str, upload_id: str) -> dict[int, str]:
         parts: dict[int, str] = {}

@@ -188,33 +188,69 @@ def temporal_denoise(
     small = list(reduced) if reduced is not None else [reduce_for_motion(f) for f in frames]
     if len(small) != len(frames):
         raise ValueError("reduced must hold one image per frame")
-    centre_small = small[centre]
+    sigma_small = _reduced_noise_sigma(centre_frame, small[centre], noise_sigma)
+    neighbours = [i for i in range(len(frames)) if i != centre]
+    weights, total = _neighbour_weights(small, centre, neighbours, sigma_small, strength)
+    scratch = scratch if scratch is not None else DenoiseScratch()
+    return _blend(frames, centre, neighbours, weights, total, scratch)
 
+
+def _reduced_noise_sigma(
+    centre_frame: np.ndarray, centre_small: np.ndarray, noise_sigma: float | None
+) -> float:
+    """The noise standard deviation of the reduced centre image (``reduce_for_motion``).
+
+    Estimated from that image, or derived from ``noise_sigma`` (one full-resolution sample of
+    one channel, white): the reduced pixel is the mean of ``4 * channels`` samples.
+    """
     if noise_sigma is None:
         sigma_small = estimate_noise_sigma(centre_small)
     else:
         channels = 1 if centre_frame.ndim == 2 else centre_frame.shape[2]
         sigma_small = float(noise_sigma) / (2.0 * np.sqrt(channels))  # mean of 4 * channels
     # A floor of a quarter of a uint16 step keeps noiseless synthetic input well defined.
-    sigma_small = max(sigma_small, 0.25)
+    return max(sigma_small, 0.25)
+
+
+def _neighbour_weights(
+    small: Sequence[np.ndarray],
+    centre: int,
+    neighbours: Sequence[int],
+    sigma_small: float,
+    strength: float,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each neighbour's non-local-means weight per reduced pixel (the centre's is 1), and the
+    sum of all weights, the centre's included (float32, reduced resolution)."""
     expected = 2.0 * sigma_small**2  # E[D] for a static patch
     h2 = (2.0 * strength * sigma_small) ** 2
-
-    neighbours = [i for i in range(len(frames)) if i != centre]
     weights = []
     for i in neighbours:
-        excess = cv2.max(_patch_distance(centre_small, small[i]) - expected, 0.0)
+        excess = cv2.max(_patch_distance(small[centre], small[i]) - expected, 0.0)
         weights.append(cv2.exp(excess * np.float32(-1.0 / h2)))
     total = weights[0] + 1.0
     for wt in weights[1:]:
         total += wt
+    return weights, total
 
-    scratch = scratch if scratch is not None else DenoiseScratch()
+
+def _blend(
+    frames: Sequence[np.ndarray],
+    centre: int,
+    neighbours: Sequence[int],
+    weights: Sequence[np.ndarray],
+    total: np.ndarray,
+    scratch: DenoiseScratch,
+) -> np.ndarray:
+    """The weighted mean of the frames at full resolution, in uint16 fixed point (a new array).
+
+    The weights are normalised by ``total`` into 1/16384 units and upsampled bilinearly; the
+    centre takes what the rounded neighbours leave, so that the weights at each reduced pixel
+    sum to exactly one.
+    """
+    centre_frame = frames[centre]
     weight_full = scratch.get("weight", centre_frame.shape)
     term = scratch.get("term", centre_frame.shape)
     out = np.empty_like(centre_frame)
-    # Fixed-point weights; the centre takes what the rounded neighbours leave, so that the
-    # weights at each half-resolution pixel sum to exactly one.
     remaining = np.full(total.shape, _WEIGHT_ONE, dtype=np.uint16)
     for k, (i, wt) in enumerate(zip(neighbours, weights, strict=True)):
         q = cv2.divide(wt, total, scale=_WEIGHT_ONE, dtype=cv2.CV_16U)
