@@ -34,7 +34,8 @@ API
 ``.active()``, ``.health() -> Check``, ``await .run(every_s)``, ``.close()``.
 ``WebhookNotifier(url)``, ``MqttNotifier(host, port, topic_prefix, ...)``.
 ``notifiers_from_config(config, station) -> list``;
-``processing_conditions(catalog, alerts_section) -> list[AlertCondition]``.
+``processing_conditions(catalog, alerts_section) -> list[AlertCondition]``;
+``storage_condition(usage_pct, alerts_section) -> AlertCondition``.
 """
 
 from __future__ import annotations
@@ -571,6 +572,30 @@ def processing_conditions(
     ]
 
 
+def storage_condition(
+    usage_pct: Callable[[], float], alerts: Any, component: str = "disk"
+) -> AlertCondition:
+    """Storage use above ``alerts.storage_max_pct`` (read at each evaluation), clearing 5
+    points under it: the processing service's data folder (the capture station has its own,
+    in `skylapse.api.capture.health`)."""
+
+    def check(active: bool) -> tuple[bool, str]:
+        pct = usage_pct()
+        limit = alerts.storage_max_pct
+        return pct > (limit - 5 if active else limit), (
+            f"{pct:.1f} % of the data folder's file system used (target at most {limit:g} %)"
+        )
+
+    return AlertCondition(
+        "storage_utilization",
+        "Storage use above target",
+        "warning",
+        component,
+        check,
+        clear_after_s=alerts.clear_after_s,
+    )
+
+
 def notifiers_from_config(config: Any, station: str) -> list[Notifier]:
     """The notifiers a :class:`~skylapse.config.SkylapseConfig`'s ``alerts`` section asks for."""
     section = config.alerts
@@ -602,4 +627,5 @@ __all__ = [
     "WebhookNotifier",
     "notifiers_from_config",
     "processing_conditions",
+    "storage_condition",
 ]
