@@ -484,13 +484,14 @@ class CaptureRuntime:
 
     async def _tick(self) -> None:
         """Once per ``tick_s``: liveness, counters from the writer and transfers, and the
-        status and preview messages while someone listens."""
+        status and preview messages while someone listens; every fifth tick, the uptime
+        heartbeat and a storage sample."""
         beat = 0.0
         while True:
             self.last_tick = time.monotonic()
             try:
                 self._count_deltas()
-                if self.last_tick - beat >= 5.0:
+                if self.last_tick - beat >= 5 * self.tick_s:  # 5 s by default
                     beat = self.last_tick
                     self._beat()
                     await asyncio.to_thread(self._sample_storage)
