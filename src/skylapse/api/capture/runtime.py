@@ -493,7 +493,7 @@ class CaptureRuntime:
                 self._count_deltas()
                 if self.last_tick - beat >= 5 * self.tick_s:  # 5 s by default
                     beat = self.last_tick
-                    self._beat()
+                    await asyncio.to_thread(self._beat)
                     await asyncio.to_thread(self._sample_storage)
                 if self.hub.client_count:
                     status = await asyncio.to_thread(self.status)
