@@ -492,7 +492,7 @@ class AlertsConfig(_Section):
         99.5, ge=0, le=100, description="system_uptime_pct (capture) below this"
     )
     uptime_window_h: float = Field(
-        168.0, ge=1, le=24 * 366, description="system_uptime_pct: over the last this many hours"
+        168.0, ge=1, le=24 * 31, description="system_uptime_pct: over the last this many hours"
     )
     job_failures: int = Field(
         3, ge=1, le=1000, description="attempts of one job that count as repeated"
