@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 
-from skylapse.alerts import AlertManager
+from skylapse.alerts import AlertCondition, AlertManager, storage_condition
+from skylapse.api.capture.health import _uptime
 from skylapse.capture.sensors import read_thermal_zone
 from skylapse.capture.weather import WeatherService
 from skylapse.config import AlertsConfig, LocationConfig, WeatherConfig, default_config
@@ -29,6 +32,7 @@ from skylapse.maintenance import (
     read_wear,
     time_to_full_h,
 )
+from skylapse.metrics import ScheduledUptime
 from tests_support import quiet_station_signals
 
 GB = 10**9
@@ -273,3 +277,49 @@ OWM_CLEAR = {
     "wind": {"speed": 2.0},
     "weather": [{"id": 800, "description": "clear sky"}],
 }
+
+
+# -- the targets: storage and uptime -----------------------------------------------------------
+
+
+def test_storage_above_its_target_on_either_service():
+    used = {"pct": 79.0}
+    section = {"now": AlertsConfig(clear_after_s=0)}
+    mgr = AlertManager(
+        "processing",
+        "host",
+        [storage_condition(lambda: used["pct"], lambda: section["now"], clear_after_s=0)],
+    )
+    assert opened(mgr) == []
+    used["pct"] = 81.0
+    assert opened(mgr) == [("storage_utilization", "firing")]
+    used["pct"] = 77.0  # under the target, not 5 points under it
+    assert opened(mgr) == []
+    section["now"] = AlertsConfig(clear_after_s=0, storage_max_pct=90)  # PUT /config
+    assert opened(mgr) == [("storage_utilization", "resolved")]
+
+
+def test_uptime_alert_below_the_target_once_an_hour_was_scheduled(tmp_path):
+    now = [1_700_000_000.0]
+    ledger = ScheduledUptime(
+        tmp_path / "up.json", lambda a, b: [], save_every_s=3600, clock=lambda: now[0]
+    )
+    runtime = SimpleNamespace(config=default_config(), uptime=ledger)
+    condition = AlertCondition(
+        "system_uptime", "t", "warning", "scheduler", partial(_uptime, runtime), 0.0, 0.0
+    )
+    mgr = AlertManager("capture", "peak-1", [condition])
+
+    def scheduled(seconds: float, captured: bool) -> None:
+        for _ in range(int(seconds // 50)):  # heartbeats 50 s apart (not a gap: < 60 s)
+            now[0] += 50
+            ledger.heartbeat(True, captured)
+
+    scheduled(1200, False)  # 20 min with a dead camera: too little scheduled time to judge
+    assert opened(mgr) == []
+    scheduled(3000, True)  # 70 min scheduled, 50 captured: 71 %
+    assert opened(mgr) == [("system_uptime", "firing")]
+    assert "71.43 % of 1.2 h" in mgr.active()[0]["detail"]
+    scheduled(4 * 86400, True)  # days of capture later: 99.66 %, above 99.5 % + 0.1
+    assert ledger.percent() > 99.6
+    assert opened(mgr) == [("system_uptime", "resolved")]

@@ -35,7 +35,7 @@ API
 ``WebhookNotifier(url)``, ``MqttNotifier(host, port, topic_prefix, ...)``.
 ``notifiers_from_config(config, station) -> list``;
 ``processing_conditions(catalog, alerts_section) -> list[AlertCondition]``;
-``storage_condition(usage_pct, alerts_section) -> AlertCondition``.
+``storage_condition(usage_pct, alerts, what) -> AlertCondition``.
 """
 
 from __future__ import annotations
@@ -573,26 +573,29 @@ def processing_conditions(
 
 
 def storage_condition(
-    usage_pct: Callable[[], float], alerts: Any, component: str = "disk"
+    usage_pct: Callable[[], float],
+    alerts: Callable[[], Any],
+    what: str = "the data folder",
+    clear_after_s: float = 60.0,
 ) -> AlertCondition:
-    """Storage use above ``alerts.storage_max_pct`` (read at each evaluation), clearing 5
-    points under it: the processing service's data folder (the capture station has its own,
-    in `skylapse.api.capture.health`)."""
+    """``storage_utilization``: the use of the file system holding ``what`` above the
+    ``storage_max_pct`` of ``alerts()`` (the current ``alerts`` section, read at each
+    evaluation), clearing 5 points under it. Both services raise it."""
 
     def check(active: bool) -> tuple[bool, str]:
         pct = usage_pct()
-        limit = alerts.storage_max_pct
+        limit = alerts().storage_max_pct
         return pct > (limit - 5 if active else limit), (
-            f"{pct:.1f} % of the data folder's file system used (target at most {limit:g} %)"
+            f"{pct:.1f} % of the file system holding {what} used (target at most {limit:g} %)"
         )
 
     return AlertCondition(
         "storage_utilization",
         "Storage use above target",
         "warning",
-        component,
+        "disk",
         check,
-        clear_after_s=alerts.clear_after_s,
+        clear_after_s=clear_after_s,
     )
 
 

@@ -17,7 +17,7 @@ from functools import partial
 
 import numpy as np
 
-from skylapse.alerts import AlertCondition, CheckFn, Severity
+from skylapse.alerts import AlertCondition, CheckFn, Severity, storage_condition
 from skylapse.api.capture.runtime import CaptureRuntime, iso
 from skylapse.api.common import Check
 from skylapse.maintenance import maintenance_conditions
@@ -32,7 +32,6 @@ _ALERTS: tuple[tuple[str, str, Severity, str], ...] = (
     ("image_quality", "Image quality below target", "warning", "camera"),
     ("transfer_quarantine", "Frames quarantined on the station", "warning", "transfer"),
     ("transfer_queue", "Transfer queue too deep", "warning", "transfer"),
-    ("storage_utilization", "Storage use above target", "warning", "disk"),
     ("system_uptime", "Station uptime below target", "warning", "scheduler"),
 )
 
@@ -64,14 +63,21 @@ def alert_conditions(rt: CaptureRuntime) -> list[AlertCondition]:
         "image_quality": partial(_quality, rt),
         "transfer_quarantine": partial(_quarantined, rt),
         "transfer_queue": partial(_queue, rt),
-        "storage_utilization": partial(_storage, rt),
         "system_uptime": partial(_uptime, rt),
     }
     clear_after_s = rt.config.alerts.clear_after_s
     return [
         AlertCondition(name, title, severity, component, checks[name], clear_after_s=clear_after_s)
         for name, title, severity, component in _ALERTS
-    ] + maintenance_conditions(rt.signals, lambda: rt.config.alerts, clear_after_s)
+    ] + [
+        storage_condition(
+            rt.service.storage.utilization_pct,
+            lambda: rt.config.alerts,
+            "the buffer",
+            clear_after_s,
+        ),
+        *maintenance_conditions(rt.signals, lambda: rt.config.alerts, clear_after_s),
+    ]
 
 
 # -- checks ------------------------------------------------------------------------------------
@@ -210,14 +216,6 @@ def _queue(rt: CaptureRuntime, active: bool) -> tuple[bool, str]:
     limit = rt.config.alerts.transfer_queue_max
     return depth > (0.8 * limit if active else limit), (
         f"{depth} frames waiting for transfer (target at most {limit})"
-    )
-
-
-def _storage(rt: CaptureRuntime, active: bool) -> tuple[bool, str]:
-    pct = rt.service.storage.utilization_pct()
-    limit = rt.config.alerts.storage_max_pct
-    return pct > (limit - rt.service.storage.margin_pct if active else limit), (
-        f"{pct:.1f} % of the buffer's file system used (target at most {limit:g} %)"
     )
 
 

@@ -89,7 +89,11 @@ class ProcessingRuntime:
             settings.station,
             [
                 *processing_conditions(self.jobs.catalog, self.alerts_section),
-                storage_condition(lambda: _disk_pct(self.data_dir), self.alerts_section),
+                storage_condition(
+                    lambda: _disk_pct(self.data_dir),
+                    lambda: self.alerts_section,
+                    clear_after_s=self.alerts_section.clear_after_s,
+                ),
             ],
             settings.alert_notifiers
             if settings.alert_notifiers is not None
