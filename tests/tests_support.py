@@ -62,3 +62,32 @@ def commit_frames_to_inbox(src: Path, station_dir: Path, name: str = "batch-1") 
     (station_dir / ".manifests").mkdir(parents=True, exist_ok=True)
     (station_dir / ".manifests" / f"{name}.sha256").write_text("".join(lines))
     return rels
+
+
+def quiet_station_signals(folder: Path, **replace):
+    """Maintenance signals (`skylapse.maintenance`) of a healthy station, independent of the
+    machine the tests run on (its kernel log, clock sync, temperature): an empty kernel log
+    file, a synchronised clock, no thermal zone, no eMMC, a fresh storage history and no
+    weather client; ``replace`` swaps any of them."""
+    from skylapse.maintenance import (
+        ClockState,
+        KernelLog,
+        StationSignals,
+        StorageErrors,
+        UsageHistory,
+    )
+
+    folder.mkdir(parents=True, exist_ok=True)
+    kmsg = folder / "kmsg"
+    kmsg.touch()
+    values = {
+        "soc_temp_c": lambda: None,
+        "wear": lambda: None,
+        "storage_errors": StorageErrors(KernelLog(kmsg), ("mmcblk0",)),
+        "clock": lambda: ClockState(max_error_us=20_000, status=0x2001, state=0),
+        "usage": UsageHistory(folder / "storage-history.json"),
+        "watermark_pct": lambda: 80.0,
+        "weather_failures": lambda: None,
+        **replace,
+    }
+    return StationSignals(**values)

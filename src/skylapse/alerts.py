@@ -34,7 +34,8 @@ API
 ``.active()``, ``.health() -> Check``, ``await .run(every_s)``, ``.close()``.
 ``WebhookNotifier(url)``, ``MqttNotifier(host, port, topic_prefix, ...)``.
 ``notifiers_from_config(config, station) -> list``;
-``processing_conditions(catalog, alerts_section) -> list[AlertCondition]``.
+``processing_conditions(catalog, alerts_section) -> list[AlertCondition]``;
+``storage_condition(usage_pct, alerts, what) -> AlertCondition``.
 """
 
 from __future__ import annotations
@@ -571,6 +572,33 @@ def processing_conditions(
     ]
 
 
+def storage_condition(
+    usage_pct: Callable[[], float],
+    alerts: Callable[[], Any],
+    what: str = "the data folder",
+    clear_after_s: float = 60.0,
+) -> AlertCondition:
+    """``storage_utilization``: the use of the file system holding ``what`` above the
+    ``storage_max_pct`` of ``alerts()`` (the current ``alerts`` section, read at each
+    evaluation), clearing 5 points under it. Both services raise it."""
+
+    def check(active: bool) -> tuple[bool, str]:
+        pct = usage_pct()
+        limit = alerts().storage_max_pct
+        return pct > (limit - 5 if active else limit), (
+            f"{pct:.1f} % of the file system holding {what} used (target at most {limit:g} %)"
+        )
+
+    return AlertCondition(
+        "storage_utilization",
+        "Storage use above target",
+        "warning",
+        "disk",
+        check,
+        clear_after_s=clear_after_s,
+    )
+
+
 def notifiers_from_config(config: Any, station: str) -> list[Notifier]:
     """The notifiers a :class:`~skylapse.config.SkylapseConfig`'s ``alerts`` section asks for."""
     section = config.alerts
@@ -602,4 +630,5 @@ __all__ = [
     "WebhookNotifier",
     "notifiers_from_config",
     "processing_conditions",
+    "storage_condition",
 ]

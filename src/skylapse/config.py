@@ -474,16 +474,45 @@ class AlertsConfig(_Section):
         le=86400,
         description="an episode closes after its condition stayed clear this long",
     )
+    # The seed's targets (README, "Alerts"): each alert opens past its target.
     capture_latency_p99_ms: float = Field(
-        100.0, gt=0, le=3_600_000, description="over the last 100 frames"
+        50.0, gt=0, le=3_600_000, description="p99 over the last 100 frames above this"
     )
-    image_quality_min: float = Field(0.3, ge=0, le=1, description="median of the last 10 frames")
+    image_quality_min: float = Field(
+        0.9, ge=0, le=1, description="median of the last 10 frames below this (sustained)"
+    )
     transfer_queue_max: int = Field(
         2000, ge=1, le=100_000_000, description="frames waiting for transfer"
     )
-    processing_queue_max: int = Field(50, ge=1, le=1_000_000, description="jobs queued or running")
+    processing_queue_max: int = Field(10, ge=1, le=1_000_000, description="jobs queued or running")
+    storage_max_pct: float = Field(
+        80.0, gt=0, le=100, description="use of the file system holding the data above this"
+    )
+    uptime_min_pct: float = Field(
+        99.5, ge=0, le=100, description="system_uptime_pct (capture) below this"
+    )
+    uptime_window_h: float = Field(
+        168.0, ge=1, le=24 * 31, description="system_uptime_pct: over the last this many hours"
+    )
     job_failures: int = Field(
         3, ge=1, le=1000, description="attempts of one job that count as repeated"
+    )
+    # Maintenance (`skylapse.maintenance`).
+    soc_temp_max_c: float = Field(80.0, ge=0, le=150, description="the Pi's SoC above this")
+    disk_full_within_h: float = Field(
+        72.0, gt=0, le=24 * 366, description="the buffer reaches its watermark within this"
+    )
+    disk_fill_window_h: float = Field(
+        24.0, ge=1, le=24 * 31, description="net growth measured over this many hours"
+    )
+    storage_wear_max_pct: float = Field(
+        80.0, ge=10, le=100, description="eMMC life_time estimate at or above this"
+    )
+    io_error_window_h: float = Field(
+        24.0, gt=0, le=24 * 366, description="kernel storage errors this recent raise an alert"
+    )
+    weather_failures: int = Field(
+        3, ge=1, le=10_000, description="consecutive failed weather fetches"
     )
 
     @field_validator("webhook_url")

@@ -12,8 +12,11 @@ The architecture's metrics:
 * ``processing_queue_depth``    gauge: jobs queued or running.
 * ``storage_utilization_pct``   gauge: use of the file system holding the service's data.
 * ``image_quality_score``       gauge: the quality score (0..1) of the newest frame.
-* ``system_uptime_pct``         gauge: share of the time since first start that the service ran
-  (see :class:`UptimeTracker`).
+* ``system_uptime_pct``         gauge: capture: the share of scheduled capture time (session
+  windows and sessions) of the last ``alerts.uptime_window_h`` in which the station captured:
+  the camera answered and frames were stored on schedule (see :class:`ScheduledUptime`);
+  processing: the share of the time since its first start that the service ran (see
+  :class:`UptimeTracker`).
 
 and ``frames_captured_total``, ``frames_transferred_total``, ``frames_failed_total{stage}``,
 ``render_frames_per_second`` and ``job_duration_seconds{kind,state}``.
@@ -24,16 +27,18 @@ API
 ``ServiceMetrics(names)``                    a registry holding those metrics; ``m[name]``.
 ``ServiceMetrics.exposition() -> bytes``     the text format served at ``/metrics``.
 ``ServiceMetrics.typed(name, Counter)``      one metric as its kind, for type-checked callers.
-``UptimeTracker(path)``                      persistent bookkeeping for ``system_uptime_pct``.
+``UptimeTracker(path)``                      ``system_uptime_pct`` of the processing service.
+``ScheduledUptime(path, scheduled_spans)``   ``system_uptime_pct`` of the capture station.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -100,7 +105,9 @@ _SPECS = [
     MetricSpec(
         "system_uptime_pct",
         Gauge,
-        "Percent of the time since the service first started that it was running.",
+        "Capture: percent of the scheduled capture time of the last week (alerts.uptime_window_h)"
+        " in which the station captured (camera answering, frames stored on schedule)."
+        " Processing: percent of the time since the service first started that it was running.",
     ),
     MetricSpec(
         "frames_captured",
@@ -267,3 +274,117 @@ class UptimeTracker:
         # The running stretch since the last heartbeat counts as up too.
         up = self.up_s + min(max(now - self._last, 0.0), self.max_gap_s)
         return max(0.0, min(100.0, 100.0 * up / span))
+
+
+#: Scheduled spans ``[(start, end), ...]`` (Unix times) within a stretch the process was down.
+ScheduledSpans = Callable[[float, float], list[tuple[float, float]]]
+
+
+class ScheduledUptime:
+    """The capture station's ``system_uptime_pct``: of the scheduled capture time in the last
+    ``window_s``, the share in which the station captured.
+
+    *Scheduled* capture time is time inside a session window of the plan (unattended) or inside
+    a running session; the station *captured* through it while the camera answered and frames
+    were stored on schedule. The runtime judges both at each :meth:`heartbeat` (every few
+    seconds), which adds the time since the previous heartbeat to that hour's tally: as
+    scheduled when scheduled, and as captured when it captured too. A longer gap than
+    ``max_gap_s`` (the service was down, the machine off or hung) counts as not captured for
+    its scheduled part, which ``scheduled_spans(start, end)`` gives (the plan's windows).
+    No scheduled time at all reads 100 %.
+
+    Hourly tallies for the last ``keep_s`` live in a small JSON file beside the buffer
+    (``{"hours": {"<unix hour>": [scheduled_s, captured_s]}, "last_heartbeat": t}``), written
+    at most every ``save_every_s`` (flash wear) and at :meth:`save`. Times are Unix seconds on
+    ``clock`` (the real clock).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        scheduled_spans: ScheduledSpans,
+        *,
+        window_s: float = 7 * 86400,
+        keep_s: float = 31 * 86400,
+        max_gap_s: float = 60.0,
+        save_every_s: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self.scheduled_spans = scheduled_spans
+        self.window_s = window_s
+        self.keep_s = keep_s
+        self.max_gap_s = max_gap_s
+        self.save_every_s = save_every_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.hours: dict[int, list[float]] = {}
+        last = None
+        try:
+            state = json.loads(self.path.read_text())
+            self.hours = {int(h): [float(v[0]), float(v[1])] for h, v in state["hours"].items()}
+            last = float(state["last_heartbeat"])
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            pass  # no file, or another format: start afresh
+        now = clock()
+        if last is not None and now - last > 0:
+            self._add_gap(last, now)  # down from the last heartbeat of the previous run
+        self._last = now
+        self._saved = -math.inf
+        self.save()
+
+    def _tally(self, at: float, scheduled_s: float, captured_s: float) -> None:
+        tally = self.hours.setdefault(int(at // 3600), [0.0, 0.0])
+        tally[0] += scheduled_s
+        tally[1] += captured_s
+
+    def _add_gap(self, start: float, end: float) -> None:
+        """The scheduled part of ``[start, end]`` as scheduled and not captured, by hour."""
+        start = max(start, end - self.keep_s)
+        for a, b in self.scheduled_spans(start, end):
+            a, b = max(a, start), min(b, end)
+            while a < b:
+                cut = min(b, (a // 3600 + 1) * 3600)
+                self._tally(a, cut - a, 0.0)
+                a = cut
+
+    def heartbeat(self, scheduled: bool, captured: bool) -> float:
+        """Count the time since the last heartbeat by the state now; returns the percentage."""
+        with self._lock:
+            now = self._clock()
+            gap = now - self._last
+            if gap > self.max_gap_s:
+                self._add_gap(self._last, now)
+            elif gap > 0 and scheduled:
+                self._tally(now, gap, gap if captured else 0.0)
+            self._last = now  # a clock stepped back counts from the new time
+            if now - self._saved >= self.save_every_s:
+                self._save(now)
+        return self.percent()
+
+    def totals(self, window_s: float | None = None) -> tuple[float, float]:
+        """(scheduled, captured) seconds in the last ``window_s`` (default: ``window_s``)."""
+        since = int((self._clock() - (window_s or self.window_s)) // 3600)
+        with self._lock:
+            tallies = [v for h, v in self.hours.items() if h >= since]
+        return sum(v[0] for v in tallies), sum(v[1] for v in tallies)
+
+    def percent(self) -> float:
+        scheduled, captured = self.totals()
+        return 100.0 if scheduled <= 0 else max(0.0, min(100.0, 100.0 * captured / scheduled))
+
+    def save(self) -> None:
+        with self._lock:
+            self._save(self._clock())
+
+    def _save(self, now: float) -> None:
+        oldest = int((now - self.keep_s) // 3600)
+        self.hours = {h: v for h, v in self.hours.items() if h >= oldest}
+        state = {
+            "hours": {str(h): [round(v[0], 3), round(v[1], 3)] for h, v in self.hours.items()},
+            "last_heartbeat": self._last,
+        }
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.path)
+        self._saved = now

@@ -31,7 +31,8 @@ from skylapse.capture.storage import DiskUsage
 from skylapse.capture.watchdog import Watchdog
 from skylapse.catalog import FrameRecord
 from skylapse.config import default_config, parse_config
-from tests_support import wait_for
+from skylapse.metrics import ScheduledUptime
+from tests_support import quiet_station_signals, wait_for
 
 TOKEN = "capture-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -78,8 +79,10 @@ def make_app(tmp: Path, config=None, camera=None, **kw):
     camera = camera or SimulatedCamera(clock=clock, seed=4)
     kw.setdefault("unattended", False)
     kw.setdefault("notifiers", [])
+    kw.setdefault("signals", quiet_station_signals(tmp / "signals"))
+    kw.setdefault("tick_s", 0.2)
     return create_capture_app(
-        config, TOKEN, camera=camera, clock=clock, buffer=tmp, camera_config=SMALL, tick_s=0.2, **kw
+        config, TOKEN, camera=camera, clock=clock, buffer=tmp, camera_config=SMALL, **kw
     )
 
 
@@ -518,17 +521,24 @@ def test_disk_past_the_watermark_alerts_once_and_fails_health(tmp_path):
         usage["used"] = 93
         wait_for(lambda: recorder.events, what="disk alert")
         time.sleep(0.3)  # many evaluations: still one notification
-        assert [(e.alert, e.state) for e in recorder.events] == [("disk_emergency", "firing")]
+        # past the watermark (critical) and past the storage target (80 %, warning)
+        assert [(e.alert, e.state) for e in recorder.events] == [
+            ("disk_emergency", "firing"),
+            ("storage_utilization", "firing"),
+        ]
         r = client.get("/health")
         assert r.status_code == 503 and r.json()["checks"]["disk"]["status"] == "failing"
         assert "93.0 %" in r.json()["checks"]["alerts"]["detail"]
         assert client.get("/status", headers=AUTH).json()["alerts"][0]["alert"] == "disk_emergency"
         usage["used"] = 78  # under the watermark but not under its hysteresis margin
         time.sleep(0.3)
-        assert len(recorder.events) == 1
+        assert len(recorder.events) == 2
         usage["used"] = 60
-        wait_for(lambda: len(recorder.events) == 2, what="resolved")
-        assert recorder.events[1].state == "resolved"
+        wait_for(lambda: len(recorder.events) == 4, what="resolved")
+        assert {(e.alert, e.state) for e in recorder.events[2:]} == {
+            ("disk_emergency", "resolved"),
+            ("storage_utilization", "resolved"),
+        }
         assert client.get("/health").status_code == 200
 
 
@@ -599,6 +609,86 @@ def test_unattended_plan_captures_and_recovers_from_camera_errors(tmp_path):
         assert client.get("/health").json()["checks"]["camera"]["status"] == "ok"
         # a session through the API is refused while the plan's runs
         assert client.post("/sessions", headers=AUTH, json={}).status_code == 409
+
+
+class DeadCamera(SimulatedCamera):
+    """A camera that never opens (unplugged ribbon cable)."""
+
+    async def configure(self, config=None):
+        raise CameraError("no camera on the CSI port")
+
+
+def day_window_config(**alerts):
+    """A window from sunrise to 12 h later (it holds noon), 0.2 s intervals."""
+    return config_with(
+        capture={
+            "windows": [{"name": "day", "around": "sunrise", "before_min": 0, "after_min": 720}]
+        },
+        schedule={
+            "phases": [
+                dict(p, interval_s=0.2)
+                for p in default_config().model_dump(mode="json")["schedule"]["phases"]
+            ]
+        },
+        alerts={"evaluate_every_s": 0.05, "clear_after_s": 0, **alerts},
+    )
+
+
+@pytest.mark.parametrize("camera_kind", ["dead", "working"])
+def test_uptime_counts_scheduled_time_with_a_dead_camera_as_down(tmp_path, camera_kind):
+    """system_uptime_pct: the share of scheduled capture time in which the station captured.
+    A running service whose camera never answers through an open window is down."""
+    clock = ShiftedClock(NOON)
+    cls = DeadCamera if camera_kind == "dead" else SimulatedCamera
+    app = make_app(
+        tmp_path,
+        day_window_config(),
+        camera=cls(clock=clock, seed=5),
+        clock=clock,
+        unattended=True,
+        retry_s=0.2,
+        tick_s=0.1,
+    )
+    with TestClient(app) as client:
+        time.sleep(2.5)  # five heartbeats (every 5 ticks) inside the open window
+        text = client.get("/metrics", headers=AUTH).text
+    [pct] = [float(ln.split()[1]) for ln in text.splitlines() if ln.startswith("system_uptime_pct")]
+    if camera_kind == "dead":
+        assert pct == 0.0
+    else:
+        assert pct >= 75  # the first beat may fall before the session has started
+
+
+def test_scheduled_uptime_ledger_counts_gaps_by_the_plan(tmp_path):
+    now = [1_700_000_000.0]
+    spans = []
+
+    def scheduled(start, end):
+        spans.append((start, end))
+        return [(start + 100, start + 400)]  # a window inside the gap
+
+    path = tmp_path / "uptime.json"
+    ledger = ScheduledUptime(path, scheduled, max_gap_s=10, clock=lambda: now[0])
+    assert ledger.percent() == 100.0  # nothing scheduled yet
+    for _ in range(10):  # 50 s scheduled and captured
+        now[0] += 5
+        ledger.heartbeat(True, True)
+    for _ in range(10):  # 50 s scheduled, camera dead
+        now[0] += 5
+        ledger.heartbeat(True, False)
+    for _ in range(10):  # 50 s outside the windows: not counted
+        now[0] += 5
+        ledger.heartbeat(False, False)
+    assert ledger.totals() == (100.0, 50.0) and ledger.percent() == 50.0
+    ledger.save()
+    start = now[0]
+    now[0] += 1000  # down for 1000 s, of which the plan scheduled 300 s
+    again = ScheduledUptime(path, scheduled, max_gap_s=10, clock=lambda: now[0])
+    assert spans[-1] == (start, now[0])
+    assert again.totals() == (400.0, 50.0)
+    assert again.percent() == pytest.approx(12.5)
+    now[0] += 8 * 86400  # a week later the window has moved past all of it
+    assert again.totals() == (0.0, 0.0) and again.percent() == 100.0
 
 
 class HangingCamera(SimulatedCamera):
@@ -672,4 +762,12 @@ def test_alert_manager_wiring_uses_configured_notifiers(tmp_path):
         "image_quality",
         "transfer_queue",
         "transfer_quarantine",
+        "storage_utilization",
+        "system_uptime",
+        "storage_io_errors",
+        "storage_wear",
+        "soc_temperature",
+        "disk_time_to_full",
+        "clock_unsynchronised",
+        "weather_failing",
     }

@@ -99,7 +99,7 @@ from skylapse.capture.writer import FrameWriter, WriteJob
 from skylapse.catalog.capture import Catalog, FrameCatalog, FrameRecord
 from skylapse.catalog.sqlite import JsonObject
 from skylapse.config import LocationConfig, SkylapseConfig, default_config
-from skylapse.log import get_logger
+from skylapse.log import correlation_id, get_logger, new_correlation_id
 
 log = get_logger(__name__)
 
@@ -118,6 +118,7 @@ class _Session:
     summary: SessionSummary
     folder: Path  # relative to the buffer
     next_number: int
+    correlation_id: str  # of this session; each frame's id derives from it (`Shot.frame_id`)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     settings: ExposureSettings | None = None  # the last settings used (for capture_now)
@@ -332,17 +333,26 @@ class CaptureService:
         number = self._next_number(folder, sid)
         known = self.catalog.session(sid)
         started = known.started_at if known is not None else now  # resuming: the first start
+        # the session's correlation id (`skylapse.capture.shot`); a resumed session keeps it
+        cid = str((known.settings.get("correlation_id") if known else None) or new_correlation_id())
         settings: JsonObject = {
             "interval_s": spec.interval_s or "auto",
             "hdr": self._hdr_enabled(spec),
             "location": self.location.model_dump(),
             "resumed_at_frame": number,
+            "correlation_id": cid,
         }
         camera_name = f"{self.camera.name}:{self.camera.profile.name}"
         self.catalog.open_session(sid, started, camera_name, settings)
         summary = SessionSummary(sid, now, first_frame_number=number)
-        log.info("session opened", session_id=sid, resumed=number > 0, first_frame=number)
-        return _Session(spec, summary, folder, number)
+        log.info(
+            "session opened",
+            session_id=sid,
+            resumed=number > 0,
+            first_frame=number,
+            correlation_id=cid,
+        )
+        return _Session(spec, summary, folder, number, cid)
 
     def _hdr_enabled(self, spec: SessionSpec) -> bool:
         wanted = self.config.capture.hdr if spec.hdr is None else spec.hdr
@@ -472,6 +482,7 @@ class CaptureService:
             scheduled_at=self.clock.now(),
             latency_ms=None,
             manual=True,
+            correlation_id=s.correlation_id,
         )
         futures = await self._submit(s.summary, frames, shot)
         records = [r for r in await asyncio.gather(*futures) if r is not None]
@@ -591,9 +602,21 @@ class CaptureService:
             summary.failed += 1
             return
         summary.written += 1
+        log.info(
+            "frame stored",
+            frame_id=record.extra.get("frame_id"),
+            session_id=summary.session_id,
+            path=record.path,
+            latency_ms=None if record.latency_ms is None else round(record.latency_ms, 2),
+            quality=record.quality_score,
+        )
         self._emit(FrameWritten(summary.session_id, record))
 
     async def _run(self, s: _Session) -> SessionSummary:
+        with correlation_id(s.correlation_id):  # every line of the session's task carries it
+            return await self._run_session(s)
+
+    async def _run_session(self, s: _Session) -> SessionSummary:
         summary = s.summary
         try:
             self._emit(SessionStarted(summary.session_id))
@@ -684,7 +707,7 @@ class CaptureService:
             shot = Shot(
                 summary.session_id, s.folder, number, settings, choice,
                 elev_now=elev, elev_next=elev_next, scheduled_at=wall(deadline),
-                latency_ms=latency_ms,
+                latency_ms=latency_ms, correlation_id=s.correlation_id,
             )  # fmt: skip
             await self._submit(summary, frames, shot, analyses)
             next_choice = choose_capture(self.config, elev_next, self._sky)

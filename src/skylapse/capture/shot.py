@@ -3,6 +3,13 @@
 The loop decides a :class:`Shot` before the deadline and takes it at the deadline; after the
 exposure, :func:`frame_record` and :func:`frame_exif_fields` (pure) turn each frame's metadata
 and analysis into its catalog row and the ``skylapse`` EXIF block written into its JPEG.
+
+Correlation ids: each session run has one (``correlation_id``, 16 hex digits, kept in the
+session's catalog settings so a resumed session keeps it) and each frame one derived from it,
+``<correlation_id>-<frame number, 6 digits>`` with ``-b<index>`` for a bracket's frames
+(:meth:`Shot.frame_id`). Both go into the frame's EXIF record and catalog row, so the transfer,
+ingest and render logs name the frame by the same id as the capture log (README, "Following one
+frame through the logs").
 """
 
 from __future__ import annotations
@@ -40,11 +47,17 @@ class Shot:
     scheduled_at: dt.datetime
     latency_ms: float | None
     manual: bool = False
+    correlation_id: str = ""  # the session's (module docstring)
 
     def file_name(self, index: int, bracketed: bool) -> str:
         """``frame_000123.jpg``, or ``frame_000123_b<index>.jpg`` within a bracket."""
         suffix = f"_b{index}" if bracketed else ""
         return f"frame_{self.number:06d}{suffix}.jpg"
+
+    def frame_id(self, index: int, bracketed: bool) -> str:
+        """``<session correlation id>-000123``, or ``…-000123-b<index>`` within a bracket."""
+        suffix = f"-b{index}" if bracketed else ""
+        return f"{self.correlation_id}-{self.number:06d}{suffix}"
 
 
 def _evs(shot: Shot, md: FrameMetadata) -> tuple[float, float]:
@@ -87,6 +100,8 @@ def frame_record(
         phase=shot.choice.phase,
         strategy=shot.choice.strategy_name,
         extra={
+            "frame_id": shot.frame_id(index, bracketed),
+            "correlation_id": shot.correlation_id,
             "frame_number": shot.number,
             "wanted_ev": wanted,
             "achieved_ev": achieved,
@@ -114,6 +129,8 @@ def frame_exif_fields(
     )
     return {
         "session_id": shot.session_id,
+        "correlation_id": shot.correlation_id,
+        "frame_id": shot.frame_id(index, bracketed),
         "frame_number": shot.number,
         "phase": shot.choice.phase,
         "strategy": shot.choice.strategy_name,

@@ -136,8 +136,12 @@ class StorageManager:
         self.untransferred_alert: str | None = None
         self.deleted_total = {"retention": 0, "emergency": 0, "emergency_untransferred": 0}
 
+    def usage(self) -> DiskUsage:
+        """The file system holding the buffer: total, used and free bytes."""
+        return self._disk_usage(self.root)
+
     def utilization_pct(self) -> float:
-        usage = self._disk_usage(self.root)
+        usage = self.usage()
         return 100.0 * usage.used / usage.total if usage.total else 0.0
 
     def enforce(self, now: datetime | None = None) -> CleanupReport:

@@ -10,7 +10,10 @@ manifests, so it never sees a half-sent batch. For every frame listed it:
 2. moves it into the working store (``<store>/<station>/<path>``), the same file system, so the
    move is a rename;
 3. records it in the processing catalog, in the sequence of its (station, camera, session),
-   with the phase it was taken in, both read from the frame's own EXIF (`skylapse.exif`).
+   with the phase it was taken in, both read from the frame's own EXIF (`skylapse.exif`), and
+   logs ``frame ingested`` with the frame's id from that record (``frame_id``, given by the
+   capture loop: `skylapse.capture.shot`) and the batch (``batch``, the manifest's name) it
+   came in.
 
 A frame that fails a check is moved to ``<quarantine>/<station>/<path>`` with a ``.reason``
 file beside it and a catalog row, never dropped. A checksum failure or a missing frame is also
@@ -196,13 +199,21 @@ class Ingestor:
         except Rejected as exc:
             self._quarantine_manifest(station, manifest, exc.reason, report)
             return
+        batch = manifest.name.removesuffix(MANIFEST_SUFFIX)
         for expected, rel in entries:
-            self._ingest_frame(station, station_dir, rel, expected, report)
+            self._ingest_frame(station, station_dir, rel, expected, report, batch)
+        log.info("batch ingested", station=station, batch=batch, frames=len(entries))
         done = manifest.with_name(manifest.name + ".done")
         os.replace(manifest, done)
 
     def _ingest_frame(
-        self, station: str, station_dir: Path, rel: str, expected: str, report: IngestReport
+        self,
+        station: str,
+        station_dir: Path,
+        rel: str,
+        expected: str,
+        report: IngestReport,
+        batch: str = "",
     ) -> None:
         now = datetime.now(UTC)
         if self.catalog.is_ingested(station, rel):
@@ -245,6 +256,14 @@ class Ingestor:
         )
         report.ingested += 1
         report.sequences_touched.add(sequence_id)
+        log.info(
+            "frame ingested",
+            frame_id=checked.meta.get("frame_id"),
+            station=station,
+            path=rel,
+            batch=batch,
+            sequence=sequence_id,
+        )
 
     def _check(self, src: Path, expected: str) -> _Checked:
         """Checksum, header size, decoding and the Skylapse record; raises :class:`Rejected`."""

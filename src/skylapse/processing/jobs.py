@@ -21,6 +21,7 @@ A failing job is retried by the queue up to its limit, then marked ``failed`` wi
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -298,6 +299,13 @@ def _run_render(service: JobService, job_id: str, params: dict[str, Any]) -> dic
     frames = service.catalog.sequence_frames(params["sequence_id"], params.get("phase"))
     if not frames:
         raise ValueError(f"sequence {params['sequence_id']} has no frames")
+    log.info(
+        "render inputs",
+        job=job_id,
+        sequence=params["sequence_id"],
+        frames=len(frames),
+        frame_ids=_frame_ids(frames),
+    )
     work = service.working / job_id
     shutil.rmtree(work, ignore_errors=True)
     (work / "frames").mkdir(parents=True)
@@ -325,6 +333,16 @@ def _run_render(service: JobService, job_id: str, params: dict[str, Any]) -> dic
         "output_size": list(summary.output_size),
         "exposure_correction_ev": [round(v, 3) for v in summary.exposure_correction_ev],
     }
+
+
+def _frame_ids(rows: list[dict[str, Any]]) -> list[str | None]:
+    """The capture loop's frame ids (`skylapse.capture.shot`) from ingested rows' metadata."""
+    ids = []
+    for row in rows:
+        meta = row.get("metadata")
+        meta = json.loads(meta) if isinstance(meta, str) and meta else meta
+        ids.append(meta.get("frame_id") if isinstance(meta, dict) else None)
+    return ids
 
 
 def _run_enhance(service: JobService, job_id: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,11 @@ is tried alone after ``suspect_after`` attempts, once everything else has gone.
 An rsync that delivered only part of a batch (exit 23 or 24) still has the receiver check
 and commit what arrived.
 
+Every batch has an id (``<UTC time>-<8 hex>``, its manifest's name); the worker's log lines
+name it, and ``batch verified`` lists the ids of the frames it committed (``frame_ids``, the
+capture loop's, from each frame's catalog row: `skylapse.capture.shot`), so one frame can be
+followed from capture through transfer to ingest and render.
+
 Only verified frames become eligible for retention and preferred by emergency cleanup
 (`skylapse.capture.storage`), so nothing that has not provably arrived is deleted first.
 A failing batch is retried with exponential backoff and full jitter for as long as the
@@ -246,6 +251,7 @@ class TransferWorker:
         finally:
             files_from.unlink(missing_ok=True)
         self.catalog.set_transfer_state([r.stored_id for r in batch], "sent")
+        log.info("batch sent", batch=batch_id, frames=len(batch), station=self.station)
         return _SentBatch(batch_id, batch, send_error)
 
     def _confirm(self, sent: _SentBatch) -> int:
@@ -283,7 +289,13 @@ class TransferWorker:
         self.stats.failing_since = None
         self._consecutive_failures = 0
         self.stats.queue_depth = max(0, self.stats.queue_depth - len(records))
-        log.info("batch verified", batch=batch_id, frames=len(records), station=self.station)
+        log.info(
+            "batch verified",
+            batch=batch_id,
+            frames=len(records),
+            station=self.station,
+            frame_ids=[r.extra.get("frame_id") for r in records],
+        )
 
     def _update_queue_depth(self) -> None:
         self.stats.queue_depth = (
@@ -376,6 +388,7 @@ class TransferWorker:
         self.stats.quarantined += 1
         log.error(
             "frame quarantined on the station",
+            frame_id=record.extra.get("frame_id"),
             path=record.path,
             quarantine_path=rel,
             reason=reason,

@@ -32,6 +32,7 @@ from skylapse.capture.watchdog import Watchdog
 from skylapse.capture.weather import SkySource, WeatherService
 from skylapse.catalog.capture import Catalog
 from skylapse.config import SkylapseConfig
+from skylapse.maintenance import StationSignals
 from skylapse.transfer.queue import TransferSettings, TransferWorker
 from skylapse.transfer.rsync import SshTarget
 
@@ -43,8 +44,9 @@ class RuntimeOptions(TypedDict, total=False):
     ``watchdog`` (systemd's, from the environment), ``notifiers`` (from ``alerts``),
     ``transfer_worker`` (from ``transfer``), ``disk_usage`` (for the storage manager),
     ``weather`` (the OpenWeatherMap client on the real clock when enabled), ``tick_s`` (the
-    status tick, 1 s), ``retry_s`` (the camera retry pause, 30 s) and ``stall_after_s`` (how
-    long a session may go without a frame; default from the longest interval and exposure)."""
+    status tick, 1 s), ``retry_s`` (the camera retry pause, 30 s), ``stall_after_s`` (how
+    long a session may go without a frame; default from the longest interval and exposure) and
+    ``signals`` (the maintenance alerts' sources; default: this machine's)."""
 
     camera: Camera
     clock: Clock
@@ -59,6 +61,7 @@ class RuntimeOptions(TypedDict, total=False):
     tick_s: float
     retry_s: float
     stall_after_s: float
+    signals: StationSignals
 
 
 #: The OpenAPI document's description; the WebSocket's messages are described in `routes.ws`.
@@ -141,6 +144,7 @@ def build_runtime(config: SkylapseConfig, **options: Unpack[RuntimeOptions]) -> 
         retry_s=options.get("retry_s", 30.0),
         tick_s=options.get("tick_s", 1.0),
         stall_after_s=options.get("stall_after_s"),
+        signals=options.get("signals"),
     )
 
 

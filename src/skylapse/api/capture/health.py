@@ -1,7 +1,9 @@
 """The capture service's health: ``/health``'s named checks and the alert conditions.
 
 Checks answer "is this part working now" (``GET /health``); alert conditions are the same
-questions with hysteresis, raised once per episode (`skylapse.alerts`). Both read the
+questions with hysteresis, raised once per episode (`skylapse.alerts`); the maintenance alerts
+(storage wear and errors, temperature, time to full, clock, weather) come from
+`skylapse.maintenance` over the runtime's ``signals``. Both read the
 :class:`~skylapse.api.capture.runtime.CaptureRuntime` live, so a changed configuration counts
 from the next evaluation; an open alert of a component degrades (warning) or fails (critical)
 that component's check.
@@ -15,9 +17,10 @@ from functools import partial
 
 import numpy as np
 
-from skylapse.alerts import AlertCondition, CheckFn, Severity
+from skylapse.alerts import AlertCondition, CheckFn, Severity, storage_condition
 from skylapse.api.capture.runtime import CaptureRuntime, iso
 from skylapse.api.common import Check
+from skylapse.maintenance import maintenance_conditions
 
 #: name, title, severity, component of each alert condition.
 _ALERTS: tuple[tuple[str, str, Severity, str], ...] = (
@@ -29,7 +32,11 @@ _ALERTS: tuple[tuple[str, str, Severity, str], ...] = (
     ("image_quality", "Image quality below target", "warning", "camera"),
     ("transfer_quarantine", "Frames quarantined on the station", "warning", "transfer"),
     ("transfer_queue", "Transfer queue too deep", "warning", "transfer"),
+    ("system_uptime", "Station uptime below target", "warning", "scheduler"),
 )
+
+#: Scheduled capture time the uptime alert waits for before it judges (one hour).
+UPTIME_MIN_SCHEDULED_S = 3600.0
 
 
 def health_checks(rt: CaptureRuntime) -> dict[str, Callable[[], Check]]:
@@ -56,11 +63,20 @@ def alert_conditions(rt: CaptureRuntime) -> list[AlertCondition]:
         "image_quality": partial(_quality, rt),
         "transfer_quarantine": partial(_quarantined, rt),
         "transfer_queue": partial(_queue, rt),
+        "system_uptime": partial(_uptime, rt),
     }
     clear_after_s = rt.config.alerts.clear_after_s
     return [
         AlertCondition(name, title, severity, component, checks[name], clear_after_s=clear_after_s)
         for name, title, severity, component in _ALERTS
+    ] + [
+        storage_condition(
+            rt.service.storage.utilization_pct,
+            lambda: rt.config.alerts,
+            "the buffer",
+            clear_after_s,
+        ),
+        *maintenance_conditions(rt.signals, lambda: rt.config.alerts, clear_after_s),
     ]
 
 
@@ -200,4 +216,18 @@ def _queue(rt: CaptureRuntime, active: bool) -> tuple[bool, str]:
     limit = rt.config.alerts.transfer_queue_max
     return depth > (0.8 * limit if active else limit), (
         f"{depth} frames waiting for transfer (target at most {limit})"
+    )
+
+
+def _uptime(rt: CaptureRuntime, active: bool) -> tuple[bool, str]:
+    """Below ``alerts.uptime_min_pct`` once an hour of capture was scheduled in the window."""
+    section = rt.config.alerts
+    scheduled, captured = rt.uptime.totals(section.uptime_window_h * 3600)
+    if scheduled < UPTIME_MIN_SCHEDULED_S:
+        return False, ""
+    pct = 100.0 * captured / scheduled
+    floor = section.uptime_min_pct
+    return pct < (min(floor + 0.1, 100.0) if active else floor), (
+        f"captured through {pct:.2f} % of {scheduled / 3600:.1f} h of scheduled capture time in"
+        f" the last {section.uptime_window_h:g} h (target at least {floor:g} %)"
     )

@@ -2,8 +2,10 @@
 
 It owns the camera supervisor (open with retries, systemd READY, the unattended plan, recovery
 from camera errors), the event pump (service events into metrics, progress and WebSocket
-messages), the status/preview ticker, the transfer worker's thread, the alerts and the
-watchdog. Routes reach it through the :data:`Runtime` dependency (``request.app.state``).
+messages), the status/preview ticker (which also keeps ``system_uptime_pct``, see
+:meth:`CaptureRuntime.capturing`, and the storage history behind the time-to-full alert), the
+transfer worker's thread, the alerts (`skylapse.api.capture.health`, `skylapse.maintenance`)
+and the watchdog. Routes reach it through the :data:`Runtime` dependency (``request.app.state``).
 
 `skylapse.api.capture.app` assembles it from the configuration.
 """
@@ -40,6 +42,7 @@ from skylapse.capture.events import (
     SessionStarted,
     SessionStopped,
 )
+from skylapse.capture.sensors import read_thermal_zone
 from skylapse.capture.service import CaptureService, SessionError
 from skylapse.capture.strategy import CaptureChoice, choose_capture
 from skylapse.capture.sun import sun_elevation
@@ -47,7 +50,16 @@ from skylapse.capture.watchdog import Watchdog
 from skylapse.capture.windows import SessionWindow, current_or_next_window
 from skylapse.config import SkylapseConfig
 from skylapse.log import get_logger
-from skylapse.metrics import ServiceMetrics, UptimeTracker
+from skylapse.maintenance import (
+    KernelLog,
+    StationSignals,
+    StorageErrors,
+    UsageHistory,
+    disk_of,
+    read_clock,
+    read_wear,
+)
+from skylapse.metrics import ScheduledUptime, ServiceMetrics
 from skylapse.transfer.queue import TransferWorker
 
 log = get_logger("skylapse.api.capture")
@@ -94,14 +106,20 @@ class CaptureRuntime:
         retry_s: float = 30.0,
         tick_s: float = 1.0,
         stall_after_s: float | None = None,
+        signals: StationSignals | None = None,
     ) -> None:
         self.service = service
         self.config = config
         self.hub = WebSocketHub()
         self.metrics = ServiceMetrics(CAPTURE_METRICS)
-        self.uptime = UptimeTracker(service.buffer / "uptime-capture.json")
         self.watchdog = watchdog
         self.unattended = unattended
+        self.uptime = ScheduledUptime(
+            service.buffer / "uptime-capture.json",
+            self.scheduled_spans,
+            window_s=config.alerts.uptime_window_h * 3600,
+        )
+        self.signals = signals or station_signals(self)
         self.transfer = transfer_worker
         self.retry_s = retry_s
         self.tick_s = tick_s
@@ -110,6 +128,7 @@ class CaptureRuntime:
         self.camera_error: str | None = None
         self.camera_error_at: float | None = None
         self.last_progress: float | None = None  # monotonic: last frame / session start
+        self.last_stored: float | None = None  # monotonic: last frame stored / session start
         self.last_tick = time.monotonic()
         self.supervisor_done: str | None = None
         self.manual_interval_s: float | None = None
@@ -163,6 +182,43 @@ class CaptureRuntime:
             if quiet > self.stall_after_s():
                 return f"no frame for {quiet:.0f} s in a running session"
         return None
+
+    def capture_scheduled(self, now: dt.datetime) -> bool:
+        """Whether the station should be capturing now: a session runs, or (unattended) a
+        window of the plan is open."""
+        if self.service.status()["state"] == "capturing":
+            return True
+        window = self.window(now) if self.unattended else None
+        return window is not None and window.contains(now)
+
+    def capturing(self) -> bool:
+        """Whether the station captures as scheduled now (what ``system_uptime_pct`` counts
+        as up): a session runs, the camera answers, and a frame was stored within one and a
+        half intervals plus the longest exposure plus 10 s (autofocus, writing) of the last one
+        or of the session's start."""
+        if not self.camera_open or self.camera_problem() is not None:
+            return False
+        if self.service.status()["state"] != "capturing" or self.last_stored is None:
+            return False
+        interval = self.manual_interval_s or self.now_choice()[2].interval_s
+        exposure = max(s.max_exposure_s for s in self.config.strategies.values())
+        return time.monotonic() - self.last_stored <= 1.5 * interval + exposure + 10.0
+
+    def scheduled_spans(self, start: float, end: float) -> list[tuple[float, float]]:
+        """The plan's windows within ``[start, end]`` (Unix times): the scheduled capture
+        time while the service was down (none unless unattended)."""
+        if not self.unattended:
+            return []
+        spans = []
+        when = dt.datetime.fromtimestamp(start, dt.UTC)
+        stop = dt.datetime.fromtimestamp(end, dt.UTC)
+        while when < stop:
+            window = current_or_next_window(self.config.location, when, self.config)
+            if window is None or window.start >= stop:
+                break
+            spans.append((max(window.start, when).timestamp(), min(window.end, stop).timestamp()))
+            when = window.end
+        return spans
 
     def loop_stalled(self) -> bool:
         """The event loop has not ticked for five ticks (at least 10 s)."""
@@ -329,7 +385,8 @@ class CaptureRuntime:
                 await asyncio.to_thread(self._transfer_thread.join, 30)
         self.hub.close_all()
         await asyncio.to_thread(self.alerts.close)
-        self.uptime.heartbeat()
+        self._beat()
+        self.uptime.save()
 
     async def _alerts(self) -> None:
         self.alerts.start()
@@ -398,7 +455,7 @@ class CaptureRuntime:
             if isinstance(event, FrameWritten):
                 self._observe_frame(event)
             elif isinstance(event, SessionStarted):
-                self.last_progress = time.monotonic()
+                self.last_progress = self.last_stored = time.monotonic()
                 self.watchdog.status(f"capturing session {event.session_id}")
             elif isinstance(event, SessionStopped) and not self._stopping:
                 self.watchdog.status("idle")
@@ -410,7 +467,7 @@ class CaptureRuntime:
         """A frame was written: progress, and its latency, quality and focus into metrics."""
         m = self.metrics
         record = event.record
-        self.last_progress = time.monotonic()
+        self.last_progress = self.last_stored = time.monotonic()
         self.camera_error = None
         m.counter("frames_captured").inc()
         if event.first_of_shot and record.latency_ms is not None:
@@ -427,15 +484,17 @@ class CaptureRuntime:
 
     async def _tick(self) -> None:
         """Once per ``tick_s``: liveness, counters from the writer and transfers, and the
-        status and preview messages while someone listens."""
+        status and preview messages while someone listens; every fifth tick, the uptime
+        heartbeat and a storage sample."""
         beat = 0.0
         while True:
             self.last_tick = time.monotonic()
             try:
                 self._count_deltas()
-                if self.last_tick - beat >= 5.0:
+                if self.last_tick - beat >= 5 * self.tick_s:  # 5 s by default
                     beat = self.last_tick
-                    await asyncio.to_thread(self.uptime.heartbeat)
+                    await asyncio.to_thread(self._beat)
+                    await asyncio.to_thread(self._sample_storage)
                 if self.hub.client_count:
                     status = await asyncio.to_thread(self.status)
                     self.hub.publish({"type": "status", "status": status.model_dump(mode="json")})
@@ -445,6 +504,17 @@ class CaptureRuntime:
             except Exception as exc:  # keep ticking: the watchdog depends on it
                 log.warning("status tick failed", error=repr(exc))
             await asyncio.sleep(self.tick_s)
+
+    def _beat(self) -> None:
+        """Count the time since the last beat into ``system_uptime_pct``."""
+        self.uptime.window_s = self.config.alerts.uptime_window_h * 3600
+        now = self.service.clock.now()
+        self.uptime.heartbeat(self.capture_scheduled(now), self.capturing())
+
+    def _sample_storage(self) -> None:
+        """A sample of the buffer's disk use for the time-to-full alert (at most every 5 min)."""
+        usage = self.service.storage.usage()
+        self.signals.usage.add(time.time(), usage.used, usage.total)
 
     def _count_deltas(self) -> None:
         """Counters from the writer's and the transfer worker's totals since the last tick."""
@@ -475,6 +545,23 @@ class CaptureRuntime:
             self.metrics.gauge("transfer_last_success_timestamp_seconds").set(
                 stats.last_success.timestamp()
             )
+
+
+def station_signals(rt: CaptureRuntime) -> StationSignals:
+    """The station's maintenance signals (`skylapse.maintenance`) from this machine: the
+    kernel log and sysfs of the buffer's disk, the thermal zone, adjtimex, the storage history
+    beside the buffer and the weather client."""
+    service = rt.service
+    disk = disk_of(service.buffer)
+    return StationSignals(
+        soc_temp_c=read_thermal_zone,
+        wear=lambda: read_wear(disk),
+        storage_errors=StorageErrors(KernelLog(), (disk.name,) if disk is not None else ()),
+        clock=read_clock,
+        usage=UsageHistory(service.buffer / "storage-history.json"),
+        watermark_pct=lambda: rt.config.capture.watermark_pct,
+        weather_failures=lambda: getattr(service.weather, "failures", None),
+    )
 
 
 def get_runtime(conn: HTTPConnection) -> CaptureRuntime:

@@ -20,7 +20,12 @@ from fastapi import Depends, FastAPI
 from prometheus_client import Gauge
 from starlette.requests import HTTPConnection
 
-from skylapse.alerts import AlertManager, notifiers_from_config, processing_conditions
+from skylapse.alerts import (
+    AlertManager,
+    notifiers_from_config,
+    processing_conditions,
+    storage_condition,
+)
 from skylapse.api.middleware import RateLimit
 from skylapse.api.processing.background import IngestLoop, JobWatcher
 from skylapse.api.processing.settings import (
@@ -82,7 +87,14 @@ class ProcessingRuntime:
         self.alerts = AlertManager(
             "processing",
             settings.station,
-            processing_conditions(self.jobs.catalog, self.alerts_section),
+            [
+                *processing_conditions(self.jobs.catalog, self.alerts_section),
+                storage_condition(
+                    lambda: _disk_pct(self.data_dir),
+                    lambda: self.alerts_section,
+                    clear_after_s=self.alerts_section.clear_after_s,
+                ),
+            ],
             settings.alert_notifiers
             if settings.alert_notifiers is not None
             else notifiers_from_config(
