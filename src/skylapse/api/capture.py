@@ -74,7 +74,7 @@ settings from the next session, JPEG quality, retention and the watermark from t
 or storage check, weather thresholds at the next fetch, alert thresholds at the next
 evaluation. Numbers must be finite and within each field's bounds. Nothing is applied unless
 all of it is. Fields that only take effect at a restart (``api``, ``transfer``,
-``capture.buffer_dir|camera|resolution|writer_queue|unattended``,
+``capture.buffer_dir|camera|resolution|raw|writer_queue|unattended``,
 ``weather.base_url|cache_path``, the alert notifiers) are refused with 422 naming them. The
 change lives in memory: edit the config file to keep it across restarts. Secrets (the fields
 typed `skylapse.config.Secret`) show as ``"***"``; sending ``"***"`` back keeps them.
@@ -173,6 +173,7 @@ RESTART_ONLY = (
     ("capture", "buffer_dir"),
     ("capture", "camera"),
     ("capture", "resolution"),
+    ("capture", "raw"),
     ("capture", "writer_queue"),
     ("capture", "unattended"),
     ("weather", "base_url"),

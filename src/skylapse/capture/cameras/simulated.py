@@ -228,9 +228,9 @@ def develop(
             lut = encode[np.rint(lin * srgb.MAX16).astype(np.int64)]
             np.take(lut, codes[..., c], out=out[..., c])
         return out
-    linear = codes.astype(np.float32) - np.float32(black_level)
-    linear *= (gains / span).astype(np.float32)
-    linear = cv2.transform(linear, np.asarray(ccm, np.float32))
+    signal = codes.astype(np.float32) - np.float32(black_level)
+    signal *= (gains / span).astype(np.float32)
+    linear = cv2.transform(signal, np.asarray(ccm, np.float32))
     np.clip(linear, 0.0, 1.0, out=linear)
     return linear_to_frame(linear)
 
