@@ -11,7 +11,8 @@ sections; other parts (transfer, processing, api) add their own section model as
 * ``exposure``  the exposure ramping controller's settings.
 * ``weather``   the OpenWeatherMap client and the thresholds that classify the sky.
 * ``capture``   the capture service: unattended session windows around sunrise and sunset, the
-  local buffer, JPEG quality, HDR, the writer queue and the storage manager's limits.
+  local buffer, JPEG quality, JPEG and/or RAW (DNG) files, HDR, the writer queue and the
+  storage manager's limits.
 * ``transfer``  the processing host that frames go to (off while its host is null).
 * ``alerts``    alert thresholds and notifiers (webhook, MQTT with Home Assistant discovery).
 
@@ -318,6 +319,11 @@ class CaptureConfig(_Section):
     windows: list[SessionWindowConfig] = Field(default_factory=_default_windows)
     buffer_dir: Path = Field(Path("~/skylapse/buffer"), description="the local frame buffer")
     jpeg_quality: int = Field(92, ge=1, le=100)
+    jpeg: bool = Field(True, description="keep each frame as JPEG (false needs raw: true)")
+    raw: bool = Field(
+        False,
+        description="also keep each frame's RAW sensor data as DNG (taken at the service's start)",
+    )
     hdr: bool = Field(True, description="take brackets where the strategy asks for HDR")
     autofocus: bool = Field(True, description="autofocus at session start when the camera can")
     writer_queue: int = Field(
@@ -357,6 +363,12 @@ class CaptureConfig(_Section):
         if v is not None and not (16 <= v[0] <= 16384 and 16 <= v[1] <= 16384):
             raise ValueError("width and height must be 16..16384 pixels")
         return v
+
+    @model_validator(mode="after")
+    def _keeps_something(self) -> CaptureConfig:
+        if not (self.jpeg or self.raw):
+            raise ValueError("jpeg and raw are both false: at least one must be true")
+        return self
 
     @model_validator(mode="after")
     def _unique_windows(self) -> CaptureConfig:

@@ -7,20 +7,26 @@ wanted) as JSON in UserComment, so that the processing side can group and render
 the files alone.
 
 EXIF is inserted into already-encoded JPEG (APP1 after SOI) and PNG (an ``eXIf`` chunk) byte
-streams, so adding it never re-encodes the image.
+streams, so adding it never re-encodes the image. A DNG (a TIFF file, written by the camera
+layer) gets the same EXIF sub-IFD appended with a copy of its IFD0 that points to it
+(:func:`with_exif_tiff`): the raw data is never moved, and the exposure time is the exact one
+(PiDNG writes it as 1/N of a second). Reading falls back to the TIFF structure for files Pillow
+does not open as images (a DNG's Bayer data).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import struct
 import zlib
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-from PIL.TiffImagePlugin import IFDRational
+from PIL import Image, UnidentifiedImageError
+from PIL.TiffImagePlugin import IFDRational, ImageFileDirectory_v2
 
 EXIF_IFD = 0x8769
 TAG_MAKE, TAG_MODEL, TAG_DATETIME = 0x010F, 0x0110, 0x0132
@@ -95,20 +101,91 @@ def with_exif_png(png: bytes, exif: bytes) -> bytes:
     return png[:ihdr_end] + chunk + png[ihdr_end:]
 
 
+_TIFF_HEADERS = (b"II*\x00", b"MM\x00*")
+
+
+def with_exif_tiff(tiff: bytes, exif: bytes) -> bytes:
+    """A TIFF stream (a DNG) with the EXIF sub-IFD of ``exif`` (an :func:`exif_bytes` block).
+
+    The sub-IFD and a copy of IFD0 with its pointer (tag 0x8769; an existing one is replaced)
+    are appended and the header is pointed at the new IFD0. IFD0's entries are copied byte for
+    byte: offsets into the file (raw strips, SubIFDs, long values) stay valid since nothing that
+    was there moves. IFD0's own tags (Make, Model) are the camera's and are kept.
+    """
+    if tiff[:4] not in _TIFF_HEADERS:
+        raise ValueError("not a TIFF stream")
+    order = "<" if tiff[:2] == b"II" else ">"
+    (ifd0,) = struct.unpack(order + "L", tiff[4:8])
+    (count,) = struct.unpack(order + "H", tiff[ifd0 : ifd0 + 2])
+    end = ifd0 + 2 + 12 * count
+    if end + 4 > len(tiff):
+        raise ValueError("TIFF IFD0 runs past the end of the stream")
+    entries = [tiff[ifd0 + 2 + 12 * i : ifd0 + 14 + 12 * i] for i in range(count)]
+    next_ifd = tiff[end : end + 4]
+    block = Image.Exif()
+    block.load(exif)
+    sub = ImageFileDirectory_v2(tiff[:8])
+    for tag, value in block.get_ifd(EXIF_IFD).items():
+        sub[tag] = value
+    out = bytearray(tiff)
+    out += b"\0" * (len(out) % 2)  # IFDs start on a word boundary
+    sub_at = len(out)
+    out += sub.tobytes(sub_at)
+    out += b"\0" * (len(out) % 2)
+    pointer = struct.pack(order + "HHLL", EXIF_IFD, 4, 1, sub_at)  # LONG, one value
+    kept = [e for e in entries if struct.unpack(order + "H", e[:2])[0] != EXIF_IFD]
+    kept.append(pointer)
+    kept.sort(key=lambda e: struct.unpack(order + "H", e[:2])[0])
+    new_ifd0 = len(out)
+    out += struct.pack(order + "H", len(kept)) + b"".join(kept) + next_ifd
+    out[4:8] = struct.pack(order + "L", new_ifd0)
+    return bytes(out)
+
+
+def _exif_of(path: str | Path) -> tuple[Any, Any]:
+    """(IFD0, EXIF sub-IFD) tags of an image; a TIFF Pillow cannot open as an image (a DNG's
+    Bayer data) is read as plain TIFF structure."""
+    try:
+        with Image.open(path) as im:
+            exif = im.getexif()
+        return exif, exif.get_ifd(EXIF_IFD)
+    except UnidentifiedImageError:
+        with open(path, "rb") as f:
+            header = f.read(8)
+            if header[:4] not in _TIFF_HEADERS:
+                raise
+
+            size = os.fstat(f.fileno()).st_size
+            order = "<" if header[:2] == b"II" else ">"
+
+            def load(offset: int) -> ImageFileDirectory_v2:
+                # the IFD must lie inside the file (a cut-off one would only make Pillow warn)
+                f.seek(offset)
+                count = f.read(2)
+                if offset < 8 or len(count) < 2:
+                    raise ValueError(f"{path}: TIFF IFD at {offset} is outside the file")
+                if offset + 6 + 12 * struct.unpack(order + "H", count)[0] > size:
+                    raise ValueError(f"{path}: TIFF IFD at {offset} runs past the end")
+                ifd = ImageFileDirectory_v2(header)
+                f.seek(offset)
+                ifd.load(f)
+                return ifd
+
+            ifd0 = load(ImageFileDirectory_v2(header).next)
+            offset = ifd0.get(EXIF_IFD)
+            return ifd0, (load(int(offset)) if offset else {})
+
+
 def read_skylapse_metadata(path: str | Path) -> dict[str, Any]:
     """Skylapse's own record of a frame from its UserComment; ``{}`` when there is none."""
-    with Image.open(path) as im:
-        ifd = im.getexif().get_ifd(EXIF_IFD)
-    return _skylapse_from(ifd)
+    return _skylapse_from(_exif_of(path)[1])
 
 
 def read_frame_exif(path: str | Path) -> dict[str, Any]:
     """What :func:`exif_bytes` wrote, read back: ``captured_at`` (aware when the offset tag is
     there, else naive; None without DateTimeOriginal), ``exposure_time_s``, ``iso``,
     ``f_number``, ``model`` (None when absent) and ``skylapse`` (``{}`` when absent)."""
-    with Image.open(path) as im:
-        exif = im.getexif()
-    ifd = exif.get_ifd(EXIF_IFD)
+    exif, ifd = _exif_of(path)
     captured = None
     stamp = ifd.get(TAG_DATETIME_ORIGINAL)
     if isinstance(stamp, str):

@@ -424,3 +424,63 @@ def test_fit_to_size_scales_same_aspect_and_refuses_other_aspects() -> None:
     with pytest.raises(AspectMismatchError, match=r"frame_0042\.jpg.*640x480") as caught:
         fit_to_size(np.zeros((480, 640, 3), np.uint16), (1920, 1080), path="x/frame_0042.jpg")
     assert caught.value.path == Path("x/frame_0042.jpg")
+
+
+def test_dng_is_developed_in_linear_light_with_its_exif_exposure(tmp_path: Path) -> None:
+    """A DNG as a station writes it (PiDNG's picamera2 tags, then the frame's EXIF): LibRaw
+    develops it in linear light (black level out, as-shot white balance) to the scene's values,
+    ``read_frame`` is that sRGB-encoded by the exact curve, and the exposure is the EXIF's exact
+    0.3 s, not IFD0's 1/3 s that PiDNG rounds it to."""
+    from skylapse.capture.cameras.simulated import bayer_mosaic, dng_bytes
+    from skylapse.exif import exif_bytes, with_exif_tiff
+
+    h, w, bits, black = 64, 128, 12, 256
+    bands = np.array([[0.02, 0.03, 0.05], [0.1, 0.12, 0.08], [0.4, 0.3, 0.35], [0.8, 0.6, 0.7]])
+    scene = np.repeat(bands, w // 4, axis=0)[None].repeat(h, axis=0)  # (h, w, 3) linear
+    gains = (2.0, 1.5)  # red, blue: the camera sees scene / gains
+    camera = scene / np.array([gains[0], 1.0, gains[1]])
+    codes = np.rint(black + camera * (2**bits - 1 - black)).astype(np.uint16)
+    raw = dng_bytes(
+        bayer_mosaic(codes, "RGGB"),
+        pattern="RGGB",
+        bit_depth=bits,
+        black_level=black,
+        wb_gains=gains,
+        ccm=np.eye(3),
+        exposure_time_s=0.3,
+        analogue_gain=2.0,
+        timestamp_ns=0,
+    )
+    (tmp_path / "plain.dng").write_bytes(raw)
+    when = datetime(2024, 6, 1, 12, 0, 5)
+    exif = exif_bytes(when, exposure_time_s=0.3, iso=200, f_number=2.0, skylapse={"a": 1})
+    (tmp_path / "frame.dng").write_bytes(with_exif_tiff(raw, exif))
+
+    assert sources.probe_frame(tmp_path / "plain.dng").exposure_time_s == pytest.approx(1 / 3)
+    info = sources.probe_frame(tmp_path / "frame.dng")
+    assert (info.exposure_time_s, info.iso, info.f_number) == (0.3, 200, 2.0)
+    assert info.captured_at == when and info.size == (w, h)
+
+    linear = sources.read_linear(tmp_path / "frame.dng")
+    assert linear.dtype == np.float32 and linear.shape == (h, w, 3)
+    centres = linear[h // 2, w // 8 :: w // 4]  # the middle of each band
+    np.testing.assert_allclose(centres, bands, rtol=0.01, atol=2e-4)
+    encoded = read_frame(tmp_path / "frame.dng")
+    np.testing.assert_array_equal(
+        encoded, sources.srgb.from_linear(np.rint(linear * 65535) / 65535)
+    )
+
+
+def test_a_raw_jpeg_pair_is_one_frame_its_dng(tmp_path: Path) -> None:
+    write_dng(tmp_path / "f1.dng", np.full((60, 80), 1000, np.uint16))
+    rgb = np.zeros((60, 80, 3), np.uint8)
+    for name in ("f1.jpg", "f2.jpg", "f3.jpg"):
+        _save(tmp_path / name, rgb)
+    (tmp_path / "f3.dng").write_bytes(b"II*\0" + b"\0" * 100)  # unreadable: f3.jpg stays
+    frames, skipped = discover_frames(tmp_path)
+    assert sorted(f.path.name for f in frames) == ["f1.dng", "f2.jpg", "f3.jpg"]
+    reasons = {s.path.name: s.reason for s in skipped}
+    assert reasons["f1.jpg"] == "its DNG f1.dng is the frame" and set(reasons) == {
+        "f1.jpg",
+        "f3.dng",
+    }

@@ -11,9 +11,13 @@ writes, and settles what was left, in this order:
 2. **Rows still ``writing``**: if the file is in place with the row's checksum the row is marked
    ``pending``; otherwise the row goes (the frame never made it, or its file is re-cataloged in
    step 3).
-3. **Frame files without a row** (``*.jpg``): a complete Skylapse frame (JPEG end marker,
-   Skylapse's EXIF) is cataloged from its EXIF, the way the writer would have
-   (:func:`record_from_file`); any other file is left where it is and reported.
+3. **Frame files without a row** (``*.jpg``, and ``*.dng`` that no row lists as a companion):
+   a complete Skylapse frame (JPEG end marker or a TIFF structure, Skylapse's EXIF) is cataloged
+   from its EXIF, the way the writer would have (:func:`record_from_file`); any other file is
+   left where it is and reported. A DNG whose JPEG row was lost so becomes a frame of its own.
+
+A camera's staged DNG (`skylapse.capture.storage.staging_path`) has no Skylapse EXIF yet, so
+step 1 removes one a crash left; its JPEG, if written, is kept.
 
 A step that fails for one file (the disk or the catalog still full...) is logged and counted in
 ``errors``, and the rest carries on: what it could not settle stays as it is for the next start,
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,6 +51,7 @@ from skylapse.log import get_logger
 log = get_logger(__name__)
 
 _JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
+_TIFF_STARTS = (b"II*\x00", b"MM\x00*")
 #: Skylapse EXIF fields (see the capture service) kept in ``extra``, as the writer's row has them.
 _EXTRA_KEYS = ("frame_number", "wanted_ev", "achieved_ev", "sun_elevation_deg", "sky", "camera")
 
@@ -67,13 +73,15 @@ class ReconcileReport:
 
 
 def _read_frame(path: Path) -> tuple[bytes, dict[str, Any]] | None:
-    """The bytes and EXIF of a complete Skylapse JPEG frame at ``path`` (whatever its name)."""
+    """The bytes and EXIF of a complete Skylapse JPEG or DNG frame at ``path`` (whatever its
+    name)."""
     try:
         data = path.read_bytes()
-        if not (data.startswith(_JPEG_START) and data.endswith(_JPEG_END)):
+        jpeg = data.startswith(_JPEG_START) and data.endswith(_JPEG_END)
+        if not (jpeg or data[:4] in _TIFF_STARTS):
             return None
         tags = read_frame_exif(path)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, struct.error):
         return None
     if not tags["skylapse"] or tags["captured_at"] is None:
         return None
@@ -172,7 +180,7 @@ def reconcile_buffer(root: str | Path, catalog: FrameCatalog) -> ReconcileReport
     for record in catalog.unwritten():
         _settle(report, record.path, partial(_settle_writing_row, root, catalog, record))
     known = catalog.all_paths()
-    for path in sorted(root.rglob("*.jpg")):
+    for path in sorted([*root.rglob("*.jpg"), *root.rglob("*.dng")]):
         rel = path.relative_to(root).as_posix()
         if rel not in known and path.is_file():
             _settle(report, rel, partial(_settle_file, root, catalog, rel))

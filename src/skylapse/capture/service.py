@@ -35,7 +35,10 @@ refreshes and storage enforcement (retention, watermark) run as background tasks
 the loop when due, never awaited by it.
 
 Layout: ``<buffer>/<YYYY-MM-DD>/<session_id>/frame_000123.jpg`` (brackets ``frame_000123_b0.jpg``
-...), the catalog at ``<buffer>/catalog.sqlite``; catalog paths are relative to the buffer.
+...), with ``capture.raw`` its DNG ``frame_000123.dng`` beside it (the row's companion; the frame
+itself with ``capture.jpeg: false``), the catalog at ``<buffer>/catalog.sqlite``; catalog paths
+are relative to the buffer. ``capture.raw`` is read when the service opens the camera (the RAW
+stream is part of its configuration); a camera without RAW support then refuses to open.
 A session with an existing id resumes: numbering continues after the highest frame found on
 disk or in the catalog, so nothing is overwritten.
 
@@ -58,7 +61,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -68,6 +71,7 @@ from skylapse.capture.cameras.base import (
     Camera,
     CameraCapability,
     CameraConfig,
+    CameraError,
     CaptureSettings,
     Frame,
 )
@@ -90,7 +94,7 @@ from skylapse.capture.session import (
     summary_lines,
 )
 from skylapse.capture.shot import Shot, frame_exif_fields, frame_record
-from skylapse.capture.storage import DiskUsage, StorageManager
+from skylapse.capture.storage import DiskUsage, StorageManager, staging_path
 from skylapse.capture.strategy import CaptureChoice, choose_capture
 from skylapse.capture.sun import sun_elevation
 from skylapse.capture.weather import SkyCondition, SkySource, WeatherService
@@ -104,7 +108,7 @@ from skylapse.log import correlation_id, get_logger, new_correlation_id
 log = get_logger(__name__)
 
 CATALOG_NAME = "catalog.sqlite"
-_FRAME_NAME = re.compile(r"frame_(\d{6,})(?:_b\d+)?\.jpg$")
+_FRAME_NAME = re.compile(r"frame_(\d{6,})(?:_b\d+)?\.(?:jpg|dng)$")
 
 
 # ------------------------------------------------------------------------------------------
@@ -178,6 +182,7 @@ class CaptureService:
         self._last_storage_check: float | None = None
         self._plan_stop = asyncio.Event()
         self._opened = False
+        self._raw = False  # capture.raw as the camera was opened with
         self._reconciled = False
         self._bme280 = Bme280()  # read only if fitted; the driver loads lazily
         self._last_frame: Frame | None = None
@@ -200,7 +205,15 @@ class CaptureService:
                 log.warning(
                     "reconciled buffer", **{k: len(v) for k, v in vars(report).items() if v}
                 )
-        await self.camera.configure(self.camera_config)
+        raw = self.config.capture.raw
+        await self.camera.configure(replace(self.camera_config or CameraConfig(), raw=raw))
+        if raw and not self.camera.supports_capability(CameraCapability.RAW_DNG):
+            await self.camera.close()
+            raise CameraError(
+                f"capture.raw is true but the {self.camera.name} camera cannot save DNG;"
+                " set capture.raw: false"
+            )
+        self._raw = raw
         ex = self.config.exposure
         self._exposure_config = ex.model_copy(
             update={"aperture_f": self.camera.profile.lens.aperture_f}
@@ -211,9 +224,12 @@ class CaptureService:
         """Use ``config`` from now on (``PUT /config``): phases, intervals and strategies from
         the next frame, exposure settings from the next session, JPEG quality from the next
         write, retention, watermark and untransferred floor from the next storage check, weather
-        thresholds from the next fetch. The buffer, the camera and the writer queue's size stay as
-        they were opened. Nothing changes when it raises."""
+        thresholds from the next fetch, ``capture.jpeg`` from the next frame. The buffer, the
+        camera (``capture.raw`` included) and the writer queue's size stay as they were opened.
+        Nothing changes when it raises."""
         cap = config.capture
+        if self._opened and cap.raw != self._raw:
+            raise ValueError("capture.raw takes effect when the service opens the camera")
         # everything that can fail first, so a failure changes nothing
         retention = dt.timedelta(hours=cap.retention_h)
         keep_untransferred = dt.timedelta(hours=cap.keep_untransferred_h)
@@ -315,7 +331,7 @@ class CaptureService:
         """One past the highest frame number on disk or in the catalog for this session."""
         numbers = [
             int(m.group(1))
-            for p in (self.buffer / folder).glob("frame_*.jpg")
+            for p in (self.buffer / folder).glob("frame_*")
             if (m := _FRAME_NAME.search(p.name))
         ]
         numbers += [
@@ -521,8 +537,9 @@ class CaptureService:
         folder: Path,
         number: int,
     ) -> list[Frame]:
-        raw = self.camera.supports_capability(CameraCapability.RAW_DNG)
-        dng = self.buffer / folder / f"frame_{number:06d}.dng" if raw else None
+        dng = None
+        if self._raw:  # the camera writes it here; the writer adds EXIF, renames
+            dng = staging_path(self.buffer / folder / f"frame_{number:06d}.dng")
         cam_settings = self._camera_settings(settings, choice, dng)
         async with self._camera_lock:
             if offsets:
@@ -588,7 +605,11 @@ class CaptureService:
             md = frame.metadata
             record = frame_record(shot, i, bracketed, md, analysis, environment)
             exif = frame_exif_fields(shot, i, bracketed, md, analysis)
-            fut = await self.writer.submit(WriteJob(frame.pixels, record, md.camera, exif))
+            job = WriteJob(
+                frame.pixels, record, md.camera, exif,
+                dng=md.dng_path, jpeg=self.config.capture.jpeg,
+            )  # fmt: skip
+            fut = await self.writer.submit(job)
             summary.files += 1
             summary.note_exposure(md.exposure_time_s, md.analogue_gain)
             fut.add_done_callback(functools.partial(self._written, summary))

@@ -114,7 +114,6 @@ def frame_record(
             "lux": round(lux_estimate(metering.log2_mean, md.ev100), 4),
             **environment,
             "manual": shot.manual,
-            "dng_path": str(md.dng_path) if md.dng_path else None,
         },
     )
 

@@ -51,6 +51,13 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
 
 
+def staging_path(path: Path) -> Path:
+    """Where the camera writes a file that becomes ``path`` once the writer has added the frame's
+    EXIF (``.<name>.camera.tmp-<pid>``); like any temporary name, the start-up reconcile
+    removes one a crash left behind."""
+    return path.with_name(f".{path.name}.camera{TMP_MARK}{os.getpid()}")
+
+
 def write_temp(path: Path, data: bytes) -> Path:
     """Write ``data`` beside ``path`` under its temporary name and fsync it; returns that name.
 
@@ -175,7 +182,7 @@ class StorageManager:
         if self.utilization_pct() <= goal or not untransferred:
             self.untransferred_alert = None
             return
-        own = sum(r.size_bytes for r in untransferred)
+        own = sum(r.total_bytes for r in untransferred)
         floor = now - self.keep_untransferred
         eligible = [r for r in untransferred if _aware(r.captured_at) < floor]
         keep_h = f"{self.keep_untransferred.total_seconds() / 3600:g} h"
@@ -199,7 +206,7 @@ class StorageManager:
         for record in eligible:
             if self.utilization_pct() <= goal or self._others_pct(own) > goal:
                 break
-            own -= record.size_bytes
+            own -= record.total_bytes
             self._delete(record, now, "emergency (untransferred)", report)
         if self.utilization_pct() > goal:
             self._alert(
@@ -225,9 +232,11 @@ class StorageManager:
     def _delete(
         self, record: FrameRecord, now: datetime, reason: str, report: CleanupReport
     ) -> None:
-        path = self.root / record.path
-        size = path.stat().st_size if path.exists() else 0
-        path.unlink(missing_ok=True)
+        size = 0
+        for rel in [record.path, *(c.path for c in record.companions)]:
+            path = self.root / rel
+            size += path.stat().st_size if path.exists() else 0
+            path.unlink(missing_ok=True)
         self.catalog.mark_deleted(record.stored_id, now, reason)
         key = "retention" if reason == "retention" else "emergency"
         self.deleted_total[key] += 1

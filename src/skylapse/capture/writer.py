@@ -1,5 +1,12 @@
 """Off the capture path: encode a frame to JPEG with EXIF, write it atomically, catalog it.
 
+With RAW capture (``capture.raw``) the camera has already written the frame's DNG to a staging
+name (`skylapse.capture.storage.staging_path`); the writer adds the same EXIF to it
+(`skylapse.exif.with_exif_tiff`) and writes it as ``frame_000123.dng`` beside the JPEG, listed
+as the row's companion (``extra["companions"]``, with its SHA-256 and size). Without the JPEG
+(``capture.jpeg: false``) the DNG is the frame's own file. A DNG that cannot be read is logged
+and the JPEG written alone; the staging file is removed once the frame is written or dropped.
+
 The capture loop must reach every exposure on time, so nothing slow happens on it: each frame
 goes as a :class:`WriteJob` to a :class:`FrameWriter`, a single worker thread behind a bounded
 queue. The thread encodes (``cv2.imencode``, which releases the GIL) and adds EXIF without
@@ -7,8 +14,9 @@ re-encoding (:mod:`skylapse.exif`). The queue bound keeps memory finite (a 1080p
 12 MB); when it is full the loop waits (back-pressure, counted as ``writer_waits``), which only
 happens if the disk is far slower than the capture interval.
 
-File and catalog row are written as one unit: the file to a temporary name (fsync), its row
-inserted as ``writing``, the file renamed into place, the row marked ``pending``. A failure
+File and catalog row are written as one unit: the files to temporary names (fsync), the row
+inserted as ``writing``, the files renamed into place (companions first), the row marked
+``pending``. A failure
 before the rename removes the temporary file (and the row), so a frame is either in the buffer
 with its row or not at all; a failure after it leaves a complete file under a ``writing`` row,
 which the writer marks at its next frame and the start-up reconcile
@@ -23,7 +31,7 @@ API
 ---
 ``encode_jpeg(pixels, quality=92) -> bytes``       pure: uint16 RGB sRGB frame -> 8-bit JPEG.
 ``frame_exif(record, camera_model, skylapse) -> bytes``   the EXIF block for a frame.
-``WriteJob(pixels, record, camera_model, skylapse)``
+``WriteJob(pixels, record, camera_model, skylapse, dng=None, jpeg=True)``
 ``FrameWriter(root, catalog, storage=None, quality=92, maxsize=8, on_written=None,
 write_hook=None)``: ``await submit(job) -> asyncio.Future[FrameRecord | None]``,
 ``await drain()``, ``close()``, ``stats()``.
@@ -48,8 +56,8 @@ import cv2
 import numpy as np
 
 from skylapse.capture.storage import StorageManager, commit_temp, write_temp
-from skylapse.catalog.capture import WRITING, FrameCatalog, FrameRecord
-from skylapse.exif import exif_bytes, with_exif_jpeg
+from skylapse.catalog.capture import WRITING, Companion, FrameCatalog, FrameRecord
+from skylapse.exif import exif_bytes, with_exif_jpeg, with_exif_tiff
 from skylapse.log import get_logger
 
 log = get_logger(__name__)
@@ -125,13 +133,16 @@ def frame_exif(record: FrameRecord, camera_model: str, skylapse: dict[str, Any])
 
 @dataclass
 class WriteJob:
-    """One frame to persist. ``record.path`` is relative to the buffer root; sha256 and size are
-    filled in by the writer."""
+    """One frame to persist. ``record.path`` (the JPEG's) is relative to the buffer root; sha256
+    and size are filled in by the writer. ``dng`` is the DNG the camera staged for the frame;
+    ``jpeg`` False keeps only that DNG (then ``record.path`` with ``.dng`` is the frame)."""
 
     pixels: np.ndarray
     record: FrameRecord
     camera_model: str
     skylapse: dict[str, Any] = field(default_factory=dict)
+    dng: Path | None = None
+    jpeg: bool = True
 
 
 class FrameWriter:
@@ -220,26 +231,55 @@ class FrameWriter:
         }
 
     # -- the worker thread -----------------------------------------------------------------
-    def _encode(self, job: WriteJob) -> bytes:
-        jpeg = encode_jpeg(job.pixels, self.quality)
-        return with_exif_jpeg(jpeg, frame_exif(job.record, job.camera_model, job.skylapse))
+    def _encode(self, job: WriteJob) -> list[tuple[str, bytes]]:
+        """The frame's files as (path relative to the root, bytes), the frame's own first: the
+        JPEG unless ``job.jpeg`` is False, then the DNG, both with the frame's EXIF."""
+        exif = frame_exif(job.record, job.camera_model, job.skylapse)
+        files = []
+        if job.jpeg:
+            jpeg = with_exif_jpeg(encode_jpeg(job.pixels, self.quality), exif)
+            files.append((job.record.path, jpeg))
+        if job.dng is not None:
+            try:
+                dng = with_exif_tiff(job.dng.read_bytes(), exif)
+            except (OSError, ValueError) as exc:
+                if not files:
+                    raise
+                log.error("the frame's DNG is lost: writing its JPEG alone",
+                          path=job.record.path, error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+            else:
+                files.append((str(Path(job.record.path).with_suffix(".dng")), dng))
+        if not files:
+            raise ValueError("capture.jpeg is false and the camera gave no DNG: nothing to write")
+        return files
 
-    def _persist(self, job: WriteJob, data: bytes) -> FrameRecord:
-        """Temporary file, row ``writing``, rename, mark (module docstring); on a failure before
-        the rename nothing of the frame is left, neither file nor row."""
-        path = self.root / job.record.path
+    def _persist(self, job: WriteJob, files: list[tuple[str, bytes]]) -> FrameRecord:
+        """Temporary files, row ``writing``, renames, mark (module docstring); on a failure before
+        the renames nothing of the frame is left, neither file nor row."""
+        (main, data), rest = files[0], files[1:]
+        extra = dict(job.record.extra)
+        if rest:
+            companions = [Companion(p, hashlib.sha256(d).hexdigest(), len(d)) for p, d in rest]
+            extra["companions"] = [c.to_json() for c in companions]
         sha = hashlib.sha256(data).hexdigest()
-        record = replace(job.record, sha256=sha, size_bytes=len(data), transfer_state=WRITING)
-        tmp = write_temp(path, data)
+        record = replace(
+            job.record, path=main, sha256=sha, size_bytes=len(data), transfer_state=WRITING,
+            extra=extra,
+        )  # fmt: skip
+        temps: list[tuple[Path, Path]] = []
         try:
+            for rel, blob in reversed(files):  # companions first, the frame's own file last
+                temps.append((write_temp(self.root / rel, blob), self.root / rel))
             frame_id: int = retry_locked(self.catalog.add_frame, record)  # sets record.id
             try:
-                commit_temp(tmp, path)
+                for tmp, path in temps:
+                    commit_temp(tmp, path)
             except BaseException:
                 self._forget(frame_id, record.path)
                 raise
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            for tmp, _ in temps:
+                tmp.unlink(missing_ok=True)
             raise
         self._unmarked.append(frame_id)
         self._mark_written()
@@ -295,6 +335,9 @@ class FrameWriter:
                 error=f"{type(exc).__name__}: {exc}",
             )
             return None
+        finally:
+            if job.dng is not None:
+                job.dng.unlink(missing_ok=True)
         with self._lock:
             self.written += 1
             self.write_ms.append((time.perf_counter() - t0) * 1e3)

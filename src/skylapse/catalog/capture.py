@@ -9,6 +9,10 @@ deleted by retention or by emergency cleanup before untransferred ones. A frame
 whose bytes no longer match its SHA-256, or whose path cannot travel, is ``quarantined``: moved
 aside by the transfer (`skylapse.transfer.queue`), never sent again and never deleted by retention.
 
+A frame can have companion files (the DNG kept beside its JPEG, ``capture.raw``), listed in
+``extra["companions"]`` with their own SHA-256 and size (:class:`Companion`): they are sent,
+verified, quarantined and deleted with their frame, one row for the shot.
+
 SQLite in WAL mode lets the capture loop write while the API and the transfer worker read; each
 thread uses its own connection (`skylapse.catalog.sqlite.SqliteStore`).
 
@@ -23,7 +27,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from typing import Protocol
 
@@ -98,6 +102,18 @@ class Quarantine:
         return {"original_path": self.original_path, "reason": self.reason, "at": iso_time(self.at)}
 
 
+@dataclass(frozen=True)
+class Companion:
+    """A file kept with a frame (``extra["companions"]``), relative to the buffer like it."""
+
+    path: str
+    sha256: str
+    size_bytes: int
+
+    def to_json(self) -> JsonObject:
+        return {"path": self.path, "sha256": self.sha256, "size_bytes": self.size_bytes}
+
+
 @dataclass
 class FrameRecord:
     """Everything recorded about one frame: its file, how it was taken and what became of it."""
@@ -150,6 +166,21 @@ class FrameRecord:
             raise ValueError(f"frame {self.id}: malformed extra.quarantine {note!r}")
         return Quarantine(original, reason, datetime.fromisoformat(at))
 
+    @property
+    def companions(self) -> list[Companion]:
+        """The files kept with this frame (``extra["companions"]``), in the order written."""
+        return _companions(self.path, self.extra)
+
+    @property
+    def files(self) -> list[tuple[str, str]]:
+        """(path, SHA-256) of the frame's file and then its companions'."""
+        return [(self.path, self.sha256)] + [(c.path, c.sha256) for c in self.companions]
+
+    @property
+    def total_bytes(self) -> int:
+        """The size of the frame's file and its companions together."""
+        return self.size_bytes + sum(c.size_bytes for c in self.companions)
+
     def to_json(self) -> JsonObject:
         """A JSON-ready dict: times in ISO 8601 with microseconds, bracket as an object."""
         out: JsonObject = {}
@@ -193,6 +224,21 @@ def _from_row(row: sqlite3.Row) -> FrameRecord:
         values["white_balance"] = (red, blue)
     values["extra"] = load_object(values["extra"])
     return FrameRecord(**values)
+
+
+def _companions(owner: str, extra: JsonObject) -> list[Companion]:
+    """``extra["companions"]`` of the frame at ``owner`` (ValueError naming it if malformed)."""
+    listed = extra.get("companions")
+    if listed is None:
+        return []
+    out = []
+    for item in listed if isinstance(listed, list) else [listed]:
+        fields = item if isinstance(item, dict) else {}
+        path, sha, size = fields.get("path"), fields.get("sha256"), fields.get("size_bytes")
+        if not (isinstance(path, str) and isinstance(sha, str) and isinstance(size, int)):
+            raise ValueError(f"frame {owner!r}: malformed extra.companions {listed!r}")
+        out.append(Companion(path, sha, size))
+    return out
 
 
 @dataclass(frozen=True)
@@ -320,8 +366,14 @@ class Catalog(SqliteStore):
         return [_from_row(r) for r in rows]
 
     def all_paths(self) -> set[str]:
-        """The path of every row, deleted or being written included."""
-        return {path for (path,) in self._connect().execute("SELECT path FROM frames")}
+        """The path of every row and of its companion files, deleted or being written
+        included."""
+        paths = set()
+        for path, extra in self._connect().execute("SELECT path, extra FROM frames"):
+            paths.add(path)
+            if extra and "companions" in extra:
+                paths.update(c.path for c in _companions(path, load_object(extra)))
+        return paths
 
     def session_paths(self, session_id: str) -> list[str]:
         """The path of every row of a session, deleted or being written included."""
@@ -396,13 +448,21 @@ class Catalog(SqliteStore):
 
     def quarantine_frame(self, frame_id: int, new_path: str, reason: str, when: datetime) -> None:
         """Record that a frame was moved aside to ``new_path`` (relative to the buffer), and why;
-        ``extra["quarantine"]`` keeps the original path, the reason and the time."""
+        ``extra["quarantine"]`` keeps the original path, the reason and the time. When
+        ``new_path`` is the old one under a folder, the companions' paths get that folder too
+        (they were moved with the frame)."""
         with self.transaction() as db:
             row = db.execute("SELECT path, extra FROM frames WHERE id = ?", (frame_id,)).fetchone()
             if row is None:
                 raise KeyError(f"no frame {frame_id}")
             extra = load_object(row["extra"])
             extra["quarantine"] = Quarantine(row["path"], reason, when).to_json()
+            old: str = row["path"]
+            if extra.get("companions") and new_path != old and new_path.endswith("/" + old):
+                folder = new_path[: -len(old)]
+                extra["companions"] = [
+                    replace(c, path=folder + c.path).to_json() for c in _companions(old, extra)
+                ]
             db.execute(
                 "UPDATE frames SET transfer_state = 'quarantined', path = ?, extra = ?"
                 " WHERE id = ?",
@@ -432,13 +492,15 @@ class Catalog(SqliteStore):
             )
 
     def requeue_paths(self, paths: Sequence[str]) -> int:
-        """Put frames back in the transfer queue (the receiver asked for them again)."""
+        """Put frames back in the transfer queue (the receiver asked for them again); a
+        companion's path puts back its frame."""
         with self.transaction() as db:
             cur = db.executemany(
                 "UPDATE frames SET transfer_state = 'pending', transferred_at = NULL,"
                 " transfer_attempts = transfer_attempts + 1"
-                f" WHERE path = ? AND {_LIVE}",
-                [(p,) for p in paths],
+                f" WHERE {_LIVE} AND (path = ? OR EXISTS (SELECT 1 FROM"
+                " json_each(frames.extra, '$.companions') WHERE value ->> 'path' = ?))",
+                [(p, p) for p in paths],
             )
         return cur.rowcount
 

@@ -294,9 +294,13 @@ class JobService:
 
 
 def _run_render(service: JobService, job_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    from skylapse.processing import sources
     from skylapse.processing.render import render
 
     frames = service.catalog.sequence_frames(params["sequence_id"], params.get("phase"))
+    # a RAW+JPEG pair is one shot: its DNG is the frame (the links below lose the names)
+    twins = sources.raw_twins(f["path"] for f in frames)
+    frames = [f for f in frames if Path(f["path"]) not in twins]
     if not frames:
         raise ValueError(f"sequence {params['sequence_id']} has no frames")
     log.info(

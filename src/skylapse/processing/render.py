@@ -185,7 +185,7 @@ def capture_bracket_sets(frames: Sequence[sources.FrameInfo]) -> list[list[int]]
     keys: list[tuple[object, object] | None] = []
     for f in frames:
         meta: dict[str, Any] = {}
-        if f.fmt in ("jpeg", "png", "tiff"):
+        if f.fmt in ("jpeg", "png", "tiff", "dng"):
             try:
                 meta = read_skylapse_metadata(f.path)
             except (OSError, ValueError, SyntaxError):  # no or unreadable EXIF

@@ -12,7 +12,12 @@ API
     ``frames`` is a list of :class:`FrameInfo` in capture order; ``skipped`` lists
     :class:`SkippedFile` (path + reason) for zero-byte, unreadable, truncated or unsupported
     files: bad files are reported, never raised. ``Discovery`` is a NamedTuple, so
-    ``frames, skipped = discover_frames(src)`` works.
+    ``frames, skipped = discover_frames(src)`` works. A JPEG, PNG or TIFF with a DNG of the same
+    name beside it (a RAW+JPEG pair, as a station with ``capture.raw`` takes) is the same shot:
+    the DNG is the frame, the other is listed in ``skipped`` (``raw_twins``).
+
+``raw_twins(paths) -> {path: dng}``
+    The files of ``paths`` that a DNG of the same folder and name stands for.
 
 ``probe_frame(path) -> FrameInfo``
     The header metadata of one file, as ``discover_frames`` reads it (no pixel decoding), for a
@@ -24,9 +29,17 @@ API
     Full-resolution frame in the pipeline convention (:mod:`skylapse.imaging.srgb`):
     uint16 (H, W, 3) RGB, sRGB-encoded. 8-bit sources are scaled by 257, 16-bit TIFF/PNG kept,
     grayscale expanded to three channels, alpha dropped, EXIF orientation applied, DNG
-    demosaiced by LibRaw (rawpy) to 16-bit sRGB with the as-shot white balance and *no* per-frame
-    auto-brightening (which would flicker). Raises :class:`FrameReadError` for corrupt or
-    truncated files.
+    demosaiced by LibRaw (rawpy) in linear light (no gamma: black level subtracted, white level
+    at 65535, the as-shot white balance, the DNG's colour matrix to linear sRGB, *no* per-frame
+    auto-brightening, which would flicker) and then encoded with the exact sRGB curve. Raises
+    :class:`FrameReadError` for corrupt or truncated files.
+
+``read_linear(path) -> ndarray``
+    The frame as float32 (H, W, 3) linear light in [0, 1]: a DNG straight from LibRaw's linear
+    output (all of the sensor's bits, none of a tone curve's rounding), other files through the
+    sRGB decoding curve. Its exposure is the one ``FrameInfo`` reports (``exposure_time_s``,
+    ``iso``, ``f_number``: for a Skylapse DNG the exact values of its EXIF sub-IFD, which win
+    over IFD0's, where PiDNG rounds the exposure time to 1/N s).
 
 ``read_gray_reduced(path, factor=4, linear=True) -> ndarray``
     Fast reduced-resolution grayscale for the analysis pass, float32 of shape
@@ -64,8 +77,10 @@ import math
 import os
 import re
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -88,8 +103,10 @@ __all__ = [
     "discover_frames",
     "fit_to_size",
     "probe_frame",
+    "raw_twins",
     "read_frame",
     "read_gray_reduced",
+    "read_linear",
 ]
 
 SUPPORTED_SUFFIXES: dict[str, str] = {
@@ -243,6 +260,27 @@ def _require_rawpy() -> Any:
     return rawpy
 
 
+def raw_twins(paths: Iterable[str | os.PathLike[str]]) -> dict[Path, Path]:
+    """The files of ``paths`` that a DNG in the same folder with the same name (case aside)
+    stands for, each mapped to that DNG: a RAW+JPEG pair is one shot, and its DNG is the frame.
+
+    >>> raw_twins(["a/f1.jpg", "a/f1.dng", "a/f2.jpg", "b/f2.DNG"])
+    {PosixPath('a/f1.jpg'): PosixPath('a/f1.dng')}
+    """
+    given = [Path(p) for p in paths]
+    dngs = {
+        (p.parent, p.stem.casefold()): p
+        for p in given
+        if SUPPORTED_SUFFIXES.get(p.suffix.lower()) == "dng"
+    }
+    return {
+        p: dngs[(p.parent, p.stem.casefold())]
+        for p in given
+        if SUPPORTED_SUFFIXES.get(p.suffix.lower()) not in (None, "dng")
+        and (p.parent, p.stem.casefold()) in dngs
+    }
+
+
 def discover_frames(src: str | os.PathLike[str]) -> Discovery:
     """Find the frames of a sequence and read their header metadata, in capture order.
 
@@ -270,6 +308,9 @@ def discover_frames(src: str | os.PathLike[str]) -> Discovery:
             frames.append(_probe(path, fmt))
         except FrameReadError as exc:
             skipped.append(SkippedFile(path, exc.reason))
+    twins = raw_twins(f.path for f in frames)  # only readable DNGs stand for their twins
+    skipped += [SkippedFile(p, f"its DNG {dng.name} is the frame") for p, dng in twins.items()]
+    frames = [f for f in frames if f.path not in twins]
     return Discovery(_capture_order(frames), skipped)
 
 
@@ -546,14 +587,15 @@ def read_frame(path: str | os.PathLike[str], keep_8bit: bool = False) -> np.ndar
     return image
 
 
-def _read_dng(path: Path, half_size: bool) -> np.ndarray:
+def _read_dng_linear(path: Path, half_size: bool) -> np.ndarray:
+    """LibRaw's development of a DNG in linear light: uint16 RGB, 65535 = the white level."""
     rawpy = _require_rawpy()
     try:
         with rawpy.imread(os.fspath(path)) as raw:
             rgb: np.ndarray = raw.postprocess(
                 output_bps=16,
-                output_color=rawpy.ColorSpace.sRGB,
-                gamma=(2.4, 12.92),  # the sRGB curve (LibRaw's default is BT.709's)
+                output_color=rawpy.ColorSpace.sRGB,  # linear sRGB primaries with gamma (1, 1)
+                gamma=(1.0, 1.0),  # linear: no tone curve
                 use_camera_wb=True,
                 no_auto_bright=True,  # per-frame auto brightening would add flicker
                 adjust_maximum_thr=0.0,  # likewise the per-frame white-level guess
@@ -562,6 +604,30 @@ def _read_dng(path: Path, half_size: bool) -> np.ndarray:
             return rgb
     except (rawpy.LibRawError, OSError) as exc:
         raise FrameReadError(path, f"cannot decode DNG: {exc}") from None
+
+
+@cache
+def _encode_lut16() -> NDArray[np.uint16]:
+    """Linear uint16 to sRGB-encoded uint16, the exact curve (`srgb.from_linear`)."""
+    lut = srgb.from_linear(np.arange(srgb.MAX16 + 1) / srgb.MAX16)
+    lut.setflags(write=False)
+    return lut
+
+
+def _read_dng(path: Path, half_size: bool) -> np.ndarray:
+    """A DNG in the pipeline convention: developed linear, then sRGB-encoded by table."""
+    encoded: np.ndarray = _encode_lut16()[_read_dng_linear(path, half_size)]
+    return encoded
+
+
+def read_linear(path: str | os.PathLike[str]) -> NDArray[np.float32]:
+    """A frame as float32 (H, W, 3) linear light in [0, 1] (module docstring)."""
+    path = Path(path)
+    if _fmt_of(path) == "dng":
+        linear: NDArray[np.float32] = _read_dng_linear(path, half_size=False).astype(np.float32)
+        linear *= np.float32(1.0 / srgb.MAX16)
+        return linear
+    return srgb.to_linear(read_frame(path))
 
 
 def read_gray_reduced(

@@ -36,6 +36,11 @@ name it, and ``batch verified`` lists the ids of the frames it committed (``fram
 capture loop's, from each frame's catalog row: `skylapse.capture.shot`), so one frame can be
 followed from capture through transfer to ingest and render.
 
+A frame's companion files (its DNG, ``extra["companions"]``) travel with it: listed in the same
+file list and manifest with their own SHA-256, the frame verified only when all its files
+check, quarantined together. A companion missing from the buffer is logged and the frame sent
+without it.
+
 Only verified frames become eligible for retention and preferred by emergency cleanup
 (`skylapse.capture.storage`), so nothing that has not provably arrived is deleted first.
 A failing batch is retried with exponential backoff and full jitter for as long as the
@@ -226,7 +231,8 @@ class TransferWorker:
         batch_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
         files_from = self.buffer_root / MANIFEST_DIR / f"{batch_id}.list"
         files_from.parent.mkdir(parents=True, exist_ok=True)
-        files_from.write_bytes(b"".join(os.fsencode(r.path) + b"\0" for r in batch))
+        listed = [p for r in batch for p, _ in self._files(r)]
+        files_from.write_bytes(b"".join(os.fsencode(p) + b"\0" for p in listed))
         resend = any(r.transfer_attempts > 0 for r in batch)
         send_error = None
         try:
@@ -283,7 +289,7 @@ class TransferWorker:
         now = datetime.now(UTC)
         self.catalog.set_transfer_state([r.stored_id for r in records], "verified", when=now)
         self.stats.frames_sent += len(records)
-        self.stats.bytes_sent += sum(r.size_bytes for r in records)
+        self.stats.bytes_sent += sum(r.total_bytes for r in records)
         self.stats.batches_verified += 1
         self.stats.last_success = now
         self.stats.failing_since = None
@@ -329,9 +335,20 @@ class TransferWorker:
                 break
         return batch
 
+    def _files(self, record: FrameRecord) -> list[tuple[str, str]]:
+        """(path, SHA-256) of the frame's files that are in the buffer: its own, then its
+        companions (a missing companion is logged and left out)."""
+        files = [record.files[0]]
+        for path, sha in record.files[1:]:
+            if (self.buffer_root / path).is_file():
+                files.append((path, sha))
+            else:
+                log.error("companion file missing from the buffer", path=path, frame=record.path)
+        return files
+
     def _sendable(self, record: FrameRecord) -> bool:
         """Whether a queued frame can go; sets aside or writes off those that cannot."""
-        problem = path_problem(record.path)
+        problem = next(filter(None, (path_problem(p) for p, _ in record.files)), None)
         if problem is not None:
             self._quarantine(record, problem)
             return False
@@ -355,19 +372,23 @@ class TransferWorker:
         SHA-256 (no re-send can fix those); returns the others, to be sent again."""
         retry = []
         for record in records:
-            try:
-                with open(self.buffer_root / record.path, "rb") as f:
-                    actual = hashlib.file_digest(f, "sha256").hexdigest()
-            except FileNotFoundError:  # gone meanwhile: the next batch writes it off
-                actual = record.sha256
-            if actual == record.sha256:
+            changed = None
+            for path, sha in record.files:
+                try:
+                    with open(self.buffer_root / path, "rb") as f:
+                        actual = hashlib.file_digest(f, "sha256").hexdigest()
+                except FileNotFoundError:  # gone meanwhile: the next batch writes it off
+                    actual = sha
+                if actual != sha:
+                    changed = (
+                        f"the bytes on the station no longer match the catalog: {path} has"
+                        f" SHA-256 {actual}, catalog {sha}"
+                    )
+                    break
+            if changed is None:
                 retry.append(record)
             else:
-                self._quarantine(
-                    record,
-                    f"the bytes on the station no longer match the catalog: SHA-256 {actual},"
-                    f" catalog {record.sha256}",
-                )
+                self._quarantine(record, changed)
         return retry
 
     def _quarantine(self, record: FrameRecord, reason: str) -> None:
@@ -377,6 +398,12 @@ class TransferWorker:
         rel = record.path
         if _inside_buffer(record.path) and (self.buffer_root / record.path).is_file():
             rel = f"{QUARANTINE_DIR}/{record.path}"
+            for path, _ in record.files[1:]:  # companions first: the frame's move commits
+                src = self.buffer_root / path
+                if _inside_buffer(path) and src.is_file():
+                    aside = self.buffer_root / QUARANTINE_DIR / path
+                    aside.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(src, aside)
             dest = self.buffer_root / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.with_name(dest.name + ".reason").write_text(reason + "\n")
@@ -445,7 +472,8 @@ class TransferWorker:
             f" echo {RESEND_MARK}; cat {RESEND_FILE}.reading; rm -f {RESEND_FILE}.reading; fi; "
             "exit 0"
         )
-        manifest = "".join(f"{r.sha256}  {r.path}\n" for r in batch)
+        files = {r.path: self._files(r) for r in batch}
+        manifest = "".join(f"{sha}  {path}\n" for r in batch for path, sha in files[r.path])
         out = self.verify_runner.run(
             ssh_command(self.target, script, self.settings.ssh_program),
             timeout_s=self.settings.command_timeout_s,
@@ -456,7 +484,7 @@ class TransferWorker:
         if COMMITTED_MARK in checked.splitlines():
             return []
         ok = {ln.rsplit(": ", 1)[0] for ln in checked.splitlines() if ln.endswith(": OK")}
-        failed = [r.path for r in batch if r.path not in ok]
+        failed = [r.path for r in batch if any(p not in ok for p, _ in files[r.path])]
         return failed or [r.path for r in batch]  # all checked, yet not committed
 
     def _requeue(self, paths: list[str]) -> None:

@@ -20,6 +20,7 @@ RESTART_ONLY = (
     ("capture", "buffer_dir"),
     ("capture", "camera"),
     ("capture", "resolution"),
+    ("capture", "raw"),
     ("capture", "writer_queue"),
     ("capture", "unattended"),
     ("weather", "base_url"),

@@ -52,6 +52,22 @@ class SensorSpec(_Strict):
     # CFA order of the unflipped readout; None for devices that only deliver processed frames
     bayer_pattern: Literal["RGGB", "BGGR", "GRBG", "GBRG"] | None = None
     bit_depth: Literal[8, 10, 12, 14, 16] = 10
+    # raw code of no light, at bit_depth; None = libcamera's default for the Pi sensors, 4096 in
+    # 16-bit units (64 at 10 bits, 256 at 12)
+    black_level: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _black_below_white(self) -> Self:
+        if self.black_codes >= 2**self.bit_depth - 1:
+            raise ValueError(f"black_level {self.black_codes} must be below the white level")
+        return self
+
+    @property
+    def black_codes(self) -> int:
+        """The black level in raw codes at ``bit_depth``."""
+        if self.black_level is not None:
+            return self.black_level
+        return 4096 >> (16 - self.bit_depth)
 
     @property
     def size_mm(self) -> tuple[float, float]:

@@ -11,13 +11,16 @@ hour colours, alpenglow) is rendered at the brightness of the shared sky table
 starlight) relative to the camera's exposure value. Clouds come from the weather (cover) and
 drift with the wind (speed and direction projected across the view).
 
-Sensor (``sensor_readout``, a pure function): linear scene radiance, where 1.0 fills the green
-channel's full well at the set exposure, times the lens's relative illumination (vignetting) and
-the channel responses (the inverse of the profile's daylight white-balance gains), becomes
-electrons (full well / analogue gain per unit), gets Poisson shot noise (Gaussian
-approximation), dark-current shot noise (doubling every few °C) and read noise, clips at full
-scale and is quantised at the sensor's bit depth. ``develop`` applies the white balance and
-colour matrix; the result is encoded to the uint16 sRGB pipeline convention.
+Sensor (``sensor_readout``, a pure function): the scene is rendered in linear light (linear
+sRGB primaries, 1.0 fills the green channel's full well at the set exposure); the inverse of the
+profile's colour matrix turns it into white-balanced camera RGB, and the lens's relative
+illumination (vignetting) times the channel responses (the inverse of the profile's daylight
+white-balance gains) into the light each channel collects. That becomes electrons (full well /
+analogue gain per unit), gets Poisson shot noise (Gaussian approximation), dark-current shot
+noise (doubling every few °C) and read noise, sits on the sensor's black level, clips at 0 and
+full scale and is quantised at the sensor's bit depth. ``develop`` subtracts the black level and
+applies the white balance and colour matrix, which gives the scene back; the result is encoded
+to the uint16 sRGB pipeline convention.
 
 Lens: defocus blur is a Gaussian whose sigma grows with the distance of the lens position from
 the profile's calibrated infinity position (the scene is at infinity), on top of a small
@@ -30,9 +33,13 @@ per size and seed (1-3 s, cached), then ~0.2 s per frame (render ~55 ms, sensor 
 exposure time (the shutter is open that long).
 
 Frame pixels: uint16 RGB, sRGB-encoded, after white balance (the pipeline convention). With
-``CameraConfig(raw=True)``, ``dng_path`` saves the raw sensor codes (before white balance) as a
-16-bit RGB TIFF next to it (``x.dng`` -> ``x.tiff``): a simulated sensor has no Bayer mosaic, so
-no real DNG is written.
+``CameraConfig(raw=True)``, ``dng_path`` also saves a real DNG: the raw codes sampled through the
+profile's Bayer pattern (``bayer_mosaic``), written by PiDNG from the metadata libcamera would
+report (``dng_bytes``), so it carries the tags picamera2's own DNGs carry (CFA pattern, black and
+white level, ColorMatrix1 from the colour matrix, AsShotNeutral from the white balance,
+exposure time, ISO). LibRaw develops it, in linear light, back to the scene's linear render
+(within the sensor's noise and demosaicing). A RAW stream needs an even height and a width that
+PiDNG can pack at the bit depth (even at 12 bits, a multiple of 4 at 10).
 """
 
 from __future__ import annotations
@@ -166,6 +173,7 @@ def sensor_readout(
     read_noise_e: float,
     dark_e: float,
     bit_depth: int,
+    black_level: int = 0,
 ) -> np.ndarray:
     """Raw sensor codes (uint16, 0..2**bit_depth - 1) for a radiance image.
 
@@ -175,7 +183,9 @@ def sensor_readout(
     same output level and relatively more shot and read noise. ``noise`` is standard normal
     noise of the image's shape. Noise model: Gaussian approximation of Poisson shot noise on
     signal and dark current, plus read noise; the mean dark signal is removed as black-level
-    correction. Saturation clips at full scale. (Janesick, "Photon Transfer", SPIE 2007.)
+    correction and the signal sits on ``black_level`` (codes), so read noise in the dark swings
+    around it as on a real sensor. Saturation clips at full scale. (Janesick, "Photon Transfer",
+    SPIE 2007.)
     """
     e: np.ndarray = cv2.multiply(
         radiance, response, scale=electrons_at_full_scale, dtype=cv2.CV_32F
@@ -186,34 +196,98 @@ def sensor_readout(
     e += cv2.multiply(sd, noise)
     levels = float(2**bit_depth - 1)
     # scale to codes and round; convertScaleAbs-like saturation via clip then astype
-    e *= np.float32(levels / electrons_at_full_scale)
+    e *= np.float32((levels - black_level) / electrons_at_full_scale)
+    if black_level:
+        e += np.float32(black_level)
     np.clip(e, 0.0, levels, out=e)
     return (e + np.float32(0.5)).astype(np.uint16)
 
 
 def develop(
-    codes: np.ndarray, bit_depth: int, wb_gains: tuple[float, float], ccm: np.ndarray | None
+    codes: np.ndarray,
+    bit_depth: int,
+    wb_gains: tuple[float, float],
+    ccm: np.ndarray | None,
+    black_level: int = 0,
 ) -> np.ndarray:
-    """Raw codes to the uint16 sRGB pipeline frame: white balance (red, blue gains; green 1),
-    colour matrix, clip, sRGB encode.
+    """Raw codes to the uint16 sRGB pipeline frame: black level, white balance (red, blue gains;
+    green 1), colour matrix, clip, sRGB encode.
 
     With an identity colour matrix every output value depends on one code of one channel, so
     the whole development is one table look-up per channel (exact, and ~5x cheaper than the
     float path, which handles a real matrix)."""
     levels = 2**bit_depth - 1
+    span = levels - black_level
     gains = np.array([wb_gains[0], 1.0, wb_gains[1]])
     if ccm is None or np.allclose(ccm, np.eye(3)):
         out = np.empty(codes.shape, np.uint16)
         encode = _encode_lut16()
+        signal = np.arange(levels + 1) - black_level
         for c in range(3):
-            lin = np.clip(np.arange(levels + 1) * (gains[c] / levels), 0.0, 1.0)
+            lin = np.clip(signal * (gains[c] / span), 0.0, 1.0)
             lut = encode[np.rint(lin * srgb.MAX16).astype(np.int64)]
             np.take(lut, codes[..., c], out=out[..., c])
         return out
-    linear = codes.astype(np.float32) * (gains / levels).astype(np.float32)
-    linear = cv2.transform(linear, np.asarray(ccm, np.float32))
+    signal = codes.astype(np.float32) - np.float32(black_level)
+    signal *= (gains / span).astype(np.float32)
+    linear = cv2.transform(signal, np.asarray(ccm, np.float32))
     np.clip(linear, 0.0, 1.0, out=linear)
     return linear_to_frame(linear)
+
+
+#: Bytes per packed group of pixels PiDNG needs the width to be a multiple of, by bit depth.
+_DNG_PACKING = {8: 1, 10: 4, 12: 2, 14: 6, 16: 1}
+_CFA_CHANNEL = {"R": 0, "G": 1, "B": 2}
+
+
+def bayer_mosaic(codes: np.ndarray, pattern: str) -> np.ndarray:
+    """The (H, W) Bayer mosaic of (H, W, 3) per-channel codes: each photosite keeps the channel
+    its filter passes. ``pattern`` is the 2x2 CFA read row by row ("RGGB": R at (0, 0), G at
+    (0, 1) and (1, 0), B at (1, 1)), as in libcamera's format names."""
+    out = np.empty(codes.shape[:2], codes.dtype)
+    for k, letter in enumerate(pattern):
+        dy, dx = divmod(k, 2)
+        out[dy::2, dx::2] = codes[dy::2, dx::2, _CFA_CHANNEL[letter]]
+    return out
+
+
+def dng_bytes(
+    mosaic: np.ndarray,
+    *,
+    pattern: str,
+    bit_depth: int,
+    black_level: int,
+    wb_gains: tuple[float, float],
+    ccm: np.ndarray,
+    exposure_time_s: float,
+    analogue_gain: float,
+    timestamp_ns: int,
+) -> bytes:
+    """A DNG of a Bayer mosaic, written the way picamera2's ``save_dng`` writes one: PiDNG's
+    ``Picamera2Camera`` model built from the raw stream's configuration (an unpacked
+    ``S<pattern><bits>`` format, 16-bit samples) and libcamera-style metadata
+    (``SensorBlackLevels`` in 16-bit units, ``ColourGains``, ``ColourCorrectionMatrix``,
+    ``ExposureTime`` in µs, gains), converted by ``PICAM2DNG``. PiDNG derives ColorMatrix1 as
+    inverse(sRGB-to-XYZ · CCM · gains) and AsShotNeutral as 1 / gains."""
+    from pidng.camdefs import Picamera2Camera
+    from pidng.core import PICAM2DNG
+
+    height, width = mosaic.shape
+    raw_config = {"size": (width, height), "format": f"S{pattern}{bit_depth}", "stride": 2 * width}
+    metadata = {
+        "SensorBlackLevels": [black_level << (16 - bit_depth)] * 4,
+        "ColourGains": (float(wb_gains[0]), float(wb_gains[1])),
+        "ColourCorrectionMatrix": tuple(float(v) for v in np.asarray(ccm).flatten()),
+        "ExposureTime": max(1, round(exposure_time_s * 1e6)),
+        "AnalogueGain": float(analogue_gain),
+        "DigitalGain": 1.0,
+        "SensorTimestamp": int(timestamp_ns),
+    }
+    writer = PICAM2DNG(Picamera2Camera(raw_config, metadata))
+    writer.options(compress=False)
+    # the buffer as picamera2 hands it over: bytes, one row per stride
+    buffer = np.ascontiguousarray(mosaic, dtype=np.uint16).view(np.uint8)
+    return bytes(writer.convert(buffer))
 
 
 @cache
@@ -300,6 +374,7 @@ class SimulatedCamera(Camera):
         self._response: np.ndarray | None = None
         self._raw = False
         self._noise: NoiseBank | None = None
+        self._to_camera: np.ndarray | None = None  # inverse colour matrix; None = identity
 
     # -- set-up --------------------------------------------------------------------------------
     async def configure(self, config: CameraConfig | None = None) -> None:
@@ -307,8 +382,23 @@ class SimulatedCamera(Camera):
         width, height = config.resolution or self.profile.resolution
         if width < 16 or height < 16:
             raise CameraError("the simulated sensor needs at least 16 x 16 pixels")
+        bits = self.profile.sensor.bit_depth
+        if config.raw and (height % 2 or width % _DNG_PACKING[bits]):
+            raise CameraError(
+                f"a {bits}-bit RAW stream needs an even height and a width that is a multiple of"
+                f" {_DNG_PACKING[bits]} (2x2 Bayer pattern, PiDNG's packing); got {width}x{height}"
+            )
+        if config.raw:
+            try:
+                import pidng.core  # noqa: F401  (the DNG writer, an optional extra)
+            except ImportError:
+                raise CameraError(
+                    "the simulated camera writes DNG with PiDNG: pip install 'skylapse[raw]'"
+                ) from None
         self._resolution = (width, height)
         self._raw = config.raw
+        ccm = self.profile.colour.ccm_array
+        self._to_camera = None if np.allclose(ccm, np.eye(3)) else np.linalg.inv(ccm)
         self._scene = await self._in_thread(_scene, width, height, self.seed)
         self._clouds = await self._in_thread(
             _clouds, width, height, self.seed, self._scene.horizon_row
@@ -414,10 +504,13 @@ class SimulatedCamera(Camera):
         """Lens, sensor and development: (uint16 sRGB frame, raw sensor codes)."""
         spec = self.profile.noise
         optical = defocus_blur(radiance, self._defocus_sigma(lens_position))
+        if self._to_camera is not None:  # linear sRGB to white-balanced camera RGB
+            optical = cv2.transform(optical, self._to_camera.astype(np.float32))
         dark_rate = spec.dark_current_e_per_s * 2.0 ** (
             (temperature_c - 25.0) / spec.dark_current_doubling_c
         )
         bits = self.profile.sensor.bit_depth
+        black = self.profile.sensor.black_codes
         codes = sensor_readout(
             optical,
             response,
@@ -426,8 +519,9 @@ class SimulatedCamera(Camera):
             read_noise_e=spec.read_noise_e,
             dark_e=dark_rate * exposure_s,
             bit_depth=bits,
+            black_level=black,
         )
-        return develop(codes, bits, wb, self.profile.colour.ccm_array), codes
+        return develop(codes, bits, wb, self.profile.colour.ccm_array, black), codes
 
     def _resolve(self, settings: CaptureSettings, when: datetime) -> tuple[float, float]:
         if settings.exposure_time_s is not None:
@@ -473,11 +567,8 @@ class SimulatedCamera(Camera):
             )
 
         pixels, raw = await self._in_thread(work)
-        raw_path = None
         if settings.dng_path is not None:
-            raw_path = await self._in_thread(
-                self._save_raw, raw, self.profile.sensor.bit_depth, settings.dng_path
-            )
+            await self._in_thread(self._save_dng, raw, settings.dng_path, t, g, wb, when)
         await self.clock.sleep(t)  # the shutter is open this long
         altitude, azimuth = self.sun(when)
         meta = FrameMetadata(
@@ -491,7 +582,7 @@ class SimulatedCamera(Camera):
             sensor_temperature_c=temperature,
             focus_score=focus_score(pixels),
             bit_depth=self.profile.sensor.bit_depth,
-            dng_path=raw_path,
+            dng_path=settings.dng_path,
             extra={
                 "sun_altitude_deg": altitude,
                 "sun_azimuth_deg": azimuth,
@@ -500,18 +591,31 @@ class SimulatedCamera(Camera):
         )
         return Frame(pixels, meta)
 
-    @staticmethod
-    def _save_raw(codes: np.ndarray, bit_depth: int, path: Path) -> Path:
-        """The raw (pre-white-balance, linear) sensor codes as a 16-bit RGB TIFF; returns it.
-
-        A simulated sensor has no Bayer mosaic to put in a real DNG, so RAW here writes the
-        linear raw data losslessly (same suffix rule: ``x.dng`` becomes ``x.tiff``)."""
-        target = path.with_suffix(".tiff")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        data = np.ascontiguousarray((codes << np.uint16(16 - bit_depth))[..., ::-1])
-        if not cv2.imwrite(str(target), data):
-            raise CameraError(f"cannot write {target}")
-        return target
+    def _save_dng(
+        self,
+        codes: np.ndarray,
+        path: Path,
+        exposure_s: float,
+        gain: float,
+        wb: tuple[float, float],
+        when: datetime,
+    ) -> None:
+        """The frame's raw codes as a DNG at ``path`` (module docstring; ``dng_bytes``)."""
+        sensor = self.profile.sensor
+        pattern = sensor.bayer_pattern or "RGGB"
+        data = dng_bytes(
+            bayer_mosaic(codes, pattern),
+            pattern=pattern,
+            bit_depth=sensor.bit_depth,
+            black_level=sensor.black_codes,
+            wb_gains=wb,
+            ccm=self.profile.colour.ccm_array,
+            exposure_time_s=exposure_s,
+            analogue_gain=gain,
+            timestamp_ns=round(when.timestamp() * 1e9),
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
 
     # -- focus ---------------------------------------------------------------------------------
     async def autofocus(self) -> float:
