@@ -3,7 +3,7 @@
 ``create_processing_app(settings)`` builds the app on the shared layer (`skylapse.api.common`):
 
 =========================================  ====================================================
-``GET  /health``                            queue, disk, catalog, workers and ingest (no token)
+``GET  /health``                            queue, disk, catalog, workers, ingest, store (no token)
 ``GET  /metrics``                           Prometheus text format
 ``GET  /sequences``                         ingested sequences, to choose what to render
 ``GET  /jobs``                              jobs, newest first (``?state=``, ``?limit=``)
@@ -85,6 +85,7 @@ from skylapse.config import (
 from skylapse.log import correlation_id, get_logger
 from skylapse.metrics import ServiceMetrics, UptimeTracker
 from skylapse.processing.jobs import JobService, RenderJobOptions
+from skylapse.processing.retention import StoreRetention
 
 log = get_logger(__name__)
 
@@ -102,6 +103,9 @@ PROCESSING_METRICS = (
     "frames_failed",
     "render_frames_per_second",
     "job_duration_seconds",
+    "store_bytes",
+    "store_utilization_pct",
+    "store_frames_deleted",
 )
 
 _X26X_PRESETS = (
@@ -146,6 +150,7 @@ class ProcessingSettings:
     archive: Any = None  # config `archive` section (skylapse.config.ArchiveConfig); None: env only
     backup: Any = None  # config `backup` section (skylapse.config.BackupConfig); None: env only
     alerts: Any = None  # a config `alerts` section (skylapse.config.AlertsConfig); None: defaults
+    retention: Any = None  # config processing.retention (RetentionConfig); None: defaults
     alert_notifiers: list | None = None  # None: the ones the alerts section configures
     station: str = "processing"
     jobs_per_minute: float = 20.0  # POST /jobs: this many a minute on average ...
@@ -529,6 +534,7 @@ def create_processing_app(settings: ProcessingSettings) -> FastAPI:
         backup=BackupConfig.from_env(base=settings.backup),
     )
     uptime = UptimeTracker(data_dir / "uptime-processing.json")
+    retention = StoreRetention(jobs.store, jobs.catalog, settings.retention, metrics=metrics)
     watcher = JobWatcher(jobs, hub, metrics, uptime, settings.job_poll_s)
     watcher_box.append(watcher)
     archive_dir = settings.archive_dir or Path(
@@ -597,7 +603,9 @@ def create_processing_app(settings: ProcessingSettings) -> FastAPI:
     alerts = AlertManager(
         "processing",
         settings.station,
-        processing_conditions(jobs.catalog, alerts_section),
+        processing_conditions(
+            jobs.catalog, alerts_section, store_at_risk=lambda: retention.at_risk
+        ),
         settings.alert_notifiers
         if settings.alert_notifiers is not None
         else notifiers_from_config(SkylapseConfig(alerts=alerts_section), settings.station),
@@ -609,6 +617,7 @@ def create_processing_app(settings: ProcessingSettings) -> FastAPI:
         "catalog": check_catalog,
         "workers": check_workers,
         "ingest": check_ingest,
+        "store": retention.check,
         "alerts": alerts.health,
     }
 
@@ -624,6 +633,7 @@ def create_processing_app(settings: ProcessingSettings) -> FastAPI:
         if ingest_loop is not None:
             ingest_loop.start()
         watcher_task = asyncio.create_task(watcher.run())
+        retention_task = asyncio.create_task(retention.run())
         alerts_task = asyncio.create_task(
             alerts.run(
                 lambda: alerts_section.evaluate_every_s,
@@ -634,7 +644,7 @@ def create_processing_app(settings: ProcessingSettings) -> FastAPI:
         try:
             yield
         finally:
-            for task in (watcher_task, alerts_task):
+            for task in (watcher_task, alerts_task, retention_task):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -665,6 +675,7 @@ def create_processing_app(settings: ProcessingSettings) -> FastAPI:
     app.state.ingest_loop = ingest_loop
     app.state.settings = settings
     app.state.alerts = alerts
+    app.state.retention = retention
 
     router = APIRouter(dependencies=[Depends(app.state.require_token)])
     job_rate = RateLimit(settings.jobs_per_minute, settings.job_burst)

@@ -261,6 +261,13 @@ class JobService:
 def _run_render(service: JobService, job_id: str, params: dict[str, Any]) -> dict[str, Any]:
     from skylapse.processing.render import render
 
+    deleted = service.catalog.frames_deleted(params["sequence_id"])
+    if deleted is not None:  # skylapse.processing.retention
+        raise ValueError(
+            f"sequence {params['sequence_id']}'s frames were deleted from the store at "
+            f"{deleted['deleted_at']} ({deleted['reason']} retention, after its render was "
+            "archived): its archived timelapse is what remains"
+        )
     frames = service.catalog.sequence_frames(params["sequence_id"], params.get("phase"))
     if not frames:
         raise ValueError(f"sequence {params['sequence_id']} has no frames")
