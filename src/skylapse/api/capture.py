@@ -76,8 +76,12 @@ evaluation. Numbers must be finite and within each field's bounds. Nothing is ap
 all of it is. Fields that only take effect at a restart (``api``, ``transfer``,
 ``capture.buffer_dir|camera|resolution|writer_queue|unattended``,
 ``weather.base_url|cache_path``, the alert notifiers) are refused with 422 naming them. The
-change lives in memory: edit the config file to keep it across restarts. Secrets (the fields
-typed `skylapse.config.Secret`) show as ``"***"``; sending ``"***"`` back keeps them.
+change is saved before it is applied, atomically, to the override file beside the config file
+(``<stem>.override.yaml``, or ``<buffer>/skylapse.override.yaml`` without ``--config``; see
+`skylapse.config_store`), which is merged over the config file at the next start; the answer
+is ``{"changed": [field, ...], "config": {...}, "saved_to": path | null}``, and 503 with nothing
+changed when the file cannot be written. Secrets (the fields typed `skylapse.config.Secret`)
+show as ``"***"``; sending ``"***"`` back keeps them.
 
 WebSocket ``/ws``: the token as the ``Authorization`` header, ``?token=`` or a first message
 ``{"token": "..."}`` (refused: closed with 4401). Text messages, JSON:
@@ -139,7 +143,8 @@ from skylapse.capture.strategy import choose_capture
 from skylapse.capture.sun import sun_elevation
 from skylapse.capture.watchdog import Watchdog
 from skylapse.capture.windows import current_or_next_window, day_windows
-from skylapse.config import REDACTED, SkylapseConfig
+from skylapse.config import REDACTED, SkylapseConfig, deep_merge
+from skylapse.config_store import ConfigFile, Saved, changed_paths
 from skylapse.log import get_logger
 from skylapse.metrics import ServiceMetrics, UptimeTracker
 from skylapse.names import NAME_PATTERN, Name
@@ -243,23 +248,28 @@ def _invalid(field_name: str, message: str) -> HTTPException:
     )
 
 
-def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """``patch`` over ``base``: mappings key by key, anything else replaced."""
-    out = dict(base)
-    for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def _get(doc: dict[str, Any], path: tuple[str, ...]) -> Any:
     for key in path:
         if not isinstance(doc, dict):
             return None
         doc = doc.get(key)  # type: ignore[assignment]
     return doc
+
+
+def _save_config(
+    config_file: ConfigFile | None, old: SkylapseConfig, new: SkylapseConfig
+) -> Saved | None:
+    """Save a ``PUT /config`` change before it is applied; 503 (nothing changed) on failure."""
+    if config_file is None:
+        return None
+    try:
+        return config_file.save(old, new)
+    except (OSError, ValueError) as exc:
+        raise HTTPException(
+            503,
+            detail=f"cannot save the configuration to {config_file.override}: "
+            f"{getattr(exc, 'strerror', None) or exc}; nothing was changed",
+        ) from None
 
 
 def _drop_redacted(patch: Any) -> Any:
@@ -933,6 +943,7 @@ def create_capture_app(
     tick_s: float = 1.0,
     retry_s: float = 30.0,
     stall_after_s: float | None = None,
+    config_file: ConfigFile | None = None,
 ) -> FastAPI:
     """The capture service's FastAPI app (see the module docstring).
 
@@ -944,6 +955,8 @@ def create_capture_app(
     ``transfer``), ``disk_usage`` (for the storage manager), ``weather`` (default: the
     OpenWeatherMap client on the real clock when enabled), the status tick, the camera retry
     pause and the stall limit of the loop (default: from the longest interval and exposure).
+    ``config_file`` is where ``PUT /config`` saves its changes (`skylapse.config_store`); without
+    one they live in memory only and the answer's ``saved_to`` is null.
     """
     from skylapse.capture.commands import make_camera
 
@@ -1117,7 +1130,10 @@ def create_capture_app(
     @router.put(
         "/config",
         tags=["config"],
-        responses={422: {"description": "invalid, or needs a restart; nothing applied"}},
+        responses={
+            422: {"description": "invalid, or needs a restart; nothing applied"},
+            503: {"description": "the change could not be saved; nothing applied"},
+        },
     )
     def put_config(
         patch: Annotated[dict[str, Any], Body(description="part of the config file, as JSON")],
@@ -1139,12 +1155,19 @@ def create_capture_app(
                     "takes effect only when the service starts; "
                     "change it in the config file and restart",
                 )
-        changed = sorted(_changed_paths(current, new_doc))
-        service.apply_config(new)  # whole or not at all; the runtime follows once it took
+        changed = [".".join(p) for p in changed_paths(current, new_doc)]
+        saved = _save_config(config_file, runtime.config, new)  # first: 503 if it cannot be
+        try:
+            service.apply_config(new)  # whole or not at all; the runtime follows once it took
+        except Exception:
+            if config_file is not None and saved is not None:
+                config_file.restore(saved)  # neither in memory nor in the file
+            raise
         runtime.config = new
+        saved_to = str(saved.path) if saved is not None else None
         if changed:
-            log.info("configuration changed", fields=changed)
-        return {"changed": changed, "config": new.model_dump(mode="json")}
+            log.info("configuration changed", fields=changed, saved_to=saved_to)
+        return {"changed": changed, "config": new.model_dump(mode="json"), "saved_to": saved_to}
 
     @router.post(
         "/capture",
@@ -1307,15 +1330,6 @@ def _buffer_file(buffer: Path, relative: str) -> Path | None:
     if not resolved.is_relative_to(root) or not resolved.is_file():
         return None
     return resolved
-
-
-def _changed_paths(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new)):
-            out += _changed_paths(old.get(key), new.get(key), f"{prefix}{key}.")
-        return out
-    return [] if old == new else [prefix.rstrip(".")]
 
 
 __all__ = [
