@@ -34,7 +34,7 @@ API
 ``.active()``, ``.health() -> Check``, ``await .run(every_s)``, ``.close()``.
 ``WebhookNotifier(url)``, ``MqttNotifier(host, port, topic_prefix, ...)``.
 ``notifiers_from_config(config, station) -> list``;
-``processing_conditions(catalog, alerts_section) -> list[AlertCondition]``;
+``processing_conditions(catalog, alerts_section, store_at_risk=None) -> list[AlertCondition]``;
 ``storage_condition(usage_pct, alerts, what) -> AlertCondition``.
 """
 
@@ -518,10 +518,17 @@ class MqttNotifier:
 
 
 def processing_conditions(
-    catalog: Any, alerts: Any, failed_window: timedelta = timedelta(hours=24)
+    catalog: Any,
+    alerts: Any,
+    failed_window: timedelta = timedelta(hours=24),
+    *,
+    store_at_risk: Callable[[], str | None] | None = None,
 ) -> list[AlertCondition]:
     """The processing service's conditions over its catalog (`ProcessingCatalog`), with the
-    thresholds of an ``alerts`` config section (read at each evaluation)."""
+    thresholds of an ``alerts`` config section (read at each evaluation); with
+    ``store_at_risk`` (`StoreRetention.at_risk`: why, or None) also
+    ``unrendered_frames_at_risk``: the store is past its watermark and only frames not yet
+    rendered and archived are left, which retention never deletes."""
 
     def job_failing(active: bool) -> tuple[bool, str]:
         limit = alerts.job_failures
@@ -552,7 +559,7 @@ def processing_conditions(
         )
 
     clear = alerts.clear_after_s
-    return [
+    conditions = [
         AlertCondition(
             "job_failing_repeatedly",
             "A processing job fails repeatedly",
@@ -570,6 +577,24 @@ def processing_conditions(
             clear_after_s=clear,
         ),
     ]
+    if store_at_risk is not None:
+        at_risk = store_at_risk
+
+        def store(active: bool) -> tuple[bool, str]:
+            detail = at_risk()
+            return detail is not None, detail or ""
+
+        conditions.append(
+            AlertCondition(
+                "unrendered_frames_at_risk",
+                "Processing store full of frames not yet rendered",
+                "critical",
+                "store",
+                store,
+                clear_after_s=clear,
+            )
+        )
+    return conditions
 
 
 def storage_condition(

@@ -21,9 +21,15 @@ Every field has a default, so an empty file is a valid configuration; the shippe
 silently ignored). :func:`load_config` raises :class:`ConfigError` naming the file and the dotted
 path of each offending field.
 
+Changes made over the API (``PUT /config``) are kept in an override file beside the config file,
+``<stem>.override.yaml`` (`skylapse.config_store`); :func:`load_config` merges it over the file
+(mappings key by key, lists and values replaced), so the config file itself, and its comments,
+are never rewritten.
+
 API
 ---
-``load_config(path=None) -> SkylapseConfig``   the file, or the packaged default when ``None``.
+``load_config(path=None, *, override=None) -> SkylapseConfig``  the file (the packaged default
+when ``None``) with its override file, what ``PUT /config`` saved, merged over it.
 ``parse_config(data, source) -> SkylapseConfig``  an already-parsed mapping (``source`` names it).
 ``default_config() -> SkylapseConfig``          the packaged default file.
 """
@@ -408,6 +414,32 @@ class ApiConfig(_Section):
 DEFAULT_MAX_FRAME_PIXELS = 4656 * 3496 * 3 // 2  # 24,416,064
 
 
+class RetentionConfig(_Section):
+    """How long ingested frames stay in the processing store (`skylapse.processing.retention`).
+
+    A sequence's frames are deleted only once the sequence is rendered and archived (a
+    whole-sequence render that saw every frame, in the archive); never before."""
+
+    keep_days: float | None = Field(
+        7.0,
+        ge=0,
+        le=36500,
+        description="delete a sequence's frames this many days after its render was archived; "
+        "null = only the watermark deletes",
+    )
+    watermark_pct: float = Field(
+        85.0,
+        ge=50,
+        le=98,
+        description="emergency: above this use of the store's disk, the oldest rendered and "
+        "archived sequences' frames go first, 50..98 %",
+    )
+    margin_pct: float = Field(
+        5.0, gt=0, le=25, description="emergency cleanup goes this far below the watermark"
+    )
+    check_every_s: float = Field(300.0, gt=0, le=86400, description="how often it is enforced")
+
+
 class ProcessingConfig(_Section):
     """The processing service (`skylapse serve processing`, `skylapse worker`)."""
 
@@ -436,6 +468,7 @@ class ProcessingConfig(_Section):
     job_poll_s: float = Field(0.5, gt=0, le=60, description="job-event polling interval")
     disk_warn_pct: float = Field(90.0, gt=0, le=100, description="health degraded above this")
     disk_fail_pct: float = Field(97.0, gt=0, le=100, description="health failing above this")
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
 
 class TransferConfig(_Section):
@@ -679,19 +712,73 @@ def read_yaml(
     return parse_yaml(model, text, str(path), error, empty=empty)
 
 
+def read_yaml_mapping(path: str | Path, error: type[ValueError] = ConfigError) -> dict[str, Any]:
+    """A YAML file's top-level mapping, unvalidated (an empty file is ``{}``)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: not valid YAML: {exc}") from exc
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise error(f"{path}: (top level): expected a mapping, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: Mapping[str, object], patch: Mapping[str, object]) -> dict[str, object]:
+    """``patch`` over ``base``: mappings key by key, anything else replaced (``PUT /config`` and
+    an override file over its config file merge this way)."""
+    out = dict(base)
+    for key, value in patch.items():
+        below = out.get(key)
+        if isinstance(value, Mapping) and isinstance(below, Mapping):
+            out[key] = deep_merge(below, value)
+        else:
+            out[key] = value
+    return out
+
+
 def parse_config(data: Any, source: str = "<config>") -> SkylapseConfig:
     """Validate an already-parsed mapping; ``source`` names it in error messages."""
     return validate_mapping(SkylapseConfig, {} if data is None else data, source)
 
 
-def load_config(path: str | Path | None = None) -> SkylapseConfig:
-    """Read and validate a YAML configuration file (the packaged default when ``path`` is None)."""
+#: What ``PUT /config`` writes its changes to (`skylapse.config_store`): ``<stem>.override.yaml``
+#: beside the config file (``skylapse.yaml`` -> ``skylapse.override.yaml``), or
+#: ``<data>/skylapse.override.yaml`` for a service started without ``--config``.
+OVERRIDE_SUFFIX = ".override.yaml"
+DEFAULT_OVERRIDE_NAME = "skylapse" + OVERRIDE_SUFFIX
+
+
+def override_path_for(config_path: str | Path) -> Path:
+    """The override file beside a config file: ``<dir>/<stem>.override.yaml``."""
+    path = Path(config_path)
+    return path.with_name(path.stem + OVERRIDE_SUFFIX)
+
+
+def load_config(
+    path: str | Path | None = None, *, override: str | Path | None = None
+) -> SkylapseConfig:
+    """Read and validate a YAML configuration file (the packaged default when ``path`` is None),
+    with its override file merged over it when that exists: ``override``, else the one beside
+    ``path`` (:func:`override_path_for`). The file alone must validate (errors name it), then
+    the merge (errors name the override file and the field)."""
     if path is None:
-        return default_config()
-    return read_yaml(SkylapseConfig, path, empty={})
+        source = f"skylapse/{DEFAULT_CONFIG_RESOURCE}"
+        text = resources.files("skylapse").joinpath(DEFAULT_CONFIG_RESOURCE).read_text()
+        base = yaml.safe_load(text) or {}
+    else:
+        source, base = str(path), read_yaml_mapping(path)
+        override = override if override is not None else override_path_for(path)
+    config = parse_config(base, source)
+    if override is None or not Path(override).exists():
+        return config
+    merged = deep_merge(base, read_yaml_mapping(override))
+    return parse_config(merged, f"{override} (over {source})")
 
 
 def default_config() -> SkylapseConfig:
     """The configuration shipped with the package (``skylapse/data/skylapse.yaml``)."""
-    text = resources.files("skylapse").joinpath(DEFAULT_CONFIG_RESOURCE).read_text()
-    return parse_config(yaml.safe_load(text), f"skylapse/{DEFAULT_CONFIG_RESOURCE}")
+    return load_config()

@@ -8,7 +8,9 @@ token comes from ``/etc/skylapse/skylapse.env`` (``SKYLAPSE_API_TOKEN=...``, opt
 ``api.token`` in the config file); `install_capture_service` creates that file with a random
 token when it is missing. The sandbox allows what capture needs and nothing
 more: the camera devices (V4L2, media controller, DMA heaps for libcamera buffers), the network
-(weather, transfer), and writing to the state folder and the buffer only.
+(weather, transfer), and writing to the state folder, the buffer and the config file's folder
+(where ``PUT /config`` saves ``skylapse.override.yaml``; the folder is sticky, so the service
+replaces only its own files there) only.
 
 ``deploy/systemd/skylapse-capture.service`` in the repository is this template rendered with
 :data:`DEFAULTS`; a test keeps the two equal.
@@ -29,6 +31,10 @@ UNIT_NAME = "skylapse-capture.service"
 STATE_DIR = Path("/var/lib/skylapse")
 #: ``SKYLAPSE_API_TOKEN=...`` for the service (root-owned, readable by the service's group).
 ENV_FILE = Path("/etc/skylapse/skylapse.env")
+#: The config file's folder: root's, writable by the service's group so that ``PUT /config`` can
+#: save ``skylapse.override.yaml`` there (`skylapse.config_store`), and sticky, so the service
+#: can replace only the files it created, never root's config or token file.
+CONFIG_DIR_MODE = 0o1770
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,8 @@ def render_capture_unit(settings: UnitSettings) -> str:
     writable = [str(STATE_DIR)]
     if not settings.buffer_dir.is_relative_to(STATE_DIR):
         writable.append(str(settings.buffer_dir))
+    if settings.config is not None:  # PUT /config saves <stem>.override.yaml beside the file
+        writable.append(f"-{settings.config.parent}")
     return _TEMPLATE.format(
         exec_start=shlex.join(argv),
         watchdog_s=settings.watchdog_s,
@@ -218,6 +226,15 @@ def install_capture_service(
                 gid=pwd.getpwnam(settings.user).pw_gid,
             )
         done.append(f"wrote a new API token to {env_file}")
+    if settings.config is not None and (root or dry_run):
+        folder = settings.config.parent
+        if not dry_run:
+            folder.mkdir(parents=True, exist_ok=True)
+            os.chown(folder, 0, pwd.getpwnam(settings.user).pw_gid)
+            folder.chmod(CONFIG_DIR_MODE)
+        done.append(
+            f"let {settings.user} save its own files in {folder} (the PUT /config override)"
+        )
     text = render_capture_unit(settings)
     if not dry_run:
         unit_dir.mkdir(parents=True, exist_ok=True)

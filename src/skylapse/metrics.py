@@ -19,7 +19,9 @@ The architecture's metrics:
   :class:`UptimeTracker`).
 
 and ``frames_captured_total``, ``frames_transferred_total``, ``frames_failed_total{stage}``,
-``render_frames_per_second`` and ``job_duration_seconds{kind,state}``.
+``render_frames_per_second`` and ``job_duration_seconds{kind,state}``; the processing store's
+``store_bytes``, ``store_utilization_pct`` and ``store_frames_deleted_total{reason}``
+(`skylapse.processing.retention`).
 
 API
 ---
@@ -96,6 +98,22 @@ _SPECS = [
         "storage_utilization_pct",
         Gauge,
         "Percent of the file system holding the service's data that is in use.",
+    ),
+    MetricSpec(
+        "store_bytes",
+        Gauge,
+        "Bytes of ingested frames in the processing store (not yet deleted by retention).",
+    ),
+    MetricSpec(
+        "store_utilization_pct",
+        Gauge,
+        "Percent of the file system holding the processing store that is in use.",
+    ),
+    MetricSpec(
+        "store_frames_deleted",
+        Counter,
+        "Frames retention deleted from the processing store, by reason (age, watermark).",
+        labels=("reason",),
     ),
     MetricSpec(
         "image_quality_score",

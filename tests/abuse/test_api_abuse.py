@@ -32,12 +32,11 @@ from skylapse import log
 from skylapse.alerts import AlertEvent, WebhookNotifier
 from skylapse.api.auth import TOKEN_ENV, MissingTokenError, resolve_token
 from skylapse.api.capture.app import create_capture_app
-from skylapse.api.capture.config_patch import deep_merge
 from skylapse.api.processing.app import ProcessingSettings, create_processing_app
 from skylapse.api.server import ConnectionLimits, ServerThread
 from skylapse.capture.cameras import CameraConfig, SimulatedCamera
 from skylapse.capture.weather import WeatherService
-from skylapse.config import LocationConfig, WeatherConfig, default_config, parse_config
+from skylapse.config import LocationConfig, WeatherConfig, deep_merge, default_config, parse_config
 from skylapse.testing import SequenceSpec, generate_sequence
 from tests_support import commit_frames_to_inbox, wait_for
 

@@ -25,12 +25,11 @@ from starlette.websockets import WebSocketDisconnect
 
 from skylapse.alerts import AlertManager
 from skylapse.api.capture.app import create_capture_app
-from skylapse.api.capture.config_patch import deep_merge
 from skylapse.capture.cameras import CameraConfig, CameraError, SimulatedCamera
 from skylapse.capture.storage import DiskUsage
 from skylapse.capture.watchdog import Watchdog
 from skylapse.catalog import FrameRecord
-from skylapse.config import default_config, parse_config
+from skylapse.config import deep_merge, default_config, parse_config
 from skylapse.metrics import ScheduledUptime
 from tests_support import quiet_station_signals, wait_for
 

@@ -140,7 +140,15 @@ def test_health_needs_no_token_and_reports_each_part(client):
     assert r.status_code == 200
     body = r.json()
     assert body["service"] == "processing" and body["status"] == "ok"
-    assert set(body["checks"]) == {"queue", "disk", "catalog", "workers", "ingest", "alerts"}
+    assert set(body["checks"]) == {
+        "queue",
+        "disk",
+        "catalog",
+        "workers",
+        "ingest",
+        "store",
+        "alerts",
+    }
     assert all(
         c["status"] in ("ok", "degraded", "failing") and c["detail"]
         for c in body["checks"].values()

@@ -165,7 +165,8 @@ def test_repository_unit_is_the_rendered_default():
     assert directives["User"] == "skylapse" and directives["NoNewPrivileges"] == "yes"
     assert directives["ProtectSystem"] == "strict" and directives["ProtectHome"] == "yes"
     assert directives["PrivateTmp"] == "yes" and directives["SupplementaryGroups"] == "video"
-    assert directives["ReadWritePaths"] == "/var/lib/skylapse"
+    # the config's folder too: PUT /config saves skylapse.override.yaml beside the file
+    assert directives["ReadWritePaths"] == "/var/lib/skylapse -/etc/skylapse"
     assert directives["ExecStart"].split()[1:4] == ["serve", "capture", "--data"]
     assert directives["EnvironmentFile"] == "-/etc/skylapse/skylapse.env"
 
@@ -258,3 +259,22 @@ def test_install_service_writes_the_unit_and_folders(tmp_path):
         assert folder.stat().st_uid == nobody
     assert any("enable --now" in line for line in done)
     assert systemd_verify(unit) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="installing changes a folder's owner")
+def test_install_lets_the_service_save_its_override_beside_the_config(tmp_path):
+    config = tmp_path / "etc" / "skylapse.yaml"
+    settings = UnitSettings(
+        executable=current_executable(),
+        user="nobody",
+        buffer_dir=tmp_path / "buffer",
+        config=config,
+    )
+    install_capture_service(
+        settings, tmp_path / "units", state_dir=tmp_path / "state", env_file=tmp_path / "env"
+    )
+    folder = config.parent.stat()
+    assert folder.st_uid == 0 and folder.st_gid == pwd.getpwnam("nobody").pw_gid
+    assert oct(folder.st_mode & 0o7777) == "0o1770"  # sticky: only its own files
+    unit = (tmp_path / "units" / UNIT_NAME).read_text()
+    assert f"ReadWritePaths=/var/lib/skylapse {tmp_path / 'buffer'} -{config.parent}" in unit

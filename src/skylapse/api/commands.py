@@ -3,7 +3,10 @@
 Settings come from, in order of precedence: the command line, the environment
 (``SKYLAPSE_API_TOKEN``, ``SKYLAPSE_DATA_DIR``, ``SKYLAPSE_QUEUE_URL``), the config file's ``api``
 and ``processing`` sections, and the built-in defaults (loopback, CORS off, 64 KB bodies).
-Without a token the service does not start.
+Without a token the service does not start. ``PUT /config`` changes are saved to the override
+file beside ``--config`` (``<stem>.override.yaml``), or without ``--config`` to
+``<data>/skylapse.override.yaml``, and merged over the configuration at start
+(`skylapse.config_store`).
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from skylapse.config import SkylapseConfig
 
 SERVICES = ("capture", "processing")
 
@@ -31,6 +37,20 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _data_folder(service: str, data: Path | None, cfg: SkylapseConfig) -> Path:
+    """The service's data folder: ``--data``, else (processing) ``$SKYLAPSE_DATA_DIR``, then
+    ``processing.data_dir`` or ``./skylapse-data``; (capture) ``capture.buffer_dir``."""
+    from skylapse.processing.commands import DATA_DIR_ENV
+
+    if data is not None:
+        return data.expanduser()
+    if service == "capture":
+        return cfg.capture.buffer_dir.expanduser()
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV]).expanduser()
+    return (cfg.processing.data_dir or Path("skylapse-data")).expanduser()
 
 
 def serve(
@@ -77,8 +97,14 @@ def serve(
         raise typer.BadParameter(
             f"{service!r} is not one of {', '.join(SERVICES)}", param_hint="SERVICE"
         )
+    from skylapse.config_store import ConfigFile
+
     try:
-        cfg = load_config(config)
+        cfg = load_config(config)  # with the override beside it, when there is one
+        data_dir = _data_folder(service, data, cfg)
+        config_file = ConfigFile.for_service(config, data_dir)
+        if config is None:  # the packaged defaults: the override is in the data folder
+            cfg = config_file.load()
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     try:
@@ -93,17 +119,11 @@ def serve(
 
     if service == "processing":
         from skylapse.api.processing.app import ProcessingSettings, create_processing_app
-        from skylapse.processing.commands import DATA_DIR_ENV
         from skylapse.processing.ingest import align_pillow_pixel_limit
 
-        data_dir = data or (
-            Path(os.environ[DATA_DIR_ENV])
-            if os.environ.get(DATA_DIR_ENV)
-            else cfg.processing.data_dir or Path("skylapse-data")
-        )
         pc = cfg.processing
         settings = ProcessingSettings(
-            data_dir=data_dir.expanduser(),
+            data_dir=data_dir,
             token=token,
             queue_url=reveal(pc.queue_url),  # None: $SKYLAPSE_QUEUE_URL or SQLite
             workers=pc.workers if workers is None else workers,
@@ -119,6 +139,7 @@ def serve(
             archive=cfg.archive,
             backup=cfg.backup,
             alerts=cfg.alerts,
+            retention=pc.retention,
             station=cfg.alerts.mqtt.node_id or f"{cfg.transfer.station}-processing",
         )
         align_pillow_pixel_limit(pc.max_frame_pixels)
@@ -128,18 +149,11 @@ def serve(
             raise _fail(str(exc)) from None
         port = port or cfg.api.processing_port
     else:
-        try:
-            from skylapse.api.capture.app import create_capture_app
-        except ModuleNotFoundError as exc:
-            if exc.name not in ("skylapse.api.capture", "skylapse.api.capture.app"):
-                raise
-            raise _fail(
-                "the capture service's API is not available yet (skylapse.api.capture is missing)"
-            ) from None
+        from skylapse.api.capture.app import create_capture_app
         from skylapse.capture.cameras import CameraError
 
         try:
-            app = create_capture_app(cfg, token, buffer=data.expanduser() if data else None)
+            app = create_capture_app(cfg, token, buffer=data_dir, config_file=config_file)
         except (CameraError, OSError, ValueError) as exc:
             raise _fail(str(exc)) from None
         port = port or cfg.api.capture_port

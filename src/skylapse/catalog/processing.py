@@ -5,7 +5,10 @@ A frame is recorded once per (station, path) (`skylapse.processing.ingest`); the
 capture session of one camera at one station make a sequence, created on first sight and closed
 when its frames stop coming. Jobs (`skylapse.processing.jobs`) move
 ``queued -> running -> done | failed | cancelled``; archived timelapses
-(`skylapse.processing.archive`) are kept per render job.
+(`skylapse.processing.archive`) are kept per render job. When retention
+(`skylapse.processing.retention`) deletes a sequence's frames from the store, a
+``frame_deletions`` row says when and why; the ``ingested`` rows stay, so a frame sent again
+is still known and not ingested twice.
 """
 
 from __future__ import annotations
@@ -84,6 +87,13 @@ CREATE TABLE IF NOT EXISTS timelapses (
     deleted_reason  TEXT
 );
 CREATE INDEX IF NOT EXISTS timelapses_created ON timelapses(deleted_at, created_at);
+CREATE TABLE IF NOT EXISTS frame_deletions (
+    sequence_id INTEGER PRIMARY KEY REFERENCES sequences(id),
+    deleted_at  TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    frames      INTEGER NOT NULL,
+    size_bytes  INTEGER NOT NULL
+);
 """
 
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -283,6 +293,74 @@ class ProcessingCatalog(SqliteStore):
             .execute("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')")
             .fetchone()[0]
         )
+
+    # --- store retention (skylapse.processing.retention) ----------------------------------
+
+    def stored_sequences(self) -> list[dict[str, Any]]:
+        """Sequences whose frames are still in the store, oldest capture first, with their
+        frames' total ``size_bytes`` and ``last_ingested_at`` (when the newest one arrived)."""
+        rows = self._connect().execute(
+            "SELECT s.id, s.station, s.session_id, s.first_at, s.frames,"
+            " COALESCE(SUM(i.size_bytes), 0) AS size_bytes, MAX(i.ingested_at) AS last_ingested_at"
+            " FROM sequences s LEFT JOIN ingested i ON i.sequence_id = s.id"
+            " WHERE s.id NOT IN (SELECT sequence_id FROM frame_deletions)"
+            " GROUP BY s.id ORDER BY s.first_at, s.id"
+        )
+        return [dict(r) for r in rows]
+
+    def archived_renders(self) -> list[dict[str, Any]]:
+        """Done whole-sequence renders (no phase) that were archived: ``sequence_id``,
+        ``render_started_at``, ``archived_at`` (ISO text), oldest archive first."""
+        rows = self._connect().execute(
+            "SELECT json_extract(j.params, '$.sequence_id') AS sequence_id,"
+            " j.started_at AS render_started_at, t.created_at AS archived_at"
+            " FROM jobs j JOIN timelapses t ON t.job_id = j.id"
+            " WHERE j.kind = 'render' AND j.state = 'done'"
+            " AND json_extract(j.params, '$.phase') IS NULL ORDER BY t.created_at"
+        )
+        return [dict(r) for r in rows]
+
+    def sequences_in_use(self) -> set[int]:
+        """Sequences a queued or running job reads: a render of it, or an archive of its render
+        (which may copy its frames)."""
+        rows = self._connect().execute(
+            "SELECT COALESCE(json_extract(j.params, '$.sequence_id'),"
+            " json_extract(r.params, '$.sequence_id')) AS sequence_id"
+            " FROM jobs j LEFT JOIN jobs r ON r.id = json_extract(j.params, '$.job_id')"
+            " WHERE j.state IN ('queued', 'running')"
+        )
+        return {r["sequence_id"] for r in rows if r["sequence_id"] is not None}
+
+    def record_frames_deleted(
+        self, sequence_id: int, when: datetime, reason: str, frames: int, size_bytes: int
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO frame_deletions"
+                " (sequence_id, deleted_at, reason, frames, size_bytes) VALUES (?, ?, ?, ?, ?)",
+                (sequence_id, iso_time(when), reason, frames, size_bytes),
+            )
+
+    def frames_deleted(self, sequence_id: int) -> dict[str, Any] | None:
+        """When and why retention deleted a sequence's frames (None: they are in the store)."""
+        row = (
+            self._connect()
+            .execute("SELECT * FROM frame_deletions WHERE sequence_id = ?", (sequence_id,))
+            .fetchone()
+        )
+        return dict(row) if row else None
+
+    def stored_bytes(self) -> int:
+        """Bytes of the frames still in the store (the ``store_bytes`` metric)."""
+        row = (
+            self._connect()
+            .execute(
+                "SELECT COALESCE(SUM(size_bytes), 0) FROM ingested"
+                " WHERE sequence_id NOT IN (SELECT sequence_id FROM frame_deletions)"
+            )
+            .fetchone()
+        )
+        return row[0]
 
     # --- archived timelapses (skylapse.processing.archive) ---------------------------------
 

@@ -297,6 +297,13 @@ def _run_render(service: JobService, job_id: str, params: dict[str, Any]) -> dic
     from skylapse.processing import sources
     from skylapse.processing.render import render
 
+    deleted = service.catalog.frames_deleted(params["sequence_id"])
+    if deleted is not None:  # skylapse.processing.retention
+        raise ValueError(
+            f"sequence {params['sequence_id']}'s frames were deleted from the store at "
+            f"{deleted['deleted_at']} ({deleted['reason']} retention, after its render was "
+            "archived): its archived timelapse is what remains"
+        )
     frames = service.catalog.sequence_frames(params["sequence_id"], params.get("phase"))
     # a RAW+JPEG pair is one shot: its DNG is the frame (the links below lose the names)
     twins = sources.raw_twins(f["path"] for f in frames)

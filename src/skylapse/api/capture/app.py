@@ -32,6 +32,7 @@ from skylapse.capture.watchdog import Watchdog
 from skylapse.capture.weather import SkySource, WeatherService
 from skylapse.catalog.capture import Catalog
 from skylapse.config import SkylapseConfig
+from skylapse.config_store import ConfigFile
 from skylapse.maintenance import StationSignals
 from skylapse.transfer.queue import TransferSettings, TransferWorker
 from skylapse.transfer.rsync import SshTarget
@@ -46,7 +47,9 @@ class RuntimeOptions(TypedDict, total=False):
     ``weather`` (the OpenWeatherMap client on the real clock when enabled), ``tick_s`` (the
     status tick, 1 s), ``retry_s`` (the camera retry pause, 30 s), ``stall_after_s`` (how
     long a session may go without a frame; default from the longest interval and exposure) and
-    ``signals`` (the maintenance alerts' sources; default: this machine's)."""
+    ``signals`` (the maintenance alerts' sources; default: this machine's) and ``config_file``
+    (where ``PUT /config`` saves its changes, `skylapse.config_store`; without one they live in
+    memory only and the answer's ``saved_to`` is null)."""
 
     camera: Camera
     clock: Clock
@@ -62,6 +65,7 @@ class RuntimeOptions(TypedDict, total=False):
     retry_s: float
     stall_after_s: float
     signals: StationSignals
+    config_file: ConfigFile
 
 
 #: The OpenAPI document's description; the WebSocket's messages are described in `routes.ws`.
@@ -145,6 +149,7 @@ def build_runtime(config: SkylapseConfig, **options: Unpack[RuntimeOptions]) -> 
         tick_s=options.get("tick_s", 1.0),
         stall_after_s=options.get("stall_after_s"),
         signals=options.get("signals"),
+        config_file=options.get("config_file"),
     )
 
 

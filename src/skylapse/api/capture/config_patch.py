@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from skylapse.config import REDACTED, SkylapseConfig
+from skylapse.config import REDACTED, SkylapseConfig, deep_merge
+from skylapse.config_store import changed_paths
 
 #: Changes to these only take effect when the service starts.
 RESTART_ONLY = (
@@ -42,18 +43,6 @@ class RestartOnly(ValueError):
         self.field = field
 
 
-def deep_merge(base: Mapping[str, object], patch: Mapping[str, object]) -> dict[str, object]:
-    """``patch`` over ``base``: mappings key by key, anything else replaced."""
-    out = dict(base)
-    for key, value in patch.items():
-        below = out.get(key)
-        if isinstance(value, Mapping) and isinstance(below, Mapping):
-            out[key] = deep_merge(below, value)
-        else:
-            out[key] = value
-    return out
-
-
 def merge_config(
     current: SkylapseConfig, patch: Mapping[str, object]
 ) -> tuple[SkylapseConfig, list[str]]:
@@ -69,17 +58,7 @@ def merge_config(
     for path in RESTART_ONLY:
         if _get(new_doc, path) != _get(old, path):
             raise RestartOnly(".".join(path))
-    return new, sorted(changed_paths(old, new_doc))
-
-
-def changed_paths(old: object, new: object, prefix: str = "") -> list[str]:
-    """The dotted paths of the leaves that differ between two documents."""
-    if isinstance(old, Mapping) and isinstance(new, Mapping):
-        out: list[str] = []
-        for key in sorted(set(old) | set(new)):
-            out += changed_paths(old.get(key), new.get(key), f"{prefix}{key}.")
-        return out
-    return [] if old == new else [prefix.rstrip(".")]
+    return new, [".".join(path) for path in changed_paths(old, new_doc)]
 
 
 def _get(doc: object, path: tuple[str, ...]) -> object:

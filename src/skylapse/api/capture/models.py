@@ -315,6 +315,9 @@ class ConfigChange(_Out):
 
     changed: list[str]
     config: SkylapseConfig
+    saved_to: str | None = Field(
+        description="the override file the change was saved to (null: kept in memory only)"
+    )
 
 
 # -- WebSocket ---------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ from skylapse.capture.sun import sun_elevation
 from skylapse.capture.watchdog import Watchdog
 from skylapse.capture.windows import SessionWindow, current_or_next_window
 from skylapse.config import SkylapseConfig
+from skylapse.config_store import ConfigFile
 from skylapse.log import get_logger
 from skylapse.maintenance import (
     KernelLog,
@@ -107,9 +108,11 @@ class CaptureRuntime:
         tick_s: float = 1.0,
         stall_after_s: float | None = None,
         signals: StationSignals | None = None,
+        config_file: ConfigFile | None = None,
     ) -> None:
         self.service = service
         self.config = config
+        self.config_file = config_file  # where PUT /config saves (None: memory only)
         self.hub = WebSocketHub()
         self.metrics = ServiceMetrics(CAPTURE_METRICS)
         self.watchdog = watchdog

@@ -1,5 +1,5 @@
 """The processing service's ``GET /health`` checks (the endpoint itself is the shared one in
-`skylapse.api.common`): queue, disk, catalog, workers, ingest and alerts."""
+`skylapse.api.common`): queue, disk, catalog, workers, ingest, store (retention) and alerts."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ def health_checks(runtime: ProcessingRuntime) -> dict[str, Callable[[], Check]]:
         "catalog": lambda: check_catalog(runtime.jobs),
         "workers": lambda: check_workers(runtime.jobs, runtime.consumer, settings.stale_queue_min),
         "ingest": lambda: check_ingest(runtime.ingest_loop),
+        "store": runtime.retention.check,
         "alerts": runtime.alerts.health,
     }
 

@@ -38,6 +38,7 @@ from skylapse.config import AlertsConfig, ArchiveConfig, BackupConfig, SkylapseC
 from skylapse.log import get_logger
 from skylapse.metrics import ServiceMetrics, UptimeTracker
 from skylapse.processing.jobs import BackgroundConsumer, JobService
+from skylapse.processing.retention import StoreRetention
 
 log = get_logger(__name__)
 
@@ -64,6 +65,9 @@ class ProcessingRuntime:
             backup=BackupConfig.from_env(base=settings.backup),
         )
         self.uptime = UptimeTracker(self.data_dir / "uptime-processing.json")
+        self.retention = StoreRetention(
+            self.jobs.store, self.jobs.catalog, settings.retention, metrics=self.metrics
+        )
         self.watcher = JobWatcher(
             self.jobs, self.hub, self.metrics, self.uptime, settings.job_poll_s
         )
@@ -88,7 +92,11 @@ class ProcessingRuntime:
             "processing",
             settings.station,
             [
-                *processing_conditions(self.jobs.catalog, self.alerts_section),
+                *processing_conditions(
+                    self.jobs.catalog,
+                    self.alerts_section,
+                    store_at_risk=lambda: self.retention.at_risk,
+                ),
                 storage_condition(
                     lambda: _disk_pct(self.data_dir),
                     lambda: self.alerts_section,
@@ -126,6 +134,7 @@ class ProcessingRuntime:
             self.ingest_loop.start()
         tasks = [
             asyncio.create_task(self.watcher.run()),
+            asyncio.create_task(self.retention.run()),
             asyncio.create_task(
                 self.alerts.run(
                     lambda: self.alerts_section.evaluate_every_s,

@@ -7,7 +7,13 @@ from pathlib import Path
 
 from skylapse.alerts import Notifier
 from skylapse.api.common import DEFAULT_MAX_BODY_BYTES
-from skylapse.config import DEFAULT_MAX_FRAME_PIXELS, AlertsConfig, ArchiveConfig, BackupConfig
+from skylapse.config import (
+    DEFAULT_MAX_FRAME_PIXELS,
+    AlertsConfig,
+    ArchiveConfig,
+    BackupConfig,
+    RetentionConfig,
+)
 
 #: The archive folder when ``ProcessingSettings.archive_dir`` is unset (else ``DATA/archive``).
 ARCHIVE_DIR_ENV = "SKYLAPSE_ARCHIVE_DIR"
@@ -24,6 +30,9 @@ PROCESSING_METRICS = (
     "frames_failed",
     "render_frames_per_second",
     "job_duration_seconds",
+    "store_bytes",
+    "store_utilization_pct",
+    "store_frames_deleted",
 )
 
 
@@ -51,6 +60,7 @@ class ProcessingSettings:
     archive: ArchiveConfig | None = None  # config `archive` section; None: env only
     backup: BackupConfig | None = None  # config `backup` section; None: env only
     alerts: AlertsConfig | None = None  # a config `alerts` section; None: defaults
+    retention: RetentionConfig | None = None  # config processing.retention; None: defaults
     alert_notifiers: list[Notifier] | None = None  # None: the ones the alerts section configures
     station: str = "processing"
     jobs_per_minute: float = 20.0  # POST /jobs: this many a minute on average ...
