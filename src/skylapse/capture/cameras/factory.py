@@ -24,7 +24,12 @@ from typing import Any
 import cv2
 
 from skylapse.capture.cameras.base import Camera, CameraError
-from skylapse.capture.cameras.picamera import Picamera2Camera, import_picamera2, sensor_models
+from skylapse.capture.cameras.picamera import (
+    Picamera2Camera,
+    import_picamera2,
+    is_usb,
+    sensor_models,
+)
 from skylapse.capture.cameras.profiles import profile_for_sensor
 from skylapse.capture.cameras.replay import ReplayCamera
 from skylapse.capture.cameras.simulated import SimulatedCamera
@@ -62,7 +67,8 @@ class CameraFactory:
 
     @staticmethod
     def probe_picamera2(loader: Callable[[], Any] = import_picamera2) -> tuple[Any, int] | None:
-        """(Picamera2 class, camera number) of the first supported CSI sensor, or None."""
+        """(Picamera2 class, camera index) of the first supported CSI sensor, or None. The index
+        is the position in picamera2's sorted camera list, which ``Picamera2(index)`` takes."""
         try:
             cls = loader()
         except CameraError:
@@ -72,11 +78,9 @@ class CameraFactory:
         except Exception as exc:  # libcamera present but unusable (no camera stack)
             log.info("picamera2 imported but listing cameras failed: %s", exc)
             return None
-        for info in infos:
-            if "/usb" in str(info.get("Id", "")):
-                continue
-            if profile_for_sensor(str(info.get("Model", ""))) is not None:
-                return cls, int(info.get("Num", 0))
+        for index, info in enumerate(infos):
+            if not is_usb(info) and profile_for_sensor(str(info.get("Model", ""))) is not None:
+                return cls, index
         return None
 
     @staticmethod
