@@ -127,7 +127,7 @@ from skylapse.api.ws import WebSocketHub
 from skylapse.capture.cameras import Camera, CameraConfig, CameraError
 from skylapse.capture.clock import Clock, RealClock
 from skylapse.capture.plan import day_plan
-from skylapse.capture.service import CaptureService, SessionError, SessionSpec
+from skylapse.capture.service import CaptureService, FrameNotStored, SessionError, SessionSpec
 from skylapse.capture.strategy import choose_capture
 from skylapse.capture.sun import sun_elevation
 from skylapse.capture.watchdog import Watchdog
@@ -353,6 +353,7 @@ class CaptureRuntime:
         self._focus_seen: float | None = None
         self._written_seen = 0
         self._failed_seen = 0
+        self._failed_alerted = 0  # writer failures already seen by the frames_not_stored alert
         self._sent_seen = 0
         self._bytes_seen = 0
         self._failures_seen = 0
@@ -524,6 +525,11 @@ class CaptureRuntime:
                 f"(minimum {floor:g})"
             )
 
+        def not_stored(active: bool) -> tuple[bool, str]:
+            writer = self.service.writer
+            grew, self._failed_alerted = writer.failed > self._failed_alerted, writer.failed
+            return grew, f"{writer.failed} frames could not be stored; last: {writer.last_error}"
+
         def quarantined(active: bool) -> tuple[bool, str]:
             if self.transfer is None:
                 return False, ""
@@ -571,6 +577,14 @@ class CaptureRuntime:
                 "critical",
                 "transfer",
                 transfer,
+                clear_after_s=c,
+            ),
+            AlertCondition(
+                "frames_not_stored",
+                "Frames could not be stored",
+                "critical",
+                "disk",
+                not_stored,
                 clear_after_s=c,
             ),
             AlertCondition(
@@ -623,10 +637,10 @@ class CaptureRuntime:
             return Check(status="degraded", detail="opening the camera")
         st = self.service.status()
         last = st["last_frame_at"]
-        return self._with_alerts(
-            "camera",
-            Check(status="ok", detail=f"{st['camera']} open; last frame {last or 'none yet'}"),
-        )
+        detail = f"{st['camera']} open, focus {st['focus_method']}; last frame {last or 'none yet'}"
+        if st["camera_notice"]:  # e.g. the simulated camera standing in for a missing one
+            return Check(status="degraded", detail=f"{st['camera_notice']}; {detail}")
+        return self._with_alerts("camera", Check(status="ok", detail=detail))
 
     def check_disk(self) -> Check:
         pct = self.service.storage.utilization_pct()
@@ -1152,6 +1166,7 @@ def create_capture_app(
         tags=["frames"],
         responses={
             409: {"description": "the camera cannot bracket"},
+            500: {"description": "a frame was taken but could not be stored"},
             503: {"description": "the camera failed"},
         },
     )
@@ -1168,6 +1183,10 @@ def create_capture_app(
         except CameraError as exc:
             runtime._camera_failed(exc)
             raise HTTPException(503, detail=f"camera: {exc}") from None
+        except FrameNotStored as exc:  # counted by the writer (metrics); alert at once
+            runtime._count_deltas()
+            await asyncio.to_thread(runtime._alert_now)
+            raise HTTPException(500, detail=str(exc)) from None
         return {"frames": [frame_out(r) for r in records]}
 
     @router.get("/sessions", tags=["sessions"])

@@ -24,8 +24,10 @@ less is taken late, with its real latency recorded.
 
 Everything for frame *k* (settings from the exposure controller, phase and strategy from the sun
 and the sky, whether to bracket) is computed *before* its deadline, so at the deadline the loop
-only wakes and calls the camera: ``capture_latency_ms`` (deadline to the start of the exposure)
-is an event-loop wake-up. After the exposure the loop meters the frame and scores its quality in
+only wakes and calls the camera: ``capture_latency_ms`` runs from the deadline to the exposure
+start the camera reports (``FrameMetadata.exposure_start_monotonic``: picamera2's
+``SensorTimestamp``, which lies on the sensor's frame grid), else to the call. After the
+exposure the loop meters the frame and scores its quality in
 a worker thread (on a copy reduced to at most 960 px wide), hands the pixels to the
 :class:`~skylapse.capture.writer.FrameWriter` (encode, EXIF, atomic write, catalog row, in its
 own thread), asks the controller for the next frame's settings (sun elevation now and at the
@@ -100,6 +102,10 @@ _FRAME_NAME = re.compile(r"frame_(\d{6,})(?:_b\d+)?\.jpg$")
 
 class SessionError(RuntimeError):
     """A session request that cannot be honoured (one is already running, unknown id...)."""
+
+
+class FrameNotStored(RuntimeError):
+    """``capture_now`` took frames that could not be written; the message says why."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -222,11 +228,14 @@ class SessionSummary:
     phases: list[str] = field(default_factory=list)
     focus_acquisition_time_s: float | None = None
     lens_position: float | None = None
+    focus_method: str | None = None  # libcamera_af | contrast_search | fixed
 
     def latency_ms(self, q: float) -> float | None:
         return _percentile(self.latencies_ms, q)
 
     def note_exposure(self, exposure_s: float, gain: float) -> None:
+        if not (math.isfinite(exposure_s) and exposure_s > 0 and math.isfinite(gain)):
+            return  # the camera did not report it (e.g. a replayed JPEG without EXIF)
         ev = math.log2(exposure_s * gain)
         for name, v in (("exposure_s", exposure_s), ("gain", gain), ("ev", ev)):
             cur = getattr(self, name)
@@ -251,6 +260,7 @@ class SessionSummary:
             "phases": self.phases,
             "focus_acquisition_time_s": self.focus_acquisition_time_s,
             "lens_position": self.lens_position,
+            "focus_method": self.focus_method,
         }
 
 
@@ -431,6 +441,8 @@ class CaptureService:
             "session": summary.to_json() if summary else None,
             "sky": self._sky,
             "camera": f"{self.camera.name}:{self.camera.profile.name}",
+            "camera_notice": self.camera.notice,
+            "focus_method": self.camera.focus_method,
             "lens_position": self._lens_position,
             "focus_acquisition_time_s": self.focus_acquisition_time_s,
             "writer": self.writer.stats(),
@@ -480,10 +492,13 @@ class CaptureService:
             "hdr": self._hdr_enabled(spec),
             "location": self.location.model_dump(),
             "resumed_at_frame": number,
+            "focus_method": self.camera.focus_method,
         }
         camera_name = f"{self.camera.name}:{self.camera.profile.name}"
         self.catalog.open_session(sid, started, camera_name, settings)
-        summary = SessionSummary(sid, now, first_frame_number=number)
+        summary = SessionSummary(
+            sid, now, first_frame_number=number, focus_method=self.camera.focus_method
+        )
         log.info("session opened", session_id=sid, resumed=number > 0, first_frame=number)
         return _Session(spec, summary, folder, number)
 
@@ -604,13 +619,20 @@ class CaptureService:
         if bracket and not self.camera.supports_capability(CameraCapability.HDR_BRACKETING):
             raise SessionError(f"{self.camera.name} cannot bracket")
         frames = await self._capture(settings, choice, offsets, s.folder, number)
+        jobs: list[WriteJob] = []
         futures = await self._submit(
-            s, frames, number, settings, choice, elev, elev, self.clock.now(), None, manual=True
+            s, frames, number, settings, choice, elev, elev, self.clock.now(), None, True, jobs=jobs
         )
-        records = [r for r in await asyncio.gather(*futures) if r is not None]
+        results = await asyncio.gather(*futures)
         if own:
             self.catalog.close_session(s.summary.session_id, self.clock.now())
-        return records
+        lost = [job for job, record in zip(jobs, results, strict=True) if record is None]
+        if lost:
+            raise FrameNotStored(
+                f"{len(lost)} of {len(jobs)} frames not stored: "
+                + "; ".join(f"{j.record.path}: {j.error}" for j in lost)
+            )
+        return list(results)
 
     # -- the loop --------------------------------------------------------------------------
     def _camera_settings(
@@ -704,7 +726,9 @@ class CaptureService:
         deadline_latency_ms: float | None,
         manual: bool = False,
         analyses: list[FrameAnalysis] | None = None,
+        jobs: list[WriteJob] | None = None,
     ) -> list[asyncio.Future]:
+        """Hand the frames to the writer; their futures (``jobs``, if given, collects the jobs)."""
         if analyses is None:
             analyses = await asyncio.to_thread(
                 lambda: [analyse_frame(f.pixels, self._exposure_config.clip_level) for f in frames]
@@ -776,7 +800,10 @@ class CaptureService:
                 "sky": choice.sky,
                 "latency_ms": deadline_latency_ms,
             }
-            fut = await self.writer.submit(WriteJob(frame.pixels, record, md.camera, exif))
+            job = WriteJob(frame.pixels, record, md.camera, exif)
+            if jobs is not None:
+                jobs.append(job)
+            fut = await self.writer.submit(job)
             summary = s.summary
             summary.files += 1
             summary.note_exposure(md.exposure_time_s, md.analogue_gain)
@@ -835,7 +862,9 @@ class CaptureService:
                     await asyncio.sleep(0)
                 t_call = clock.monotonic()
                 frames = await self._capture(settings, choice, offsets, s.folder, number)
-                latency_ms = (t_call - deadline) * 1e3
+                # to the exposure start the camera reports; else to the call
+                started = frames[0].metadata.exposure_start_monotonic
+                latency_ms = ((t_call if started is None else started) - deadline) * 1e3
                 # -- after the exposure: analysis, hand-off, next settings -----------------
                 s.next_number += 1
                 s.settings = settings
@@ -942,6 +971,7 @@ __all__ = [
     "CaptureService",
     "DeadlineSchedule",
     "FrameAnalysis",
+    "FrameNotStored",
     "SessionError",
     "SessionSpec",
     "SessionSummary",
