@@ -282,6 +282,7 @@ class FakePicamera2:
         self.control_log: list[dict[str, Any]] = []
         self.requests = self.released = 0
         self.saved_dngs: list[str] = []
+        self.returned: list[dict[str, Any]] = []  # metadata of every request handed out
         self._pre_start: dict[str, Any] = {}
         FakePicamera2.instances.append(self)
 
@@ -596,6 +597,7 @@ class FakePicamera2:
             flush = call
         frame = self._take(flush or None, call)
         self.requests += 1
+        self.returned.append(frame.metadata)
         return FakeRequest(self, frame)
 
     def autofocus_cycle(self, wait: Any = None, signal_function: Any = None) -> bool:

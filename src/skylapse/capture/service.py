@@ -674,6 +674,12 @@ class CaptureService:
                 return await self.camera.capture_hdr_sequence(cam_settings, offsets)
             return [await self.camera.capture(cam_settings)]
 
+    async def _prepare(self, settings: ExposureSettings, choice: CaptureChoice, hdr: bool) -> None:
+        """Give the camera the next shot's settings ahead of its deadline (``Camera.prepare``)."""
+        offsets = choice.strategy.bracket_ev if hdr and choice.strategy.hdr else None
+        async with self._camera_lock:
+            await self.camera.prepare(self._camera_settings(settings, choice, None), offsets)
+
     async def _autofocus(self, summary: SessionSummary) -> None:
         if not self.config.capture.autofocus:
             return
@@ -844,6 +850,7 @@ class CaptureService:
             ctrl = ExposureController(self._exposure_config, choice.strategy)
             settings = ctrl.next_settings(None, elev, elev, interval)
             hdr = self._hdr_enabled(s.spec)
+            await self._prepare(settings, choice, hdr)
             self._maintenance(summary)
 
             while not s.stop.is_set() and schedule.deadline < end_mono:
@@ -914,6 +921,7 @@ class CaptureService:
                     taken_with=taken,
                 )
                 choice, elev = next_choice, elev_next
+                await self._prepare(settings, choice, hdr)
                 self._maintenance(summary)
             summary.skipped_deadlines = schedule.skipped
             await self.writer.drain()

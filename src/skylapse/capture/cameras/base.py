@@ -267,6 +267,30 @@ class Camera(abc.ABC):
             frames.append(Frame(frame.pixels, replace(frame.metadata, ev_offset=float(offset))))
         return frames
 
+    async def prepare(  # noqa: B027 - an optional hook: most cameras need no notice
+        self, settings: CaptureSettings, ev_offsets: Sequence[float] | None = None
+    ) -> None:
+        """Announce the next shot ahead of its deadline (its settings, and the bracket's EV
+        offsets if it is one), so a camera whose controls take frames to apply has them in
+        place when the deadline comes and its first frame after it can be kept. Optional: the
+        default does nothing; nothing is captured."""
+
+    def first_frame(
+        self, settings: CaptureSettings, ev_offsets: Sequence[float] | None
+    ) -> CaptureSettings:
+        """The settings of the first frame of a shot (a bracket's first offset, as
+        :meth:`capture_hdr_sequence` takes it when the base exposure is known)."""
+        if not ev_offsets or settings.exposure_time_s is None:
+            return settings
+        ((t, g),) = bracket_exposures(
+            settings.exposure_time_s,
+            settings.analogue_gain or 1.0,
+            ev_offsets[:1],
+            self.profile.exposure.range_s,
+            self.profile.gain.range,
+        )
+        return replace(settings, exposure_time_s=t, analogue_gain=g)
+
     async def autofocus(self) -> float:
         """Focus the lens and leave it there; returns the chosen lens position (dioptres).
 

@@ -348,6 +348,17 @@ class Picamera2Camera(Camera):
         meta.extra["settle"] = settle
         return Frame(pixels, replace(meta, exposure_start_monotonic=mono + delay_s))
 
+    async def prepare(
+        self, settings: CaptureSettings, ev_offsets: Sequence[float] | None = None
+    ) -> None:
+        """Send the next shot's first-frame controls now: by its deadline the sensor has
+        applied them (2-3 frames), so the first frame exposed after the deadline is kept."""
+        if self._picam is None:
+            return
+        first = self.first_frame(settings, ev_offsets)
+        self._check_settings(replace(first, dng_path=None))
+        await self._in_thread(self._picam.set_controls, self._controls_for(first))
+
     def _capture_blocking(
         self, settings: CaptureSettings
     ) -> tuple[np.ndarray, dict[str, Any], int, int, dict[str, Any]]:
