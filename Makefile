@@ -71,6 +71,7 @@ test-latest: system-deps | $(UV)
 lock: | $(UV)
 	$(COMPILE) --upgrade -o requirements/main.lock
 	$(COMPILE) --upgrade --extra test --extra raw -c requirements/main.lock -o requirements/test.lock
+	$(COMPILE) --extra pi -c requirements/main.lock -o requirements/pi.lock
 
 bench: $(BIN)/skylapse system-deps
 	$(BIN)/python bench/render_bench.py
