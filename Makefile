@@ -67,10 +67,12 @@ test-latest: system-deps | $(UV)
 	$(LATEST)/bin/pip list 2>/dev/null | grep -i -E '^(numpy|opencv|av|pillow|pydantic|fastapi) ' || true
 	$(LATEST)/bin/pytest
 
-# Re-resolves both lock files to the newest versions pyproject.toml allows (see README: upgrading).
+# Re-resolves the lock files (main, test, and pi: the Pi's extras within main's pins) to the
+# newest versions pyproject.toml allows (see README: upgrading).
 lock: | $(UV)
 	$(COMPILE) --upgrade -o requirements/main.lock
 	$(COMPILE) --upgrade --extra test --extra raw -c requirements/main.lock -o requirements/test.lock
+	$(COMPILE) --extra pi -c requirements/main.lock -o requirements/pi.lock
 
 bench: $(BIN)/skylapse system-deps
 	$(BIN)/python bench/render_bench.py

@@ -59,6 +59,14 @@ def check_camera(detect: Callable[[], Any] | None = None) -> Check:
             "check the camera stack: `rpicam-hello --list-cameras` (libcamera)",
         )
     kind = type(camera).__name__
+    if kind == "MissingCamera":  # a Pi (or libcamera) without a camera that works
+        return Check(
+            "camera",
+            FAIL,
+            getattr(camera, "reason", "no camera found"),
+            "connect the camera, check `rpicam-hello --list-cameras`; if picamera2 cannot be "
+            'imported, see README "Installing for real" (numpy and simplejpeg)',
+        )
     if kind == "SimulatedCamera":
         return Check(
             "camera",

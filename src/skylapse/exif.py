@@ -17,6 +17,7 @@ does not open as images (a DNG's Bayer data).
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import zlib
@@ -68,11 +69,12 @@ def exif_bytes(
         minutes = int(offset.total_seconds() // 60)
         sign = "+" if minutes >= 0 else "-"
         ifd[TAG_OFFSET_TIME_ORIGINAL] = f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
-    if exposure_time_s is not None:
+    # a value the camera did not report (None, NaN) leaves its tag out
+    if exposure_time_s is not None and math.isfinite(exposure_time_s):
         ifd[TAG_EXPOSURE_TIME] = _rational(exposure_time_s, 1_000_000)
-    if f_number is not None:
+    if f_number is not None and math.isfinite(f_number):
         ifd[TAG_F_NUMBER] = _rational(f_number, 100)
-    if iso is not None:
+    if iso is not None and math.isfinite(iso):
         ifd[TAG_ISO] = round(iso)
     if skylapse:
         payload = json.dumps({_SKYLAPSE_KEY: skylapse}, separators=(",", ":"), default=str)

@@ -25,7 +25,8 @@ from starlette.websockets import WebSocketDisconnect
 
 from skylapse.alerts import AlertManager
 from skylapse.api.capture.app import create_capture_app
-from skylapse.capture.cameras import CameraConfig, CameraError, SimulatedCamera
+from skylapse.capture.cameras import CameraConfig, CameraError, ReplayCamera, SimulatedCamera
+from skylapse.capture.cameras.factory import MissingCamera
 from skylapse.capture.storage import DiskUsage
 from skylapse.capture.watchdog import Watchdog
 from skylapse.catalog import FrameRecord
@@ -769,4 +770,76 @@ def test_alert_manager_wiring_uses_configured_notifiers(tmp_path):
         "disk_time_to_full",
         "clock_unsynchronised",
         "weather_failing",
+        "frames_not_stored",
     }
+
+
+# -- no silent fake, nothing claimed that did not happen (issue 10) ----------------------------
+
+
+def test_a_frame_that_could_not_be_stored_is_an_error_counted_and_alerted(tmp_path):
+    recorder = Recorder()
+    app = make_app(tmp_path / "buf", notifiers=[recorder])
+
+    def disk_fails(job):
+        raise OSError(5, "Input/output error")
+
+    with TestClient(app) as client:
+        wait_for(lambda: app.state.runtime.camera_open, what="camera open")
+        app.state.runtime.service.writer._write_hook = disk_fails  # the writer's test seam
+        r = client.post("/capture", headers=AUTH, json={})
+        assert r.status_code == 500
+        assert "not stored" in r.json()["detail"] and "Input/output error" in r.json()["detail"]
+        text = client.get("/metrics", headers=AUTH).text
+        assert 'frames_failed_total{stage="write"} 1.0' in text
+        assert [e.alert for e in recorder.events if e.state == "firing"] == ["frames_not_stored"]
+        assert client.get("/frames", headers=AUTH).json()["frames"] == []
+
+
+def test_replayed_jpegs_without_exif_are_all_stored(tmp_path):
+    folder = tmp_path / "replay"
+    folder.mkdir()
+    for i in range(3):  # cv2 writes no EXIF: no exposure, no ISO
+        cv2.imwrite(str(folder / f"f{i}.jpg"), np.full((90, 160, 3), 60 * (i + 1), np.uint8))
+    camera = ReplayCamera(folder, clock=ShiftedClock(NOON))
+    app = make_app(tmp_path / "buf", camera=camera)
+    with TestClient(app) as client:
+        wait_for(lambda: app.state.runtime.camera_open, what="camera open")
+        for _ in range(3):
+            r = client.post("/capture", headers=AUTH, json={})
+            assert r.status_code == 200, r.text
+            (frame,) = r.json()["frames"]
+            assert frame["exposure_time_s"] is None
+            assert (tmp_path / "buf" / frame["path"]).is_file()
+        assert app.state.runtime.service.writer.failed == 0
+        assert client.get("/status", headers=AUTH).status_code == 200
+
+
+def test_simulated_camera_standing_in_is_degraded_health(tmp_path):
+    camera = SimulatedCamera(clock=ShiftedClock(NOON), seed=4)
+    camera.notice = "simulated camera: no camera stack here (not a Raspberry Pi, no libcamera)"
+    app = make_app(tmp_path / "buf", camera=camera)
+    with TestClient(app) as client:
+        wait_for(lambda: app.state.runtime.camera_open, what="camera open")
+        check = client.get("/health").json()["checks"]["camera"]
+        assert check["status"] == "degraded" and check["detail"].startswith("simulated camera")
+        status = client.get("/status", headers=AUTH).json()
+        assert status["camera_notice"] == camera.notice
+
+
+def test_a_station_without_its_camera_is_failing_alerted_and_retrying(tmp_path):
+    recorder = Recorder()
+    camera = MissingCamera("no camera found on Raspberry Pi 5 Model B: libcamera lists none")
+    app = make_app(tmp_path / "buf", camera=camera, notifiers=[recorder], retry_s=0.1)
+    with TestClient(app) as client:
+        wait_for(
+            lambda: any(e.alert == "camera_not_answering" for e in recorder.events),
+            what="camera alert",
+        )
+        r = client.get("/health")
+        assert r.status_code == 503
+        check = r.json()["checks"]["camera"]
+        assert check["status"] == "failing" and "Raspberry Pi 5" in check["detail"]
+        assert client.post("/capture", headers=AUTH, json={}).status_code == 503
+        assert not app.state.runtime.camera_open
+        assert app.state.runtime.service.catalog.count_frames() == 0  # never a simulated frame

@@ -26,6 +26,7 @@ from skylapse.capture.cameras import (
     contrast_autofocus,
     focus_score,
 )
+from skylapse.capture.cameras.factory import MissingCamera, camera_stack
 from skylapse.capture.clock import RealClock, SimulatedClock
 
 T0 = datetime(2026, 7, 1, 18, 0, tzinfo=UTC)
@@ -109,8 +110,11 @@ class OpensAndReads(NeverOpens):
 def test_auto_detect_falls_back_to_simulated(monkeypatch):
     monkeypatch.setitem(sys.modules, "picamera2", None)  # not importable
     usb = NeverOpens()
-    cam = CameraFactory.auto_detect_camera(usb_devices=[0, 1], video_capture=usb, seed=4)
+    cam = CameraFactory.auto_detect_camera(
+        usb_devices=[0, 1], video_capture=usb, seed=4, stack=lambda: None
+    )
     assert isinstance(cam, SimulatedCamera) and cam.seed == 4
+    assert cam.notice is not None and cam.notice.startswith("simulated camera")
     assert usb.probed == [0, 1]
 
 
@@ -144,8 +148,34 @@ def test_auto_detect_skips_unsupported_and_usb_sensors_listed_by_libcamera(monke
             {"Model": "ov5647", "Id": "/base/soc/i2c0mux/ov5647@36", "Num": 1},
         ],
     )
-    cam = CameraFactory.auto_detect_camera(usb_devices=[], video_capture=NeverOpens())
-    assert isinstance(cam, SimulatedCamera)
+    cam = CameraFactory.auto_detect_camera(
+        usb_devices=[], video_capture=NeverOpens(), stack=lambda: None
+    )
+    # picamera2 imports: a camera stack is here, so no simulated frames
+    assert isinstance(cam, MissingCamera) and "ov5647" in cam.reason
+
+
+def test_a_pi_without_a_camera_never_gets_simulated_frames(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "picamera2", None)  # even with picamera2 unusable
+    model = tmp_path / "model"
+    model.write_bytes(b"Raspberry Pi 5 Model B Rev 1.0\x00")
+    cam = CameraFactory.auto_detect_camera(
+        usb_devices=[0], video_capture=NeverOpens(), stack=lambda: camera_stack(model, [])
+    )
+    assert isinstance(cam, MissingCamera)
+    assert "Raspberry Pi 5" in cam.reason and "picamera2 cannot be imported" in cam.reason
+    with pytest.raises(CameraError, match="no camera found"):
+        asyncio.run(cam.configure())
+    with pytest.raises(CameraError):
+        asyncio.run(cam.capture())
+
+
+def test_camera_stack_from_the_board_or_libcamera(tmp_path):
+    assert camera_stack(tmp_path / "absent", []) is None
+    (tmp_path / "model").write_bytes(b"Generic x86 board\x00")
+    assert camera_stack(tmp_path / "model", []) is None
+    (tmp_path / "libcamera").mkdir()
+    assert "libcamera" in camera_stack(tmp_path / "model", [tmp_path / "libcamera"])
 
 
 def test_create_by_name(tmp_path):

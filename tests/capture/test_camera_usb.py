@@ -20,7 +20,8 @@ CAP = CameraCapability
 
 class FakeVideoCapture:
     """A UVC device: ``honours`` props take writes; ``ignores`` accept the write and keep their
-    value (as many UVC drivers do); everything else refuses the write."""
+    value (as many UVC drivers do); everything else refuses the write. Like V4L2 devices, the
+    exposure cannot outlast the frame interval: it reads back (and exposes) at most 1 / fps."""
 
     def __init__(self, honours=(), ignores=(), opens=True, size=(64, 48)):
         self.values = {
@@ -33,6 +34,7 @@ class FakeVideoCapture:
             cv2.CAP_PROP_AUTOFOCUS: 1,
             cv2.CAP_PROP_AUTO_WB: 1,
             cv2.CAP_PROP_WB_TEMPERATURE: 4600,
+            cv2.CAP_PROP_FPS: 30,
         }
         self.honours, self.ignores, self.opens = set(honours), set(ignores), opens
         self.writes, self.grabs, self.reads, self.released = [], 0, 0, False
@@ -53,6 +55,8 @@ class FakeVideoCapture:
         return prop in self.ignores
 
     def get(self, prop):
+        if prop == cv2.CAP_PROP_EXPOSURE:  # 100 µs units, bounded by the frame interval
+            return float(min(self.values[prop], 1e4 / self.values[cv2.CAP_PROP_FPS]))
         return float(self.values.get(prop, 0))
 
     def grab(self):
@@ -63,7 +67,7 @@ class FakeVideoCapture:
         self.reads += 1
         w = int(self.values[cv2.CAP_PROP_FRAME_WIDTH])
         h = int(self.values[cv2.CAP_PROP_FRAME_HEIGHT])
-        level = self.values[cv2.CAP_PROP_EXPOSURE] * (1 + self.values[cv2.CAP_PROP_GAIN] / 16)
+        level = self.get(cv2.CAP_PROP_EXPOSURE) * (1 + self.values[cv2.CAP_PROP_GAIN] / 16)
         bgr = np.zeros((h, w, 3), np.uint8)
         bgr[..., 0], bgr[..., 1], bgr[..., 2] = (
             np.clip(k * level / 100, 0, 255) for k in (20, 40, 60)
@@ -170,3 +174,51 @@ def test_close_releases_device():
     run(cam.configure())
     run(cam.close())
     assert device.released
+
+
+ALL = (
+    *EXPOSURE_AND_GAIN,
+    cv2.CAP_PROP_AUTOFOCUS,
+    cv2.CAP_PROP_FOCUS,
+    cv2.CAP_PROP_AUTO_WB,
+    cv2.CAP_PROP_WB_TEMPERATURE,
+    cv2.CAP_PROP_FPS,
+)
+
+
+def test_the_probe_puts_back_auto_white_balance_and_autofocus():
+    device = FakeVideoCapture(honours=ALL)
+    before = dict(device.values)
+    cam = UsbCamera(video_capture=device)
+    run(cam.configure())
+    assert {CAP.MANUAL_FOCUS, CAP.WHITE_BALANCE, CAP.MANUAL_EXPOSURE} <= cam.capabilities
+    for prop in (
+        cv2.CAP_PROP_AUTOFOCUS,
+        cv2.CAP_PROP_AUTO_WB,
+        cv2.CAP_PROP_AUTO_EXPOSURE,
+        cv2.CAP_PROP_FOCUS,
+        cv2.CAP_PROP_WB_TEMPERATURE,
+        cv2.CAP_PROP_GAIN,
+    ):
+        assert device.values[prop] == before[prop], prop
+
+
+def test_an_exposure_longer_than_the_frame_interval_lowers_the_frame_rate():
+    device = FakeVideoCapture(honours=ALL)
+    cam = UsbCamera(video_capture=device)
+    run(cam.configure())
+    night = run(cam.capture(CaptureSettings(exposure_time_s=0.5)))
+    assert device.values[cv2.CAP_PROP_FPS] == pytest.approx(2.0)
+    assert night.metadata.exposure_time_s == pytest.approx(0.5)  # what the device read back
+    assert night.metadata.extra["fps"] == pytest.approx(2.0)
+    day = run(cam.capture(CaptureSettings(exposure_time_s=0.002)))
+    assert device.values[cv2.CAP_PROP_FPS] == 30  # the configured rate is back
+    assert day.metadata.exposure_time_s == pytest.approx(0.002)
+
+
+def test_metadata_reports_what_the_device_did_not_what_was_asked():
+    device = FakeVideoCapture(honours=EXPOSURE_AND_GAIN)  # no frame-rate control
+    cam = UsbCamera(video_capture=device)
+    run(cam.configure())
+    frame = run(cam.capture(CaptureSettings(exposure_time_s=0.5)))
+    assert frame.metadata.exposure_time_s == pytest.approx(1 / 30)  # bounded by the interval

@@ -25,14 +25,16 @@ less is taken late, with its real latency recorded.
 
 Everything for frame *k* (settings from the exposure controller, phase and strategy from the sun
 and the sky, whether to bracket) is computed *before* its deadline, so at the deadline the loop
-only wakes and calls the camera: ``capture_latency_ms`` (deadline to the start of the exposure)
-is an event-loop wake-up. After the exposure the loop meters the frame and scores its quality in
-a worker thread (on a copy reduced to at most 960 px wide), hands the pixels to the
-:class:`~skylapse.capture.writer.FrameWriter` (encode, EXIF, atomic write, catalog row, in its
-own thread), asks the controller for the next frame's settings (sun elevation now and at the
-next deadline, metering, the strategy of the next frame's phase and sky) and sleeps. Weather
-refreshes and storage enforcement (retention, watermark) run as background tasks started from
-the loop when due, never awaited by it.
+only wakes and calls the camera: ``capture_latency_ms`` runs from the deadline to the exposure
+start the camera reports (``FrameMetadata.exposure_start_monotonic``: picamera2's
+``SensorTimestamp``, which lies on the sensor's frame grid), else to the call. The next shot's
+settings are handed to the camera ahead of its deadline (``Camera.prepare``). After the exposure
+the loop meters the frame and scores its quality in a worker thread (on a copy reduced to at
+most 960 px wide), hands the pixels to the :class:`~skylapse.capture.writer.FrameWriter`
+(encode, EXIF, atomic write, catalog row, in its own thread), asks the controller for the next
+frame's settings (sun elevation now and at the next deadline, metering, the strategy of the
+next frame's phase and sky) and sleeps. Weather refreshes and storage enforcement (retention,
+watermark) run as background tasks started from the loop when due, never awaited by it.
 
 Layout: ``<buffer>/<YYYY-MM-DD>/<session_id>/frame_000123.jpg`` (brackets ``frame_000123_b0.jpg``
 ...), with ``capture.raw`` its DNG ``frame_000123.dng`` beside it (the row's companion; the frame
@@ -44,8 +46,8 @@ disk or in the catalog, so nothing is overwritten.
 
 API
 ---
-``SessionSpec``, ``SessionSummary``, ``DeadlineSchedule``, ``SessionError`` (from
-`skylapse.capture.session`), ``FrameAnalysis``, ``analyse_frame(pixels, clip_level)`` (from
+``SessionSpec``, ``SessionSummary``, ``DeadlineSchedule``, ``SessionError``, ``FrameNotStored``
+(from `skylapse.capture.session`), ``FrameAnalysis``, ``analyse_frame(pixels, clip_level)`` (from
 `skylapse.capture.analysis`)                                            pure.
 ``CaptureService`` (methods above); its events are `skylapse.capture.events`.
 ``CATALOG_NAME`` = "catalog.sqlite".
@@ -88,6 +90,7 @@ from skylapse.capture.reconcile import reconcile_buffer
 from skylapse.capture.sensors import Bme280, read_thermal_zone
 from skylapse.capture.session import (
     DeadlineSchedule,
+    FrameNotStored,
     SessionError,
     SessionSpec,
     SessionSummary,
@@ -305,6 +308,8 @@ class CaptureService:
             "session": summary.to_json() if summary else None,
             "sky": self._sky,
             "camera": f"{self.camera.name}:{self.camera.profile.name}",
+            "camera_notice": self.camera.notice,
+            "focus_method": self.camera.focus_method,
             "lens_position": self._lens_position,
             "focus_acquisition_time_s": self.focus_acquisition_time_s,
             "writer": self.writer.stats(),
@@ -357,10 +362,13 @@ class CaptureService:
             "location": self.location.model_dump(),
             "resumed_at_frame": number,
             "correlation_id": cid,
+            "focus_method": self.camera.focus_method,
         }
         camera_name = f"{self.camera.name}:{self.camera.profile.name}"
         self.catalog.open_session(sid, started, camera_name, settings)
-        summary = SessionSummary(sid, now, first_frame_number=number)
+        summary = SessionSummary(
+            sid, now, first_frame_number=number, focus_method=self.camera.focus_method
+        )
         log.info(
             "session opened",
             session_id=sid,
@@ -465,7 +473,9 @@ class CaptureService:
     # -- manual frames ---------------------------------------------------------------------
     async def capture_now(self, bracket: bool = False) -> list[FrameRecord]:
         """Take a frame (or a bracket) now, between the session's deadlines; returns the
-        written catalog records. Outside a session it goes to the day's ``manual`` session."""
+        written catalog records. Outside a session it goes to the day's ``manual`` session.
+        Raises :class:`FrameNotStored` (naming each lost frame and why) when any frame taken
+        could not be written."""
         await self.open()
         s = self._session
         if s is None:
@@ -500,11 +510,18 @@ class CaptureService:
             manual=True,
             correlation_id=s.correlation_id,
         )
-        futures = await self._submit(s.summary, frames, shot)
-        records = [r for r in await asyncio.gather(*futures) if r is not None]
+        jobs: list[WriteJob] = []
+        futures = await self._submit(s.summary, frames, shot, jobs=jobs)
+        results = await asyncio.gather(*futures)
         if own:
             self.catalog.close_session(s.summary.session_id, self.clock.now())
-        return records
+        lost = [job for job, record in zip(jobs, results, strict=True) if record is None]
+        if lost:
+            raise FrameNotStored(
+                f"{len(lost)} of {len(jobs)} frames not stored: "
+                + "; ".join(f"{j.record.path}: {j.error}" for j in lost)
+            )
+        return [r for r in results if r is not None]
 
     # -- the loop --------------------------------------------------------------------------
     def _camera_settings(
@@ -545,6 +562,12 @@ class CaptureService:
             if offsets:
                 return await self.camera.capture_hdr_sequence(cam_settings, offsets)
             return [await self.camera.capture(cam_settings)]
+
+    async def _prepare(self, settings: ExposureSettings, choice: CaptureChoice, hdr: bool) -> None:
+        """Give the camera the next shot's settings ahead of its deadline (``Camera.prepare``)."""
+        offsets = choice.strategy.bracket_ev if hdr and choice.strategy.hdr else None
+        async with self._camera_lock:
+            await self.camera.prepare(self._camera_settings(settings, choice, None), offsets)
 
     async def _autofocus(self, summary: SessionSummary) -> None:
         if not self.config.capture.autofocus:
@@ -591,9 +614,11 @@ class CaptureService:
         frames: list[Frame],
         shot: Shot,
         analyses: list[FrameAnalysis] | None = None,
+        jobs: list[WriteJob] | None = None,
     ) -> list[asyncio.Future[FrameRecord | None]]:
         """Hand a shot's frames to the writer (analysing them first unless done); futures of
-        their written records (None: the write failed)."""
+        their written records (None: the write failed, the job's ``error`` says why).
+        ``jobs``, if given, collects the write jobs in the same order."""
         if analyses is None:
             analyses = await asyncio.to_thread(
                 analyse_frames, frames, self._exposure_config.clip_level
@@ -609,6 +634,8 @@ class CaptureService:
                 frame.pixels, record, md.camera, exif,
                 dng=md.dng_path, jpeg=self.config.capture.jpeg,
             )  # fmt: skip
+            if jobs is not None:
+                jobs.append(job)
             fut = await self.writer.submit(job)
             summary.files += 1
             summary.note_exposure(md.exposure_time_s, md.analogue_gain)
@@ -688,6 +715,7 @@ class CaptureService:
         ctrl = ExposureController(self._exposure_config, choice.strategy)
         settings = ctrl.next_settings(None, elev, elev, interval)
         hdr = self._hdr_enabled(s.spec)
+        await self._prepare(settings, choice, hdr)
         self._maintenance(summary)
 
         while not s.stop.is_set() and schedule.deadline < end_mono:
@@ -706,7 +734,9 @@ class CaptureService:
                 await asyncio.sleep(0)
             t_call = clock.monotonic()
             frames = await self._capture(settings, choice, offsets, s.folder, number)
-            latency_ms = (t_call - deadline) * 1e3
+            # to the exposure start the camera reports; else to the call
+            started = frames[0].metadata.exposure_start_monotonic
+            latency_ms = ((t_call if started is None else started) - deadline) * 1e3
             # -- after the exposure: analysis, hand-off, next settings ---------------------
             s.next_number += 1
             s.settings = settings
@@ -741,6 +771,7 @@ class CaptureService:
                 taken_with=taken,
             )
             choice, elev = next_choice, elev_next
+            await self._prepare(settings, choice, hdr)
             self._maintenance(summary)
         summary.skipped_deadlines = schedule.skipped
 
@@ -751,6 +782,7 @@ __all__ = [
     "CaptureService",
     "DeadlineSchedule",
     "FrameAnalysis",
+    "FrameNotStored",
     "SessionError",
     "SessionSpec",
     "SessionSummary",

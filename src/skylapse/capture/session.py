@@ -1,7 +1,7 @@
 """Sessions on paper: what a session should do, what it did, and its deadline grid (all pure).
 
 ``SessionSpec``, ``SessionSummary``, ``DeadlineSchedule``, ``summary_lines(summary)``,
-``SessionError``; the capture service (`skylapse.capture.service`) runs them.
+``SessionError``, ``FrameNotStored``; the capture service (`skylapse.capture.service`) runs them.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ LATE_TOLERANCE_FRACTION = 0.25
 
 class SessionError(RuntimeError):
     """A session request that cannot be honoured (one is already running, unknown id...)."""
+
+
+class FrameNotStored(RuntimeError):
+    """``capture_now`` took frames that could not be written; the message says why."""
 
 
 class DeadlineSchedule:
@@ -101,11 +105,14 @@ class SessionSummary:
     phases: list[str] = field(default_factory=list)
     focus_acquisition_time_s: float | None = None
     lens_position: float | None = None
+    focus_method: str | None = None  # libcamera_af | contrast_search | fixed
 
     def latency_ms(self, q: float) -> float | None:
         return _percentile(self.latencies_ms, q)
 
     def note_exposure(self, exposure_s: float, gain: float) -> None:
+        if not (math.isfinite(exposure_s) and exposure_s > 0 and math.isfinite(gain)):
+            return  # the camera did not report it (e.g. a replayed JPEG without EXIF)
         ev = math.log2(exposure_s * gain)
         for name, v in (("exposure_s", exposure_s), ("gain", gain), ("ev", ev)):
             cur = getattr(self, name)
@@ -130,6 +137,7 @@ class SessionSummary:
             "phases": self.phases,
             "focus_acquisition_time_s": self.focus_acquisition_time_s,
             "lens_position": self.lens_position,
+            "focus_method": self.focus_method,
         }
 
 

@@ -143,6 +143,7 @@ class WriteJob:
     skylapse: dict[str, Any] = field(default_factory=dict)
     dng: Path | None = None
     jpeg: bool = True
+    error: str | None = None  # set by the writer when the frame could not be stored: why
 
 
 class FrameWriter:
@@ -173,6 +174,7 @@ class FrameWriter:
         self._unmarked: list[int] = []  # rows whose file is in place but still "writing"
         self.written = 0
         self.failed = 0
+        self.last_error: str | None = None  # why the last dropped frame could not be written
         self.waits = 0
         self.max_depth = 0
         self.write_ms: deque[float] = deque(maxlen=1000)  # recent frames only
@@ -327,13 +329,11 @@ class FrameWriter:
                 self.storage.enforce()
                 record = self._persist(job, data)
         except Exception as exc:
+            job.error = f"{type(exc).__name__}: {exc}"
             with self._lock:
                 self.failed += 1
-            log.error(
-                "frame dropped: could not be written",
-                path=job.record.path,
-                error=f"{type(exc).__name__}: {exc}",
-            )
+                self.last_error = job.error
+            log.error("frame dropped: could not be written", path=job.record.path, error=job.error)
             return None
         finally:
             if job.dng is not None:

@@ -28,6 +28,7 @@ _ALERTS: tuple[tuple[str, str, Severity, str], ...] = (
     ("disk_emergency", "Disk past the emergency watermark", "critical", "disk"),
     ("untransferred_frames_at_risk", "Untransferred frames at risk", "critical", "disk"),
     ("transfer_failing", "Transfers failing", "critical", "transfer"),
+    ("frames_not_stored", "Frames could not be stored", "critical", "disk"),
     ("capture_latency", "Capture latency above target", "warning", "scheduler"),
     ("image_quality", "Image quality below target", "warning", "camera"),
     ("transfer_quarantine", "Frames quarantined on the station", "warning", "transfer"),
@@ -59,6 +60,7 @@ def alert_conditions(rt: CaptureRuntime) -> list[AlertCondition]:
         "disk_emergency": partial(_disk, rt),
         "untransferred_frames_at_risk": partial(_untransferred, rt),
         "transfer_failing": partial(_transfer, rt),
+        "frames_not_stored": partial(_not_stored, rt),
         "capture_latency": partial(_latency, rt),
         "image_quality": partial(_quality, rt),
         "transfer_quarantine": partial(_quarantined, rt),
@@ -99,11 +101,10 @@ def check_camera(rt: CaptureRuntime) -> Check:
         return Check(status="degraded", detail="opening the camera")
     st = rt.service.status()
     last = st["last_frame_at"]
-    return _with_alerts(
-        rt,
-        "camera",
-        Check(status="ok", detail=f"{st['camera']} open; last frame {last or 'none yet'}"),
-    )
+    detail = f"{st['camera']} open, focus {st['focus_method']}; last frame {last or 'none yet'}"
+    if st["camera_notice"]:  # e.g. the simulated camera standing in for a missing one
+        return Check(status="degraded", detail=f"{st['camera_notice']}; {detail}")
+    return _with_alerts(rt, "camera", Check(status="ok", detail=detail))
 
 
 def check_disk(rt: CaptureRuntime) -> Check:
@@ -181,6 +182,13 @@ def _transfer(rt: CaptureRuntime, active: bool) -> tuple[bool, str]:
     failing = rt.transfer.failing_for_s()
     after = rt.config.transfer.alert_after_s
     return failing > after, f"failing for {failing:.0f} s: {rt.transfer.stats.last_error}"
+
+
+def _not_stored(rt: CaptureRuntime, active: bool) -> tuple[bool, str]:
+    """Raised while the writer's count of frames it could not store grows."""
+    writer = rt.service.writer
+    grew, rt.failed_alerted = writer.failed > rt.failed_alerted, writer.failed
+    return grew, f"{writer.failed} frames could not be stored; last: {writer.last_error}"
 
 
 def _latency(rt: CaptureRuntime, active: bool) -> tuple[bool, str]:

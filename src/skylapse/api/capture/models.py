@@ -26,6 +26,14 @@ FrameId = Annotated[int, PathParam(ge=1, le=MAX_DB_INT, description="frame id")]
 SessionId = Annotated[str, PathParam(pattern=NAME_PATTERN)]
 Time = Annotated[str, Field(description="ISO 8601 with an offset")]
 Range = tuple[float, float]
+#: How the camera focuses (`skylapse.capture.cameras.base`: ``FOCUS_*``).
+FocusMethod = Annotated[
+    Literal["libcamera_af", "contrast_search", "fixed"],
+    Field(
+        description="libcamera's AF algorithm, Skylapse's contrast search over a lens that "
+        "moves, or a lens that stays where it is"
+    ),
+]
 
 
 class _Out(BaseModel):
@@ -150,6 +158,7 @@ class SessionSummary(_Out):
     phases: list[str]
     focus_acquisition_time_s: float | None
     lens_position: float | None
+    focus_method: FocusMethod | None
 
 
 class SessionRow(_Out):
@@ -233,6 +242,10 @@ class Status(_Out):
     camera: str = Field(description="name:profile")
     camera_ok: bool
     camera_error: str | None
+    camera_notice: str | None = Field(
+        description="set when the camera stands in for a missing one (the simulated camera)"
+    )
+    focus_method: FocusMethod
     lens_position: float | None
     focus_acquisition_time_s: float | None
     last_frame_at: Time | None

@@ -139,6 +139,8 @@ class CaptureRuntime:
         self.qualities: deque[float] = deque(maxlen=10)
         self._focus_seen: float | None = None
         self._failed_seen = 0
+        # writer failures already seen by the frames_not_stored alert (`health`)
+        self.failed_alerted = 0
         self._sent_seen = 0
         self._bytes_seen = 0
         self._failures_seen = 0
@@ -398,6 +400,12 @@ class CaptureRuntime:
             for event in events:
                 self.hub.publish({"type": "alert", "alert": event.to_json()})
             await asyncio.sleep(self.config.alerts.evaluate_every_s)
+
+    async def frames_not_stored(self) -> None:
+        """Frames were taken but not stored (``POST /capture``): count them at once and
+        evaluate the alerts now (``frames_not_stored``), not at the next tick."""
+        self._count_deltas()
+        await asyncio.to_thread(self._alert_now)
 
     def _alert_now(self) -> None:
         """Evaluate the alerts at once (from any thread), publishing what opens or closes."""

@@ -54,6 +54,14 @@ class CameraCapability(Enum):
     TEMPERATURE = "temperature"
 
 
+#: How a camera focuses (``Camera.focus_method``; ``/health``, ``/status`` and the session record):
+#: libcamera's own AF algorithm, Skylapse's contrast search over a lens that moves, or a lens that
+#: stays where it is (fixed focus, no lens control, or parked at the profile's infinity).
+FOCUS_LIBCAMERA_AF = "libcamera_af"
+FOCUS_CONTRAST = "contrast_search"
+FOCUS_FIXED = "fixed"
+
+
 class CameraError(RuntimeError):
     """A camera could not be opened, configured or read."""
 
@@ -104,6 +112,9 @@ class FrameMetadata:
     dng_path: Path | None = None
     ev_offset: float = 0.0  # position in an HDR bracket; 0 for single frames
     extra: dict[str, Any] = field(default_factory=dict)
+    # when the exposure started, on the camera clock's ``monotonic()`` scale, as the device
+    # reports it (None: the backend knows only when it asked, i.e. ``timestamp``)
+    exposure_start_monotonic: float | None = None
 
     @property
     def iso(self) -> float:
@@ -157,12 +168,23 @@ class Camera(abc.ABC):
     """The async camera interface. Subclasses implement the ``_``-prefixed hooks."""
 
     name: str = "camera"
+    #: Set when this camera stands in for a missing one (e.g. the simulated camera chosen by
+    #: ``camera: auto``): ``/health`` reports the camera degraded with this text.
+    notice: str | None = None
 
     def __init__(self, profile: CameraProfile, clock: Clock | None = None) -> None:
         self.profile = profile
         self.clock: Clock = clock or RealClock()
         self._capabilities: frozenset[CameraCapability] = frozenset()
         self._configured = False
+
+    @property
+    def focus_method(self) -> str:
+        """``FOCUS_CONTRAST`` when ``autofocus()`` runs the contrast search, else ``FOCUS_FIXED``
+        (backends with a hardware AF report ``FOCUS_LIBCAMERA_AF``)."""
+        if self.profile.focus.mode == "fixed_infinity":
+            return FOCUS_FIXED
+        return FOCUS_CONTRAST if CameraCapability.AUTOFOCUS in self._capabilities else FOCUS_FIXED
 
     # -- capabilities --------------------------------------------------------------------------
     @property
@@ -250,6 +272,30 @@ class Camera(abc.ABC):
             )
             frames.append(Frame(frame.pixels, replace(frame.metadata, ev_offset=float(offset))))
         return frames
+
+    async def prepare(  # noqa: B027 - an optional hook: most cameras need no notice
+        self, settings: CaptureSettings, ev_offsets: Sequence[float] | None = None
+    ) -> None:
+        """Announce the next shot ahead of its deadline (its settings, and the bracket's EV
+        offsets if it is one), so a camera whose controls take frames to apply has them in
+        place when the deadline comes and its first frame after it can be kept. Optional: the
+        default does nothing; nothing is captured."""
+
+    def first_frame(
+        self, settings: CaptureSettings, ev_offsets: Sequence[float] | None
+    ) -> CaptureSettings:
+        """The settings of the first frame of a shot (a bracket's first offset, as
+        :meth:`capture_hdr_sequence` takes it when the base exposure is known)."""
+        if not ev_offsets or settings.exposure_time_s is None:
+            return settings
+        ((t, g),) = bracket_exposures(
+            settings.exposure_time_s,
+            settings.analogue_gain or 1.0,
+            ev_offsets[:1],
+            self.profile.exposure.range_s,
+            self.profile.gain.range,
+        )
+        return replace(settings, exposure_time_s=t, analogue_gain=g)
 
     async def autofocus(self) -> float:
         """Focus the lens and leave it there; returns the chosen lens position (dioptres).

@@ -8,6 +8,13 @@ capabilities are discovered by writing a probe value and reading it back
 Gain, focus and white-balance temperature are device units mapped through the profile.
 No RAW and no sensor temperature: UVC exposes neither.
 
+The probe puts back what it touched: auto exposure, auto white balance and autofocus are
+restored to the values read before (a probe that left autofocus off would freeze the lens).
+V4L2 limits the exposure to the frame interval, so an exposure longer than it lowers the frame
+rate (``CAP_PROP_FPS``) first, and the configured rate comes back for shorter ones. Metadata
+reports what the device read back (exposure, gain, focus, temperature, frame rate), not what was
+asked.
+
 Frames are 8-bit BGR from the driver; they are reordered to RGB and widened to uint16.
 V4L2 queues a few buffers captured with the old settings, so after a control change the
 queue is drained before the frame that is kept.
@@ -67,6 +74,7 @@ class UsbCamera(Camera):
         self._open = video_capture or cv2.VideoCapture
         self._cap: Any = None
         self._resolution: tuple[int, int] = self.profile.resolution
+        self._fps: float | None = None
 
     # -- set-up --------------------------------------------------------------------------------
     async def configure(self, config: CameraConfig | None = None) -> None:
@@ -89,32 +97,48 @@ class UsbCamera(Camera):
             int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) or width,
             int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) or height,
         )
+        self._fps = float(cap.get(cv2.CAP_PROP_FPS)) or None  # the configured frame rate
         self._capabilities = frozenset(self._discover(cap))
         self._configured = True
 
     def _discover(self, cap: Any) -> set[CameraCapability]:
+        """Write a probe value to each control and read it back; restore what was there."""
         caps: set[CameraCapability] = set()
         v4l2 = self.profile.v4l2
+        props = (
+            cv2.CAP_PROP_AUTO_EXPOSURE,
+            cv2.CAP_PROP_EXPOSURE,
+            cv2.CAP_PROP_GAIN,
+            cv2.CAP_PROP_AUTO_WB,
+            cv2.CAP_PROP_WB_TEMPERATURE,
+            cv2.CAP_PROP_AUTOFOCUS,
+            cv2.CAP_PROP_FOCUS,
+        )
+        before = {prop: float(cap.get(prop)) for prop in props}
         if _accepts(cap, cv2.CAP_PROP_AUTO_EXPOSURE, V4L2_EXPOSURE_MANUAL):
             probe = max(1.0, round(0.01 / v4l2.exposure_unit_s))
             if _accepts(cap, cv2.CAP_PROP_EXPOSURE, probe):
                 caps |= {CameraCapability.MANUAL_EXPOSURE, CameraCapability.HDR_BRACKETING}
-            cap.set(cv2.CAP_PROP_AUTO_EXPOSURE, V4L2_EXPOSURE_AUTO)
-        gain_now = float(cap.get(cv2.CAP_PROP_GAIN))
-        if _accepts(cap, cv2.CAP_PROP_GAIN, gain_now + 1):
+        if _accepts(cap, cv2.CAP_PROP_GAIN, before[cv2.CAP_PROP_GAIN] + 1):
             caps.add(CameraCapability.MANUAL_GAIN)
-            cap.set(cv2.CAP_PROP_GAIN, gain_now)
         if _accepts(cap, cv2.CAP_PROP_AUTO_WB, 0) and _accepts(
             cap, cv2.CAP_PROP_WB_TEMPERATURE, 5000, tolerance=1.0
         ):
             caps |= {CameraCapability.WHITE_BALANCE, CameraCapability.COLOUR_TEMPERATURE}
-            cap.set(cv2.CAP_PROP_AUTO_WB, 1)
-        if _accepts(cap, cv2.CAP_PROP_AUTOFOCUS, 0):
-            focus_now = float(cap.get(cv2.CAP_PROP_FOCUS))
-            if _accepts(cap, cv2.CAP_PROP_FOCUS, focus_now + 1):
-                # contrast search over the focus motor (base class autofocus)
-                caps |= {CameraCapability.MANUAL_FOCUS, CameraCapability.AUTOFOCUS}
-                cap.set(cv2.CAP_PROP_FOCUS, focus_now)
+        if _accepts(cap, cv2.CAP_PROP_AUTOFOCUS, 0) and _accepts(
+            cap, cv2.CAP_PROP_FOCUS, before[cv2.CAP_PROP_FOCUS] + 1
+        ):
+            # contrast search over the focus motor (base class autofocus)
+            caps |= {CameraCapability.MANUAL_FOCUS, CameraCapability.AUTOFOCUS}
+        # values first, then the auto modes (a manual value written after would switch them off)
+        for prop in (cv2.CAP_PROP_EXPOSURE, cv2.CAP_PROP_GAIN, cv2.CAP_PROP_WB_TEMPERATURE,
+                     cv2.CAP_PROP_FOCUS, cv2.CAP_PROP_AUTO_EXPOSURE, cv2.CAP_PROP_AUTO_WB,
+                     cv2.CAP_PROP_AUTOFOCUS):  # fmt: skip
+            if abs(float(cap.get(prop)) - before[prop]) > 1e-6:
+                try:
+                    cap.set(prop, before[prop])
+                except cv2.error:
+                    continue
         return caps
 
     async def close(self) -> None:
@@ -136,6 +160,9 @@ class UsbCamera(Camera):
         """Write the settings; True if anything was written (so stale buffers must go)."""
         cap, unit = self._cap, self.profile.v4l2.exposure_unit_s
         writes: list[tuple[int, float]] = []
+        if self._fps:  # the frame interval bounds the exposure: lower the rate to fit it
+            t = settings.exposure_time_s or 0.0
+            writes.append((cv2.CAP_PROP_FPS, min(self._fps, 1.0 / t) if t > 0 else self._fps))
         if settings.exposure_time_s is not None:
             writes += [
                 (cv2.CAP_PROP_AUTO_EXPOSURE, V4L2_EXPOSURE_MANUAL),
@@ -177,6 +204,7 @@ class UsbCamera(Camera):
             "gain": float(cap.get(cv2.CAP_PROP_GAIN)),
             "focus": float(cap.get(cv2.CAP_PROP_FOCUS)),
             "wb_temperature": float(cap.get(cv2.CAP_PROP_WB_TEMPERATURE)),
+            "fps": float(cap.get(cv2.CAP_PROP_FPS)),
         }
         return pixels, readback
 
@@ -207,6 +235,7 @@ class UsbCamera(Camera):
             ),
             focus_score=self._score(pixels),
             bit_depth=8,
+            extra={"fps": rb["fps"]} if rb["fps"] > 0 else {},
         )
         return Frame(pixels, meta)
 

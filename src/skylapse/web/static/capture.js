@@ -138,7 +138,9 @@ export class CaptureView {
       ["Sun", `${fmtNumber(s.sun_elevation_deg)}°`],
       ["Strategy", `${s.strategy} · every ${fmtNumber(s.interval_s, 0)} s · sky ${s.sky}`],
       ["Last exposure", exposure],
-      ["Camera", s.camera_ok ? s.camera : h("span", { class: "error" }, s.camera_error || "not answering")],
+      ["Camera", !s.camera_ok ? h("span", { class: "error" }, s.camera_error || "not answering")
+        : s.camera_notice ? h("span", { class: "error" }, `${s.camera} — ${s.camera_notice}`)
+        : `${s.camera} · focus ${s.focus_method}`],
       ["Last frame", s.last_frame_at ? this.fmtTimeS(s.last_frame_at) : "none yet"],
     ];
     if (session) {

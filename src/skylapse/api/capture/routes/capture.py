@@ -7,7 +7,7 @@ from fastapi import APIRouter, HTTPException
 from skylapse.api.capture.models import CaptureRequest, CaptureResult, Frame
 from skylapse.api.capture.runtime import Runtime
 from skylapse.capture.cameras import CameraError
-from skylapse.capture.service import SessionError
+from skylapse.capture.service import FrameNotStored, SessionError
 
 router = APIRouter(tags=["frames"])
 
@@ -17,6 +17,7 @@ router = APIRouter(tags=["frames"])
     response_model=CaptureResult,
     responses={
         409: {"description": "the camera cannot bracket"},
+        500: {"description": "a frame was taken but could not be stored"},
         503: {"description": "the camera failed"},
     },
 )
@@ -33,4 +34,7 @@ async def post_capture(runtime: Runtime, body: CaptureRequest | None = None) -> 
     except CameraError as exc:
         runtime.camera_failed(exc)
         raise HTTPException(503, detail=f"camera: {exc}") from None
+    except FrameNotStored as exc:  # counted by the writer (metrics); alert at once
+        await runtime.frames_not_stored()
+        raise HTTPException(500, detail=str(exc)) from None
     return CaptureResult(frames=[Frame.from_record(r) for r in records])
