@@ -3,6 +3,11 @@
 The loop decides a :class:`Shot` before the deadline and takes it at the deadline; after the
 exposure, :func:`frame_record` and :func:`frame_exif_fields` (pure) turn each frame's metadata
 and analysis into its catalog row and the ``skylapse`` EXIF block written into its JPEG.
+
+Both carry the weather the shot was decided under (:func:`weather_record`: ``cloud_cover_pct``,
+``wind_ms``, ``visibility_m``, ``fast_clouds``, ``fog``; null without an observation) and the
+strategy's tone (``tone``: ``shadow_lift``, ``contrast``, ``dehaze``), which the render's colour
+stage applies (`skylapse.processing.colour.Tone.from_record`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from skylapse.capture.analysis import FrameAnalysis
 from skylapse.capture.cameras.base import FrameMetadata
 from skylapse.capture.exposure import ExposureSettings
 from skylapse.capture.sensors import lux_estimate
-from skylapse.capture.strategy import CaptureChoice
+from skylapse.capture.strategy import CaptureChoice, tone_record
+from skylapse.capture.weather import wind_ms
 from skylapse.catalog.capture import FrameRecord
 from skylapse.catalog.sqlite import JsonObject, iso_time
 
@@ -45,6 +51,21 @@ class Shot:
         """``frame_000123.jpg``, or ``frame_000123_b<index>.jpg`` within a bracket."""
         suffix = f"_b{index}" if bracketed else ""
         return f"frame_{self.number:06d}{suffix}.jpg"
+
+
+def weather_record(choice: CaptureChoice) -> JsonObject | None:
+    """The observation a shot was decided under and what it made of it; None without one."""
+    obs = choice.weather
+    if obs is None:
+        return None
+    return {
+        "cloud_cover_pct": obs.cloud_cover_pct,
+        "wind_ms": wind_ms(obs),
+        "visibility_m": obs.visibility_m,
+        "observed_at": iso_time(obs.observed_at),
+        "fast_clouds": choice.fast_clouds,
+        "fog": choice.fog,
+    }
 
 
 def _evs(shot: Shot, md: FrameMetadata) -> tuple[float, float]:
@@ -94,6 +115,8 @@ def frame_record(
             "sun_elevation_deg": shot.elev_now,
             "sun_elevation_next_deg": shot.elev_next,
             "sky": shot.choice.sky,
+            "weather": weather_record(shot.choice),
+            "tone": tone_record(shot.choice.strategy),
             "metered_log2": metering.log2_mean,
             "clipped_fraction": metering.clipped_fraction,
             "lux": round(lux_estimate(metering.log2_mean, md.ev100), 4),
@@ -128,5 +151,7 @@ def frame_exif_fields(
         "lens_position": md.lens_position,
         "sun_elevation_deg": shot.elev_now,
         "sky": shot.choice.sky,
+        "weather": weather_record(shot.choice),
+        "tone": tone_record(shot.choice.strategy),
         "latency_ms": shot.latency_ms,
     }
