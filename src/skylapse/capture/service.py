@@ -108,7 +108,7 @@ from skylapse.capture.weather import (
     classify_sky,
     is_foggy,
 )
-from skylapse.capture.windows import current_or_next_window
+from skylapse.capture.windows import plan_wake_time, promises_colour
 from skylapse.capture.writer import FrameWriter, WriteJob
 from skylapse.catalog.capture import Catalog, FrameCatalog, FrameRecord
 from skylapse.catalog.sqlite import JsonObject
@@ -421,24 +421,30 @@ class CaptureService:
 
     async def run_plan(self, until: dt.datetime | None = None) -> list[SessionSummary]:
         """Unattended operation: open and close sessions by the configured windows, forever
-        (or until ``until``, or :meth:`stop_plan`). A start inside a window resumes it."""
+        (or until ``until``, or :meth:`stop_plan`). A start inside a window resumes it; the
+        weather may extend a window (`skylapse.capture.windows`, the colour rule)."""
         await self.open()
         summaries = []
         while not self._plan_stop.is_set():
             now = self.clock.now()
             if until is not None and now >= until:
                 break
-            window = current_or_next_window(self.location, now, self.config)
-            if window is None:  # polar night / day without windows: look again in an hour
+            if self.weather is not None:
+                await self._refresh_sky(self.weather)
+            colour = promises_colour(self._observation, self.config)
+            planned = plan_wake_time(self.location, now, self.config, colour)
+            if planned is None:  # polar night / day without windows: look again in an hour
                 await self._sleep_wall(now + dt.timedelta(hours=1), until)
                 continue
-            if window.start > now:
+            window, wake = planned
+            if wake > now:
                 log.info(
                     "waiting for the next window",
                     session_id=window.session_id,
                     opens=window.start.isoformat(),
+                    colour=colour,
                 )
-                await self._sleep_wall(window.start, until)
+                await self._sleep_wall(wake, until)
                 continue
             end = window.end if until is None else min(window.end, until)
             summaries.append(

@@ -8,7 +8,8 @@ weather as it always does (every ``weather.refresh_s``, keeping the last observa
 the latest payload whose ``dt`` is not after the clock's *now* (404 before the first one: no
 observation, a clear sky). So the replay runs the same parsing, caching, staleness and
 classification code as a station on the network, on a simulated clock as well as a real one.
-Its cache file is a temporary one, never the station's.
+Its cache file is in a temporary folder of its own (removed with the client), never the
+station's.
 
 The simulated camera renders the same weather (:meth:`WeatherReplay.sim_weather`): at each
 frame the payload in force then gives the cloud cover, wind (speed and direction), visibility
@@ -18,21 +19,30 @@ API
 ---
 ``load_weather_file(path) -> WeatherReplay``    validated; ``WeatherFileError`` names the file
                                                 and the entry.
+``replayed_weather(path, config, location, now, camera) -> WeatherService``   for ``capture``.
+``replayed_day(path, config, location, day) -> (time -> observation | None)``  for ``plan``.
 ``WeatherReplay.payload_at(when)``, ``.observation_at(when)``, ``.sim_weather(when)``   pure.
 ``WeatherReplay.transport(now) -> httpx.MockTransport``
-``WeatherReplay.service(config, location, now, cache_dir) -> WeatherService``
+``WeatherReplay.service(config, location, now) -> WeatherService``
+``WeatherReplay.timeline(config, location, start, end) -> (time -> observation | None)``
+    what the client held minute by minute (for ``skylapse plan``).
 ``WeatherReplay.attach(camera)``    a simulated camera renders the replayed weather.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import datetime as dt
 import json
+import shutil
+import tempfile
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 from pydantic import SecretStr
@@ -102,22 +112,52 @@ class WeatherReplay:
         return httpx.MockTransport(handle)
 
     def service(
-        self,
-        config: WeatherConfig,
-        location: LocationConfig,
-        now: Callable[[], dt.datetime],
-        cache_dir: Path,
+        self, config: WeatherConfig, location: LocationConfig, now: Callable[[], dt.datetime]
     ) -> WeatherService:
         """The station's weather client (its refresh, cache and staleness rules from
-        ``config``), enabled, fetching from this replay, caching in ``cache_dir``."""
+        ``config``), enabled, fetching from this replay, caching in a temporary folder that is
+        removed with the client."""
+        cache_dir = Path(tempfile.mkdtemp(prefix="skylapse-weather-"))
         replay_config = config.model_copy(
             update={
                 "enabled": True,
                 "api_key": SecretStr(REPLAY_KEY),
-                "cache_path": cache_dir / "weather-replay.json",
+                "cache_path": cache_dir / "weather.json",
             }
         )
-        return WeatherService(replay_config, location, transport=self.transport(now))
+        service = WeatherService(replay_config, location, transport=self.transport(now))
+        weakref.finalize(service, shutil.rmtree, cache_dir, ignore_errors=True)
+        return service
+
+    def timeline(
+        self,
+        config: WeatherConfig,
+        location: LocationConfig,
+        start: dt.datetime,
+        end: dt.datetime,
+        step: dt.timedelta = dt.timedelta(minutes=1),
+    ) -> Callable[[dt.datetime], WeatherObservation | None]:
+        """What the station's client would hold, asked every ``step`` from ``start`` to
+        ``end`` (aware), as a function of time (the last ask not after it; None before
+        ``start``)."""
+        times = [start + k * step for k in range(int((end - start) / step) + 1)]
+        clock = [start]
+        service = self.service(config, location, lambda: clock[0])
+
+        async def ask() -> list[WeatherObservation | None]:
+            held = []
+            for t in times:
+                clock[0] = t
+                held.append(await service.current(t))
+            return held
+
+        held = asyncio.run(ask())
+
+        def at(when: dt.datetime) -> WeatherObservation | None:
+            i = bisect.bisect_right(times, when) - 1
+            return None if i < 0 else held[i]
+
+        return at
 
     def attach(self, camera: Camera) -> bool:
         """Make a simulated camera render this weather; whether it was one (a real camera
@@ -155,3 +195,26 @@ def load_weather_file(path: str | Path) -> WeatherReplay:
             ) from None
     parsed.sort(key=lambda pair: pair[0].observed_at)
     return WeatherReplay(str(path), tuple(p for _, p in parsed), tuple(o for o, _ in parsed))
+
+
+def replayed_weather(
+    path: str | Path,
+    config: WeatherConfig,
+    location: LocationConfig,
+    now: Callable[[], dt.datetime],
+    camera: Camera,
+) -> WeatherService:
+    """``skylapse capture --weather FILE``: the station's client on the file's answers at the
+    clock's ``now``; a simulated ``camera`` renders the same weather."""
+    replay = load_weather_file(path)
+    replay.attach(camera)
+    return replay.service(config, location, now)
+
+
+def replayed_day(
+    path: str | Path, config: WeatherConfig, location: LocationConfig, day: dt.date
+) -> Callable[[dt.datetime], WeatherObservation | None]:
+    """``skylapse plan --weather FILE``: what the client holds through the local ``day``."""
+    replay = load_weather_file(path)
+    start = dt.datetime.combine(day, dt.time(), ZoneInfo(location.timezone))
+    return replay.timeline(config, location, start, start + dt.timedelta(days=1))
