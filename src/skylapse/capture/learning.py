@@ -26,7 +26,8 @@ and moves the bin toward it, with weight ``1`` for a bin's first session and the
 
 :meth:`SkyMemory.prior` is the feed-forward: at an elevation, the learned offset interpolated
 between bin centres (the nearest bin's beyond the learned range), plus the dimming of the
-*current* cloud cover (none when the weather is unknown). The controller starts each session on
+*current* cloud cover (none when the weather is unknown); before anything is learned, the
+cover's dimming alone. The controller starts each session on
 it and follows its shape through the session; ``skylapse plan`` adds it to the expected light.
 The file also keeps the lens position of the last successful autofocus, which foggy sessions keep
 instead of hunting (`skylapse.capture.service`).
@@ -165,16 +166,17 @@ class SkyMemory(_Model):
     def prior(
         self, way: Direction, cloud_cover_pct: float | None
     ) -> Callable[[float], float] | None:
-        """The learned offset (EV) from the clear-sky table as a function of sun elevation, for
-        the sun going ``way`` under ``cloud_cover_pct`` (None: unknown, no cloud term); None
-        when nothing was learned for that direction."""
+        """The expected offset (EV) from the clear-sky table as a function of sun elevation, for
+        the sun going ``way`` under ``cloud_cover_pct`` (None: unknown, no cloud term): the
+        learned offset plus the cover's dimming; the dimming alone when nothing was learned for
+        that direction; None when neither is known."""
         rows = sorted((b.from_deg + self.bin_deg / 2, b.offset_ev) for b in self.bins
                       if b.direction == way)  # fmt: skip
+        cloud = sky.cloud_ev(cloud_cover_pct)
         if not rows:
-            return None
+            return None if cloud_cover_pct is None else (lambda elevation: cloud)
         centres = np.array([c for c, _ in rows])
         offsets = np.array([o for _, o in rows])
-        cloud = sky.cloud_ev(cloud_cover_pct)
 
         def prior(elevation: float) -> float:
             return float(np.interp(elevation, centres, offsets)) + cloud

@@ -88,17 +88,9 @@ class DayPlan:
         return sum(r.frames for r in self.rows)
 
 
-def _expected_ev(
-    elevation: float,
-    prior: Callable[[float], float] | None,
-    obs: WeatherObservation | None,
-) -> float:
-    """Expected EV100: the table, plus the learned offset (which includes the cover's dimming)
-    or, with nothing learned, the observed cover's dimming alone."""
-    table = float(sky.ev100(elevation))
-    if prior is not None:
-        return table + prior(elevation)
-    return table + sky.cloud_ev(None if obs is None else obs.cloud_cover_pct)
+def _expected_ev(elevation: float, prior: Callable[[float], float] | None) -> float:
+    """Expected EV100: the clear-sky table plus the expected offset (learned and clouds)."""
+    return float(sky.ev100(elevation)) + (0.0 if prior is None else prior(elevation))
 
 
 def day_plan(
@@ -118,11 +110,9 @@ def day_plan(
         choice = choose_capture(config, mid_elev, condition, obs)
         wb = choice.strategy.white_balance
         cover = None if obs is None else obs.cloud_cover_pct
-        prior = None
-        if memory is not None:
-            mid = seg.start + seg.duration / 2
-            way = direction(sun_elevation(location, mid), sun_elevation(location, mid + _MINUTE))
-            prior = memory.prior(way, cover)
+        mid = seg.start + seg.duration / 2
+        way = direction(sun_elevation(location, mid), sun_elevation(location, mid + _MINUTE))
+        prior = (memory or SkyMemory()).prior(way, cover)
         rows.append(
             PlanRow(
                 start=seg.start,
@@ -134,8 +124,8 @@ def day_plan(
                 strategy=choice.strategy_name,
                 hdr=choice.strategy.hdr,
                 white_balance=wb if isinstance(wb, str) else f"{wb} K",
-                ev100_min=_expected_ev(seg.min_elevation_deg, prior, obs),
-                ev100_max=_expected_ev(seg.max_elevation_deg, prior, obs),
+                ev100_min=_expected_ev(seg.min_elevation_deg, prior),
+                ev100_max=_expected_ev(seg.max_elevation_deg, prior),
                 frames=math.ceil(seg.duration.total_seconds() / choice.interval_s),
                 sky=condition,
                 cloud_cover_pct=cover,
