@@ -251,7 +251,12 @@ def _default_strategies() -> dict[str, StrategyConfig]:
         "golden_hour": StrategyConfig(hdr=True, white_balance=5500, max_exposure_s=1.0),
         "blue_hour": StrategyConfig(white_balance=4300, max_exposure_s=15.0, max_gain=4.0),
         "overcast": StrategyConfig(
-            shadow_lift=0.25, contrast=1.2, dehaze=0.4, exposure_bias_ev=0.3, max_exposure_s=0.5
+            shadow_lift=0.25,
+            contrast=1.2,
+            dehaze=0.4,
+            exposure_bias_ev=0.3,
+            highlight_clip_max=0.03,
+            max_exposure_s=0.5,
         ),
         "stormy": StrategyConfig(
             exposure_bias_ev=-0.5,
