@@ -222,7 +222,7 @@ def main() -> None:
         learned.add_column(f"day {k + 1} ({DAY + dt.timedelta(days=k)})", justify="right")
     for key in days[0]:
         learned.add_row(
-            key, *(f"{d[key]:.3f}" if isinstance(d[key], float) else str(d[key]) for d in days)
+            key, *(f"{d[key]:.4f}" if isinstance(d[key], float) else str(d[key]) for d in days)
         )
     console.print(learned)
     first, last = days[0], days[-1]

@@ -20,7 +20,7 @@ import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -50,6 +50,7 @@ from skylapse.config import ConfigError, LocationConfig, SkylapseConfig, load_co
 from skylapse.names import check_name
 
 T = TypeVar("T")
+P = ParamSpec("P")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
 
@@ -159,11 +160,11 @@ def make_camera(spec: str, clock: Clock, location: LocationConfig, seed: int) ->
     return CameraFactory.create(name, clock=clock)
 
 
-def _replay(load: Callable[..., T], path: Path, *args: object) -> T:
+def _replay(load: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """A ``--weather FILE`` replay (`skylapse.capture.weather_replay`); a bad file is a
     BadParameter naming it."""
     try:
-        return load(path, *args)
+        return load(*args, **kwargs)
     except WeatherFileError as exc:
         raise typer.BadParameter(str(exc), param_hint="--weather") from None
 

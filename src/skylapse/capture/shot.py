@@ -68,6 +68,11 @@ def weather_record(choice: CaptureChoice) -> JsonObject | None:
     }
 
 
+def _tone(shot: Shot) -> JsonObject:
+    """The strategy's tone hints for the render (`skylapse.capture.strategy.tone_record`)."""
+    return {name: value for name, value in tone_record(shot.choice.strategy).items()}
+
+
 def _evs(shot: Shot, md: FrameMetadata) -> tuple[float, float]:
     """(wanted, achieved) exposure EV, log2(t * gain), of one frame."""
     return shot.settings.wanted_ev + md.ev_offset, math.log2(md.exposure_time_s * md.analogue_gain)
@@ -116,7 +121,7 @@ def frame_record(
             "sun_elevation_next_deg": shot.elev_next,
             "sky": shot.choice.sky,
             "weather": weather_record(shot.choice),
-            "tone": tone_record(shot.choice.strategy),
+            "tone": _tone(shot),
             "metered_log2": metering.log2_mean,
             "clipped_fraction": metering.clipped_fraction,
             "lux": round(lux_estimate(metering.log2_mean, md.ev100), 4),
@@ -152,6 +157,6 @@ def frame_exif_fields(
         "sun_elevation_deg": shot.elev_now,
         "sky": shot.choice.sky,
         "weather": weather_record(shot.choice),
-        "tone": tone_record(shot.choice.strategy),
+        "tone": _tone(shot),
         "latency_ms": shot.latency_ms,
     }

@@ -330,7 +330,7 @@ def dark_channel(linear: np.ndarray, patch: int) -> NDArray[np.float32]:
     """Minimum over the colour channels and a ``patch`` x ``patch`` square (He et al. 2009)."""
     lowest = np.min(linear, axis=2).astype(np.float32)
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (patch, patch))
-    dark: NDArray[np.float32] = cv2.erode(lowest, kernel)
+    dark: NDArray[np.float32] = np.asarray(cv2.erode(lowest, kernel), dtype=np.float32)
     return dark
 
 
