@@ -13,6 +13,12 @@ mountain scene at the shared sky table's brightness, drifting clouds, sensor noi
   -10.5°); their wanted-minus-achieved difference is recorded for the deflicker stage, and the
   target criterion is judged on the frames the camera could expose as wanted.
 
+Then **a station that learns its sky** (`skylapse.capture.learning`): the feed-forward controller
+on three consecutive evenings at the same site (March 20, 21, 22), each starting from what the
+evenings before taught it (the sky memory's prior for a setting sun; day 1 knows nothing). For
+each day: the first-frames settling error (mean |level - target| over the first 10 frames),
+the step std (over all frames, and after settling) and the worst error where reachable.
+
 Run: ``.venv/bin/python bench/exposure_bench.py [--width 320] [--csv bench/out/exposure.csv]``
 """
 
@@ -40,6 +46,7 @@ from skylapse.capture.exposure import (
     meter,
     target_level,
 )
+from skylapse.capture.learning import SkyMemory
 from skylapse.capture.strategy import choose_capture
 from skylapse.config import SkylapseConfig
 from skylapse.imaging.luma import linear_luminance
@@ -48,14 +55,19 @@ INTERVAL_S = 30.0
 START_DEG, END_DEG = 10.0, -12.0
 SETTLE_FRAMES = 10
 DAY = dt.date(2024, 3, 20)
+CLOUD_COVER_PCT = 30.0
+LEARNED_DAYS = 3
 
 
-async def evening(controller_cls, width: int, seed: int) -> list[dict]:
+async def evening(
+    controller_cls, width: int, seed: int, day: dt.date = DAY, memory: SkyMemory | None = None
+) -> tuple[list[dict], list[tuple[float, float]]]:
+    """One evening's frames, and the controller's metered offsets (what a station learns)."""
     loc = Location()
     start = astral_sun.time_at_elevation(
         Observer(loc.latitude, loc.longitude, loc.elevation_m),
         START_DEG,
-        DAY,
+        day,
         SunDirection.SETTING,
     )
     clock = SimulatedClock(start)
@@ -63,7 +75,7 @@ async def evening(controller_cls, width: int, seed: int) -> list[dict]:
         clock=clock,
         location=loc,
         seed=seed,
-        weather=SimWeather(cloud_cover=0.3, wind_speed_mps=6.0),
+        weather=SimWeather(cloud_cover=CLOUD_COVER_PCT / 100, wind_speed_mps=6.0),
     )
     await camera.configure(CameraConfig(resolution=(width, width * 9 // 16)))
     cfg = SkylapseConfig()
@@ -80,6 +92,8 @@ async def evening(controller_cls, width: int, seed: int) -> list[dict]:
         strategy = choose_capture(cfg, e_now).strategy
         if ctrl is None:
             ctrl = controller_cls(exposure_cfg, strategy)
+            if memory is not None:
+                ctrl.prior = memory.prior("setting", CLOUD_COVER_PCT)
             settings = ctrl.next_settings(None, e_now, e_now, INTERVAL_S)
         frame = await camera.capture(
             CaptureSettings(exposure_time_s=settings.exposure_s, analogue_gain=settings.gain)
@@ -104,7 +118,37 @@ async def evening(controller_cls, width: int, seed: int) -> list[dict]:
             m, e_now, e_next, INTERVAL_S, strategy=choose_capture(cfg, e_next).strategy
         )
         await clock.sleep(INTERVAL_S - (clock.now() - tick).total_seconds())
-    return rows
+    return rows, list(getattr(ctrl, "samples", []))
+
+
+def learned_evenings(width: int, seed: int) -> list[dict[str, float]]:
+    """Three consecutive evenings, each learning from the ones before (module docstring)."""
+    memory = SkyMemory()
+    weight = SkylapseConfig().exposure.learn_weight
+    out = []
+    for k in range(LEARNED_DAYS):
+        day = DAY + dt.timedelta(days=k)
+        rows, samples = asyncio.run(evening(ExposureController, width, seed, day, memory))
+        first = rows[:SETTLE_FRAMES]
+        lum = np.array([r["mean_log2_luma"] for r in rows])
+        stats = summarise(rows)
+        out.append(
+            {
+                "first-frames settling error (EV)": float(
+                    np.mean([abs(r["metered"] - r["target"]) for r in first])
+                ),
+                "first frame |level - target| (EV)": abs(rows[0]["metered"] - rows[0]["target"]),
+                "step std, all frames (EV)": float(np.diff(lum).std()),
+                "step std (EV)": stats["step std (EV)"],
+                "worst |level - target|, reachable (EV)": stats[
+                    "worst |level - target|, reachable (EV)"
+                ],
+                "bins learned before": len(memory.bins),
+            }
+        )
+        when = dt.datetime.combine(day, dt.time(20), dt.UTC)
+        memory = memory.learn(samples, CLOUD_COVER_PCT, weight, when)
+    return out
 
 
 def summarise(rows: list[dict]) -> dict[str, float]:
@@ -139,10 +183,10 @@ def main() -> None:
 
     t0 = time.perf_counter()
     runs = {
-        "feed-forward ramp": asyncio.run(evening(ExposureController, args.width, args.seed)),
+        "feed-forward ramp": asyncio.run(evening(ExposureController, args.width, args.seed))[0],
         "step-and-hold AE (0.5 EV deadband)": asyncio.run(
             evening(StepAndHoldExposure, args.width, args.seed)
-        ),
+        )[0],
     }
     stats = {name: summarise(rows) for name, rows in runs.items()}
     table = Table(
@@ -170,6 +214,22 @@ def main() -> None:
         f"within ±0.5 EV of target where reachable: "
         f"{ok['worst |level - target|, reachable (EV)'] <= 0.5}; "
         f"wall time {time.perf_counter() - t0:.1f} s"
+    )
+    days = learned_evenings(args.width, args.seed)
+    learned = Table(title="A station that learns its sky: three evenings at one site")
+    learned.add_column("")
+    for k in range(len(days)):
+        learned.add_column(f"day {k + 1} ({DAY + dt.timedelta(days=k)})", justify="right")
+    for key in days[0]:
+        learned.add_row(
+            key, *(f"{d[key]:.4f}" if isinstance(d[key], float) else str(d[key]) for d in days)
+        )
+    console.print(learned)
+    first, last = days[0], days[-1]
+    console.print(
+        "criteria (learning): settling error falls day 1 -> day 3: "
+        f"{last['first-frames settling error (EV)'] < first['first-frames settling error (EV)']}; "
+        f"step std falls: {last['step std, all frames (EV)'] < first['step std, all frames (EV)']}"
     )
     if args.csv:
         args.csv.parent.mkdir(parents=True, exist_ok=True)

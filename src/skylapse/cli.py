@@ -292,6 +292,7 @@ from skylapse.capture import commands as _capture_commands  # noqa: E402
 app.command("plan")(_capture_commands.plan)
 app.command("capture")(_capture_commands.capture)
 app.command("frames")(_capture_commands.frames)
+app.command("sky")(_capture_commands.sky)
 
 
 from skylapse import deploy_commands as _deploy_commands  # noqa: E402

@@ -182,8 +182,16 @@ class ScheduleConfig(_Section):
 
 
 class StrategyConfig(_Section):
-    """How frames are taken in a phase or weather. Exposure fields steer the controller; the
-    tone fields (shadow lift, contrast) travel with each frame as hints for processing."""
+    """How frames are taken in a phase or weather.
+
+    Exposure fields steer the controller. The weather fields act on the observation the
+    strategy was chosen under: ``fast_cloud_interval_s`` replaces the phase's interval while the
+    wind (sustained or gusts) is at least ``fast_cloud_wind_ms``; ``wind_max_exposure_s`` is the
+    shutter cap for wind (exposure time beyond it only once ``max_gain`` is used up, up to
+    ``max_exposure_s``, so a dark stormy blue hour still reaches its target). The tone fields
+    (``shadow_lift``, ``contrast``, ``dehaze``) are recorded in every frame's EXIF, and the
+    render's colour stage applies them (`skylapse.processing.colour.Tone`).
+    """
 
     hdr: bool = False
     bracket_ev: list[Annotated[float, Field(ge=-8, le=8)]] = Field(
@@ -206,8 +214,27 @@ class StrategyConfig(_Section):
         description="fraction of clipped pixels tolerated before the controller "
         "pulls exposure down",
     )
-    shadow_lift: float = Field(0.0, ge=0, le=1)
-    contrast: float = Field(1.0, gt=0, le=3)
+    shadow_lift: float = Field(
+        0.0, ge=0, le=1, description="render: raise the shadows (0 = none, 1 = the most)"
+    )
+    contrast: float = Field(
+        1.0, gt=0, le=3, description="render: mid-tone contrast about mid-grey (1 = unchanged)"
+    )
+    dehaze: float = Field(
+        0.0,
+        ge=0,
+        le=0.95,
+        description="render: fraction of the haze veil removed (dark channel prior; 0 = off)",
+    )
+    fast_cloud_wind_ms: float | None = Field(
+        None, gt=0, le=100, description="wind at which clouds count as fast; null = never"
+    )
+    fast_cloud_interval_s: float | None = Field(
+        None, gt=0, le=3600, description="capture interval while clouds move fast"
+    )
+    wind_max_exposure_s: float | None = Field(
+        None, gt=0, le=600, description="shutter cap for wind: gain first beyond it"
+    )
 
     @field_validator("white_balance")
     @classmethod
@@ -216,6 +243,14 @@ class StrategyConfig(_Section):
             raise ValueError("white balance must be 'auto' or 1500..15000 K")
         return v
 
+    @model_validator(mode="after")
+    def _weather_fields_agree(self) -> StrategyConfig:
+        if (self.fast_cloud_wind_ms is None) != (self.fast_cloud_interval_s is None):
+            raise ValueError("fast_cloud_wind_ms and fast_cloud_interval_s go together")
+        if self.wind_max_exposure_s is not None and self.wind_max_exposure_s > self.max_exposure_s:
+            raise ValueError("wind_max_exposure_s must not exceed max_exposure_s")
+        return self
+
 
 def _default_strategies() -> dict[str, StrategyConfig]:
     return {
@@ -223,10 +258,22 @@ def _default_strategies() -> dict[str, StrategyConfig]:
         "golden_hour": StrategyConfig(hdr=True, white_balance=5500, max_exposure_s=1.0),
         "blue_hour": StrategyConfig(white_balance=4300, max_exposure_s=15.0, max_gain=4.0),
         "overcast": StrategyConfig(
-            shadow_lift=0.25, contrast=1.2, exposure_bias_ev=0.3, max_exposure_s=1 / 15
+            shadow_lift=0.25,
+            contrast=1.2,
+            dehaze=0.4,
+            exposure_bias_ev=0.3,
+            highlight_clip_max=0.03,
+            max_exposure_s=0.5,
         ),
         "stormy": StrategyConfig(
-            exposure_bias_ev=-0.5, highlight_clip_max=0.002, max_exposure_s=1 / 250, max_gain=8.0
+            exposure_bias_ev=-0.5,
+            highlight_clip_max=0.002,
+            max_exposure_s=4.0,
+            wind_max_exposure_s=1 / 250,
+            max_gain=8.0,
+            contrast=1.15,
+            fast_cloud_wind_ms=8.0,
+            fast_cloud_interval_s=5.0,
         ),
         "night": StrategyConfig(white_balance=4000, max_exposure_s=30.0, max_gain=16.0),
     }
@@ -268,6 +315,14 @@ class ExposureConfig(_Section):
     )
     min_exposure_s: float = Field(1e-4, gt=0, le=1)
     clip_level: float = Field(0.98, gt=0, le=1, description="linear level counted as clipped")
+    learn: bool = Field(
+        True,
+        description="learn the site's sky (offset from the sky table per sun-elevation bin) "
+        "after each session and use it as the feed-forward",
+    )
+    learn_weight: float = Field(
+        0.5, gt=0, le=1, description="weight of the newest session in what was learned"
+    )
 
     @field_validator("night_ramp_deg")
     @classmethod
@@ -297,6 +352,12 @@ class WeatherConfig(_Section):
         12.0, ge=0, le=200, description="sustained wind or gusts above this"
     )
     stormy_precip_mm_h: float = Field(2.0, ge=0, le=1000)
+    fog_visibility_m: float = Field(
+        1000.0,
+        ge=0,
+        le=100_000,
+        description="fog below this: no autofocus, the lens keeps its last good focus",
+    )
 
 
 class SessionWindowConfig(_Section):
@@ -307,12 +368,23 @@ class SessionWindowConfig(_Section):
     around: Literal["sunrise", "sunset"]
     before_min: float = Field(60.0, ge=0, le=720)
     after_min: float = Field(60.0, ge=0, le=720)
+    colour_extend_min: float = Field(
+        0.0,
+        ge=0,
+        le=240,
+        description="added on the dark side (before sunrise, after sunset) when the weather "
+        "promises colour (capture.colour_cloud_pct)",
+    )
 
 
 def _default_windows() -> list[SessionWindowConfig]:
     return [
-        SessionWindowConfig(name="sunrise", around="sunrise", before_min=60, after_min=60),
-        SessionWindowConfig(name="sunset", around="sunset", before_min=90, after_min=90),
+        SessionWindowConfig(
+            name="sunrise", around="sunrise", before_min=60, after_min=60, colour_extend_min=20
+        ),
+        SessionWindowConfig(
+            name="sunset", around="sunset", before_min=90, after_min=90, colour_extend_min=30
+        ),
     ]
 
 
@@ -323,6 +395,12 @@ class CaptureConfig(_Section):
     """The capture service (see :mod:`skylapse.capture.service`)."""
 
     windows: list[SessionWindowConfig] = Field(default_factory=_default_windows)
+    colour_cloud_pct: tuple[
+        Annotated[float, Field(ge=0, le=100)], Annotated[float, Field(ge=0, le=100)]
+    ] = Field(
+        (30.0, 75.0),
+        description="cloud cover band (low, high %) that promises colour: windows extend",
+    )
     buffer_dir: Path = Field(Path("~/skylapse/buffer"), description="the local frame buffer")
     jpeg_quality: int = Field(92, ge=1, le=100)
     jpeg: bool = Field(True, description="keep each frame as JPEG (false needs raw: true)")
@@ -368,6 +446,13 @@ class CaptureConfig(_Section):
     def _sane_resolution(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
         if v is not None and not (16 <= v[0] <= 16384 and 16 <= v[1] <= 16384):
             raise ValueError("width and height must be 16..16384 pixels")
+        return v
+
+    @field_validator("colour_cloud_pct")
+    @classmethod
+    def _band_rises(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not v[0] <= v[1]:
+            raise ValueError("colour_cloud_pct must be [low, high] with low <= high")
         return v
 
     @model_validator(mode="after")

@@ -7,6 +7,12 @@ Source: USNO Circular 171 (Janiczek & DeYoung 1987), horizontal illuminance on o
 a clear, moonless sky, as tabulated in ``data/sky-ev100.csv`` (a copy of the project's shared
 table). EV100 = log2(lux / 2.5), the incident-meter relation with C = 250. Between rows the
 illuminance is interpolated in log10(lux), which is how the light actually falls.
+
+Clouds: :func:`cloud_ev` is the dimming of a cloud cover, from Kasten & Czeplak (1980, "Solar
+and terrestrial radiation dependent on the amount and type of cloud", Solar Energy 24:177),
+global irradiance under N oktas of cloud ``G / G_clear = 1 - 0.75 (N / 8) ** 3.4``: nothing
+under a few clouds, -2 EV under a full overcast. The simulated scene darkens by it and the
+station's learned sky (`skylapse.capture.learning`) takes it out and puts it back.
 """
 
 from __future__ import annotations
@@ -45,3 +51,20 @@ def ev100(sun_altitude_deg: float | np.ndarray) -> float | np.ndarray:
     [15.3, 8.2, 0.4]
     """
     return np.log2(illuminance_lux(sun_altitude_deg) / 2.5)
+
+
+def cloud_transmission(cloud_cover_pct: float) -> float:
+    """Kasten & Czeplak's global-irradiance ratio for a cloud cover in % (clamped to 0..100).
+
+    >>> [round(cloud_transmission(c), 3) for c in (0, 50, 100)]
+    [1.0, 0.929, 0.25]
+    """
+    c = min(max(float(cloud_cover_pct), 0.0), 100.0) / 100.0
+    return 1.0 - 0.75 * c**3.4
+
+
+def cloud_ev(cloud_cover_pct: float | None) -> float:
+    """The cover's dimming in EV (<= 0); 0 for an unknown cover (None)."""
+    if cloud_cover_pct is None:
+        return 0.0
+    return float(np.log2(cloud_transmission(cloud_cover_pct)))

@@ -215,7 +215,8 @@ def test_clouds_follow_weather_and_drift_with_the_wind():
     clear = linear_luminance(
         asyncio.run(clear_cam.capture(CaptureSettings(exposure_time_s=metered(15)))).pixels
     )[:45]
-    assert float(np.abs(cloudy - clear).mean()) > 0.15 * float(clear.mean())
+    # clouds change the sky (they are dimmed by their cover, Kasten & Czeplak: 0.87 at 60 %)
+    assert float(np.abs(cloudy - clear).mean()) > 0.12 * float(clear.mean())
 
 
 def test_metadata_and_a_sunset_in_seconds():

@@ -1,4 +1,5 @@
-"""Colour stage: white balance by gray world and by Kelvin, contrast and saturation."""
+"""Colour stage: white balance by gray world and by Kelvin, contrast and saturation; the
+recorded tone (dehaze, shadow lift) and its easing over a render."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ from skylapse.imaging.luma import WEIGHTS as REC709_LUMA
 from skylapse.processing.colour import (
     MID_GREY,
     ColourGrade,
+    Tone,
+    ToneStage,
     adjust_contrast_saturation,
     apply_white_balance,
+    dehaze,
     gray_world_gains,
     kelvin_gains,
     planckian_linear_rgb,
     planckian_xy,
+    shadow_lift_curve,
 )
 
 CAST = np.array([1.25, 1.0, 0.7])  # a warm cast, linear light
@@ -167,3 +172,81 @@ def test_colour_grade_equals_the_separate_steps():
     expected = adjust_contrast_saturation(apply_white_balance(frame, gains), 1.3, 1.2)
     assert np.max(np.abs(grade.apply(frame).astype(int) - expected)) <= 1
     assert not grade.is_identity and ColourGrade().is_identity
+
+
+# -- the recorded tone: dehaze, shadow lift, its easing over a render ----------------------------
+
+
+def hazy_scene(seed: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(haze-free J, hazy I, airlight) in linear light: coloured 16 px blocks (each with one
+    channel nearly black, as the dark channel prior expects outdoors) under haze that thickens
+    toward the top, where a band of sky is nearly all airlight."""
+    rng = np.random.default_rng(seed)
+    h, w = 180, 320
+    blocks = rng.uniform(0.08, 0.6, (h // 16 + 1, w // 16 + 1, 3))
+    dark = rng.integers(0, 3, blocks.shape[:2])
+    blocks[np.arange(blocks.shape[0])[:, None], np.arange(blocks.shape[1]), dark] = 0.01
+    scene = np.repeat(np.repeat(blocks, 16, axis=0), 16, axis=1)[:h, :w]
+    t = np.linspace(0.0, 0.85, h)[:, None, None] * np.ones((1, w, 1))
+    airlight = np.array([0.78, 0.8, 0.84])
+    hazy = scene * t + airlight * (1 - t)
+    return scene, hazy, airlight
+
+
+def test_dehaze_recovers_the_scene_under_haze():
+    scene, hazy, airlight = hazy_scene()
+    frame = frame_from_linear(hazy)
+    out, estimated = dehaze(frame, 0.95)
+    assert np.allclose(estimated, airlight, atol=0.05)
+    rows = slice(60, None)  # below the sky band, where t >= 0.3
+    before = np.abs(srgb.to_linear(frame)[rows] - scene[rows]).mean()
+    after = np.abs(srgb.to_linear(out)[rows] - scene[rows]).mean()
+    assert after < 0.4 * before
+    # the contrast the haze took comes back
+    contrast = [float(x[rows].std()) for x in (srgb.to_linear(frame), srgb.to_linear(out), scene)]
+    assert abs(contrast[1] - contrast[2]) < 0.3 * abs(contrast[0] - contrast[2])
+    same, _ = dehaze(frame, 0.0)
+    assert np.array_equal(same, frame)
+    # half the strength removes less
+    half, _ = dehaze(frame, 0.4, estimated)
+    mid = np.abs(srgb.to_linear(half)[rows] - scene[rows]).mean()
+    assert after < mid < before
+    with pytest.raises(ValueError, match="dehaze strength"):
+        dehaze(frame, 0.99)
+
+
+def test_shadow_lift_curve_lifts_shadows_only_and_stays_monotonic():
+    v = np.linspace(0, 1, 4097)
+    assert np.array_equal(shadow_lift_curve(v, 0.0), v)
+    lifted = shadow_lift_curve(v, 1.0)
+    assert np.all(np.diff(lifted) > 0)
+    assert lifted[0] == 0 and lifted[-1] == 1
+    assert shadow_lift_curve(MID_GREY, 1.0) == pytest.approx(MID_GREY)
+    assert np.array_equal(lifted[v >= MID_GREY], v[v >= MID_GREY])
+    assert shadow_lift_curve(MID_GREY / 3, 0.5) - MID_GREY / 3 == pytest.approx(0.1)
+
+
+def test_tone_from_record_validates_by_field():
+    assert Tone.from_record({}) is None and Tone.from_record(None) is None
+    tone = Tone.from_record({"tone": {"shadow_lift": 0.25, "contrast": 1.2, "dehaze": 0.4}})
+    assert tone == Tone(0.25, 1.2, 0.4) and not tone.is_identity
+    with pytest.raises(ValueError, match=r"tone\.contrast"):
+        Tone.from_record({"tone": {"contrast": "high"}})
+    with pytest.raises(ValueError, match=r"tone\.dehaze"):
+        Tone.from_record({"tone": {"dehaze": 2.0}})
+
+
+def test_tone_stage_eases_a_change_of_strategy_and_applies_it():
+    overcast = Tone(0.25, 1.2, 0.4)
+    stage = ToneStage([None] * 30 + [overcast] * 30, ramp_frames=10)
+    lifts = stage.settings[:, 0]
+    assert lifts[0] == 0.0 and lifts[-1] == pytest.approx(0.25)
+    assert np.all(np.diff(lifts) >= 0) and 0 < lifts[30] < 0.25  # no jump at the switch
+    assert ToneStage([None, Tone()]).is_identity
+    _, hazy, _ = hazy_scene()
+    frame = frame_from_linear(hazy)
+    assert np.array_equal(stage.apply(0, frame), frame)
+    toned = stage.apply(59, frame)
+    dehazed, _ = dehaze(frame, 0.4)
+    assert np.abs(toned.astype(int) - dehazed.astype(int)).mean() > 100  # lift and contrast
+    assert srgb.to_linear(toned).std() > srgb.to_linear(frame).std()

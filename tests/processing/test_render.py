@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from skylapse.cli import app
 from skylapse.exif import exif_bytes, with_exif_jpeg
 from skylapse.imaging import srgb
-from skylapse.processing import measure
+from skylapse.processing import colour, measure
 from skylapse.processing.render import RenderError, RenderOptions, render
 from skylapse.testing import SequenceSpec, SequenceTruth, generate_sequence
 
@@ -270,3 +270,38 @@ def test_focus_stack_and_lens_profile(sequence, tmp_path):
     assert summary.shots_rendered == 24
     assert {"fusion", "lens"} <= set(summary.stage_seconds)
     assert len(decode(out, "rgb24")[0]) == 24
+
+
+def test_the_overcast_render_applies_its_recorded_tone(sequence, tmp_path):
+    """Frames whose capture recorded the overcast strategy's tone come out dehazed, lifted and
+    contrasted: exactly the plain render with `colour.ToneStage` applied."""
+    src, _ = sequence
+    tone = {"shadow_lift": 0.25, "contrast": 1.2, "dehaze": 0.4}
+    folders = {"plain": tmp_path / "plain", "overcast": tmp_path / "overcast"}
+    for folder in folders.values():
+        folder.mkdir()
+    t0 = datetime(2024, 3, 20, 17, 0)
+    for i, path in enumerate(sorted(src.glob("*.jpg"))[:10]):
+        jpeg = cv2.imencode(".jpg", cv2.imread(str(path)))[1].tobytes()
+        when = t0 + timedelta(seconds=10 * i)
+        record = {"session_id": "s", "frame_number": i, "strategy": "overcast", "tone": tone}
+        for name, folder in folders.items():
+            exif = exif_bytes(when, skylapse=record if name == "overcast" else None)
+            (folder / f"frame_{i:06d}.jpg").write_bytes(with_exif_jpeg(jpeg, exif))
+    options = RenderOptions(
+        formats=("frames",), deflicker=False, stabilize="off", denoise="off",
+        keogram=False, contact_sheet=False,
+    )  # fmt: skip
+    for name, folder in folders.items():
+        render(folder, tmp_path / f"{name}.mp4", options)
+
+    def stills(name: str) -> list[np.ndarray]:
+        files = sorted((tmp_path / f"{name}.frames").glob("*.png"))
+        return [cv2.imread(str(f), cv2.IMREAD_UNCHANGED)[..., ::-1] for f in files]
+
+    plain, toned = stills("plain"), stills("overcast")
+    stage = colour.ToneStage([colour.Tone(**tone)] * len(plain), ramp_frames=24)
+    for n, (p, t) in enumerate(zip(plain, toned, strict=True)):
+        expected = stage.apply(n, np.ascontiguousarray(p))
+        assert np.abs(t.astype(int) - expected.astype(int)).max() <= 2
+        assert np.abs(t.astype(int) - p.astype(int)).mean() > 500  # visibly graded

@@ -1,5 +1,6 @@
 """The capture side of the command line: ``skylapse plan``, ``skylapse capture``, ``skylapse
-frames``. Plain typer-annotated functions, registered on the app in :mod:`skylapse.cli`.
+frames``, ``skylapse sky``. Plain typer-annotated functions, registered on the app in
+:mod:`skylapse.cli`.
 
 Argument errors (a malformed ``--duration``, ``--interval``, ``--location``, ``--start`` or
 ``--resolution``) raise ``typer.BadParameter``: a one-line message naming the option and exit
@@ -17,8 +18,9 @@ import datetime as dt
 import json
 import re
 import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -26,7 +28,15 @@ from rich.table import Table
 
 from skylapse.capture.cameras import Camera, CameraConfig, CameraError, CameraFactory, Location
 from skylapse.capture.clock import Clock, RealClock, SimulatedClock
-from skylapse.capture.plan import day_plan, parse_location, render_plan_table
+from skylapse.capture.learning import (
+    MEMORY_NAME,
+    SkyMemory,
+    SkyMemoryError,
+    load_memory,
+    memory_rows,
+    reset_memory,
+)
+from skylapse.capture.plan import day_plan, parse_location, planned_windows, render_plan_table
 from skylapse.capture.service import (
     CATALOG_NAME,
     CaptureService,
@@ -34,11 +44,13 @@ from skylapse.capture.service import (
     SessionSummary,
     summary_lines,
 )
-from skylapse.capture.windows import day_windows
+from skylapse.capture.weather_replay import WeatherFileError, replayed_day, replayed_weather
 from skylapse.catalog.capture import Catalog
 from skylapse.config import ConfigError, LocationConfig, SkylapseConfig, load_config
 from skylapse.names import check_name
 
+T = TypeVar("T")
+P = ParamSpec("P")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
 
@@ -148,6 +160,23 @@ def make_camera(spec: str, clock: Clock, location: LocationConfig, seed: int) ->
     return CameraFactory.create(name, clock=clock)
 
 
+def _replay(load: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """A ``--weather FILE`` replay (`skylapse.capture.weather_replay`); a bad file is a
+    BadParameter naming it."""
+    try:
+        return load(*args, **kwargs)
+    except WeatherFileError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--weather") from None
+
+
+def _sky_memory(buffer: Path) -> SkyMemory:
+    """What the station at ``buffer`` learned (empty when nothing yet)."""
+    try:
+        return load_memory(buffer.expanduser() / MEMORY_NAME)
+    except SkyMemoryError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--buffer") from None
+
+
 def _print_summary(console: Console, summary: SessionSummary) -> None:
     table = Table(title="Capture summary", show_header=False, title_justify="left")
     table.add_column(style="bold")
@@ -171,6 +200,14 @@ def plan(
         str | None, typer.Option(help="IANA zone for the printed times, e.g. Europe/Zurich.")
     ] = None,
     config: Annotated[Path | None, typer.Option(help="Configuration YAML.")] = None,
+    weather: Annotated[
+        Path | None,
+        typer.Option(help="Replay OpenWeatherMap current-weather answers (a JSON list)."),
+    ] = None,
+    buffer: Annotated[
+        Path | None,
+        typer.Option(help="Buffer whose learned sky the expected light uses (capture.buffer_dir)."),
+    ] = None,
 ) -> None:
     """Print the day's capture plan: phases, intervals, strategies, expected light."""
     cfg = _config(config)
@@ -184,15 +221,18 @@ def plan(
             day = dt.date.fromisoformat(date)
         except ValueError:
             raise typer.BadParameter(f"{date!r} is not YYYY-MM-DD", param_hint="--date") from None
+    weather_at = None if weather is None else _replay(replayed_day, weather, cfg.weather, loc, day)
+    memory = _sky_memory(buffer or cfg.capture.buffer_dir)
     console = Console()
-    console.print(render_plan_table(day_plan(loc, day, cfg)))
+    console.print(render_plan_table(day_plan(loc, day, cfg, weather_at, memory)))
     from zoneinfo import ZoneInfo
 
     tz = ZoneInfo(loc.timezone)
-    for w in day_windows(loc, day, cfg):
+    for w, colour in planned_windows(loc, day, cfg, weather_at):
         console.print(
             f"session {w.session_id}: {w.start.astimezone(tz):%H:%M} - "
-            f"{w.end.astimezone(tz):%H:%M}",
+            f"{w.end.astimezone(tz):%H:%M}"
+            + (" (extended: the clouds promise colour)" if colour else ""),
             highlight=False,
         )
 
@@ -245,6 +285,13 @@ def capture(
     ] = None,
     timezone: Annotated[str | None, typer.Option(help="IANA zone for day folders.")] = None,
     log_level: Annotated[str, typer.Option(help="JSON logs on stderr at this level.")] = "warning",
+    weather: Annotated[
+        Path | None,
+        typer.Option(
+            help="Replay OpenWeatherMap current-weather answers (a JSON list) through the "
+            "weather client; a simulated camera renders that weather."
+        ),
+    ] = None,
 ) -> None:
     """Capture a session (or, with --plan, every planned session) into the local buffer."""
     from skylapse import log
@@ -271,11 +318,13 @@ def capture(
     except (CameraError, ValueError, TypeError) as exc:
         raise typer.BadParameter(str(exc), param_hint="--camera") from None
     folder = (buffer or cfg.capture.buffer_dir).expanduser()
-    weather = None
-    if clock == "real" and cfg.weather.enabled:
+    sky_source = None
+    if weather is not None:
+        sky_source = _replay(replayed_weather, weather, cfg.weather, loc, the_clock.now, cam)
+    elif clock == "real" and cfg.weather.enabled:
         from skylapse.capture.weather import WeatherService
 
-        weather = WeatherService(cfg.weather, loc)
+        sky_source = WeatherService(cfg.weather, loc)
     console = Console()
 
     async def run() -> list[SessionSummary]:
@@ -285,7 +334,7 @@ def capture(
             config=cfg,
             clock=the_clock,
             camera_config=CameraConfig(resolution=size),
-            weather=weather,
+            weather=sky_source,
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -365,4 +414,33 @@ def frames(
             f"{r.latency_ms:.1f} ms" if r.latency_ms is not None else "—",
             r.transfer_state,
         )
+    Console().print(table)
+
+
+def sky(
+    buffer: Annotated[
+        Path | None, typer.Option(help="The local frame buffer (default: capture.buffer_dir).")
+    ] = None,
+    reset: Annotated[bool, typer.Option("--reset", help="Forget everything learned.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="The stored memory as JSON.")] = False,
+    config: Annotated[Path | None, typer.Option(help="Configuration YAML.")] = None,
+) -> None:
+    """Show what the station learned about its sky (per sun-elevation bin), or --reset it."""
+    folder = (buffer or _config(config).capture.buffer_dir).expanduser()
+    path = folder / MEMORY_NAME
+    if reset:
+        gone = reset_memory(path)
+        typer.echo(f"forgot the learned sky ({path})" if gone else f"nothing learned at {path}")
+        return
+    memory = _sky_memory(folder)
+    if as_json:
+        typer.echo(memory.model_dump_json(indent=1))
+        return
+    table = Table(title=f"Learned sky at {path}")
+    for col in ("sun", "elevation °", "offset EV", "clouds", "frames", "sessions", "updated"):
+        table.add_column(col)
+    for row in memory_rows(memory):
+        table.add_row(*row)
+    focus = memory.last_good_focus
+    table.caption = "last good focus: " + ("—" if focus is None else f"{focus:.3f} dpt")
     Console().print(table)

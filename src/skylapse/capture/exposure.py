@@ -11,16 +11,22 @@ small steps:
 2. **Estimate the scene** in EV100: the metered level minus the exposure that made it, minus the
    camera's calibration ``log2(0.18 / N^2)`` (an 18 % grey frame at the incident-meter exposure).
    Its *offset* from the clear-sky table (:mod:`skylapse.sky`) (clouds, the scene's albedo) is
-   smoothed by an exponential moving average. Because the estimate does not depend on the
-   exposure used, the loop has no feedback gain to oscillate with.
-3. **Feed forward**: next frame's light = the table at the sun's *next* elevation + the offset.
+   compared with the *prior*, what the station learned about its sky at that sun elevation
+   (`skylapse.capture.learning`; none: 0), and the difference is smoothed by an exponential
+   moving average. Because the estimate does not depend on the exposure used, the loop has no
+   feedback gain to oscillate with. Every reliable frame's offset is kept in ``samples`` so the
+   station can learn from the session.
+3. **Feed forward**: next frame's light = the table at the sun's *next* elevation + the prior
+   there + the smoothed difference. The first frame of a session uses the prior alone.
 4. **Target** the day level, eased down by 1..1.5 EV (``night_darken_ev``) over
    ``night_ramp_deg`` with a smoothstep, plus the strategy's bias and a highlight-protection term
    (integrated while more than ``highlight_clip_max`` of the frame clips, released slowly with
    hysteresis); bias and protection changes are slew-limited.
 5. **Step-limit** the change to ``min(max_step_ev, max_rate_ev_per_min * interval)`` and split the
    exposure into time first (up to the strategy's limit and the interval minus a margin, shared by
-   the HDR brackets) and then analogue gain (up to the strategy's ``max_gain``).
+   the HDR brackets) and then analogue gain (up to the strategy's ``max_gain``). A strategy with
+   a shutter cap for wind (``wind_max_exposure_s``) stops the time there and uses gain first;
+   only once the gain is used up does the time grow again, to the hard limit.
 
 Every :class:`ExposureSettings` carries the exposure the controller *wanted* (before step and
 hardware limits) next to the one achieved; ``error_ev = wanted_ev - ev`` is what the deflicker
@@ -35,7 +41,7 @@ API
 ``camera_calibration_log2(aperture_f) -> float``                         pure.
 ``target_level(config, sun_elevation_deg) -> float``                    pure (day..night ease).
 ``split_exposure(exposure_ev, interval_s, config, strategy) -> (t, gain, limit)``  pure.
-``ExposureController(config, strategy)``:
+``ExposureController(config, strategy, prior=None)``:
     ``.next_settings(metering | None, sun_elevation_now, sun_elevation_next, interval_s,
     strategy=None, taken_with=None) -> ExposureSettings``
 ``StepAndHoldExposure(config, strategy, deadband_ev=0.5)``: the same interface, the reference AE.
@@ -44,6 +50,7 @@ API
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
@@ -134,8 +141,11 @@ def split_exposure(
     """Exposure ``log2(t * gain)`` to (time, gain, what limited it): time first, then gain.
 
     The time is capped by the strategy's ``max_exposure_s`` (for the longest HDR bracket) and by
-    the interval minus ``interval_margin_s`` (for all brackets together). ``limit`` is "" when the
-    exposure was met, else "min_exposure" or "max_gain".
+    the interval minus ``interval_margin_s`` (for all brackets together). With a shutter cap for
+    wind (``wind_max_exposure_s``) the time stops there first and gain is raised; only an
+    exposure that ``max_gain`` cannot reach at the cap gets a longer time (motion blur is better
+    than a frame several EV dark). ``limit`` is "" when the exposure was met, else
+    "min_exposure" or "max_gain".
     """
     brackets = strategy.bracket_ev if strategy.hdr and strategy.bracket_ev else [0.0]
     longest = 2.0 ** max(brackets)
@@ -144,9 +154,15 @@ def split_exposure(
         strategy.max_exposure_s / longest, max(interval_s - config.interval_margin_s, 0.0) / budget
     )
     max_t = max(max_t, config.min_exposure_s)
+    soft_t = max_t
+    if strategy.wind_max_exposure_s is not None:
+        soft_t = max(min(max_t, strategy.wind_max_exposure_s / longest), config.min_exposure_s)
     total = 2.0**exposure_ev
-    t = min(max(total, config.min_exposure_s), max_t)
+    t = min(max(total, config.min_exposure_s), soft_t)
     gain = min(max(total / t, 1.0), strategy.max_gain)
+    if t * gain < total and soft_t < max_t:  # gain used up at the wind cap: time after all
+        t = min(total / strategy.max_gain, max_t)
+        gain = strategy.max_gain
     achieved = math.log2(t * gain)
     limit = ""
     if achieved > exposure_ev + 1e-9:
@@ -180,24 +196,39 @@ class ExposureController:
     """Feed-forward exposure ramping; a pure state machine (no I/O, no clock).
 
     Call :meth:`next_settings` once per frame with the metering of the frame just taken (None for
-    the first frame: the sky model alone decides) and the sun's elevation now and at the next
-    frame. ``taken_with`` overrides the settings the frame is assumed to have used (default: the
-    ones this controller returned last), for cameras that round what they are asked for.
+    the first frame: the sky model and the prior alone decide) and the sun's elevation now and
+    at the next frame. ``taken_with`` overrides the settings the frame is assumed to have used
+    (default: the ones this controller returned last), for cameras that round what they are
+    asked for. ``prior(sun_elevation_deg)`` is the expected offset of the scene from the
+    clear-sky table, in EV (what the station learned; None: 0); the owner may replace it between
+    frames (``controller.prior = ...``) when the weather changes.
     """
 
-    def __init__(self, config: ExposureConfig, strategy: StrategyConfig) -> None:
+    def __init__(
+        self,
+        config: ExposureConfig,
+        strategy: StrategyConfig,
+        prior: Callable[[float], float] | None = None,
+    ) -> None:
         self.config = config
         self.strategy = strategy
+        self.prior = prior
         self._calibration = camera_calibration_log2(config.aperture_f)
-        self._offset_ev: float | None = None  # scene minus clear-sky table, smoothed
+        self._residual_ev: float | None = None  # scene minus (table + prior), smoothed
         self._bias_ev = strategy.exposure_bias_ev  # eased strategy bias
         self._protect_ev = 0.0  # highlight protection, <= 0
         self._last: ExposureSettings | None = None
+        #: (sun elevation, scene minus clear-sky table in EV) of every reliably metered frame
+        self.samples: list[tuple[float, float]] = []
 
-    @property
-    def scene_offset_ev(self) -> float:
-        """The smoothed difference between the metered scene and the clear-sky table, EV."""
-        return 0.0 if self._offset_ev is None else self._offset_ev
+    def _prior_ev(self, sun_elevation_deg: float) -> float:
+        return 0.0 if self.prior is None else float(self.prior(sun_elevation_deg))
+
+    def scene_offset_ev(self, sun_elevation_deg: float) -> float:
+        """The expected difference between the scene and the clear-sky table at an elevation,
+        EV: the prior there plus the smoothed difference metering found from it."""
+        residual = 0.0 if self._residual_ev is None else self._residual_ev
+        return self._prior_ev(sun_elevation_deg) + residual
 
     def _update_estimates(
         self,
@@ -211,9 +242,13 @@ class ExposureController:
         if not saturated:
             scene_ev = m.log2_mean - taken.ev - self._calibration
             offset = scene_ev - float(sky.ev100(elev_now))
+            self.samples.append((elev_now, offset))
+            residual = offset - self._prior_ev(elev_now)
             a = self.config.scene_smoothing
-            self._offset_ev = (
-                offset if self._offset_ev is None else ((1 - a) * self._offset_ev + a * offset)
+            self._residual_ev = (
+                residual
+                if self._residual_ev is None
+                else ((1 - a) * self._residual_ev + a * residual)
             )
         # highlight protection: integrate down while clipping, release slowly (hysteresis)
         clip_max = strategy.highlight_clip_max
@@ -247,7 +282,7 @@ class ExposureController:
         db = strategy.exposure_bias_ev - self._bias_ev
         self._bias_ev += max(-slew, min(slew, db))
 
-        scene_next = float(sky.ev100(sun_elevation_next)) + self.scene_offset_ev
+        scene_next = float(sky.ev100(sun_elevation_next)) + self.scene_offset_ev(sun_elevation_next)
         level = target_level(cfg, sun_elevation_next) + self._bias_ev + self._protect_ev
         wanted = level - scene_next - self._calibration
 

@@ -4,12 +4,20 @@
 runs (local time), the sun's elevation range, the capture interval and the strategy (HDR on/off,
 white balance) under a clear sky, the expected light (clear-sky EV100 range from
 :mod:`skylapse.sky`) and the number of frames. Weather can substitute overcast or stormy
-strategies at run time; the planned strategy is the clear-sky one.
+strategies at run time; without weather the planned strategy is the clear-sky one.
+
+With ``weather`` (``skylapse plan --weather FILE``: a replay through the station's weather
+client, `skylapse.capture.weather_replay`) each stretch takes the observation at its middle: the
+sky condition, the strategy and interval that condition and wind give, and the cloud cover's
+dimming in the expected light; the session windows take the colour extension the weather
+promises (`skylapse.capture.windows`). With ``memory`` (what the station learned,
+`skylapse.capture.learning`) the expected light adds the learned offset for the sun's direction.
 
 API
 ---
 ``parse_location(text) -> (latitude, longitude)``        "LAT,LON" as typed on the command line.
-``day_plan(location, day, config) -> DayPlan``           pure computation (astral, no I/O).
+``day_plan(location, day, config, weather=None, memory=None) -> DayPlan``   pure (astral, no I/O).
+``planned_windows(location, day, config, weather=None) -> list[(SessionWindow, colour)]``  pure.
 ``render_plan_table(plan) -> rich.table.Table``          for ``rich.console.Console().print``.
 """
 
@@ -17,14 +25,22 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from rich.table import Table
 
 from skylapse import sky
+from skylapse.capture.learning import SkyMemory, direction
 from skylapse.capture.strategy import choose_capture
-from skylapse.capture.sun import SunEvents, phase_segments, sun_events
+from skylapse.capture.sun import SunEvents, phase_segments, sun_elevation, sun_events
+from skylapse.capture.weather import WeatherObservation, classify_sky
+from skylapse.capture.windows import SessionWindow, day_windows, promises_colour
 from skylapse.config import LocationConfig, SkylapseConfig
+
+#: The weather at a time (None: no observation): a replay through the client, or a forecast.
+WeatherAt = Callable[[dt.datetime], WeatherObservation | None]
+_MINUTE = dt.timedelta(minutes=1)
 
 
 def parse_location(text: str) -> tuple[float, float]:
@@ -54,6 +70,8 @@ class PlanRow:
     ev100_min: float
     ev100_max: float
     frames: int
+    sky: str = "clear"  # the condition the strategy was chosen for
+    cloud_cover_pct: float | None = None  # the observation's, None without weather
 
 
 @dataclass(frozen=True)
@@ -62,19 +80,39 @@ class DayPlan:
     day: dt.date
     rows: list[PlanRow]
     events: SunEvents
+    with_weather: bool = False
+    learned_bins: int = 0  # bins of the learned sky in the expected light (0: the table alone)
 
     @property
     def total_frames(self) -> int:
         return sum(r.frames for r in self.rows)
 
 
-def day_plan(location: LocationConfig, day: dt.date, config: SkylapseConfig) -> DayPlan:
-    """The plan for the local ``day`` at ``location`` with the configured schedule."""
+def _expected_ev(elevation: float, prior: Callable[[float], float] | None) -> float:
+    """Expected EV100: the clear-sky table plus the expected offset (learned and clouds)."""
+    return float(sky.ev100(elevation)) + (0.0 if prior is None else prior(elevation))
+
+
+def day_plan(
+    location: LocationConfig,
+    day: dt.date,
+    config: SkylapseConfig,
+    weather: WeatherAt | None = None,
+    memory: SkyMemory | None = None,
+) -> DayPlan:
+    """The plan for the local ``day`` at ``location`` with the configured schedule, under the
+    ``weather`` (module docstring; None: a clear sky) and with what was learned (``memory``)."""
     rows = []
     for seg in phase_segments(location, day, config.schedule.phases):
         mid_elev = (seg.min_elevation_deg + seg.max_elevation_deg) / 2
-        choice = choose_capture(config, mid_elev)
+        obs = None if weather is None else weather(seg.start + seg.duration / 2)
+        condition = classify_sky(obs, config.weather)
+        choice = choose_capture(config, mid_elev, condition, obs)
         wb = choice.strategy.white_balance
+        cover = None if obs is None else obs.cloud_cover_pct
+        mid = seg.start + seg.duration / 2
+        way = direction(sun_elevation(location, mid), sun_elevation(location, mid + _MINUTE))
+        prior = (memory or SkyMemory()).prior(way, cover)
         rows.append(
             PlanRow(
                 start=seg.start,
@@ -82,16 +120,39 @@ def day_plan(location: LocationConfig, day: dt.date, config: SkylapseConfig) -> 
                 phase=seg.phase.name,
                 min_elevation_deg=seg.min_elevation_deg,
                 max_elevation_deg=seg.max_elevation_deg,
-                interval_s=seg.phase.interval_s,
-                strategy=seg.phase.strategy,
+                interval_s=choice.interval_s,
+                strategy=choice.strategy_name,
                 hdr=choice.strategy.hdr,
                 white_balance=wb if isinstance(wb, str) else f"{wb} K",
-                ev100_min=float(sky.ev100(seg.min_elevation_deg)),
-                ev100_max=float(sky.ev100(seg.max_elevation_deg)),
-                frames=math.ceil(seg.duration.total_seconds() / seg.phase.interval_s),
+                ev100_min=_expected_ev(seg.min_elevation_deg, prior),
+                ev100_max=_expected_ev(seg.max_elevation_deg, prior),
+                frames=math.ceil(seg.duration.total_seconds() / choice.interval_s),
+                sky=condition,
+                cloud_cover_pct=cover,
             )
         )
-    return DayPlan(location, day, rows, sun_events(location, day))
+    learned = 0 if memory is None else len(memory.bins)
+    return DayPlan(location, day, rows, sun_events(location, day), weather is not None, learned)
+
+
+def planned_windows(
+    location: LocationConfig,
+    day: dt.date,
+    config: SkylapseConfig,
+    weather: WeatherAt | None = None,
+) -> list[tuple[SessionWindow, bool]]:
+    """The day's session windows and whether the weather at the earliest start each could have
+    (its colour extension) promises colour and so extends it (the rule of
+    `skylapse.capture.windows`)."""
+    plain = day_windows(location, day, config)
+    if weather is None:
+        return [(w, False) for w in plain]
+    widest = {w.name: w for w in day_windows(location, day, config, colour=True)}
+    out = []
+    for w in plain:
+        colour = promises_colour(weather(widest[w.name].start), config)
+        out.append((widest[w.name] if colour else w, colour))
+    return out
 
 
 def _hm(t: dt.datetime | None) -> str:
@@ -106,7 +167,7 @@ def render_plan_table(plan: DayPlan) -> Table:
         f"({loc.elevation_m:.0f} m, {loc.timezone})"
     )
     table = Table(title=title)
-    for col, justify in (
+    columns = [
         ("from", "left"),
         ("to", "left"),
         ("phase", "left"),
@@ -117,10 +178,13 @@ def render_plan_table(plan: DayPlan) -> Table:
         ("WB", "left"),
         ("light EV100", "right"),
         ("frames", "right"),
-    ):
+    ]
+    if plan.with_weather:
+        columns[5:5] = [("sky", "left"), ("clouds", "right")]
+    for col, justify in columns:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in plan.rows:
-        table.add_row(
+        cells = [
             _hm(r.start),
             _hm(r.end),
             r.phase,
@@ -131,11 +195,24 @@ def render_plan_table(plan: DayPlan) -> Table:
             r.white_balance,
             f"{r.ev100_min:.1f}..{r.ev100_max:.1f}",
             str(r.frames),
-        )
+        ]
+        if plan.with_weather:
+            clouds = "—" if r.cloud_cover_pct is None else f"{r.cloud_cover_pct:.0f} %"
+            cells[5:5] = [r.sky, clouds]
+        table.add_row(*cells)
     ev = plan.events
+    weather = (
+        "strategies under the replayed weather"
+        if plan.with_weather
+        else "clear-sky strategies (weather may substitute overcast/stormy at run time)"
+    )
+    learned = (
+        f"; expected light with the learned sky ({plan.learned_bins} bins)"
+        if plan.learned_bins
+        else ""
+    )
     table.caption = (
         f"sunrise {_hm(ev.sunrise)}, sunset {_hm(ev.sunset)}, civil dusk {_hm(ev.civil_dusk)}; "
-        f"{plan.total_frames} frames; clear-sky strategies (weather may substitute "
-        f"overcast/stormy at run time)"
+        f"{plan.total_frames} frames; {weather}{learned}"
     )
     return table

@@ -36,6 +36,11 @@ frame's settings (sun elevation now and at the next deadline, metering, the stra
 next frame's phase and sky) and sleeps. Weather refreshes and storage enforcement (retention,
 watermark) run as background tasks started from the loop when due, never awaited by it.
 
+Weather and learning: a session first asks the weather source for the observation, so its first
+frame's strategy, interval and focus follow the sky. In fog the lens is held at the last good
+focus (no autofocus hunting). The controller's feed-forward starts from the station's learned sky
+(`skylapse.capture.learning`, ``<buffer>/sky-memory.json``), and a closed session is learned from.
+
 Layout: ``<buffer>/<YYYY-MM-DD>/<session_id>/frame_000123.jpg`` (brackets ``frame_000123_b0.jpg``
 ...), with ``capture.raw`` its DNG ``frame_000123.dng`` beside it (the row's companion; the frame
 itself with ``capture.jpeg: false``), the catalog at ``<buffer>/catalog.sqlite``; catalog paths
@@ -86,6 +91,7 @@ from skylapse.capture.events import (
     SessionStopped,
 )
 from skylapse.capture.exposure import ExposureController, ExposureSettings
+from skylapse.capture.learning import MEMORY_NAME, StationMemory
 from skylapse.capture.reconcile import reconcile_buffer
 from skylapse.capture.sensors import Bme280, read_thermal_zone
 from skylapse.capture.session import (
@@ -100,8 +106,16 @@ from skylapse.capture.shot import Shot, frame_exif_fields, frame_record
 from skylapse.capture.storage import DiskUsage, StorageManager, staging_path
 from skylapse.capture.strategy import CaptureChoice, choose_capture
 from skylapse.capture.sun import sun_elevation
-from skylapse.capture.weather import SkyCondition, SkySource, WeatherService
-from skylapse.capture.windows import current_or_next_window
+from skylapse.capture.weather import (
+    ObservationSource,
+    SkyCondition,
+    SkySource,
+    WeatherObservation,
+    WeatherService,
+    classify_sky,
+    is_foggy,
+)
+from skylapse.capture.windows import plan_wake_time, promises_colour
 from skylapse.capture.writer import FrameWriter, WriteJob
 from skylapse.catalog.capture import Catalog, FrameCatalog, FrameRecord
 from skylapse.catalog.sqlite import JsonObject
@@ -129,6 +143,8 @@ class _Session:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     settings: ExposureSettings | None = None  # the last settings used (for capture_now)
+    controller: ExposureController | None = None  # the loop's (its samples are learned from)
+    cloud_covers: list[float] = field(default_factory=list)  # observed, one per shot
 
 
 class CaptureService:
@@ -180,6 +196,9 @@ class CaptureService:
         self._last_summary: SessionSummary | None = None
         self._subscribers: set[asyncio.Queue[CaptureEvent]] = set()
         self._sky: SkyCondition = "clear"
+        self._observation: WeatherObservation | None = None
+        self.memory = StationMemory(self.buffer / MEMORY_NAME)
+        self._held_focus: float | None = None  # the session keeps this focus (fog)
         self._weather_task: asyncio.Task | None = None
         self._storage_task: asyncio.Task | None = None
         self._last_storage_check: float | None = None
@@ -196,6 +215,23 @@ class CaptureService:
     @property
     def location(self) -> LocationConfig:
         return self.config.location
+
+    def _learn(self, s: _Session) -> None:
+        """Fold a closed session's metered offsets (and the last good focus) into the memory."""
+        ex = self._exposure_config
+        if s.controller is not None and ex.learn:
+            samples, covers = s.controller.samples, s.cloud_covers
+            self.memory.learn_session(samples, covers, ex.learn_weight, self.clock.now())
+        elif self._lens_position is not None:
+            self.memory.save()
+
+    def _prior(self, elev_now: float, elev_next: float) -> Callable[[float], float] | None:
+        """The learned feed-forward for the sun's direction and the observed cloud cover."""
+        obs = self._observation
+        cover = None if obs is None else obs.cloud_cover_pct
+        return (
+            self.memory.prior(elev_now, elev_next, cover) if self._exposure_config.learn else None
+        )
 
     async def open(self) -> None:
         """Reconcile the buffer with the catalog (what a crash left), configure the camera."""
@@ -419,24 +455,30 @@ class CaptureService:
 
     async def run_plan(self, until: dt.datetime | None = None) -> list[SessionSummary]:
         """Unattended operation: open and close sessions by the configured windows, forever
-        (or until ``until``, or :meth:`stop_plan`). A start inside a window resumes it."""
+        (or until ``until``, or :meth:`stop_plan`). A start inside a window resumes it; the
+        weather may extend a window (`skylapse.capture.windows`, the colour rule)."""
         await self.open()
         summaries = []
         while not self._plan_stop.is_set():
             now = self.clock.now()
             if until is not None and now >= until:
                 break
-            window = current_or_next_window(self.location, now, self.config)
-            if window is None:  # polar night / day without windows: look again in an hour
+            if self.weather is not None:
+                await self._refresh_sky(self.weather)
+            colour = promises_colour(self._observation, self.config)
+            planned = plan_wake_time(self.location, now, self.config, colour)
+            if planned is None:  # polar night / day without windows: look again in an hour
                 await self._sleep_wall(now + dt.timedelta(hours=1), until)
                 continue
-            if window.start > now:
+            window, wake = planned
+            if wake > now:
                 log.info(
                     "waiting for the next window",
                     session_id=window.session_id,
                     opens=window.start.isoformat(),
+                    colour=colour,
                 )
-                await self._sleep_wall(window.start, until)
+                await self._sleep_wall(wake, until)
                 continue
             end = window.end if until is None else min(window.end, until)
             summaries.append(
@@ -486,7 +528,7 @@ class CaptureService:
         else:
             own = False
         elev = sun_elevation(self.location, self.clock.now())
-        choice = choose_capture(self.config, elev, self._sky)
+        choice = choose_capture(self.config, elev, self._sky, self._observation)
         settings = s.settings
         if settings is None:
             ctrl = ExposureController(self._exposure_config, choice.strategy)
@@ -543,6 +585,7 @@ class CaptureService:
             exposure_time_s=settings.exposure_s if manual_t else None,
             analogue_gain=settings.gain if manual_g else None,
             colour_temperature_k=kelvin,
+            lens_position=self._held_focus,
             dng_path=dng,
         )
 
@@ -570,15 +613,20 @@ class CaptureService:
             await self.camera.prepare(self._camera_settings(settings, choice, None), offsets)
 
     async def _autofocus(self, summary: SessionSummary) -> None:
+        self._held_focus = None
         if not self.config.capture.autofocus:
             return
         if not self.camera.supports_capability(CameraCapability.AUTOFOCUS):
+            return
+        if is_foggy(self._observation, self.config.weather):
+            self._hold_focus(summary)
             return
         t0 = time.perf_counter()
         async with self._camera_lock:
             position = await self.camera.autofocus()
         self.focus_acquisition_time_s = time.perf_counter() - t0
         self._lens_position = position
+        self.memory.note_focus(position)
         summary.focus_acquisition_time_s = self.focus_acquisition_time_s
         summary.lens_position = position
         log.info(
@@ -586,6 +634,18 @@ class CaptureService:
             lens_position=position,
             focus_acquisition_time_s=round(self.focus_acquisition_time_s, 3),
         )
+
+    def _hold_focus(self, summary: SessionSummary) -> None:
+        """Fog: no contrast search on a grey veil; keep the last good focus for the session."""
+        if not self.camera.supports_capability(CameraCapability.MANUAL_FOCUS):
+            return
+        keep = self._lens_position
+        if keep is None:
+            keep = self.memory.memory.last_good_focus
+        if keep is None:
+            keep = self.camera.profile.focus.infinity_lens_position
+        self._held_focus = self._lens_position = summary.lens_position = keep
+        log.info("fog: keeping the last good focus", lens_position=keep)
 
     def _maintenance(self, summary: SessionSummary) -> None:
         """Start weather and storage work when due; never awaited by the loop."""
@@ -603,8 +663,14 @@ class CaptureService:
             )
 
     async def _refresh_sky(self, weather: SkySource) -> None:
+        """The sky condition, and the observation when the source gives one."""
         try:
-            self._sky = await weather.condition(self.clock.now())
+            now = self.clock.now()
+            if isinstance(weather, ObservationSource):
+                self._observation = await weather.current(now)
+                self._sky = classify_sky(self._observation, self.config.weather)
+            else:
+                self._sky = await weather.condition(now)
         except Exception as exc:  # weather never stops capture
             log.warning("weather failed", error=f"{type(exc).__name__}: {exc}")
 
@@ -668,12 +734,15 @@ class CaptureService:
         summary = s.summary
         try:
             self._emit(SessionStarted(summary.session_id))
+            if self.weather is not None:  # the first frame and the focus follow the sky
+                await self._refresh_sky(self.weather)
             await self._autofocus(summary)
             await self._loop(s)
             await self.writer.drain()
         finally:
             summary.ended_at = self.clock.now()
             self.catalog.close_session(summary.session_id, summary.ended_at)
+            self._learn(s)
             self._last_summary = summary
             self._session = None
             self._emit(SessionStopped(summary))
@@ -709,10 +778,12 @@ class CaptureService:
             end_mono = min(end_mono, mono0 + (s.spec.end - wall0).total_seconds())
 
         elev = sun_elevation(self.location, wall0)
-        choice = choose_capture(self.config, elev, self._sky)
+        choice = choose_capture(self.config, elev, self._sky, self._observation)
         interval = s.spec.interval_s or choice.interval_s
         schedule = DeadlineSchedule(mono0, interval)
-        ctrl = ExposureController(self._exposure_config, choice.strategy)
+        ahead = sun_elevation(self.location, wall0 + dt.timedelta(seconds=interval))
+        ctrl = ExposureController(self._exposure_config, choice.strategy, self._prior(elev, ahead))
+        s.controller = ctrl
         settings = ctrl.next_settings(None, elev, elev, interval)
         hdr = self._hdr_enabled(s.spec)
         await self._prepare(settings, choice, hdr)
@@ -744,6 +815,8 @@ class CaptureService:
             summary.latencies_ms.append(latency_ms)
             if choice.phase not in summary.phases:
                 summary.phases.append(choice.phase)
+            if choice.weather is not None:
+                s.cloud_covers.append(choice.weather.cloud_cover_pct)
             analyses = await asyncio.to_thread(
                 analyse_frames, frames, self._exposure_config.clip_level
             )
@@ -761,7 +834,8 @@ class CaptureService:
                 latency_ms=latency_ms, correlation_id=s.correlation_id,
             )  # fmt: skip
             await self._submit(summary, frames, shot, analyses)
-            next_choice = choose_capture(self.config, elev_next, self._sky)
+            next_choice = choose_capture(self.config, elev_next, self._sky, self._observation)
+            ctrl.prior = self._prior(elev, elev_next)
             settings = ctrl.next_settings(
                 analyses[ref].metering,
                 sun_elevation(self.location, clock.now()),

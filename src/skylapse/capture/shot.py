@@ -10,6 +10,12 @@ session's catalog settings so a resumed session keeps it) and each frame one der
 (:meth:`Shot.frame_id`). Both go into the frame's EXIF record and catalog row, so the transfer,
 ingest and render logs name the frame by the same id as the capture log (README, "Following one
 frame through the logs").
+
+A frame's row and EXIF record also carry the weather the shot was decided under
+(:func:`weather_record`: ``cloud_cover_pct``, ``wind_ms``, ``visibility_m``, ``fast_clouds``,
+``fog``; null without an observation) and the strategy's tone (``tone``: ``shadow_lift``,
+``contrast``, ``dehaze``), which the render's colour stage applies
+(`skylapse.processing.colour.Tone.from_record`).
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from skylapse.capture.analysis import FrameAnalysis
 from skylapse.capture.cameras.base import FrameMetadata
 from skylapse.capture.exposure import ExposureSettings
 from skylapse.capture.sensors import lux_estimate
-from skylapse.capture.strategy import CaptureChoice
+from skylapse.capture.strategy import CaptureChoice, tone_record
+from skylapse.capture.weather import wind_ms
 from skylapse.catalog.capture import FrameRecord
 from skylapse.catalog.sqlite import JsonObject, iso_time
 
@@ -58,6 +65,26 @@ class Shot:
         """``<session correlation id>-000123``, or ``…-000123-b<index>`` within a bracket."""
         suffix = f"-b{index}" if bracketed else ""
         return f"{self.correlation_id}-{self.number:06d}{suffix}"
+
+
+def weather_record(choice: CaptureChoice) -> JsonObject | None:
+    """The observation a shot was decided under and what it made of it; None without one."""
+    obs = choice.weather
+    if obs is None:
+        return None
+    return {
+        "cloud_cover_pct": obs.cloud_cover_pct,
+        "wind_ms": wind_ms(obs),
+        "visibility_m": obs.visibility_m,
+        "observed_at": iso_time(obs.observed_at),
+        "fast_clouds": choice.fast_clouds,
+        "fog": choice.fog,
+    }
+
+
+def _tone(shot: Shot) -> JsonObject:
+    """The strategy's tone hints for the render (`skylapse.capture.strategy.tone_record`)."""
+    return {name: value for name, value in tone_record(shot.choice.strategy).items()}
 
 
 def _evs(shot: Shot, md: FrameMetadata) -> tuple[float, float]:
@@ -109,6 +136,8 @@ def frame_record(
             "sun_elevation_deg": shot.elev_now,
             "sun_elevation_next_deg": shot.elev_next,
             "sky": shot.choice.sky,
+            "weather": weather_record(shot.choice),
+            "tone": _tone(shot),
             "metered_log2": metering.log2_mean,
             "clipped_fraction": metering.clipped_fraction,
             "lux": round(lux_estimate(metering.log2_mean, md.ev100), 4),
@@ -144,5 +173,7 @@ def frame_exif_fields(
         "lens_position": md.lens_position,
         "sun_elevation_deg": shot.elev_now,
         "sky": shot.choice.sky,
+        "weather": weather_record(shot.choice),
+        "tone": _tone(shot),
         "latency_ms": shot.latency_ms,
     }

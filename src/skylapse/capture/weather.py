@@ -13,6 +13,8 @@ API
 ---
 ``parse_owm_current(payload, fetched_at) -> WeatherObservation``   pure.
 ``classify_sky(observation | None, config) -> SkyCondition``       pure; None -> "clear".
+``wind_ms(observation) -> float``            sustained wind or gusts, whichever is stronger.
+``is_foggy(observation | None, config) -> bool``   visibility below ``fog_visibility_m``.
 ``WeatherService(config, location, http=None)``                  stateful client:
     ``await current(now) -> WeatherObservation | None``  cached/refreshed observation.
     ``await condition(now) -> SkyCondition``
@@ -31,7 +33,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import httpx
 import structlog
@@ -47,6 +49,14 @@ class SkySource(Protocol):
     """Anything that tells the sky's condition at a time: `WeatherService`, or a fake in tests."""
 
     async def condition(self, now: dt.datetime) -> SkyCondition: ...
+
+
+@runtime_checkable
+class ObservationSource(SkySource, Protocol):
+    """A sky source that also hands out its observation (`WeatherService`, a replay): what
+    weather-driven strategies (wind, fog, cloud cover) and the learned sky need."""
+
+    async def current(self, now: dt.datetime) -> WeatherObservation | None: ...
 
 
 API_KEY_ENV = "OPENWEATHERMAP_API_KEY"
@@ -110,12 +120,22 @@ def parse_owm_current(payload: dict[str, Any], fetched_at: dt.datetime) -> Weath
     )
 
 
+def wind_ms(obs: WeatherObservation) -> float:
+    """The wind that moves clouds and shakes a mast: sustained or gusts, whichever is more."""
+    return max(obs.wind_ms, obs.wind_gust_ms or 0.0)
+
+
+def is_foggy(obs: WeatherObservation | None, config: WeatherConfig) -> bool:
+    """Visibility below ``fog_visibility_m``: contrast autofocus would hunt on a grey veil."""
+    return obs is not None and obs.visibility_m < config.fog_visibility_m
+
+
 def classify_sky(obs: WeatherObservation | None, config: WeatherConfig) -> SkyCondition:
     """Stormy (thunder, heavy precipitation, strong wind), overcast (heavy cloud, haze, any
     precipitation), else clear. No observation means clear: the planner's default sky."""
     if obs is None:
         return "clear"
-    wind = max(obs.wind_ms, obs.wind_gust_ms or 0.0)
+    wind = wind_ms(obs)
     if (
         200 <= obs.condition_code < 300
         or obs.precipitation_mm_h >= config.stormy_precip_mm_h
@@ -141,7 +161,8 @@ class WeatherService:
     """Fetches at most every ``refresh_s``, caches on disk, and degrades to the last observation.
 
     ``http`` may be an ``httpx.AsyncClient`` to share (tests, connection reuse); otherwise one is
-    made per fetch. Times come from the caller (``now``), so a simulated clock drives it too.
+    made per fetch, over ``transport`` when given (a replay: `skylapse.capture.weather_replay`).
+    Times come from the caller (``now``), so a simulated clock drives it too.
     """
 
     def __init__(
@@ -149,10 +170,12 @@ class WeatherService:
         config: WeatherConfig,
         location: LocationConfig,
         http: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config
         self.location = location
         self._http = http
+        self._transport = transport
         self._cache_path = Path(config.cache_path).expanduser()
         self._last: WeatherObservation | None = self._load_cache()
         # a cached observation counts as the last attempt: a restart does not refetch at once
@@ -194,7 +217,9 @@ class WeatherService:
                 self.config.base_url, params=params, timeout=self.config.timeout_s
             )
         else:
-            async with httpx.AsyncClient(timeout=self.config.timeout_s) as client:
+            async with httpx.AsyncClient(
+                timeout=self.config.timeout_s, transport=self._transport
+            ) as client:
                 resp = await client.get(self.config.base_url, params=params)
         resp.raise_for_status()
         return parse_owm_current(resp.json(), fetched_at=now)

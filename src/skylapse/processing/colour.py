@@ -26,10 +26,36 @@ changes colour, not exposure.
 - ``ColourGrade(gains, contrast, saturation)``: everything above folded into one per-channel
   table and one 3x3 matrix, built once per sequence; ``grade.apply(frame)`` per frame in
   pass 2 costs one lookup and one ``cv2.transform``.
+
+The recorded tone (weather-driven, per frame)
+---------------------------------------------
+The capture station records in every frame's EXIF the tone its strategy asks for (``tone``:
+``shadow_lift``, ``contrast``, ``dehaze``; an overcast strategy lifts shadows, adds contrast and
+removes haze; see `skylapse.capture.strategy`). The render applies it per shot, before the
+sequence's grade:
+
+- ``dehaze(frame, strength)``: the dark channel prior (He, Sun & Tang, "Single Image Haze
+  Removal Using Dark Channel Prior", CVPR 2009 / IEEE TPAMI 33(12) 2011). In linear light the
+  hazy image is ``I = J t + A (1 - t)``; in haze-free outdoor patches some channel is nearly 0, so
+  the dark channel of ``I / A`` (minimum over the colour channels and a square patch) estimates
+  ``1 - t``. ``A`` (the airlight) is the mean colour of the 0.1 % pixels with the brightest dark
+  channel. ``t = 1 - strength * dark(I / A)`` (``strength`` is the paper's omega, <= 0.95 keeps
+  some haze for depth), refined by the guided filter (He, Sun & Tang, ECCV 2010) with the grey
+  image as guide, kept >= 0.1, and ``J = (I - A) / t + A``.
+- ``shadow_lift_curve(v, lift)``: raises sRGB-encoded values below mid-grey ``p`` by
+  ``lift * 0.2 * (27 / 4) v (p - v)^2 / p^3`` (``0.2 * lift`` at ``v = p / 3``, nothing at black,
+  at mid-grey and above); monotonic for ``lift`` in [0, 1].
+- ``Tone(shadow_lift, contrast, dehaze)``: one shot's tone; ``Tone.from_record(meta)`` reads it
+  from the frame's Skylapse record (None when the frame has none).
+- ``ToneStage(tones, ramp_frames)``: the tone per shot of a render, eased over ``ramp_frames``
+  shots (a centred moving average of each setting) so a change of strategy fades in instead of
+  jumping; the airlight follows the frames with an exponential moving average (a per-frame
+  estimate would flicker). ``stage.apply(n, frame)``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -50,6 +76,12 @@ XYZ_TO_LINEAR_SRGB = np.array(
 )
 KELVIN_RANGE = (1667.0, 25000.0)
 MID_GREY = float(srgb.encode(0.18))  # 18 % reflectance, about 0.461 encoded
+#: Largest shadow lift, in encoded units at a third of mid-grey (``shadow_lift = 1``).
+SHADOW_LIFT_MAX = 0.2
+#: Dehazing keeps the transmission at least this (He et al.'s t0).
+MIN_TRANSMISSION = 0.1
+#: The strongest dehaze (He et al.'s omega: some haze is kept for the sense of depth).
+MAX_DEHAZE = 0.95
 
 Gains = tuple[float, float, float]
 
@@ -268,4 +300,178 @@ class ColourGrade:
         out = frame if self._lut is None else apply_lut16(frame, self._lut)
         if self.saturation != 1.0:
             out = cv2.transform(out, saturation_matrix(self.saturation))
+        return out.copy() if out is frame else out
+
+
+def shadow_lift_curve(values: ArrayLike, lift: float) -> NDArray[np.float64]:
+    """The shadow-lift curve on sRGB-encoded values in [0, 1] (module docstring); identity at 0."""
+    if not 0.0 <= lift <= 1.0:
+        raise ValueError(f"shadow lift must be in [0, 1], got {lift}")
+    v = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
+    p = MID_GREY
+    bump = (27.0 / 4.0) * v * (p - v) ** 2 / p**3
+    lifted: NDArray[np.float64] = v + np.where(v < p, lift * SHADOW_LIFT_MAX * bump, 0.0)
+    return lifted
+
+
+@lru_cache(maxsize=64)
+def _tone_lut(lift: float, contrast: float) -> NDArray[np.uint16]:
+    v = np.arange(65536) / 65535.0
+    curve = contrast_curve(shadow_lift_curve(v, lift), contrast)
+    lut = np.rint(curve * 65535).astype(np.uint16)
+    lut.setflags(write=False)
+    return lut
+
+
+def dark_channel(linear: np.ndarray, patch: int) -> NDArray[np.float32]:
+    """Minimum over the colour channels and a ``patch`` x ``patch`` square (He et al. 2009)."""
+    lowest = np.min(linear, axis=2).astype(np.float32)
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (patch, patch))
+    dark: NDArray[np.float32] = np.asarray(cv2.erode(lowest, kernel), dtype=np.float32)
+    return dark
+
+
+def estimate_airlight(linear: np.ndarray, dark: np.ndarray, top: float = 0.001) -> Gains:
+    """The airlight: mean colour of the ``top`` fraction of pixels with the brightest dark
+    channel (He et al. pick the brightest of them; the mean is steadier from frame to frame)."""
+    flat = dark.reshape(-1)
+    k = max(1, int(flat.size * top))
+    idx = np.argpartition(flat, flat.size - k)[-k:]
+    a = linear.reshape(-1, 3)[idx].mean(axis=0, dtype=np.float64)
+    a = np.clip(a, 1e-3, 1.0)
+    return (float(a[0]), float(a[1]), float(a[2]))
+
+
+def guided_filter(
+    guide: np.ndarray, src: np.ndarray, radius: int, eps: float
+) -> NDArray[np.float32]:
+    """Edge-preserving smoothing of ``src`` by the grey ``guide`` (He, Sun & Tang, ECCV 2010):
+    the local linear model ``q = a I + b`` fitted in every ``(2 radius + 1)`` window."""
+    size = (2 * radius + 1, 2 * radius + 1)
+
+    def box(x: np.ndarray) -> np.ndarray:
+        return cv2.boxFilter(x, cv2.CV_32F, size, borderType=cv2.BORDER_REFLECT)
+
+    i, p = guide.astype(np.float32), src.astype(np.float32)
+    mean_i, mean_p = box(i), box(p)
+    var_i = box(i * i) - mean_i * mean_i
+    cov_ip = box(i * p) - mean_i * mean_p
+    a = cov_ip / (var_i + np.float32(eps))
+    b = mean_p - a * mean_i
+    q: NDArray[np.float32] = box(a) * i + box(b)
+    return q
+
+
+def dehaze_patch(shape: tuple[int, ...]) -> int:
+    """The dark channel's patch for a frame: He et al.'s 15 px at 600 x 400, scaled (odd)."""
+    return max(3, round(min(shape[0], shape[1]) / 27)) | 1
+
+
+def dehaze(
+    frame: np.ndarray, strength: float, airlight: Gains | None = None
+) -> tuple[np.ndarray, Gains]:
+    """Remove ``strength`` (0..0.95) of the haze from a uint16 sRGB frame by the dark channel
+    prior (module docstring); returns the frame and the airlight used (estimated when None)."""
+    _check_frame(frame)
+    if not 0.0 <= strength <= MAX_DEHAZE:
+        raise ValueError(f"dehaze strength must be in [0, {MAX_DEHAZE}], got {strength}")
+    linear = srgb.to_linear(frame)
+    patch = dehaze_patch(frame.shape)
+    if airlight is None:
+        airlight = estimate_airlight(linear, dark_channel(linear, patch))
+    a = np.asarray(airlight, dtype=np.float32)
+    if strength == 0.0:
+        return frame.copy(), airlight
+    transmission = 1.0 - np.float32(strength) * dark_channel(linear / a, patch)
+    grey = luma.luminance(linear)
+    transmission = guided_filter(grey, transmission, radius=2 * patch, eps=1e-3)
+    np.clip(transmission, MIN_TRANSMISSION, 1.0, out=transmission)
+    out = (linear - a) / transmission[..., None] + a
+    return srgb.from_linear(out), airlight
+
+
+@dataclass(frozen=True)
+class Tone:
+    """One shot's recorded tone (module docstring); ranges as the capture configuration's."""
+
+    shadow_lift: float = 0.0
+    contrast: float = 1.0
+    dehaze: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.shadow_lift <= 1.0:
+            raise ValueError(f"tone.shadow_lift must be in [0, 1], got {self.shadow_lift}")
+        if not 0.0 < self.contrast <= 3.0:
+            raise ValueError(f"tone.contrast must be in (0, 3], got {self.contrast}")
+        if not 0.0 <= self.dehaze <= MAX_DEHAZE:
+            raise ValueError(f"tone.dehaze must be in [0, {MAX_DEHAZE}], got {self.dehaze}")
+
+    @property
+    def is_identity(self) -> bool:
+        return self.shadow_lift == 0.0 and self.contrast == 1.0 and self.dehaze == 0.0
+
+    @classmethod
+    def from_record(cls, record: dict[str, object] | None) -> Tone | None:
+        """The ``tone`` of a frame's Skylapse EXIF record; None when it has none. Raises
+        ``ValueError`` naming the field for a malformed one."""
+        tone = (record or {}).get("tone")
+        if tone is None:
+            return None
+        if not isinstance(tone, dict):
+            raise ValueError(f"tone: expected an object, got {tone!r}")
+        values: dict[str, float] = {}
+        for name in ("shadow_lift", "contrast", "dehaze"):
+            if name in tone:
+                value = tone[name]
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise ValueError(f"tone.{name}: expected a number, got {value!r}")
+                values[name] = float(value)
+        return cls(**values)
+
+
+class ToneStage:
+    """The recorded tone of each shot of a render, eased over ``ramp_frames`` shots (module
+    docstring). A shot without a record takes the identity."""
+
+    def __init__(self, tones: Sequence[Tone | None], ramp_frames: int = 24) -> None:
+        table = np.array(
+            [
+                (t.shadow_lift, t.contrast, t.dehaze) if t is not None else (0.0, 1.0, 0.0)
+                for t in tones
+            ],
+            dtype=np.float64,
+        ).reshape(-1, 3)
+        self.is_identity = all(t is None or t.is_identity for t in tones)
+        if len(table) and ramp_frames > 1 and not self.is_identity:
+            pad = ramp_frames // 2
+            padded = np.pad(table, ((pad, pad), (0, 0)), mode="edge")
+            kernel = np.ones(ramp_frames) / ramp_frames
+            table = np.stack(
+                [np.convolve(padded[:, c], kernel, mode="valid")[: len(table)] for c in range(3)],
+                axis=1,
+            )
+        self.settings = table  # (shots, 3): shadow lift, contrast, dehaze per shot
+        self._airlight: NDArray[np.float64] | None = None
+
+    def tone(self, n: int) -> Tone:
+        lift, contrast, haze = (round(float(v), 4) for v in self.settings[n])
+        return Tone(lift, contrast, min(haze, MAX_DEHAZE))
+
+    def apply(self, n: int, frame: np.ndarray) -> np.ndarray:
+        """Shot ``n``'s tone on its uint16 sRGB frame (a new array)."""
+        _check_frame(frame)
+        tone = self.tone(n)
+        out = frame
+        if tone.dehaze > 0.0:
+            linear = srgb.to_linear(frame)
+            new = estimate_airlight(linear, dark_channel(linear, dehaze_patch(frame.shape)))
+            a = (
+                np.asarray(new)
+                if self._airlight is None
+                else 0.9 * self._airlight + 0.1 * np.asarray(new)
+            )
+            self._airlight = a
+            out, _ = dehaze(frame, tone.dehaze, (float(a[0]), float(a[1]), float(a[2])))
+        if tone.shadow_lift != 0.0 or tone.contrast != 1.0:
+            out = apply_lut16(out, _tone_lut(tone.shadow_lift, tone.contrast))
         return out.copy() if out is frame else out

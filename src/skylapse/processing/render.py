@@ -9,8 +9,9 @@ twice and never holds it in memory:
    the stabilizing transforms and the common crop of the whole sequence are known.
 2. **Render pass.** Frames are decoded at full resolution a few ahead on a thread pool, then
    fused (HDR brackets, focus stacks), lens-corrected, gained, warped (stabilize + crop + scale in
-   one resample), temporally denoised over a window of neighbours, colour-adjusted, and handed
-   to the encoders, each on its own thread behind a bounded queue.
+   one resample), given the tone its capture recorded (`colour.ToneStage`: the weather's shadow
+   lift, contrast and dehaze), temporally denoised over a window of neighbours, colour-adjusted,
+   and handed to the encoders, each on its own thread behind a bounded queue.
 
 A shot is what becomes one output frame: one frame, or one bracket / focus set.
 """
@@ -184,12 +185,7 @@ def capture_bracket_sets(frames: Sequence[sources.FrameInfo]) -> list[list[int]]
     """
     keys: list[tuple[object, object] | None] = []
     for f in frames:
-        meta: dict[str, Any] = {}
-        if f.fmt in ("jpeg", "png", "tiff", "dng"):
-            try:
-                meta = read_skylapse_metadata(f.path)
-            except (OSError, ValueError, SyntaxError):  # no or unreadable EXIF
-                meta = {}
+        meta = _skylapse_record(f)
         bracket = meta.get("bracket")
         keys.append(
             (meta.get("session_id"), bracket.get("set"))
@@ -205,6 +201,30 @@ def capture_bracket_sets(frames: Sequence[sources.FrameInfo]) -> list[list[int]]
         else:
             shots.append([i])
     return shots
+
+
+def _skylapse_record(info: sources.FrameInfo) -> dict[str, Any]:
+    """The capture's own record in a frame's EXIF; ``{}`` when there is none or it is unreadable."""
+    if info.fmt not in ("jpeg", "png", "tiff", "dng"):
+        return {}
+    try:
+        return read_skylapse_metadata(info.path)
+    except (OSError, ValueError, SyntaxError):  # no or unreadable EXIF
+        return {}
+
+
+def recorded_tones(
+    frames: Sequence[sources.FrameInfo], shots: Sequence[Sequence[int]]
+) -> list[colour.Tone | None]:
+    """The tone each shot's capture recorded (its reference frame's), None where none was."""
+    tones = []
+    for shot in shots:
+        info = frames[_reference_index(shot, frames)]
+        try:
+            tones.append(colour.Tone.from_record(_skylapse_record(info)))
+        except ValueError as exc:
+            raise RenderError(f"{info.path}: {exc}") from None
+    return tones
 
 
 def _frame_ev(info: sources.FrameInfo) -> float | None:
@@ -407,6 +427,7 @@ def _render_pass(
         options.contrast,
         options.saturation,
     )
+    tone = colour.ToneStage(recorded_tones(frames, plan.shots), ramp_frames=round(options.fps))
 
     def read_shot(n: int) -> tuple[int, list[np.ndarray] | tuple[Path, str], float]:
         """Shot ``n``'s decoded frames, or the (path, reason) of the one that failed."""
@@ -452,6 +473,9 @@ def _render_pass(
                 summary.skipped.append(images)
                 continue
             frame = _process_shot(images, n, plan, size, out_size, lens_maps, options, clock)
+            if not tone.is_identity:
+                with clock("colour"):
+                    frame = tone.apply(n, frame)
             with clock("denoise"):
                 ready = denoiser.push(frame)
             for f in ready:

@@ -19,7 +19,11 @@ a few tens of milliseconds per frame:
   scaled by the shared sky-brightness table (:mod:`skylapse.sky`): with ``exposure_ev=None`` the
   frame is metered (an 18 % grey card in full light reads 0.18), with an explicit camera
   exposure value it is ``2 ** (ev100(sun) - exposure_ev)`` times brighter, which is what a
-  simulated camera needs.
+  simulated camera needs. Weather: a ``cloud_cover`` darkens the terrain and the clouds by
+  :func:`skylapse.sky.cloud_transmission` (Kasten & Czeplak) and flattens the light (the direct sun
+  falls with the square of the cover, the diffuse skylight makes up its luminance); a
+  meteorological ``visibility_m`` under 10 km is fog or haze: the extinction ``3.912 / V``
+  (Koschmieder) veils the terrain by distance and the sky by a 1 km layer, lowering contrast.
 
 Nothing here does I/O; :mod:`skylapse.testing` writes sequences of these frames with their
 ground truth to a folder.
@@ -40,6 +44,7 @@ import cv2
 import numpy as np
 
 from skylapse import sky
+from skylapse.imaging import luma
 from skylapse.scene.noise import fractal_noise, fractal_profile, smoothstep
 
 #: Meteorological visibility used for aerial perspective, metres.
@@ -47,6 +52,11 @@ VISIBILITY_M = 45_000.0
 
 #: Depth given to sky pixels, metres (effectively infinite).
 SKY_DEPTH_M = 1.0e6
+
+#: Reported visibility at or above this is clear air (OpenWeatherMap's maximum is 10 km).
+CLEAR_AIR_VISIBILITY_M = 10_000.0
+#: Depth of the fog between the camera and the sky, metres.
+FOG_LAYER_M = 1000.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,6 +121,30 @@ class MountainScene:
     @cached_property
     def _haze3(self) -> np.ndarray:
         return cv2.cvtColor(self._haze, cv2.COLOR_GRAY2RGB)
+
+    @cached_property
+    def _fogged(self) -> dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        return {}
+
+    def air_terms(self, extinction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ambient albedo, direct albedo, haze veil RGB) seen through air of ``extinction``
+        per metre in addition to the clear air's; the clear-air ones when it is 0. A few
+        extinctions are kept (a replayed evening has a handful of visibilities)."""
+        if extinction <= 0.0:
+            return self._ambient_albedo, self._direct_albedo, self._haze3
+        key = round(extinction, 7)
+        terms = self._fogged.get(key)
+        if terms is None:
+            t = np.exp(-self.depth * np.float32(1.0 / VISIBILITY_M + key)) * self._terrain_weight
+            ambient = self.reflectance * t[..., None]
+            direct = ambient * self.shading[..., None]
+            haze = cv2.cvtColor(((1.0 - t) * self._terrain_weight).astype(np.float32),
+                                cv2.COLOR_GRAY2RGB)  # fmt: skip
+            if len(self._fogged) >= 4:
+                self._fogged.pop(next(iter(self._fogged)))
+            terms = self._fogged[key] = (ambient.astype(np.float32), direct.astype(np.float32),
+                                         haze)  # fmt: skip
+        return terms
 
     @cached_property
     def _bands(self) -> tuple[int, int]:
@@ -469,6 +503,25 @@ def cloud_layer(
 # --------------------------------------------------------------------------------------------
 
 
+def _weathered_light(light: Light, cloud_cover: float) -> Light:
+    """The light under a cloud cover (before its overall dimming): the direct sun falls with
+    the square of the cover and the skylight makes up the lost luminance, so shadows fill in
+    and the scene flattens; the sky colours stay. The identity for a clear sky."""
+    if cloud_cover <= 0.0 or not light.sun.any():
+        return light
+    keep = 1.0 - cloud_cover**2
+    sun_luma = float(light.sun @ luma.WEIGHTS)
+    sky_luma = float(light.skylight @ luma.WEIGHTS)
+    fill = 1.0 + (1.0 - keep) * sun_luma / max(sky_luma, 1e-6)
+    return Light(
+        zenith=light.zenith,
+        horizon=light.horizon,
+        sun=(light.sun * keep).astype(np.float32),
+        skylight=(light.skylight * fill).astype(np.float32),
+        haze=light.haze,
+    )
+
+
 def render_frame(
     scene: MountainScene,
     t: float = 0.0,
@@ -477,6 +530,8 @@ def render_frame(
     sun_x: float = 0.85,
     clouds: CloudLayer | None = None,
     exposure_ev: float | None = None,
+    cloud_cover: float = 0.0,
+    visibility_m: float | None = None,
 ) -> np.ndarray:
     """Light ``scene`` at time ``t`` (seconds) and return linear RGB, ``float32 (H, W, 3)``.
 
@@ -489,22 +544,34 @@ def render_frame(
     ``sun_altitude_deg`` (a grey card in full light reads about 0.18); otherwise the frame is
     scaled by ``2 ** (sky.ev100(sun_altitude_deg) - exposure_ev)``, i.e. what a camera set to
     that exposure value records. Values are not clipped: a sensor clips at 1.
+
+    Weather (module docstring): ``cloud_cover`` in [0, 1] darkens and flattens the light;
+    ``visibility_m`` (meteorological, None = clear air) below 10 km veils it.
     """
+    if not 0.0 <= cloud_cover <= 1.0:
+        raise ValueError("cloud_cover must be in [0, 1]")
     h, w = scene.height, scene.width
-    light = light_at(sun_altitude_deg)
+    clear_light = light_at(sun_altitude_deg)
+    light = _weathered_light(clear_light, cloud_cover)
     scale = 0.55  # so that a grey card (0.18 x (sun + skylight)) reads about 0.18
+    dim = sky.cloud_transmission(100.0 * cloud_cover)  # terrain and clouds; blue gaps stay
     if exposure_ev is not None:
         scale *= 2.0 ** (float(sky.ev100(sun_altitude_deg)) - exposure_ev)
+    extinction = 0.0
+    if visibility_m is not None and visibility_m < CLEAR_AIR_VISIBILITY_M:
+        extinction = 3.912 / max(visibility_m, 1.0)
+    ambient_albedo, direct_albedo, haze3 = scene.air_terms(extinction)
     frame = np.zeros((h, w, 3), np.float32)
     # Work on bands: the terrain lies below the highest skyline point, the sky above the lowest.
     t0, s1 = scene._bands
 
     def colour(c: np.ndarray) -> tuple[float, float, float, float]:
-        return (float(c[0] * scale), float(c[1] * scale), float(c[2] * scale), 0.0)
+        k = scale * dim
+        return (float(c[0] * k), float(c[1] * k), float(c[2] * k), 0.0)
 
-    terrain = cv2.multiply(scene._ambient_albedo[t0:], colour(light.skylight))
+    terrain = cv2.multiply(ambient_albedo[t0:], colour(light.skylight))
     if light.sun.any():
-        direct = cv2.multiply(scene._direct_albedo[t0:], colour(light.sun))
+        direct = cv2.multiply(direct_albedo[t0:], colour(light.sun))
         # Alpenglow: the sun lights terrain above a line that rises as it nears the horizon.
         sun_line = float(np.clip((6.0 - sun_altitude_deg) / 6.5, 0.0, 1.1))
         if sun_line > 0:
@@ -513,12 +580,18 @@ def render_frame(
                 direct, cv2.cvtColor(sunlit.astype(np.float32), cv2.COLOR_GRAY2RGB)
             )
         cv2.add(terrain, direct, dst=terrain)
-    cv2.add(terrain, cv2.multiply(scene._haze3[t0:], colour(light.haze)), dst=terrain)
+    cv2.add(terrain, cv2.multiply(haze3[t0:], colour(light.haze)), dst=terrain)
     frame[t0:] = terrain
 
     sky_rgb = sky_radiance(
         w, h, sun_altitude_deg, horizon_row=scene.horizon_row, sun_x=sun_x, rows=s1
     )
+    if extinction > 0.0:  # fog between the camera and the sky: the sky fades to the veil
+        fog = 1.0 - math.exp(-extinction * FOG_LAYER_M)
+        sky_rgb = cv2.addWeighted(
+            sky_rgb, 1.0 - fog, np.broadcast_to(light.haze, sky_rgb.shape).astype(np.float32),
+            fog, 0.0,
+        )  # fmt: skip
     mask = scene.sky_mask[:s1]
     if clouds is not None:
         if (clouds.width, clouds.height) != (w, h):
@@ -527,14 +600,15 @@ def render_frame(
         # sky (1 - a) + cloud a, the cloud darker where thick: cloud = c (1.1 - 0.5 a).
         keep = (1.0 - alpha) * mask
         cover = (1.1 * alpha - 0.5 * alpha * alpha) * mask
-        cloud_rgb = 0.9 * light.sun + 0.27 * light.skylight
+        # the clouds keep the clear light's colour; the cover dims them like the terrain
+        cloud_rgb = 0.9 * clear_light.sun + 0.27 * clear_light.skylight
         sky_part = cv2.multiply(sky_rgb, cv2.cvtColor(keep, cv2.COLOR_GRAY2RGB), scale=scale)
         cv2.add(
             sky_part,
             cv2.multiply(cv2.cvtColor(cover, cv2.COLOR_GRAY2RGB), colour(cloud_rgb)),
             dst=sky_part,
         )
-    else:
-        sky_part = cv2.multiply(sky_rgb, cv2.cvtColor(mask, cv2.COLOR_GRAY2RGB), scale=scale)
+    else:  # a cover without a drawn cloud layer dims the sky as a whole
+        sky_part = cv2.multiply(sky_rgb, cv2.cvtColor(mask, cv2.COLOR_GRAY2RGB), scale=scale * dim)
     cv2.add(frame[:s1], sky_part, dst=frame[:s1])
     return frame

@@ -9,7 +9,11 @@ astral; the scene (``skylapse.scene``: ridges, snow, forest, sky gradient, golde
 hour colours, alpenglow) is rendered at the brightness of the shared sky table
 (``skylapse.sky.ev100``: about 15 EV at 60°, 8.3 at sunset, 0.5 at −6°, −8 at −12°, −10 under
 starlight) relative to the camera's exposure value. Clouds come from the weather (cover) and
-drift with the wind (speed and direction projected across the view).
+drift with the wind (speed and direction projected across the view); the weather also lights
+the scene (``skylapse.scene.render_frame``): cloud cover darkens it (Kasten & Czeplak, −2 EV
+under a full overcast) and flattens it, storm winds move and reshape the clouds fast, fog (a
+visibility under 10 km) veils it. ``weather`` may be a function of time, e.g. a replayed
+OpenWeatherMap file (`skylapse.capture.weather_replay`).
 
 Sensor (``sensor_readout``, a pure function): the scene is rendered in linear light (linear
 sRGB primaries, 1.0 fills the green channel's full well at the set exposure); the inverse of the
@@ -78,6 +82,8 @@ from skylapse.scene import CloudLayer, MountainScene, cloud_layer, mountain_scen
 CLOUD_DISTANCE_M = 4000.0
 #: Optical softness of the simulated lens in focus (Gaussian sigma, output pixels).
 LENS_SOFTNESS_PX = 0.6
+#: Up to this wind the clouds evolve at the cloud layer's own pace; faster winds speed it up.
+CALM_WIND_MPS = 6.0
 
 
 @dataclass(frozen=True)
@@ -97,14 +103,17 @@ class SimWeather:
     wind_speed_mps: float = 6.0
     wind_from_deg: float = 270.0
     temperature_c: float = 5.0
+    visibility_m: float = 10_000.0  # meteorological; 10 km and more is clear air
 
     @classmethod
     def from_observation(cls, obs: Any, **overrides: float) -> SimWeather:
-        """From a ``skylapse.capture.weather.WeatherObservation`` (cloud_cover_pct, wind_ms);
-        what it lacks (wind direction, temperature) comes from ``overrides`` or the defaults."""
+        """From a ``skylapse.capture.weather.WeatherObservation`` (cloud_cover_pct, wind_ms,
+        visibility_m, clear air when absent); what it lacks (wind direction, temperature) comes
+        from ``overrides`` or the defaults."""
         values = {
             "cloud_cover": float(obs.cloud_cover_pct) / 100.0,
             "wind_speed_mps": float(obs.wind_ms),
+            "visibility_m": float(getattr(obs, "visibility_m", cls.visibility_m)),
             **overrides,
         }
         return cls(**values)
@@ -460,7 +469,16 @@ class SimulatedCamera(Camera):
         vx = weather.wind_speed_mps * math.cos(toward - right) * px_per_m
         # receding clouds sink toward the horizon a little
         vy = 0.2 * weather.wind_speed_mps * math.cos(toward - along) * px_per_m
-        return replace(self._clouds, threshold=NormalDist().inv_cdf(q), wind_px_per_s=(vx, vy))
+        # clouds in a strong wind also change shape faster (storm clouds boil)
+        evolve_s = self._clouds.evolve_s * min(
+            1.0, CALM_WIND_MPS / max(weather.wind_speed_mps, 1e-3)
+        )
+        return replace(
+            self._clouds,
+            threshold=NormalDist().inv_cdf(q),
+            wind_px_per_s=(vx, vy),
+            evolve_s=evolve_s,
+        )
 
     def render_radiance(self, when: datetime, exposure_ev: float) -> np.ndarray:
         """Scene radiance at ``when`` relative to a camera exposed for ``exposure_ev`` (EV100):
@@ -471,14 +489,16 @@ class SimulatedCamera(Camera):
         offset = ((azimuth - self.view_azimuth_deg + 180.0) % 360.0) - 180.0
         sun_x = 0.5 + offset / self._hfov_deg()
         t = (when - self._epoch).total_seconds()
-        clouds = self._cloud_layer(self.weather_at(when))
+        weather = self.weather_at(when)
         return render_frame(
             self._scene,
             t,
             sun_altitude_deg=altitude,
             sun_x=sun_x,
-            clouds=clouds,
+            clouds=self._cloud_layer(weather),
             exposure_ev=exposure_ev,
+            cloud_cover=min(max(weather.cloud_cover, 0.0), 1.0),
+            visibility_m=weather.visibility_m,
         )
 
     def _defocus_sigma(self, lens_position: float) -> float:
