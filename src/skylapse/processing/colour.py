@@ -38,6 +38,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from skylapse.processing import srgb
+from skylapse.processing.options import KELVIN_RANGE
 
 REC709_LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float64)
 # CIE XYZ to linear sRGB (IEC 61966-2-1:1999).
@@ -49,7 +50,6 @@ XYZ_TO_LINEAR_SRGB = np.array(
     ],
     dtype=np.float64,
 )
-KELVIN_RANGE = (1667.0, 25000.0)
 MID_GREY = float(srgb.encode(0.18))  # 18 % reflectance, about 0.461 encoded
 
 Gains = tuple[float, float, float]
