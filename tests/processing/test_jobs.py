@@ -15,11 +15,12 @@ import pytest
 
 from servers import running_redis
 from skylapse.processing.ingest import Ingestor
-from skylapse.processing.jobs import JobService, RenderJobOptions, make_huey
+from skylapse.processing.jobs import JobService, make_huey
+from skylapse.processing.options import RenderOptions
 from skylapse.testing import SequenceSpec, generate_sequence
 from tests_support import commit_frames_to_inbox, wait_for
 
-FAST = RenderJobOptions(formats=["h264"], preset="ultrafast", denoise="off")
+FAST = RenderOptions(formats=["h264"], preset="ultrafast", denoise="off")
 
 
 def ingest_sequence(service: JobService, tmp_path: Path, frames: int, station="peak-1") -> int:

@@ -38,6 +38,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from skylapse.imaging import luma, srgb
+from skylapse.processing.options import KELVIN_RANGE
 
 # CIE XYZ to linear sRGB (IEC 61966-2-1:1999).
 XYZ_TO_LINEAR_SRGB = np.array(
@@ -48,7 +49,6 @@ XYZ_TO_LINEAR_SRGB = np.array(
     ],
     dtype=np.float64,
 )
-KELVIN_RANGE = (1667.0, 25000.0)
 MID_GREY = float(srgb.encode(0.18))  # 18 % reflectance, about 0.461 encoded
 
 Gains = tuple[float, float, float]

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import os
 import queue
-import re
 import secrets
 import threading
 from fractions import Fraction
@@ -61,6 +60,7 @@ from av.video.frame import VideoFrame
 from numpy.typing import NDArray
 
 from skylapse.imaging import luma, srgb
+from skylapse.processing.options import OutputSize, output_size
 
 __all__ = [
     "CODECS",
@@ -420,17 +420,9 @@ class FrameSequenceWriter:
 # ------------------------------------------------------------------------------------------
 # Output size
 
-_HEIGHT_RE = re.compile(r"^(\d+)p$")
-_WXH_RE = re.compile(r"^(\d+)\s*[x×]\s*(\d+)$")
-_ALIASES = {"4k": "2160p", "uhd": "2160p", "fhd": "1080p", "hd": "720p"}
-
-
-def _even(value: float) -> int:
-    return max(2, 2 * round(value / 2))
-
 
 def parse_size(spec: str | None, source_size: tuple[int, int]) -> tuple[int, int]:
-    """The output ``(width, height)`` for a ``--size`` value.
+    """The output ``(width, height)`` for a ``--size`` value (`OutputSize` parses it).
 
     ``None`` or ``"source"``: the source size, rounded down to even numbers. ``"<N>p"`` (e.g.
     ``"2160p"``, ``"1080p"``, ``"720p"``; aliases ``4k``/``uhd``, ``fhd``, ``hd``): height N and
@@ -442,23 +434,4 @@ def parse_size(spec: str | None, source_size: tuple[int, int]) -> tuple[int, int
     ValueError
         For anything else, with the accepted forms in the message.
     """
-    src_w, src_h = (int(v) for v in source_size)
-    if src_w <= 0 or src_h <= 0:
-        raise ValueError(f"invalid source size {source_size}")
-    if spec is None or spec.strip().lower() in ("", "source"):
-        return max(2, src_w - src_w % 2), max(2, src_h - src_h % 2)
-    text = _ALIASES.get(spec.strip().lower(), spec.strip().lower())
-    if match := _HEIGHT_RE.match(text):
-        height = int(match.group(1))
-        if height < 2 or height % 2:
-            raise ValueError(f"output height must be even and at least 2, got {spec!r}")
-        return _even(height * src_w / src_h), height
-    if match := _WXH_RE.match(text):
-        width, height = int(match.group(1)), int(match.group(2))
-        if width < 2 or height < 2 or width % 2 or height % 2:
-            raise ValueError(f"output size must have even width and height, got {spec!r}")
-        return width, height
-    raise ValueError(
-        f"unrecognised size {spec!r}: use '2160p', '1080p', '720p' (or any '<N>p'), "
-        "'WIDTHxHEIGHT' such as '1920x1080', or leave it out for the source size"
-    )
+    return output_size(None if spec is None else OutputSize.parse(spec), source_size)

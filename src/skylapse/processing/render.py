@@ -26,7 +26,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -45,47 +45,22 @@ from skylapse.processing import (
     sources,
     stabilize,
 )
+from skylapse.processing.options import RenderOptions, output_size
 from skylapse.processing.streaming import SinkThread, prefetch
-
-OutputFormat = Literal["h265", "h264", "frames"]
-StabilizeMode = Literal["tripod", "smooth", "off"]
-DenoiseMode = Literal["temporal", "spatial", "off"]
 
 #: Reduction of the analysis pass: 1/2 keeps registration sub-pixel at full resolution.
 ANALYSIS_SCALE = 2
 #: Shots decoded ahead of the one being processed: enough to keep both decode threads busy,
 #: few enough that full-resolution frames waiting in line stay out of the memory budget.
 PREFETCH_DEPTH = 2
+#: Threads decoding frames (both passes).
+DECODE_THREADS = 2
 
 ProgressCallback = Callable[[str, int, int], None]
 
 
 class RenderError(Exception):
     """A render that cannot start or finish: empty source, unwritable output, bad options."""
-
-
-@dataclass(frozen=True)
-class RenderOptions:
-    """Everything `skylapse render` can be told. Defaults are the recommended render."""
-
-    formats: tuple[OutputFormat, ...] = ("h265",)
-    size: str | None = None
-    fps: float = 24.0
-    crf: int | None = None
-    preset: str = "medium"
-    deflicker: bool = True
-    stabilize: StabilizeMode = "tripod"
-    denoise: DenoiseMode = "temporal"
-    white_balance: str | None = None  # "gray-world" or a colour temperature in kelvin
-    contrast: float = 1.0
-    saturation: float = 1.0
-    lens_profile: Path | None = None
-    brackets: int | Literal["auto"] | None = None
-    focus_stack: int | None = None
-    frames_format: Literal["png", "jpg"] = "png"
-    keogram: bool = True
-    contact_sheet: bool = True
-    decode_threads: int = 2
 
 
 @dataclass
@@ -119,14 +94,15 @@ class OutputPaths:
     @classmethod
     def for_output(cls, out: Path, options: RenderOptions) -> OutputPaths:
         stem = out.with_suffix("") if out.suffix else out
+        formats = options.format_names
         videos: dict[str, Path] = {}
-        if "h265" in options.formats:
+        if "h265" in formats:
             videos["h265"] = out if out.suffix else out.with_suffix(".mp4")
-        if "h264" in options.formats:
+        if "h264" in formats:
             videos["h264"] = (
                 stem.with_name(stem.name + ".preview.mp4") if videos else out.with_suffix(".mp4")
             )
-        frames_dir = stem.with_name(stem.name + ".frames") if "frames" in options.formats else None
+        frames_dir = stem.with_name(stem.name + ".frames") if "frames" in formats else None
         return cls(
             videos=videos,
             frames_dir=frames_dir,
@@ -248,13 +224,11 @@ def render(
     """
     options = options or RenderOptions()
     out = Path(out)
-    report = progress or (lambda stage, done, total: None)
     t_start = time.perf_counter()
     summary = RenderSummary()
-    clock = _StageClock(summary.stage_seconds)
 
     _check_output(out)
-    with clock("discover"):
+    with _StageClock(summary.stage_seconds)("discover"):
         try:
             frames, skipped = sources.discover_frames(src)
         except (FileNotFoundError, sources.MissingRawSupportError) as exc:
@@ -268,15 +242,13 @@ def render(
     frames = _drop_mismatched(frames, size, summary)
     summary.source_size = size
     shots = group_shots(frames, options)
-    lens_maps = _lens_maps(options.lens_profile, size)
 
-    with ThreadPoolExecutor(
-        max_workers=options.decode_threads, thread_name_prefix="decode"
-    ) as pool:
-        plan = _analyse(frames, shots, size, options, pool, clock, summary, report)
+    with ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="decode") as pool:
+        run = _RenderRun(frames, size, options, pool, summary, progress)
+        plan = run.analyse(shots)
         if not plan.shots:
             raise RenderError(f"no readable frames in {src}")
-        _render_pass(frames, plan, size, lens_maps, options, out, pool, clock, summary, report)
+        run.render_pass(plan, OutputPaths.for_output(out, options))
 
     summary.wall_seconds = time.perf_counter() - t_start
     return summary
@@ -321,216 +293,232 @@ class _Plan:
     warp: tuple[list[np.ndarray], tuple[int, int, int, int]] | None
 
 
-def _analyse(
-    frames: list[sources.FrameInfo],
-    shots: list[list[int]],
-    size: tuple[int, int],
-    options: RenderOptions,
-    pool: Executor,
-    clock: _StageClock,
-    summary: RenderSummary,
-    report: ProgressCallback,
-) -> _Plan:
-    w, h = size
-    reduced_size = (w // ANALYSIS_SCALE, h // ANALYSIS_SCALE)
-    analysis = deflicker.DeflickerAnalysis() if options.deflicker else None
-    tracker = (
-        stabilize.MotionTracker(mode=options.stabilize, scale=ANALYSIS_SCALE)
-        if options.stabilize != "off"
-        else None
-    )
-    refs = [_reference_index(shot, frames) for shot in shots]
+#: A decoded shot: its index and frames, or the (path, reason) of the frame that failed, and
+#: the seconds spent decoding.
+_DecodedShot = tuple[int, list[np.ndarray] | tuple[Path, str], float]
 
-    def read_reduced(i: int) -> tuple[int, np.ndarray | None, str | None, float]:
+
+class _RenderRun:
+    """One render's state: the frames, their size and the output's, the options, the decode
+    pool, the stage clock, the summary being filled and the progress callback.
+
+    `analyse` is pass 1 (a `_Plan`), `render_pass` pass 2 (every output written);
+    `process_shot` turns one decoded shot into one output frame.
+    """
+
+    def __init__(
+        self,
+        frames: list[sources.FrameInfo],
+        size: tuple[int, int],
+        options: RenderOptions,
+        pool: Executor,
+        summary: RenderSummary,
+        progress: ProgressCallback | None = None,
+    ):
+        self.frames = frames
+        self.size = size
+        self.options = options
+        self.pool = pool
+        self.summary = summary
+        self.clock = _StageClock(summary.stage_seconds)
+        self.report: ProgressCallback = progress or (lambda stage, done, total: None)
+        # The output keeps the source's size (or the one asked for): the stabilizing warp crops
+        # the common valid area and scales it back up in the same resample.
+        self.out_size = output_size(options.size, size)
+        self.lens_maps = _lens_maps(options.lens_profile, size)
+
+    # -- pass 1 --------------------------------------------------------------------------------
+
+    def analyse(self, shots: list[list[int]]) -> _Plan:
+        """Read every shot's reference frame at reduced size into the deflicker analysis and the
+        motion tracker; shots whose reference cannot be read are skipped."""
+        options, clock, summary = self.options, self.clock, self.summary
+        analysis = deflicker.DeflickerAnalysis() if options.deflicker else None
+        tracker = (
+            stabilize.MotionTracker(mode=options.stabilize, scale=ANALYSIS_SCALE)
+            if options.stabilize != "off"
+            else None
+        )
+        refs = [_reference_index(shot, self.frames) for shot in shots]
+        kept: list[list[int]] = []
+        need_pixels = analysis is not None or tracker is not None
+        for n, (shot, (i, gray, error, seconds)) in enumerate(
+            zip(
+                shots,
+                prefetch(self.pool, self._read_reduced, refs, PREFETCH_DEPTH * 2),
+                strict=True,
+            )
+            if need_pixels
+            else ((shot, (r, None, None, 0.0)) for shot, r in zip(shots, refs, strict=True))
+        ):
+            summary.stage_seconds["decode (analysis)"] += seconds
+            if error is not None:
+                summary.skipped.extend((self.frames[j].path, error) for j in shot)
+                continue
+            kept.append(shot)
+            if analysis is not None and gray is not None:  # None only when not need_pixels
+                with clock("deflicker"):
+                    analysis.add(gray, known_ev=_frame_ev(self.frames[i]))
+            if tracker is not None and gray is not None:
+                with clock("stabilize"):
+                    tracker.add(gray)
+            self.report("analysing", n + 1, len(shots))
+
+        gains = np.ones(len(kept))
+        if analysis is not None and kept:
+            with clock("deflicker"):
+                gains = analysis.gains()
+            log_gains = np.log2(gains)
+            summary.exposure_correction_ev = (float(log_gains.min()), float(log_gains.max()))
+        warp = None
+        if tracker is not None and kept:
+            with clock("stabilize"):
+                transforms = tracker.transforms()
+                warp = (transforms, stabilize.common_crop(transforms, self.size))
+        return _Plan(kept, gains, warp)
+
+    def _read_reduced(self, i: int) -> tuple[int, np.ndarray | None, str | None, float]:
+        """Frame ``i`` in gray at the analysis scale, or the reason it cannot be read."""
+        w, h = self.size
+        reduced_size = (w // ANALYSIS_SCALE, h // ANALYSIS_SCALE)
         t0 = time.perf_counter()
         try:
-            gray: np.ndarray = sources.read_gray_reduced(frames[i].path, ANALYSIS_SCALE)
+            gray: np.ndarray = sources.read_gray_reduced(self.frames[i].path, ANALYSIS_SCALE)
         except sources.FrameReadError as exc:
             return i, None, str(exc.reason), time.perf_counter() - t0
         if gray.shape[1::-1] != reduced_size:
             gray = cv2.resize(gray, reduced_size, interpolation=cv2.INTER_AREA)
         return i, gray, None, time.perf_counter() - t0
 
-    kept: list[list[int]] = []
-    need_pixels = analysis is not None or tracker is not None
-    for n, (shot, (i, gray, error, seconds)) in enumerate(
-        zip(shots, prefetch(pool, read_reduced, refs, PREFETCH_DEPTH * 2), strict=True)
-        if need_pixels
-        else ((shot, (r, None, None, 0.0)) for shot, r in zip(shots, refs, strict=True))
-    ):
-        summary.stage_seconds["decode (analysis)"] += seconds
-        if error is not None:
-            summary.skipped.extend((frames[j].path, error) for j in shot)
-            continue
-        kept.append(shot)
-        if analysis is not None and gray is not None:  # gray is None only when not need_pixels
-            with clock("deflicker"):
-                analysis.add(gray, known_ev=_frame_ev(frames[i]))
-        if tracker is not None and gray is not None:
-            with clock("stabilize"):
-                tracker.add(gray)
-        report("analysing", n + 1, len(shots))
+    # -- pass 2 --------------------------------------------------------------------------------
 
-    gains = np.ones(len(kept))
-    if analysis is not None and kept:
-        with clock("deflicker"):
-            gains = analysis.gains()
-        log_gains = np.log2(gains)
-        summary.exposure_correction_ev = (float(log_gains.min()), float(log_gains.max()))
-    warp = None
-    if tracker is not None and kept:
-        with clock("stabilize"):
-            transforms = tracker.transforms()
-            warp = (transforms, stabilize.common_crop(transforms, size))
-    return _Plan(kept, gains, warp)
+    def render_pass(self, plan: _Plan, paths: OutputPaths) -> None:
+        """Decode, process, denoise, grade and encode every shot of ``plan`` into ``paths``."""
+        clock, summary = self.clock, self.summary
+        summary.output_size = self.out_size
+        grade = colour.ColourGrade(
+            self._white_balance_gains(plan) or (1.0, 1.0, 1.0),
+            self.options.contrast,
+            self.options.saturation,
+        )
+        keogram = previews.KeogramBuilder() if paths.keogram else None
+        sheet = previews.ContactSheet(len(plan.shots)) if paths.contact_sheet else None
+        denoiser = denoise.Denoiser(self.options.denoise)
+        emitted = 0
 
+        with ExitStack() as stack:
+            sinks = _open_sinks(paths, self.out_size, self.options, stack, summary)
 
-def _render_pass(
-    frames: list[sources.FrameInfo],
-    plan: _Plan,
-    size: tuple[int, int],
-    lens_maps: lens.LensMaps | None,
-    options: RenderOptions,
-    out: Path,
-    pool: Executor,
-    clock: _StageClock,
-    summary: RenderSummary,
-    report: ProgressCallback,
-) -> None:
-    paths = OutputPaths.for_output(out, options)
-    # The output keeps the source's size (or the one asked for): the stabilizing warp crops the
-    # common valid area and scales it back up in the same resample.
-    out_size = encode.parse_size(options.size, size)
-    summary.output_size = out_size
-    grade = colour.ColourGrade(
-        _white_balance_gains(frames, plan, options) or (1.0, 1.0, 1.0),
-        options.contrast,
-        options.saturation,
-    )
+            def emit(frame: np.ndarray) -> None:
+                nonlocal emitted
+                if not grade.is_identity:
+                    with clock("colour"):
+                        frame = grade.apply(frame)
+                for sink in sinks:
+                    sink.put(frame)
+                with clock("previews"):
+                    if keogram is not None:
+                        keogram.add(frame)
+                    if sheet is not None:
+                        sheet.add(emitted, frame)
+                emitted += 1
+                self.report("rendering", emitted, len(plan.shots))
 
-    def read_shot(n: int) -> tuple[int, list[np.ndarray] | tuple[Path, str], float]:
+            def read_shot(n: int) -> _DecodedShot:
+                return self._read_shot(plan, n)
+
+            shot_numbers = range(len(plan.shots))
+            for n, images, seconds in prefetch(self.pool, read_shot, shot_numbers, PREFETCH_DEPTH):
+                summary.stage_seconds["decode"] += seconds
+                if isinstance(images, tuple):
+                    # The file changed since the analysis pass; render on without it.
+                    summary.skipped.append(images)
+                    continue
+                frame = self.process_shot(images, n, plan)
+                with clock("denoise"):
+                    ready = denoiser.push(frame)
+                for f in ready:
+                    emit(f)
+            with clock("denoise"):
+                ready = denoiser.flush()
+            for f in ready:
+                emit(f)
+
+            with clock("encode (wait for the encoders)"):
+                for sink in sinks:
+                    sink.close()
+            summary.shots_rendered = emitted
+
+        with clock("previews"):
+            if keogram is not None and paths.keogram is not None and emitted:
+                previews.write_png(paths.keogram, srgb.to_uint8(keogram.image()))
+                summary.outputs.append(paths.keogram)
+            if sheet is not None and paths.contact_sheet is not None and emitted:
+                previews.write_png(paths.contact_sheet, srgb.to_uint8(sheet.image()))
+                summary.outputs.append(paths.contact_sheet)
+
+    def _read_shot(self, plan: _Plan, n: int) -> _DecodedShot:
         """Shot ``n``'s decoded frames, or the (path, reason) of the one that failed."""
         t0 = time.perf_counter()
         images = []
         for j in plan.shots[n]:
+            path = self.frames[j].path
             try:
-                path = frames[j].path
                 frame = sources.read_frame(path, keep_8bit=True)
-                images.append(sources.fit_to_size(frame, size, path=path))
+                images.append(sources.fit_to_size(frame, self.size, path=path))
             except sources.FrameReadError as exc:
-                return n, (frames[j].path, exc.reason), time.perf_counter() - t0
+                return n, (path, exc.reason), time.perf_counter() - t0
             except sources.AspectMismatchError as exc:
-                return n, (frames[j].path, str(exc)), time.perf_counter() - t0
+                return n, (path, str(exc)), time.perf_counter() - t0
         return n, images, time.perf_counter() - t0
 
-    with ExitStack() as stack:
-        sinks = _open_sinks(paths, out_size, options, stack, summary)
-        keogram = previews.KeogramBuilder() if paths.keogram else None
-        sheet = previews.ContactSheet(len(plan.shots)) if paths.contact_sheet else None
-        denoiser = denoise.Denoiser(options.denoise)
-        emitted = 0
+    def process_shot(self, images: list[np.ndarray], n: int, plan: _Plan) -> np.ndarray:
+        """Shot ``n``'s frames to one stabilized, gained output frame.
 
-        def emit(frame: np.ndarray) -> None:
-            nonlocal emitted
-            if not grade.is_identity:
-                with clock("colour"):
-                    frame = grade.apply(frame)
-            for sink in sinks:
-                sink.put(frame)
-            with clock("previews"):
-                if keogram is not None:
-                    keogram.add(frame)
-                if sheet is not None:
-                    sheet.add(emitted, frame)
-            emitted += 1
-            report("rendering", emitted, len(plan.shots))
+        Takes ownership of ``images`` (emptied here) and works in place where it can, so that
+        no more full-resolution frames are alive at once than the stage at hand needs.
+        """
+        options, clock = self.options, self.clock
+        # Frames wait in the prefetch queue as decoded (8-bit JPEGs at half the memory).
+        images[:] = [srgb.to_uint16(image) for image in images]
+        if len(images) > 1:
+            with clock("fusion"):
+                if options.focus_stack is not None:
+                    frame = focus_stack.fuse_focus_stack(focus_stack.align_focus_stack(images))
+                else:
+                    frame = exposure_fusion.fuse_exposures(exposure_fusion.align_brackets(images))
+        else:
+            frame = images[0]
+        images.clear()
+        if self.lens_maps is not None:
+            with clock("lens"):
+                frame = lens.correct_lens(frame, self.lens_maps)
+        if options.deflicker:
+            with clock("deflicker"):
+                frame = deflicker.apply_gain(frame, float(plan.gains[n]), out=frame)
+        with clock("stabilize"):
+            if plan.warp is not None:
+                transforms, crop = plan.warp
+                frame = stabilize.warp_frame(frame, transforms[n], crop, self.out_size)
+            elif self.out_size != self.size:
+                frame = cv2.resize(frame, self.out_size, interpolation=cv2.INTER_AREA)
+        return frame
 
-        for n, images, seconds in prefetch(pool, read_shot, range(len(plan.shots)), PREFETCH_DEPTH):
-            summary.stage_seconds["decode"] += seconds
-            if isinstance(images, tuple):
-                # The file changed since the analysis pass; render on without it.
-                summary.skipped.append(images)
-                continue
-            frame = _process_shot(images, n, plan, size, out_size, lens_maps, options, clock)
-            with clock("denoise"):
-                ready = denoiser.push(frame)
-            for f in ready:
-                emit(f)
-        with clock("denoise"):
-            ready = denoiser.flush()
-        for f in ready:
-            emit(f)
-
-        with clock("encode (wait for the encoders)"):
-            for sink in sinks:
-                sink.close()
-        summary.shots_rendered = emitted
-
-    with clock("previews"):
-        if keogram is not None and paths.keogram is not None and emitted:
-            previews.write_png(paths.keogram, srgb.to_uint8(keogram.image()))
-            summary.outputs.append(paths.keogram)
-        if sheet is not None and paths.contact_sheet is not None and emitted:
-            previews.write_png(paths.contact_sheet, srgb.to_uint8(sheet.image()))
-            summary.outputs.append(paths.contact_sheet)
-
-
-def _process_shot(
-    images: list[np.ndarray],
-    n: int,
-    plan: _Plan,
-    size: tuple[int, int],
-    out_size: tuple[int, int],
-    lens_maps: lens.LensMaps | None,
-    options: RenderOptions,
-    clock: _StageClock,
-) -> np.ndarray:
-    """One shot's frames to one stabilized, gained output frame.
-
-    Takes ownership of ``images`` (emptied here) and works in place where it can, so that no
-    more full-resolution frames are alive at once than the stage at hand needs.
-    """
-    # Frames wait in the prefetch queue as decoded (8-bit JPEGs at half the memory).
-    images[:] = [srgb.to_uint16(image) for image in images]
-    if len(images) > 1:
-        with clock("fusion"):
-            if options.focus_stack is not None:
-                frame = focus_stack.fuse_focus_stack(focus_stack.align_focus_stack(images))
-            else:
-                frame = exposure_fusion.fuse_exposures(exposure_fusion.align_brackets(images))
-    else:
-        frame = images[0]
-    images.clear()
-    if lens_maps is not None:
-        with clock("lens"):
-            frame = lens.correct_lens(frame, lens_maps)
-    if options.deflicker:
-        with clock("deflicker"):
-            frame = deflicker.apply_gain(frame, float(plan.gains[n]), out=frame)
-    with clock("stabilize"):
-        if plan.warp is not None:
-            transforms, crop = plan.warp
-            frame = stabilize.warp_frame(frame, transforms[n], crop, out_size)
-        elif out_size != size:
-            frame = cv2.resize(frame, out_size, interpolation=cv2.INTER_AREA)
-    return frame
-
-
-def _white_balance_gains(
-    frames: list[sources.FrameInfo], plan: _Plan, options: RenderOptions
-) -> colour.Gains | None:
-    """One white balance for the whole sequence: per-frame gray-world would itself flicker."""
-    wb = options.white_balance
-    if wb is None:
-        return None
-    if wb.replace("_", "-").lower() in ("gray-world", "grey-world"):
+    def _white_balance_gains(self, plan: _Plan) -> colour.Gains | None:
+        """One white balance for the whole sequence: per-frame gray-world would itself
+        flicker, so gray world is the median over up to nine frames spread across it."""
+        wb = self.options.white_balance
+        if wb is None:
+            return None
+        if wb.kelvin is not None:
+            return colour.kelvin_gains(wb.kelvin)
         picks = np.unique(
             np.linspace(0, len(plan.shots) - 1, num=min(9, len(plan.shots))).astype(int)
         )
         samples = []
         for n in picks:
             try:
-                img = sources.read_frame(frames[plan.shots[n][0]].path)
+                img = sources.read_frame(self.frames[plan.shots[n][0]].path)
             except sources.FrameReadError:
                 continue
             samples.append(colour.gray_world_gains(img))
@@ -538,13 +526,6 @@ def _white_balance_gains(
             return None
         r, g, b = np.median(np.array(samples), axis=0)
         return (float(r), float(g), float(b))
-    try:
-        kelvin = float(wb.lower().removesuffix("k"))
-    except ValueError as exc:
-        raise RenderError(
-            f"--white-balance: expected gray-world or a kelvin value, got {wb!r}"
-        ) from exc
-    return colour.kelvin_gains(kelvin)
 
 
 class _Sink(Protocol):
