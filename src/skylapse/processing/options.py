@@ -4,10 +4,11 @@
 API's ``POST /jobs`` body and the configuration's ``processing.render`` section all are. It is
 validated once, where the options come in, into parsed values the render reads as they are:
 
-* ``formats``: a tuple of `OutputSpec` (one per output; the JSON and the command line take the
-  names, ``["h265", "h264"]`` or ``"h265,h264"``);
+* ``formats``: a tuple of `OutputSpec` (one per output, each ``FORMAT[@SIZE]``; the JSON and
+  the command line take the text, ``["h265@2160p", "h264@720p"]`` or ``"h265@2160p,h264@720p"``);
 * ``size``: an `OutputSize` (``"1080p"``: that height at the source's aspect; ``"1920x1080"``:
-  exactly), or None for the source's size;
+  exactly), or None for the source's size: the size of every output that names none;
+* ``brackets``: which frames are fused into one shot (see `BracketMode`);
 * ``white_balance``: a `WhiteBalance` (``"gray-world"`` or a colour temperature ``"5600K"``),
   or None to leave the colours as shot.
 
@@ -35,7 +36,7 @@ from pydantic import (
     field_validator,
 )
 
-OutputFormat = Literal["h265", "h264", "frames"]
+OutputFormat = Literal["h265", "h264", "frames", "hlg"]
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = get_args(OutputFormat)
 StabilizeMode = Literal["tripod", "smooth", "off"]
 DenoiseMode = Literal["temporal", "spatial", "off"]
@@ -45,8 +46,16 @@ FramesFormat = Literal["png", "jpg"]
 #: every browser plays (the dashboard's gallery). The command line, jobs, the API and the
 #: configuration all take their default from here.
 DEFAULT_FORMATS: tuple[OutputFormat, ...] = ("h265", "h264")
-#: Bracket sets fused by default: None renders every frame on its own.
-DEFAULT_BRACKETS: int | Literal["auto"] | None = None
+#: How frames are grouped into shots. ``"capture"``: the bracket sets the capture service
+#: recorded in each frame's EXIF (its ``bracket`` record) are fused, every other frame is a shot
+#: of its own (a folder without such records renders frame by frame); ``"auto"``: the capture's
+#: record, else the repeating EV pattern of the EXIF exposures; ``N``: runs of N frames; None
+#: (``"off"`` on the command line): every frame on its own.
+BracketMode = int | Literal["auto", "capture"] | None
+#: Bracket sets fused by default: the capture's own record of them.
+DEFAULT_BRACKETS: BracketMode = "capture"
+#: At most this many outputs from one render (each an encoder fed from the same pass).
+MAX_OUTPUTS = 8
 
 #: The x264 and x265 presets, fastest first.
 PRESETS = (
@@ -142,24 +151,31 @@ def _even(value: float) -> int:
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """One output of a render, written as its format name (``"h265"``).
+    """One output of a render, written ``FORMAT`` or ``FORMAT@SIZE`` (``"h264@720p"``).
 
-    One spec per file or folder the render writes from its single pass; a spec may later carry
-    its own size (``FORMAT@SIZE``), which is why this is more than the name.
+    One spec per file or folder the render writes from its single pass. ``size`` None: the
+    render's ``size`` (itself None: the source's).
     """
 
     format: OutputFormat
+    size: OutputSize | None = None
 
     @classmethod
     def parse(cls, text: str) -> OutputSpec:
-        name = _text(text, "an output format")
-        for fmt in OUTPUT_FORMATS:
-            if name == fmt:
-                return cls(fmt)
-        raise ValueError(f"{text!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+        spec = _text(text, "an output")
+        name, at, size_text = spec.partition("@")
+        name = name.strip()
+        if name not in OUTPUT_FORMATS:
+            raise ValueError(
+                f"{text!r}: {name!r} is not one of {', '.join(OUTPUT_FORMATS)} "
+                "(FORMAT or FORMAT@SIZE, e.g. h264@720p)"
+            )
+        if at and size_text.strip() in ("", "source"):
+            raise ValueError(f"{text!r}: name a size after '@' (2160p, 1080p, 720p or WxH)")
+        return cls(name, OutputSize.parse(size_text) if at else None)
 
     def __str__(self) -> str:
-        return self.format
+        return self.format if self.size is None else f"{self.format}@{self.size}"
 
 
 @dataclass(frozen=True)
@@ -205,7 +221,10 @@ def _as_text(description: str, *examples: str) -> WithJsonSchema:
 
 _TEXT = PlainSerializer(str, return_type=str)  # written back as the text it was parsed from
 OutputSpecField = Annotated[
-    OutputSpec, PlainValidator(_parser(OutputSpec)), _TEXT, _as_text("an output", *OUTPUT_FORMATS)
+    OutputSpec,
+    PlainValidator(_parser(OutputSpec)),
+    _TEXT,
+    _as_text("an output: FORMAT or FORMAT@SIZE", *OUTPUT_FORMATS, "h264@720p"),
 ]
 OutputSizeField = Annotated[
     OutputSize,
@@ -245,7 +264,8 @@ class RenderLimits:
 
 
 def _split_formats(value: object) -> object:
-    """``"h265,h264"`` or ``["h265", "h264,frames"]`` to the names, once each, in order."""
+    """``"h265,h264@720p"`` or ``["h265", "h264,frames"]`` to the specs' texts, once each, in
+    order."""
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list | tuple):
@@ -276,7 +296,7 @@ class RenderOptions(BaseModel):
         DEFAULT_FORMATS,  # the names, parsed like any given value (validate_default)
         validate_default=True,
         min_length=1,
-        max_length=len(OUTPUT_FORMATS),
+        max_length=MAX_OUTPUTS,
     )
     size: OutputSizeField | None = None
     fps: float = Field(24.0, gt=0, le=240)
@@ -289,7 +309,7 @@ class RenderOptions(BaseModel):
     contrast: float = Field(1.0, gt=0, le=4)
     saturation: float = Field(1.0, ge=0, le=4)
     lens_profile: Path | None = None
-    brackets: Annotated[int, Field(ge=2)] | Literal["auto"] | None = DEFAULT_BRACKETS
+    brackets: Annotated[int, Field(ge=2)] | Literal["auto", "capture"] | None = DEFAULT_BRACKETS
     focus_stack: int | None = Field(None, ge=2)
     frames_format: FramesFormat = "png"
     keogram: bool = True
@@ -303,6 +323,18 @@ class RenderOptions(BaseModel):
     @classmethod
     def _formats(cls, value: object) -> object:
         return _split_formats(value)
+
+    @field_validator("formats")
+    @classmethod
+    def _format_sizes(cls, value: tuple[OutputSpec, ...]) -> tuple[OutputSpec, ...]:
+        seen: set[OutputSpec] = set()
+        for spec in value:
+            if spec in seen:
+                raise ValueError(f"{spec} is asked for twice")
+            seen.add(spec)
+            if spec.size is not None:
+                cls.limits.check_size(spec.size)
+        return value
 
     @field_validator("size")
     @classmethod
@@ -340,11 +372,16 @@ class RenderOptions(BaseModel):
             return None
         if isinstance(value, str):
             text = value.strip().lower()
-            if text == "auto":
+            if text in ("auto", "capture"):
                 return text
+            if text in ("off", "none"):
+                return None
             value = int(text) if text.isdigit() else value
         if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-            raise ValueError("expected a bracket count of 2 or more, or 'auto'")
+            raise ValueError(
+                "expected 'capture' (the sets the capture recorded), 'auto', a bracket count "
+                "of 2 or more, or 'off'"
+            )
         top = cls.limits.max_brackets
         if top is not None and value > top:
             raise ValueError(f"at most {top} frames a bracket set")
