@@ -156,7 +156,7 @@ def test_hlg_oetf_is_bt2100_table_5():
 
 def test_bt709_to_bt2020_is_bt2087():
     bt2087 = [[0.6274, 0.3293, 0.0433], [0.0691, 0.9195, 0.0114], [0.0164, 0.0880, 0.8956]]
-    assert hlg.BT709_TO_BT2020 == pytest.approx(np.array(bt2087), abs=1e-4)
+    assert np.allclose(hlg.BT709_TO_BT2020, bt2087, atol=1e-4)
     white = hlg.BT709_TO_BT2020 @ np.ones(3)
     assert white == pytest.approx(np.ones(3))
     # luminance is kept: BT.709 weights on 709 RGB = BT.2020 weights on the converted RGB
