@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from skylapse.cli import render as render_command
-from skylapse.config import default_config
+from skylapse.config import ConfigError, default_config, load_config
 from skylapse.processing.options import (
     DEFAULT_FORMATS,
     MAX_RENDER_PIXELS,
@@ -106,3 +106,33 @@ def test_the_api_narrows_counts_kelvin_and_refuses_server_paths(tmp_path: Path) 
     # the API's options are render options: a job re-reads them as such
     api = ApiRenderOptions(formats=["h264"], size="720p", white_balance="5600K", brackets=9)
     assert RenderOptions.model_validate(api.model_dump(mode="json")).size == OutputSize(720)
+
+
+def test_outputs_take_their_own_sizes() -> None:
+    options = RenderOptions(formats="H265@4k, h264@720p,frames@1920x1080,hlg")
+    assert options.formats == (
+        OutputSpec("h265", OutputSize(2160)),
+        OutputSpec("h264", OutputSize(720)),
+        OutputSpec("frames", OutputSize(1080, 1920)),
+        OutputSpec("hlg"),
+    )
+    text = options.model_dump(mode="json")["formats"]
+    assert text == ["h265@2160p", "h264@720p", "frames@1920x1080", "hlg"]
+    assert RenderOptions.model_validate({"formats": text}) == options
+    assert len(RenderOptions(formats="h264@720p,h264@720p").formats) == 1  # said twice: once
+    for bad in ("h265@", "h265@huge", "gif@720p", "h264@hd,h264@720p"):
+        assert field_errors(RenderOptions, formats=bad) == {"formats"}, bad
+    assert field_errors(ApiRenderOptions, formats="h265@8640p") == {"formats"}
+    assert RenderOptions(formats="h265@8640p").formats[0].size == OutputSize(8640)
+    assert ApiRenderOptions(formats=["h265@4320p", "hlg@2160p"]).formats[1].format == "hlg"
+
+
+def test_automatic_renders_take_their_options_from_the_configuration(tmp_path: Path) -> None:
+    path = tmp_path / "skylapse.yaml"
+    path.write_text("processing:\n  render:\n    formats: [h265@2160p, hlg]\n    crf: 20\n")
+    render = load_config(path).processing.render
+    assert [str(s) for s in render.formats] == ["h265@2160p", "hlg"] and render.crf == 20
+    assert render.brackets == "capture"
+    path.write_text("processing:\n  render:\n    formats: [h265@huge]\n")
+    with pytest.raises(ConfigError, match="processing.render.formats"):
+        load_config(path)

@@ -8,6 +8,7 @@ from pathlib import Path
 from skylapse.alerts import Notifier
 from skylapse.api.common import DEFAULT_MAX_BODY_BYTES
 from skylapse.config import DEFAULT_MAX_FRAME_PIXELS, AlertsConfig, ArchiveConfig, BackupConfig
+from skylapse.processing.options import RenderOptions
 
 #: The archive folder when ``ProcessingSettings.archive_dir`` is unset (else ``DATA/archive``).
 ARCHIVE_DIR_ENV = "SKYLAPSE_ARCHIVE_DIR"
@@ -41,6 +42,7 @@ class ProcessingSettings:
     ingest_every_s: float | None = 5.0
     max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS  # config processing.max_frame_pixels
     render_after_min: float | None = 30.0
+    render: RenderOptions = field(default_factory=RenderOptions)  # config processing.render
     job_poll_s: float = 0.5
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
