@@ -134,5 +134,5 @@ def test_automatic_renders_take_their_options_from_the_configuration(tmp_path: P
     assert [str(s) for s in render.formats] == ["h265@2160p", "hlg"] and render.crf == 20
     assert render.brackets == "capture"
     path.write_text("processing:\n  render:\n    formats: [h265@huge]\n")
-    with pytest.raises(ConfigError, match="processing.render.formats"):
+    with pytest.raises(ConfigError, match=r"processing\.render\.formats"):
         load_config(path)
