@@ -84,12 +84,17 @@ def render(
         list[str],
         typer.Option(
             "--format",
-            help="h265 (Main10), h264 (web preview, written as OUT.preview.mp4 beside an "
-            "h265), frames (processed frames in OUT.frames/). Repeat or comma-separate.",
+            help="FORMAT[@SIZE], all from one pass: h265 (Main10), h264 (web preview, "
+            "OUT.preview.mp4 beside another video), frames (OUT.frames/), hlg (HDR: BT.2100 "
+            "HLG, OUT.hlg.mp4 beside an h265); e.g. h265@2160p,h264@720p. Repeat or "
+            "comma-separate.",
         ),
     ] = _RENDER_DEFAULTS["formats"],
     size: Annotated[
-        str | None, typer.Option(help="2160p, 1080p, 720p or WxH; default: the source's size.")
+        str | None,
+        typer.Option(
+            help="2160p, 1080p, 720p or WxH for outputs without @SIZE; default: the source's."
+        ),
     ] = _RENDER_DEFAULTS["size"],
     fps: Annotated[float, typer.Option(help="Frames per second of the video.")] = _RENDER_DEFAULTS[
         "fps"
@@ -128,7 +133,11 @@ def render(
     ] = _RENDER_DEFAULTS["lens_profile"],
     brackets: Annotated[
         str | None,
-        typer.Option(help="Fuse HDR bracket sets of N frames, or 'auto' from the EXIF exposures."),
+        typer.Option(
+            help="capture: fuse the bracket sets the capture recorded in EXIF (a folder "
+            "without them renders frame by frame); auto: also from the EXIF exposures' "
+            "pattern; N: sets of N frames; off."
+        ),
     ] = _RENDER_DEFAULTS["brackets"],
     focus_stack: Annotated[
         int | None, typer.Option(help="Fuse focus stacks of N frames by local contrast.", min=2)
