@@ -113,6 +113,19 @@ def merge_radiance(frames: Sequence[np.ndarray], exposures: Sequence[float]) -> 
     return cv2.divide(num, cv2.merge([den, den, den]))
 
 
+def relative_exposures(evs: Sequence[float | None], reference: int) -> list[float]:
+    """Each frame's exposure relative to frame ``reference``, ``2 ** (ev - ev_reference)``,
+    from their log2 exposures (`skylapse.processing.deflicker.exposure_ev`; None: unknown).
+    A single frame needs none (``[1.0]``); a set with an unknown exposure cannot be merged
+    into light (ValueError)."""
+    if len(evs) == 1:
+        return [1.0]
+    known = [ev for ev in evs if ev is not None]
+    if len(known) != len(evs):
+        raise ValueError("a bracket set's frames need their EXIF exposure times to merge")
+    return [2.0 ** (ev - known[reference]) for ev in known]
+
+
 def hlg_peak(highlights: Sequence[float]) -> float:
     """The linear level (in the SDR white's units) that becomes the HLG peak ``E = 1``.
 

@@ -227,8 +227,9 @@ def render(
     summary.source_size = size
     shots = group_shots(frames, options)
     outputs = OutputPlan.for_output(out, options, size)
-    if outputs.needs_hdr:
-        _check_exposures(shots, frames)
+    if outputs.needs_hdr:  # every bracket set's exposures known, before anything is written
+        for shot in shots:
+            _relative_exposures(shot, frames)
 
     with ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="decode") as pool:
         run = _RenderRun(frames, size, options, pool, summary, progress, outputs)
@@ -241,26 +242,13 @@ def render(
     return summary
 
 
-def _check_exposures(shots: list[list[int]], frames: Sequence[sources.FrameInfo]) -> None:
-    """HLG merges a bracket set by its frames' exposures: every one must be known."""
-    for shot in shots:
-        if len(shot) > 1 and any(_frame_ev(frames[i]) is None for i in shot):
-            missing = next(frames[i].path for i in shot if _frame_ev(frames[i]) is None)
-            raise RenderError(
-                f"--format hlg merges bracket sets by their exposures, and {missing} has no "
-                "EXIF exposure time"
-            )
-
-
 def _relative_exposures(shot: Sequence[int], frames: Sequence[sources.FrameInfo]) -> list[float]:
-    """Each frame's exposure relative to the shot's reference frame (1.0 for a single frame)."""
-    if len(shot) == 1:
-        return [1.0]
-    ref = _frame_ev(frames[_reference_index(shot, frames)])
-    evs = [_frame_ev(frames[i]) for i in shot]
-    if ref is None or any(ev is None for ev in evs):
-        raise RenderError("a bracket set without EXIF exposures cannot be merged into light")
-    return [2.0 ** (ev - ref) for ev in evs if ev is not None]
+    """Each frame's exposure relative to the shot's reference frame (`hdr.relative_exposures`)."""
+    reference = shot.index(_reference_index(shot, frames)) if len(shot) > 1 else 0
+    try:
+        return hdr.relative_exposures([_frame_ev(frames[i]) for i in shot], reference)
+    except ValueError as exc:
+        raise RenderError(f"--format hlg: {frames[shot[0]].path}: {exc}") from None
 
 
 def _sequence_size(frames: Sequence[sources.FrameInfo]) -> tuple[int, int]:
@@ -518,30 +506,20 @@ class _RenderRun:
     def _denoise(
         self, denoisers: list[denoise.Denoiser], shot: _Shot | None
     ) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
-        """Push a processed shot's branches through their denoisers (``None``: flush at the
-        end); the shots released, each as its (SDR, HLG) pair. Both denoisers see the same
-        shots, so they release in step."""
-        branches = (shot.sdr, shot.hlg) if shot is not None else (None, None)
+        """A processed shot's branches through their denoisers (``None``: flush them at the
+        end); the shots released, as (SDR, HLG) pairs. Both see the same shots: in step."""
         released: list[list[np.ndarray] | None] = []
         with self.clock("denoise"):
-            for denoiser, frame, wanted in zip(
-                denoisers, branches, (self.outputs.needs_sdr, self.outputs.needs_hdr), strict=True
-            ):
-                if not wanted:
+            frames = (shot.sdr, shot.hlg) if shot else (None, None)
+            wanted = (self.outputs.needs_sdr, self.outputs.needs_hdr)
+            for denoiser, frame, used in zip(denoisers, frames, wanted, strict=True):
+                if not used:
                     released.append(None)
-                elif shot is None:
-                    released.append(denoiser.flush())
                 else:
-                    assert frame is not None
-                    released.append(denoiser.push(frame))
-        count = max(len(r) for r in released if r is not None)
-        return [
-            (
-                released[0][k] if released[0] is not None else None,
-                released[1][k] if released[1] is not None else None,
-            )
-            for k in range(count)
-        ]
+                    released.append(denoiser.push(frame) if frame is not None else denoiser.flush())
+        sdr, hlg = released
+        count = len(sdr if sdr is not None else hlg or [])
+        return [(sdr[k] if sdr else None, hlg[k] if hlg else None) for k in range(count)]
 
     def _read_shot(self, plan: _Plan, n: int) -> _DecodedShot:
         """Shot ``n``'s decoded frames, or the (path, reason) of the one that failed."""
