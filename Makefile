@@ -76,6 +76,7 @@ lock: | $(UV)
 
 bench: $(BIN)/skylapse system-deps
 	$(BIN)/python bench/render_bench.py
+	$(BIN)/python bench/outputs_bench.py
 	$(BIN)/python bench/fusion_bench.py
 	$(BIN)/python bench/transfer_bench.py
 	$(BIN)/python bench/exposure_bench.py

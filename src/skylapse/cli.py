@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -18,8 +19,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-if TYPE_CHECKING:
-    from skylapse.processing.render import RenderSummary
+from skylapse.processing.options import RenderOptions
+from skylapse.processing.render import RenderError, RenderSummary
+from skylapse.processing.render import render as run_render
 
 app = typer.Typer(
     name="skylapse",
@@ -30,7 +32,8 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 
-OUTPUT_FORMATS = ("h265", "h264", "frames")
+#: `skylapse render`'s defaults: the render's own (`skylapse.processing.options`), as text.
+_RENDER_DEFAULTS = RenderOptions().model_dump(mode="json")
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -39,29 +42,14 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _parse_formats(values: list[str]) -> tuple[str, ...]:
-    formats: list[str] = []
-    for value in values:
-        for name in filter(None, (v.strip().lower() for v in value.split(","))):
-            if name not in OUTPUT_FORMATS:
-                raise typer.BadParameter(
-                    f"{name!r} is not one of {', '.join(OUTPUT_FORMATS)}", param_hint="--format"
-                )
-            if name not in formats:
-                formats.append(name)
-    return tuple(formats) or ("h265",)
-
-
-def _parse_brackets(value: str | None) -> int | str | None:
-    if value is None:
-        return None
-    if value.lower() == "auto":
-        return "auto"
-    if value.isdigit() and int(value) >= 2:
-        return int(value)
-    raise typer.BadParameter(
-        "expected a bracket count of 2 or more, or 'auto'", param_hint="--brackets"
-    )
+def bad_parameter(exc: ValidationError, flags: dict[str, str] | None = None) -> typer.BadParameter:
+    """The first error of a validation as typer's usage error, naming the flag (``--name`` for
+    the field ``name``, unless ``flags`` names it otherwise)."""
+    error = exc.errors()[0]
+    field = str(error["loc"][0]) if error["loc"] else ""
+    flag = (flags or {}).get(field, "--" + field.replace("_", "-"))
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return typer.BadParameter(message, param_hint=flag)
 
 
 class _RichProgress:
@@ -96,88 +84,98 @@ def render(
         list[str],
         typer.Option(
             "--format",
-            help="h265 (Main10, the default), h264 (web preview, written as OUT.preview.mp4 "
-            "beside an h265), frames (processed frames in OUT.frames/). Repeat or comma-separate.",
+            help="FORMAT[@SIZE], all from one pass: h265 (Main10), h264 (web preview, "
+            "OUT.preview.mp4 beside another video), frames (OUT.frames/), hlg (HDR: BT.2100 "
+            "HLG, OUT.hlg.mp4 beside an h265); e.g. h265@2160p,h264@720p. Repeat or "
+            "comma-separate.",
         ),
-    ] = ["h265"],  # noqa: B006 - typer reads the default, it is never mutated
+    ] = _RENDER_DEFAULTS["formats"],
     size: Annotated[
-        str | None, typer.Option(help="2160p, 1080p, 720p or WxH; default: the source's size.")
-    ] = None,
-    fps: Annotated[float, typer.Option(help="Frames per second of the video.")] = 24.0,
+        str | None,
+        typer.Option(
+            help="2160p, 1080p, 720p or WxH for outputs without @SIZE; default: the source's."
+        ),
+    ] = _RENDER_DEFAULTS["size"],
+    fps: Annotated[float, typer.Option(help="Frames per second of the video.")] = _RENDER_DEFAULTS[
+        "fps"
+    ],
     crf: Annotated[
         int | None,
         typer.Option(help="Encoder quality (lower is better); default 28 H.265, 23 H.264."),
-    ] = None,
-    preset: Annotated[str, typer.Option(help="Encoder preset, ultrafast .. veryslow.")] = "medium",
+    ] = _RENDER_DEFAULTS["crf"],
+    preset: Annotated[
+        str, typer.Option(help="Encoder preset, ultrafast .. veryslow.")
+    ] = _RENDER_DEFAULTS["preset"],
     deflicker: Annotated[
         bool, typer.Option(help="Remove exposure flicker, keeping real trends like a sunset.")
-    ] = True,
+    ] = _RENDER_DEFAULTS["deflicker"],
     stabilize: Annotated[
         str,
         typer.Option(help="tripod: lock the scene in place; smooth: keep pans, remove shake; off."),
-    ] = "tripod",
+    ] = _RENDER_DEFAULTS["stabilize"],
     smooth: Annotated[
         bool, typer.Option("--smooth", help="Same as --stabilize smooth (for pans and sliders).")
     ] = False,
     denoise: Annotated[
         str, typer.Option(help="temporal (motion-adaptive, default), spatial or off.")
-    ] = "temporal",
+    ] = _RENDER_DEFAULTS["denoise"],
     white_balance: Annotated[
         str | None, typer.Option(help="gray-world, or a colour temperature such as 5600K.")
-    ] = None,
-    contrast: Annotated[float, typer.Option(help="Contrast, 1.0 leaves it as shot.")] = 1.0,
-    saturation: Annotated[float, typer.Option(help="Saturation, 1.0 leaves it as shot.")] = 1.0,
+    ] = _RENDER_DEFAULTS["white_balance"],
+    contrast: Annotated[
+        float, typer.Option(help="Contrast, 1.0 leaves it as shot.")
+    ] = _RENDER_DEFAULTS["contrast"],
+    saturation: Annotated[
+        float, typer.Option(help="Saturation, 1.0 leaves it as shot.")
+    ] = _RENDER_DEFAULTS["saturation"],
     lens_profile: Annotated[
         Path | None, typer.Option(help="YAML lens profile: distortion and vignetting to correct.")
-    ] = None,
+    ] = _RENDER_DEFAULTS["lens_profile"],
     brackets: Annotated[
         str | None,
-        typer.Option(help="Fuse HDR bracket sets of N frames, or 'auto' from the EXIF exposures."),
-    ] = None,
+        typer.Option(
+            help="capture: fuse the bracket sets the capture recorded in EXIF (a folder "
+            "without them renders frame by frame); auto: also from the EXIF exposures' "
+            "pattern; N: sets of N frames; off."
+        ),
+    ] = _RENDER_DEFAULTS["brackets"],
     focus_stack: Annotated[
         int | None, typer.Option(help="Fuse focus stacks of N frames by local contrast.", min=2)
-    ] = None,
+    ] = _RENDER_DEFAULTS["focus_stack"],
     frames_format: Annotated[
         str, typer.Option(help="png (16-bit) or jpg for --format frames.")
-    ] = "png",
+    ] = _RENDER_DEFAULTS["frames_format"],
     keogram: Annotated[
         bool, typer.Option(help="Write OUT.keogram.png (a column per frame).")
-    ] = True,
-    contact_sheet: Annotated[bool, typer.Option(help="Write OUT.contact.png.")] = True,
+    ] = _RENDER_DEFAULTS["keogram"],
+    contact_sheet: Annotated[bool, typer.Option(help="Write OUT.contact.png.")] = _RENDER_DEFAULTS[
+        "contact_sheet"
+    ],
 ) -> None:
     """Render a folder of frames into a deflickered, stabilized timelapse."""
-    from skylapse.processing.render import RenderError, RenderOptions
-    from skylapse.processing.render import render as run_render
-
-    choices = {
-        "--stabilize": (stabilize, ("tripod", "smooth", "off")),
-        "--denoise": (denoise, ("temporal", "spatial", "off")),
-        "--frames-format": (frames_format, ("png", "jpg")),
+    given = {
+        "formats": format,
+        "size": size,
+        "fps": fps,
+        "crf": crf,
+        "preset": preset,
+        "deflicker": deflicker,
+        "stabilize": "smooth" if smooth else stabilize,
+        "denoise": denoise,
+        "white_balance": white_balance,
+        "contrast": contrast,
+        "saturation": saturation,
+        "lens_profile": lens_profile,
+        "brackets": brackets,
+        "focus_stack": focus_stack,
+        "frames_format": frames_format,
+        "keogram": keogram,
+        "contact_sheet": contact_sheet,
     }
-    for flag, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise typer.BadParameter(
-                f"{value!r} is not one of {', '.join(allowed)}", param_hint=flag
-            )
-    options = RenderOptions(
-        formats=_parse_formats(format),  # type: ignore[arg-type]
-        size=size,
-        fps=fps,
-        crf=crf,
-        preset=preset,
-        deflicker=deflicker,
-        stabilize="smooth" if smooth else stabilize,  # type: ignore[arg-type]
-        denoise=denoise,  # type: ignore[arg-type]
-        white_balance=white_balance,
-        contrast=contrast,
-        saturation=saturation,
-        lens_profile=lens_profile,
-        brackets=_parse_brackets(brackets),  # type: ignore[arg-type]
-        focus_stack=focus_stack,
-        frames_format=frames_format,  # type: ignore[arg-type]
-        keogram=keogram,
-        contact_sheet=contact_sheet,
-    )
+    try:
+        options = RenderOptions.model_validate(given)
+    except ValidationError as exc:
+        raise bad_parameter(exc, {"formats": "--format"}) from None
     try:
         with _progress_bar() as bar:
             summary = run_render(src, output, options, progress=_RichProgress(bar))

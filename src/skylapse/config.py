@@ -57,6 +57,7 @@ from pydantic import (
 )
 
 from skylapse.names import Hostname, Name, SshUser
+from skylapse.processing.options import RenderOptions
 
 DEFAULT_CONFIG_RESOURCE = "data/skylapse.yaml"
 
@@ -549,6 +550,11 @@ class ProcessingConfig(_Section):
         gt=0,
         le=7 * 24 * 60,
         description="render a sequence once no frame came for this long; null = never",
+    )
+    render: RenderOptions = Field(
+        default_factory=RenderOptions,
+        description="options of the renders queued once a sequence's frames stop coming "
+        "(render_after_min); the names of `skylapse render`'s flags",
     )
     job_poll_s: float = Field(0.5, gt=0, le=60, description="job-event polling interval")
     disk_warn_pct: float = Field(90.0, gt=0, le=100, description="health degraded above this")

@@ -21,6 +21,7 @@ from skylapse.api.processing.settings import PROCESSING_METRICS
 from skylapse.api.server import ServerThread
 from skylapse.catalog import JOB_STATES
 from skylapse.metrics import METRICS, ServiceMetrics, UptimeTracker
+from skylapse.processing.options import RenderOptions
 from skylapse.testing import SequenceSpec, generate_sequence
 from tests_support import commit_frames_to_inbox, wait_for
 
@@ -190,6 +191,10 @@ def test_invalid_render_requests_are_422_naming_the_field(client):
         "options.white_balance"
     }
     assert fields_of(post({"sequence_id": 1, "options": {"formats": []}})) == {"options.formats"}
+    for formats in (["gif"], ["h265@huge"], ["h265@16384x16384"], ["h264@hd", "h264@720p"]):
+        body = {"sequence_id": 1, "options": {"formats": formats}}
+        fields = fields_of(post(body))  # the list, or the item: options.formats.0
+        assert fields and all(f.startswith("options.formats") for f in fields), formats
     assert fields_of(post({"sequence_id": 1, "surprise": True})) == {"surprise"}
     assert fields_of(post({"sequence_id": 1})) == {"sequence_id"}  # no such sequence
     bad_json = client.post(
@@ -306,6 +311,24 @@ def test_websocket_streams_progress_of_a_real_render(rendered):
     done = [e["job"] for e in events if e["type"] == "job" and e["job"]["state"] == "done"][-1]
     assert done["progress"] == 1.0 and done["result"]["frames"] == FRAMES
     assert done["correlation_id"] == "req-render-1"  # carried from the request into the job
+
+
+def test_a_render_job_fuses_the_captures_bracket_sets_unless_told_otherwise(rendered):
+    options = rendered["job"]["params"]["options"]
+    assert options["brackets"] == "capture"  # the default: FAST does not name it
+    assert options["formats"] == ["h265", "h264"]
+
+
+def test_automatic_renders_use_the_configured_options(tmp_path):
+    generate_sequence(tmp_path / "gen", SequenceSpec(frames=3, size=(64, 36), seed=4))
+    commit_frames_to_inbox(tmp_path / "gen", tmp_path / "data" / "inbox" / "peak-1")
+    configured = RenderOptions(formats="h265@2160p,h264@720p,hlg", crf=20, denoise="spatial")
+    app = create_processing_app(
+        settings(tmp_path / "data", ingest_every_s=0.1, render_after_min=0, render=configured)
+    )
+    with TestClient(app) as client:
+        jobs = wait_for(lambda: client.get("/jobs", headers=AUTH).json(), what="the render")
+    assert RenderOptions.model_validate(jobs[0]["params"]["options"]) == configured
 
 
 def test_jobs_list_get_cancel_retry(rendered):

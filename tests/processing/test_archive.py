@@ -14,9 +14,10 @@ import pytest
 from test_jobs import ingest_sequence, run_consumer, wait_for
 
 from skylapse.processing.archive import Archive, ArchiveConfig, sha256_file
-from skylapse.processing.jobs import JobService, RenderJobOptions
+from skylapse.processing.jobs import JobService
+from skylapse.processing.options import RenderOptions
 
-FAST = RenderJobOptions(formats=["h264"], preset="ultrafast", denoise="off")
+FAST = RenderOptions(formats=["h264"], preset="ultrafast", denoise="off")
 
 
 def finished_render(archive: Archive, job_id: str, files: dict[str, bytes], seq: int = 1) -> Path:

@@ -12,14 +12,16 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+import redis as redis_client
 
 from servers import running_redis
 from skylapse.processing.ingest import Ingestor
-from skylapse.processing.jobs import JobService, RenderJobOptions, make_huey
+from skylapse.processing.jobs import JobService, make_huey
+from skylapse.processing.options import RenderOptions
 from skylapse.testing import SequenceSpec, generate_sequence
 from tests_support import commit_frames_to_inbox, wait_for
 
-FAST = RenderJobOptions(formats=["h264"], preset="ultrafast", denoise="off")
+FAST = RenderOptions(formats=["h264"], preset="ultrafast", denoise="off")
 
 
 def ingest_sequence(service: JobService, tmp_path: Path, frames: int, station="peak-1") -> int:
@@ -151,6 +153,16 @@ def test_redis_queue_shared_by_two_worker_processes(tmp_path):
             for _ in range(2)
         ]
         try:
+            # Both consumers wait in BRPOP before the jobs go in (huey's RedisStorage blocks by
+            # default), so Redis hands the first two jobs to one each; a worker still importing
+            # when they are queued would leave them all to the other.
+            client = redis_client.Redis.from_url(redis.url)
+            wait_for(
+                lambda: sum(c["cmd"] in ("brpop", "blmove") for c in client.client_list()) == 2,
+                timeout=60,
+                what="both workers waiting for jobs",
+            )
+            client.close()
             jobs = [service.submit_render(s, FAST) for s in seqs]
             wait_for(
                 lambda: all(service.catalog.job(j)["state"] == "done" for j in jobs),

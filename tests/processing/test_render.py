@@ -17,7 +17,8 @@ from skylapse.cli import app
 from skylapse.exif import exif_bytes, with_exif_jpeg
 from skylapse.imaging import srgb
 from skylapse.processing import colour, measure
-from skylapse.processing.render import RenderError, RenderOptions, render
+from skylapse.processing.options import RenderOptions
+from skylapse.processing.render import RenderError, render
 from skylapse.testing import SequenceSpec, SequenceTruth, generate_sequence
 
 runner = CliRunner()
@@ -71,7 +72,9 @@ def tree_digest(folder: Path) -> dict[str, str]:
     }
 
 
-def test_default_render_is_hevc_main10_with_keogram_and_contact_sheet(sequence, tmp_path):
+def test_default_render_is_hevc_main10_and_h264_preview_with_keogram_and_contact_sheet(
+    sequence, tmp_path
+):
     src, _truth = sequence
     before = tree_digest(src)
     out = tmp_path / "out.mp4"
@@ -86,7 +89,14 @@ def test_default_render_is_hevc_main10_with_keogram_and_contact_sheet(sequence, 
     keogram = cv2.imread(str(tmp_path / "out.keogram.png"))
     assert keogram is not None and keogram.shape[1] >= 48
     assert cv2.imread(str(tmp_path / "out.contact.png")) is not None
-    assert set(summary.outputs) == {out, tmp_path / "out.keogram.png", tmp_path / "out.contact.png"}
+    preview = tmp_path / "out.preview.mp4"
+    assert probe(preview)["codec"] == "h264"
+    assert set(summary.outputs) == {
+        out,
+        preview,
+        tmp_path / "out.keogram.png",
+        tmp_path / "out.contact.png",
+    }
     assert {"deflicker", "stabilize", "denoise", "convert h265"} <= set(summary.stage_seconds)
     assert tree_digest(src) == before  # nothing in SRC is modified
 

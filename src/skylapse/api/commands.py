@@ -130,6 +130,7 @@ def serve(
             ingest_every_s=pc.ingest_every_s,
             max_frame_pixels=pc.max_frame_pixels,
             render_after_min=pc.render_after_min,
+            render=pc.render,
             job_poll_s=pc.job_poll_s,
             cors_origins=tuple(cfg.api.cors_origins),
             max_body_bytes=cfg.api.max_body_kb * 1024,

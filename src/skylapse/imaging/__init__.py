@@ -6,6 +6,8 @@
   central log2 luminance that flicker is measured in;
 - :mod:`skylapse.imaging.affine`: 2x3 affine transforms (compose, invert, resized grids);
 - :mod:`skylapse.imaging.pyramid`: Gaussian pyramids and the coordinates of their levels;
+- :mod:`skylapse.imaging.hlg`: the BT.2100 HLG transfer and the BT.709 -> BT.2020 primaries of
+  the HDR video;
 - :mod:`skylapse.imaging.scratch`: per-thread scratch buffers for hot loops.
 
 Pure functions on numpy arrays (the scratch buffer aside), with numpy and OpenCV only: the

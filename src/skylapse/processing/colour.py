@@ -64,6 +64,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from skylapse.imaging import luma, srgb
+from skylapse.processing.options import KELVIN_RANGE
 
 # CIE XYZ to linear sRGB (IEC 61966-2-1:1999).
 XYZ_TO_LINEAR_SRGB = np.array(
@@ -74,7 +75,6 @@ XYZ_TO_LINEAR_SRGB = np.array(
     ],
     dtype=np.float64,
 )
-KELVIN_RANGE = (1667.0, 25000.0)
 MID_GREY = float(srgb.encode(0.18))  # 18 % reflectance, about 0.461 encoded
 #: Largest shadow lift, in encoded units at a third of mid-grey (``shadow_lift = 1``).
 SHADOW_LIFT_MAX = 0.2

@@ -57,7 +57,10 @@ def ingest(
     ] = None,
     config: Annotated[
         Path | None,
-        typer.Option("--config", help="Skylapse YAML config file (processing.max_frame_pixels)."),
+        typer.Option(
+            "--config",
+            help="Skylapse YAML config file (processing.max_frame_pixels, processing.render).",
+        ),
     ] = None,
 ) -> None:
     """Verify arriving frames into the store and catalog; quarantine what fails."""
@@ -67,9 +70,10 @@ def ingest(
     from skylapse.processing.jobs import JobService
 
     try:
-        max_pixels = load_config(config).processing.max_frame_pixels
+        processing = load_config(config).processing
     except ConfigError as exc:
         raise typer.BadParameter(str(exc), param_hint="--config") from None
+    max_pixels = processing.max_frame_pixels
     log.configure()
     align_pillow_pixel_limit(max_pixels)
     data_dir = data or default_data_dir()
@@ -91,7 +95,8 @@ def ingest(
         for where, why in report.refused + report.failed:
             typer.echo(f"{where}: {why}", err=True)
         if render_after is not None:
-            for job in service.close_idle_sequences(timedelta(minutes=render_after)):
+            idle = timedelta(minutes=render_after)
+            for job in service.close_idle_sequences(idle, processing.render):
                 typer.echo(f"queued render job {job}")
         if not watch:
             if report.failed:

@@ -14,7 +14,11 @@ ten_bit=None, background=True)``
     "veryfast". MP4/MOV files get ``+faststart`` (the index before the media data, so a browser
     can start playing while downloading) and HEVC is tagged ``hvc1`` (Apple and browsers refuse
     ``hev1`` in MP4). Colour is tagged BT.709 (primaries, transfer, matrix), limited range, the
-    web's default interpretation of sRGB-encoded video. The video is written to
+    web's default interpretation of sRGB-encoded video. ``codec="hlg"`` is the HDR video: H.265
+    Main10 tagged BT.2100 HLG (``color_primaries=bt2020``, ``color_trc=arib-std-b67``,
+    ``colorspace=bt2020nc``, in the stream's VUI through x265's own parameters and in the
+    MP4's ``colr`` box); its frames are the HLG signal of BT.2020 RGB over 0..65535
+    (:func:`skylapse.imaging.hlg.encode16`), not sRGB. The video is written to
     ``<path>.part`` and renamed into place on success, removed on failure.
     With ``background=True`` the encoder runs in its own thread (x265 and the colour conversion
     release the GIL), so the caller's next frame is processed while this one is encoded; the
@@ -35,7 +39,8 @@ ten_bit=None, background=True)``
 Colour conversion
 -----------------
 RGB -> Y'CbCr is done here with OpenCV rather than by libswscale: one ``cv2.transform`` with
-the BT.709 matrix (ITU-R BT.709-6, table 3) scaled to limited range (Y' 64..940, C 64..960 at
+the BT.709 matrix (ITU-R BT.709-6, table 3; for HLG the BT.2020 non-constant-luminance one,
+ITU-R BT.2020-2 table 4) scaled to limited range (Y' 64..940, C 64..960 at
 10 bits), then 2x2 area-averaged chroma (4:2:0, centre-sited), written straight into a pooled
 ``av.VideoFrame``'s planes. At 1080p this is ~2-3x faster than
 ``VideoFrame.from_ndarray(rgb48le).reformat("yuv420p10le")`` and exact to rounding (swscale's
@@ -46,7 +51,6 @@ from __future__ import annotations
 
 import os
 import queue
-import re
 import secrets
 import threading
 from fractions import Fraction
@@ -60,7 +64,8 @@ import numpy as np
 from av.video.frame import VideoFrame
 from numpy.typing import NDArray
 
-from skylapse.imaging import luma, srgb
+from skylapse.imaging import hlg, luma, srgb
+from skylapse.processing.options import OutputSize, output_size
 
 __all__ = [
     "CODECS",
@@ -71,26 +76,52 @@ __all__ = [
     "write_image",
 ]
 
-# Per codec: encoder name, default crf and preset, pixel format for 8 / 10 bit.
+# Per codec: encoder name, default crf and preset, pixel format for 8 / 10 bit, MP4 tag, colour.
 CODECS: dict[str, dict[str, Any]] = {
-    "h265": {"encoder": "libx265", "crf": 28, "preset": "medium", "ten_bit": True, "tag": "hvc1"},
+    "h265": {
+        "encoder": "libx265",
+        "crf": 28,
+        "preset": "medium",
+        "ten_bit": True,
+        "tag": "hvc1",
+        "colour": "bt709",
+    },
     "h264": {
         "encoder": "libx264",
         "crf": 23,
         "preset": "veryfast",
         "ten_bit": False,
         "tag": "avc1",
+        "colour": "bt709",
+    },
+    "hlg": {
+        "encoder": "libx265",
+        "crf": 28,
+        "preset": "medium",
+        "ten_bit": True,
+        "tag": "hvc1",
+        "colour": "hlg",
     },
 }
 _CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
-_BT709 = 1  # the code point of BT.709 in ISO/IEC 23091-2 for primaries, transfer and matrix
 _LIMITED_RANGE = 1  # AVCOL_RANGE_MPEG
+#: Per colour: the code points (ISO/IEC 23091-2, = ITU-T H.273) of the primaries, transfer and
+#: matrix, the luma weights (kr, kb) of that matrix, and x265's names for the three.
+_COLOURS: dict[str, tuple[tuple[int, int, int], tuple[float, float], str]] = {
+    "bt709": ((1, 1, 1), (luma.KR, luma.KB), "colorprim=bt709:transfer=bt709:colormatrix=bt709"),
+    "hlg": (
+        (9, 18, 9),  # BT.2020 primaries, ARIB STD-B67 (HLG), BT.2020 non-constant luminance
+        (hlg.BT2020_KR, hlg.BT2020_KB),
+        "colorprim=bt2020:transfer=arib-std-b67:colormatrix=bt2020nc",
+    ),
+}
 _POOL_SIZE = 3  # frames in flight: one being filled, one queued, one in the encoder
 
 
-def _ycbcr_matrix(bits: int) -> np.ndarray:
-    """3x4 affine map from 16-bit R'G'B' to limited-range Y'CbCr codes of ``bits`` depth."""
-    kr, kb = luma.KR, luma.KB  # BT.709 luma Y' = kr R' + kg G' + kb B'
+def _ycbcr_matrix(bits: int, weights: tuple[float, float] = (luma.KR, luma.KB)) -> np.ndarray:
+    """3x4 affine map from 16-bit R'G'B' to limited-range Y'CbCr codes of ``bits`` depth, for
+    the luma ``weights`` (kr, kb): Y' = kr R' + kg G' + kb B'."""
+    kr, kb = weights
     kg = 1.0 - kr - kb
     rgb_to_ypbpr = np.array(
         [
@@ -105,7 +136,11 @@ def _ycbcr_matrix(bits: int) -> np.ndarray:
     return np.hstack([rgb_to_ypbpr * scale, offset]).astype(np.float32)
 
 
-_MATRIX = {8: _ycbcr_matrix(8), 10: _ycbcr_matrix(10)}
+_MATRIX = {
+    (colour, bits): _ycbcr_matrix(bits, weights)
+    for colour, (_, weights, _) in _COLOURS.items()
+    for bits in (8, 10)
+}
 
 
 def _plane(
@@ -118,8 +153,11 @@ def _plane(
     return rows[:, : plane.width]
 
 
-def rgb_to_yuv420(rgb: np.ndarray, bits: int = 10, out: VideoFrame | None = None) -> VideoFrame:
-    """Convert a uint16 sRGB RGB frame to a BT.709 limited-range 4:2:0 ``av.VideoFrame``.
+def rgb_to_yuv420(
+    rgb: np.ndarray, bits: int = 10, out: VideoFrame | None = None, colour: str = "bt709"
+) -> VideoFrame:
+    """Convert a uint16 sRGB RGB frame to a BT.709 limited-range 4:2:0 ``av.VideoFrame``
+    (``colour="hlg"``: a uint16 HLG BT.2020 frame with the BT.2020 non-constant matrix).
 
     ``bits`` is 10 (``yuv420p10le``) or 8 (``yuv420p``). ``out`` may be a frame of the right
     size and format to fill (made writable first, so a frame the encoder still references is
@@ -135,7 +173,7 @@ def rgb_to_yuv420(rgb: np.ndarray, bits: int = 10, out: VideoFrame | None = None
         out = VideoFrame(width, height, fmt)
     else:
         out.make_writable()
-    ycc = cv2.transform(rgb, _MATRIX[bits])  # uint16 codes, rounded and saturated
+    ycc = cv2.transform(rgb, _MATRIX[colour, bits])  # uint16 codes, rounded and saturated
     chroma = cv2.resize(ycc, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
     if bits == 8:
         ycc = cv2.convertScaleAbs(ycc)  # codes are already 16..240: a plain narrowing copy
@@ -194,6 +232,10 @@ class VideoEncoder:
         self.size = (width, height)
         self.fps = _fps_fraction(fps)
         self.bits = 10 if (spec["ten_bit"] if ten_bit is None else ten_bit) else 8
+        self.colour: str = spec["colour"]
+        if self.colour == "hlg" and self.bits != 10:
+            raise ValueError("HLG video is 10-bit (H.265 Main10)")
+        (primaries, transfer, matrix), _, x265_colour = _COLOURS[self.colour]
         self.frames_written = 0
         pix_fmt = "yuv420p10le" if self.bits == 10 else "yuv420p"
 
@@ -209,7 +251,9 @@ class VideoEncoder:
             stream.time_base = 1 / self.fps
             context = stream.codec_context
             context.thread_count = 0  # all cores
-            context.color_primaries = context.color_trc = context.colorspace = _BT709
+            context.color_primaries = primaries
+            context.color_trc = transfer
+            context.colorspace = matrix
             context.color_range = _LIMITED_RANGE
             if container_format in ("mp4", "mov"):
                 context.codec_tag = spec["tag"]
@@ -217,8 +261,8 @@ class VideoEncoder:
                 "crf": f"{spec['crf'] if crf is None else crf:g}",
                 "preset": spec["preset"] if preset is None else preset,
             }
-            if codec == "h265":
-                options["x265-params"] = "log-level=error"
+            if spec["encoder"] == "libx265":
+                options["x265-params"] = f"log-level=error:{x265_colour}:range=limited"
             else:
                 options["profile"] = "high10" if self.bits == 10 else "high"
             stream.options = options
@@ -256,7 +300,7 @@ class VideoEncoder:
             frame = srgb.to_uint16(frame)
         pooled = self._free.get()
         try:
-            video_frame = rgb_to_yuv420(frame, self.bits, out=pooled)
+            video_frame = rgb_to_yuv420(frame, self.bits, out=pooled, colour=self.colour)
         except BaseException:
             self._free.put(pooled)
             raise
@@ -420,17 +464,9 @@ class FrameSequenceWriter:
 # ------------------------------------------------------------------------------------------
 # Output size
 
-_HEIGHT_RE = re.compile(r"^(\d+)p$")
-_WXH_RE = re.compile(r"^(\d+)\s*[x×]\s*(\d+)$")
-_ALIASES = {"4k": "2160p", "uhd": "2160p", "fhd": "1080p", "hd": "720p"}
-
-
-def _even(value: float) -> int:
-    return max(2, 2 * round(value / 2))
-
 
 def parse_size(spec: str | None, source_size: tuple[int, int]) -> tuple[int, int]:
-    """The output ``(width, height)`` for a ``--size`` value.
+    """The output ``(width, height)`` for a ``--size`` value (`OutputSize` parses it).
 
     ``None`` or ``"source"``: the source size, rounded down to even numbers. ``"<N>p"`` (e.g.
     ``"2160p"``, ``"1080p"``, ``"720p"``; aliases ``4k``/``uhd``, ``fhd``, ``hd``): height N and
@@ -442,23 +478,4 @@ def parse_size(spec: str | None, source_size: tuple[int, int]) -> tuple[int, int
     ValueError
         For anything else, with the accepted forms in the message.
     """
-    src_w, src_h = (int(v) for v in source_size)
-    if src_w <= 0 or src_h <= 0:
-        raise ValueError(f"invalid source size {source_size}")
-    if spec is None or spec.strip().lower() in ("", "source"):
-        return max(2, src_w - src_w % 2), max(2, src_h - src_h % 2)
-    text = _ALIASES.get(spec.strip().lower(), spec.strip().lower())
-    if match := _HEIGHT_RE.match(text):
-        height = int(match.group(1))
-        if height < 2 or height % 2:
-            raise ValueError(f"output height must be even and at least 2, got {spec!r}")
-        return _even(height * src_w / src_h), height
-    if match := _WXH_RE.match(text):
-        width, height = int(match.group(1)), int(match.group(2))
-        if width < 2 or height < 2 or width % 2 or height % 2:
-            raise ValueError(f"output size must have even width and height, got {spec!r}")
-        return width, height
-    raise ValueError(
-        f"unrecognised size {spec!r}: use '2160p', '1080p', '720p' (or any '<N>p'), "
-        "'WIDTHxHEIGHT' such as '1920x1080', or leave it out for the source size"
-    )
+    return output_size(None if spec is None else OutputSize.parse(spec), source_size)

@@ -45,6 +45,12 @@ from numpy.typing import NDArray
 from skylapse.imaging.srgb import MAX16
 from skylapse.processing.ecc_align import apply_warp, ecc_warp, working_level
 
+#: The largest shift between the frames of one bracket set that is believed, as a fraction of
+#: the frame's larger side: a set is shot within a second from a fixed station, so a larger
+#: estimate is ECC lost on too little detail (an underexposed frame that is black but for a
+#: smooth sky), and the frame is left where it was taken.
+MAX_BRACKET_SHIFT = 0.02
+
 # ---------------------------------------------------------------------------------------------
 # Grouping
 
@@ -193,6 +199,8 @@ def estimate_bracket_warps(
     pyramid down to ``level`` (``None``: the coarsest level at least 256 px high, level 2 for
     1080p, where it is accurate to ~0.05 px in ~50 ms).
 
+    A shift beyond :data:`MAX_BRACKET_SHIFT` of the frame is not believed (identity instead).
+
     Returns one 2x3 warp per frame (identity for the reference), in the convention of
     ``ecc_align.ecc_warp``: a frame that is the reference shifted by (dx, dy) gets a
     translation column of (dx, dy).
@@ -214,6 +222,8 @@ def estimate_bracket_warps(
         matched = _match_tones(g, ref, both)
         w = ecc_warp(ref, matched, motion=motion, template_mask=both, image_mask=masks[i])
         w[:, 2] *= scale
+        if np.hypot(*w[:, 2]) > MAX_BRACKET_SHIFT * max(frames[0].shape[:2]):
+            w = np.eye(2, 3)
         warps.append(w)
     return warps
 

@@ -29,59 +29,33 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from huey import Huey, RedisHuey, SqliteHuey
 from huey.consumer import Consumer
-from pydantic import BaseModel, ConfigDict, Field
 
 from skylapse.catalog import ProcessingCatalog
 from skylapse.log import correlation_id, get_logger
 from skylapse.processing.archive import ArchiveConfig
 from skylapse.processing.backup import BackupConfig
+from skylapse.processing.options import RenderOptions
 
 if TYPE_CHECKING:
     from huey.api import Task
 
-    from skylapse.processing.render import RenderOptions
-
 log = get_logger(__name__)
 
 QUEUE_URL_ENV = "SKYLAPSE_QUEUE_URL"
+DATA_DIR_ENV = "SKYLAPSE_DATA_DIR"
+
+#: What a render job may ask for: the render's own options (the name the API still uses).
+RenderJobOptions = RenderOptions
 
 
-OutputFormat = Literal[
-    "h265", "h264", "frames"
-]  # as in skylapse.processing.render, which loads late
-_DEFAULT_FORMATS: tuple[OutputFormat, ...] = ("h265", "h264")
-
-
-class RenderJobOptions(BaseModel):
-    """What a render job may ask for; the same names as `skylapse render`'s flags."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    # H.265 for keeping, an H.264 preview that every browser plays (the dashboard's gallery).
-    formats: list[OutputFormat] = Field(default_factory=lambda: list(_DEFAULT_FORMATS))
-    size: str | None = None
-    fps: float = Field(24.0, gt=0, le=240)
-    crf: int | None = Field(None, ge=0, le=51)
-    preset: str = "medium"
-    deflicker: bool = True
-    stabilize: Literal["tripod", "smooth", "off"] = "tripod"
-    denoise: Literal["temporal", "spatial", "off"] = "temporal"
-    white_balance: str | None = None
-    contrast: float = Field(1.0, gt=0, le=4)
-    saturation: float = Field(1.0, ge=0, le=4)
-    brackets: int | Literal["auto"] | None = None
-    focus_stack: int | None = Field(None, ge=2)
-
-    def to_render_options(self) -> RenderOptions:
-        from skylapse.processing.render import RenderOptions
-
-        values = self.model_dump()
-        values["formats"] = tuple(values["formats"])
-        return RenderOptions(**values)
+def default_data_dir() -> Path:
+    """The processing data folder when none is given: ``$SKYLAPSE_DATA_DIR``, else
+    ``./skylapse-data``."""
+    return Path(os.environ.get(DATA_DIR_ENV, "skylapse-data"))
 
 
 class JobCancelled(Exception):
@@ -166,7 +140,7 @@ class JobService:
     def submit_render(
         self,
         sequence_id: int,
-        options: RenderJobOptions | None = None,
+        options: RenderOptions | None = None,
         *,
         phase: str | None = None,
         correlation: str | None = None,
@@ -176,7 +150,7 @@ class JobService:
         params = {
             "sequence_id": sequence_id,
             "phase": phase,
-            "options": (options or RenderJobOptions()).model_dump(),
+            "options": (options or RenderOptions()).model_dump(mode="json"),
         }
         return self.submit("render", params, correlation=correlation)
 
@@ -197,7 +171,7 @@ class JobService:
         return self._require(job_id)
 
     def close_idle_sequences(
-        self, idle: timedelta, options: RenderJobOptions | None = None, now: datetime | None = None
+        self, idle: timedelta, options: RenderOptions | None = None, now: datetime | None = None
     ) -> list[str]:
         """Close sequences that received no frame for ``idle`` and queue their render.
 
@@ -327,7 +301,7 @@ def _run_render(service: JobService, job_id: str, params: dict[str, Any]) -> dic
             os.symlink(src.resolve(), work / "frames" / f"{i:06d}{src.suffix.lower()}")
         out_dir = service.timelapses / f"{params['sequence_id']}-{job_id}"
         out_dir.mkdir(parents=True, exist_ok=True)
-        options = RenderJobOptions(**params["options"]).to_render_options()
+        options = RenderOptions.model_validate(params["options"])
         summary = render(
             work / "frames", out_dir / "timelapse.mp4", options, progress=service._progress(job_id)
         )

@@ -13,6 +13,14 @@ twice and never holds it in memory:
    lift, contrast and dehaze), temporally denoised over a window of neighbours, colour-adjusted,
    and handed to the encoders, each on its own thread behind a bounded queue.
 
+Every output (`skylapse.processing.outputs`: ``--format h265@2160p,h264@720p,...``) is fed from
+that one pass: the frames are processed once at the largest size asked for and each output is
+scaled from the same processed frame. The SDR outputs take the fused, sRGB-encoded frames; an
+HLG output (``hlg``) takes a second branch of the same shot built from scene-linear light
+(`skylapse.processing.hdr`: bracket sets merged into radiance, the same deflicker gains, the
+sequence's HLG peak chosen at the end of the analysis pass), warped and denoised like the first.
+The recorded tone is an SDR grade: the HLG branch keeps the scene's light as it was.
+
 A shot is what becomes one output frame: one frame, or one bracket / focus set.
 """
 
@@ -27,7 +35,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import cv2
 import numpy as np
@@ -38,55 +46,31 @@ from skylapse.processing import (
     colour,
     deflicker,
     denoise,
-    encode,
     exposure_fusion,
     focus_stack,
+    hdr,
     lens,
     previews,
     sources,
     stabilize,
 )
-from skylapse.processing.streaming import SinkThread, prefetch
-
-OutputFormat = Literal["h265", "h264", "frames"]
-StabilizeMode = Literal["tripod", "smooth", "off"]
-DenoiseMode = Literal["temporal", "spatial", "off"]
+from skylapse.processing.options import RenderOptions
+from skylapse.processing.outputs import OutputPlan, open_sinks
+from skylapse.processing.streaming import prefetch
 
 #: Reduction of the analysis pass: 1/2 keeps registration sub-pixel at full resolution.
 ANALYSIS_SCALE = 2
 #: Shots decoded ahead of the one being processed: enough to keep both decode threads busy,
 #: few enough that full-resolution frames waiting in line stay out of the memory budget.
 PREFETCH_DEPTH = 2
+#: Threads decoding frames (both passes).
+DECODE_THREADS = 2
 
 ProgressCallback = Callable[[str, int, int], None]
 
 
 class RenderError(Exception):
     """A render that cannot start or finish: empty source, unwritable output, bad options."""
-
-
-@dataclass(frozen=True)
-class RenderOptions:
-    """Everything `skylapse render` can be told. Defaults are the recommended render."""
-
-    formats: tuple[OutputFormat, ...] = ("h265",)
-    size: str | None = None
-    fps: float = 24.0
-    crf: int | None = None
-    preset: str = "medium"
-    deflicker: bool = True
-    stabilize: StabilizeMode = "tripod"
-    denoise: DenoiseMode = "temporal"
-    white_balance: str | None = None  # "gray-world" or a colour temperature in kelvin
-    contrast: float = 1.0
-    saturation: float = 1.0
-    lens_profile: Path | None = None
-    brackets: int | Literal["auto"] | None = None
-    focus_stack: int | None = None
-    frames_format: Literal["png", "jpg"] = "png"
-    keogram: bool = True
-    contact_sheet: bool = True
-    decode_threads: int = 2
 
 
 @dataclass
@@ -108,36 +92,6 @@ class RenderSummary:
         return self.shots_rendered / self.wall_seconds if self.wall_seconds else 0.0
 
 
-@dataclass(frozen=True)
-class OutputPaths:
-    """Where each output goes, derived from ``-o OUT``."""
-
-    videos: dict[str, Path]
-    frames_dir: Path | None
-    keogram: Path | None
-    contact_sheet: Path | None
-
-    @classmethod
-    def for_output(cls, out: Path, options: RenderOptions) -> OutputPaths:
-        stem = out.with_suffix("") if out.suffix else out
-        videos: dict[str, Path] = {}
-        if "h265" in options.formats:
-            videos["h265"] = out if out.suffix else out.with_suffix(".mp4")
-        if "h264" in options.formats:
-            videos["h264"] = (
-                stem.with_name(stem.name + ".preview.mp4") if videos else out.with_suffix(".mp4")
-            )
-        frames_dir = stem.with_name(stem.name + ".frames") if "frames" in options.formats else None
-        return cls(
-            videos=videos,
-            frames_dir=frames_dir,
-            keogram=stem.with_name(stem.name + ".keogram.png") if options.keogram else None,
-            contact_sheet=stem.with_name(stem.name + ".contact.png")
-            if options.contact_sheet
-            else None,
-        )
-
-
 class _StageClock:
     """Accumulates seconds per stage into the summary."""
 
@@ -154,12 +108,19 @@ class _StageClock:
 
 
 def group_shots(frames: Sequence[sources.FrameInfo], options: RenderOptions) -> list[list[int]]:
-    """Split the ordered frames into shots: single frames, bracket sets or focus sets."""
-    if options.brackets is not None and options.focus_stack is not None:
+    """Split the ordered frames into shots: single frames, bracket sets or focus sets.
+
+    ``brackets="capture"`` (the default) fuses the sets the capture recorded and leaves every
+    other frame single; with ``focus_stack`` it gives way to the focus stacks (any other
+    ``brackets`` with ``focus_stack`` is an error).
+    """
+    if options.brackets not in (None, "capture") and options.focus_stack is not None:
         raise RenderError("--brackets and --focus-stack cannot be combined")
     if options.focus_stack is not None:
         n = options.focus_stack
         return [list(range(i, min(i + n, len(frames)))) for i in range(0, len(frames), n)]
+    if options.brackets == "capture":
+        return capture_bracket_sets(frames) or [[i] for i in range(len(frames))]
     if options.brackets is not None:
         if options.brackets == "auto":
             recorded = capture_bracket_sets(frames)
@@ -268,13 +229,11 @@ def render(
     """
     options = options or RenderOptions()
     out = Path(out)
-    report = progress or (lambda stage, done, total: None)
     t_start = time.perf_counter()
     summary = RenderSummary()
-    clock = _StageClock(summary.stage_seconds)
 
     _check_output(out)
-    with clock("discover"):
+    with _StageClock(summary.stage_seconds)("discover"):
         try:
             frames, skipped = sources.discover_frames(src)
         except (FileNotFoundError, sources.MissingRawSupportError) as exc:
@@ -288,18 +247,29 @@ def render(
     frames = _drop_mismatched(frames, size, summary)
     summary.source_size = size
     shots = group_shots(frames, options)
-    lens_maps = _lens_maps(options.lens_profile, size)
+    outputs = OutputPlan.for_output(out, options, size)
+    if outputs.needs_hdr:  # every bracket set's exposures known, before anything is written
+        for shot in shots:
+            _relative_exposures(shot, frames)
 
-    with ThreadPoolExecutor(
-        max_workers=options.decode_threads, thread_name_prefix="decode"
-    ) as pool:
-        plan = _analyse(frames, shots, size, options, pool, clock, summary, report)
+    with ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="decode") as pool:
+        run = _RenderRun(frames, size, options, pool, summary, progress, outputs)
+        plan = run.analyse(shots)
         if not plan.shots:
             raise RenderError(f"no readable frames in {src}")
-        _render_pass(frames, plan, size, lens_maps, options, out, pool, clock, summary, report)
+        run.render_pass(plan)
 
     summary.wall_seconds = time.perf_counter() - t_start
     return summary
+
+
+def _relative_exposures(shot: Sequence[int], frames: Sequence[sources.FrameInfo]) -> list[float]:
+    """Each frame's exposure relative to the shot's reference frame (`hdr.relative_exposures`)."""
+    reference = shot.index(_reference_index(shot, frames)) if len(shot) > 1 else 0
+    try:
+        return hdr.relative_exposures([_frame_ev(frames[i]) for i in shot], reference)
+    except ValueError as exc:
+        raise RenderError(f"--format hlg: {frames[shot[0]].path}: {exc}") from None
 
 
 def _sequence_size(frames: Sequence[sources.FrameInfo]) -> tuple[int, int]:
@@ -339,222 +309,332 @@ class _Plan:
     gains: np.ndarray
     # the stabilizing transforms (one per shot) and their common crop, None when not stabilizing
     warp: tuple[list[np.ndarray], tuple[int, int, int, int]] | None
+    # the sequence's white balance (linear gains), None to leave the colours as shot
+    white_balance: colour.Gains | None = None
+    # the HLG branch's grade (its peak chosen for the sequence), None without an HLG output
+    hlg: hdr.HlgGrade | None = None
 
 
-def _analyse(
-    frames: list[sources.FrameInfo],
-    shots: list[list[int]],
-    size: tuple[int, int],
-    options: RenderOptions,
-    pool: Executor,
-    clock: _StageClock,
-    summary: RenderSummary,
-    report: ProgressCallback,
-) -> _Plan:
-    w, h = size
-    reduced_size = (w // ANALYSIS_SCALE, h // ANALYSIS_SCALE)
-    analysis = deflicker.DeflickerAnalysis() if options.deflicker else None
-    tracker = (
-        stabilize.MotionTracker(mode=options.stabilize, scale=ANALYSIS_SCALE)
-        if options.stabilize != "off"
-        else None
-    )
-    refs = [_reference_index(shot, frames) for shot in shots]
+@dataclass
+class _Shot:
+    """One processed shot, at the processing size: its SDR frame (uint16 sRGB) and its HLG
+    signal (uint16 BT.2020 HLG), each None when no output needs it."""
 
-    def read_reduced(i: int) -> tuple[int, np.ndarray | None, str | None, float]:
+    sdr: np.ndarray | None
+    hlg: np.ndarray | None
+
+
+#: A decoded shot: its index and frames, or the (path, reason) of the frame that failed, and
+#: the seconds spent decoding.
+_DecodedShot = tuple[int, list[np.ndarray] | tuple[Path, str], float]
+
+
+class _RenderRun:
+    """One render's state: the frames, their size and the output's, the options, the decode
+    pool, the stage clock, the summary being filled and the progress callback.
+
+    `analyse` is pass 1 (a `_Plan`), `render_pass` pass 2 (every output of ``outputs``
+    written); `process_shot` turns one decoded shot into one processed frame per branch.
+    """
+
+    def __init__(
+        self,
+        frames: list[sources.FrameInfo],
+        size: tuple[int, int],
+        options: RenderOptions,
+        pool: Executor,
+        summary: RenderSummary,
+        progress: ProgressCallback | None = None,
+        outputs: OutputPlan | None = None,
+    ):
+        self.frames = frames
+        self.size = size
+        self.options = options
+        self.pool = pool
+        self.summary = summary
+        self.clock = _StageClock(summary.stage_seconds)
+        self.report: ProgressCallback = progress or (lambda stage, done, total: None)
+        self.outputs = outputs or OutputPlan.for_output(Path("render.mp4"), options, size)
+        # Processed at the largest output size (the source's unless asked otherwise): the
+        # stabilizing warp crops the common valid area and scales it to this in one resample.
+        self.out_size = self.outputs.processing_size
+        self.lens_maps = _lens_maps(options.lens_profile, size)
+
+    # -- pass 1 --------------------------------------------------------------------------------
+
+    def analyse(self, shots: list[list[int]]) -> _Plan:
+        """Read every shot's reference frame at reduced size into the deflicker analysis and the
+        motion tracker; shots whose reference cannot be read are skipped."""
+        options, clock, summary = self.options, self.clock, self.summary
+        analysis = deflicker.DeflickerAnalysis() if options.deflicker else None
+        tracker = (
+            stabilize.MotionTracker(mode=options.stabilize, scale=ANALYSIS_SCALE)
+            if options.stabilize != "off"
+            else None
+        )
+        refs = [_reference_index(shot, self.frames) for shot in shots]
+        kept: list[list[int]] = []
+        need_pixels = analysis is not None or tracker is not None
+        for n, (shot, (i, gray, error, seconds)) in enumerate(
+            zip(
+                shots,
+                prefetch(self.pool, self._read_reduced, refs, PREFETCH_DEPTH * 2),
+                strict=True,
+            )
+            if need_pixels
+            else ((shot, (r, None, None, 0.0)) for shot, r in zip(shots, refs, strict=True))
+        ):
+            summary.stage_seconds["decode (analysis)"] += seconds
+            if error is not None:
+                summary.skipped.extend((self.frames[j].path, error) for j in shot)
+                continue
+            kept.append(shot)
+            if analysis is not None and gray is not None:  # None only when not need_pixels
+                with clock("deflicker"):
+                    analysis.add(gray, known_ev=_frame_ev(self.frames[i]))
+            if tracker is not None and gray is not None:
+                with clock("stabilize"):
+                    tracker.add(gray)
+            self.report("analysing", n + 1, len(shots))
+
+        gains = np.ones(len(kept))
+        if analysis is not None and kept:
+            with clock("deflicker"):
+                gains = analysis.gains()
+            log_gains = np.log2(gains)
+            summary.exposure_correction_ev = (float(log_gains.min()), float(log_gains.max()))
+        warp = None
+        if tracker is not None and kept:
+            with clock("stabilize"):
+                transforms = tracker.transforms()
+                warp = (transforms, stabilize.common_crop(transforms, self.size))
+        plan = _Plan(kept, gains, warp)
+        if kept:
+            with clock("colour"):
+                plan.white_balance = self._white_balance_gains(plan)
+        if self.outputs.needs_hdr and kept:
+            with clock("hlg"):
+                plan.hlg = self._hlg_grade(plan)
+        return plan
+
+    def _sample_shots(self, plan: _Plan) -> list[int]:
+        """Up to nine shots spread evenly over the sequence (sequence-wide choices)."""
+        count = min(9, len(plan.shots))
+        return [int(n) for n in np.unique(np.linspace(0, len(plan.shots) - 1, num=count))]
+
+    def _hlg_grade(self, plan: _Plan) -> hdr.HlgGrade:
+        """The HLG branch's grade: the sequence's peak from the highlights of sampled shots
+        (merged at a quarter of the size, after their gains; see `hdr.hlg_peak`), and the
+        white balance's linear gains."""
+        w, h = self.size
+        small = (max(2, w // 4), max(2, h // 4))
+        levels = []
+        for n in self._sample_shots(plan):
+            shot = plan.shots[n]
+            try:
+                images = [
+                    cv2.resize(
+                        sources.fit_to_size(
+                            sources.read_frame(self.frames[i].path, keep_8bit=True), self.size
+                        ),
+                        small,
+                        interpolation=cv2.INTER_AREA,
+                    )
+                    for i in shot
+                ]
+            except (sources.FrameReadError, sources.AspectMismatchError):
+                continue
+            linear = hdr.merge_radiance(images, _relative_exposures(shot, self.frames))
+            levels.append(hdr.highlight_level(linear, float(plan.gains[n])))
+        return hdr.HlgGrade(hdr.hlg_peak(levels), plan.white_balance or (1.0, 1.0, 1.0))
+
+    def _read_reduced(self, i: int) -> tuple[int, np.ndarray | None, str | None, float]:
+        """Frame ``i`` in gray at the analysis scale, or the reason it cannot be read."""
+        w, h = self.size
+        reduced_size = (w // ANALYSIS_SCALE, h // ANALYSIS_SCALE)
         t0 = time.perf_counter()
         try:
-            gray: np.ndarray = sources.read_gray_reduced(frames[i].path, ANALYSIS_SCALE)
+            gray: np.ndarray = sources.read_gray_reduced(self.frames[i].path, ANALYSIS_SCALE)
         except sources.FrameReadError as exc:
             return i, None, str(exc.reason), time.perf_counter() - t0
         if gray.shape[1::-1] != reduced_size:
             gray = cv2.resize(gray, reduced_size, interpolation=cv2.INTER_AREA)
         return i, gray, None, time.perf_counter() - t0
 
-    kept: list[list[int]] = []
-    need_pixels = analysis is not None or tracker is not None
-    for n, (shot, (i, gray, error, seconds)) in enumerate(
-        zip(shots, prefetch(pool, read_reduced, refs, PREFETCH_DEPTH * 2), strict=True)
-        if need_pixels
-        else ((shot, (r, None, None, 0.0)) for shot, r in zip(shots, refs, strict=True))
-    ):
-        summary.stage_seconds["decode (analysis)"] += seconds
-        if error is not None:
-            summary.skipped.extend((frames[j].path, error) for j in shot)
-            continue
-        kept.append(shot)
-        if analysis is not None and gray is not None:  # gray is None only when not need_pixels
-            with clock("deflicker"):
-                analysis.add(gray, known_ev=_frame_ev(frames[i]))
-        if tracker is not None and gray is not None:
-            with clock("stabilize"):
-                tracker.add(gray)
-        report("analysing", n + 1, len(shots))
+    # -- pass 2 --------------------------------------------------------------------------------
 
-    gains = np.ones(len(kept))
-    if analysis is not None and kept:
-        with clock("deflicker"):
-            gains = analysis.gains()
-        log_gains = np.log2(gains)
-        summary.exposure_correction_ev = (float(log_gains.min()), float(log_gains.max()))
-    warp = None
-    if tracker is not None and kept:
-        with clock("stabilize"):
-            transforms = tracker.transforms()
-            warp = (transforms, stabilize.common_crop(transforms, size))
-    return _Plan(kept, gains, warp)
+    def render_pass(self, plan: _Plan) -> None:
+        """Decode, process, denoise, grade and encode every shot of ``plan`` into every output."""
+        clock, summary, outputs = self.clock, self.summary, self.outputs
+        summary.output_size = self.out_size
+        grade = colour.ColourGrade(
+            plan.white_balance or (1.0, 1.0, 1.0), self.options.contrast, self.options.saturation
+        )
+        keogram = previews.KeogramBuilder() if outputs.keogram else None
+        sheet = previews.ContactSheet(len(plan.shots)) if outputs.contact_sheet else None
+        tone = colour.ToneStage(
+            recorded_tones(self.frames, plan.shots), ramp_frames=round(self.options.fps)
+        )
+        denoisers = [denoise.Denoiser(self.options.denoise) for _ in range(2)]
+        emitted = 0
 
+        with ExitStack() as stack:
+            sinks = open_sinks(outputs, self.options, stack, summary.stage_seconds)
+            summary.outputs.extend(output.path for output, _ in sinks)
 
-def _render_pass(
-    frames: list[sources.FrameInfo],
-    plan: _Plan,
-    size: tuple[int, int],
-    lens_maps: lens.LensMaps | None,
-    options: RenderOptions,
-    out: Path,
-    pool: Executor,
-    clock: _StageClock,
-    summary: RenderSummary,
-    report: ProgressCallback,
-) -> None:
-    paths = OutputPaths.for_output(out, options)
-    # The output keeps the source's size (or the one asked for): the stabilizing warp crops the
-    # common valid area and scales it back up in the same resample.
-    out_size = encode.parse_size(options.size, size)
-    summary.output_size = out_size
-    grade = colour.ColourGrade(
-        _white_balance_gains(frames, plan, options) or (1.0, 1.0, 1.0),
-        options.contrast,
-        options.saturation,
-    )
-    tone = colour.ToneStage(recorded_tones(frames, plan.shots), ramp_frames=round(options.fps))
+            def emit(sdr: np.ndarray | None, hlg: np.ndarray | None) -> None:
+                nonlocal emitted
+                if sdr is not None and not grade.is_identity:
+                    with clock("colour"):
+                        sdr = grade.apply(sdr)
+                for output, sink in sinks:
+                    sink.put(hlg if output.hdr else sdr)  # type: ignore[arg-type]
+                # the previews show the SDR frames; without any, the HLG signal as it is (what
+                # an SDR screen makes of HLG: its compatibility is by design)
+                preview = sdr if sdr is not None else hlg
+                with clock("previews"):
+                    if keogram is not None and preview is not None:
+                        keogram.add(preview)
+                    if sheet is not None and preview is not None:
+                        sheet.add(emitted, preview)
+                emitted += 1
+                self.report("rendering", emitted, len(plan.shots))
 
-    def read_shot(n: int) -> tuple[int, list[np.ndarray] | tuple[Path, str], float]:
+            shot_numbers = range(len(plan.shots))
+            for n, images, seconds in prefetch(
+                self.pool, lambda n: self._read_shot(plan, n), shot_numbers, PREFETCH_DEPTH
+            ):
+                summary.stage_seconds["decode"] += seconds
+                if isinstance(images, tuple):
+                    # The file changed since the analysis pass; render on without it.
+                    summary.skipped.append(images)
+                    continue
+                shot = self.process_shot(images, n, plan)
+                if shot.sdr is not None and not tone.is_identity:
+                    with clock("colour"):
+                        shot.sdr = tone.apply(n, shot.sdr)
+                for pair in self._denoise(denoisers, shot):
+                    emit(*pair)
+            for pair in self._denoise(denoisers, None):
+                emit(*pair)
+
+            with clock("encode (wait for the encoders)"):
+                for _, sink in sinks:
+                    sink.close()
+            summary.shots_rendered = emitted
+
+        with clock("previews"):
+            if keogram is not None and outputs.keogram is not None and emitted:
+                previews.write_png(outputs.keogram, srgb.to_uint8(keogram.image()))
+                summary.outputs.append(outputs.keogram)
+            if sheet is not None and outputs.contact_sheet is not None and emitted:
+                previews.write_png(outputs.contact_sheet, srgb.to_uint8(sheet.image()))
+                summary.outputs.append(outputs.contact_sheet)
+
+    def _denoise(
+        self, denoisers: list[denoise.Denoiser], shot: _Shot | None
+    ) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
+        """A processed shot's branches through their denoisers (``None``: flush them at the
+        end); the shots released, as (SDR, HLG) pairs. Both see the same shots: in step."""
+        released: list[list[np.ndarray] | None] = []
+        with self.clock("denoise"):
+            frames = (shot.sdr, shot.hlg) if shot else (None, None)
+            wanted = (self.outputs.needs_sdr, self.outputs.needs_hdr)
+            for denoiser, frame, used in zip(denoisers, frames, wanted, strict=True):
+                if not used:
+                    released.append(None)
+                else:
+                    released.append(denoiser.push(frame) if frame is not None else denoiser.flush())
+        sdr, hlg = released
+        count = len(sdr if sdr is not None else hlg or [])
+        return [(sdr[k] if sdr else None, hlg[k] if hlg else None) for k in range(count)]
+
+    def _read_shot(self, plan: _Plan, n: int) -> _DecodedShot:
         """Shot ``n``'s decoded frames, or the (path, reason) of the one that failed."""
         t0 = time.perf_counter()
         images = []
         for j in plan.shots[n]:
+            path = self.frames[j].path
             try:
-                path = frames[j].path
                 frame = sources.read_frame(path, keep_8bit=True)
-                images.append(sources.fit_to_size(frame, size, path=path))
+                images.append(sources.fit_to_size(frame, self.size, path=path))
             except sources.FrameReadError as exc:
-                return n, (frames[j].path, exc.reason), time.perf_counter() - t0
+                return n, (path, exc.reason), time.perf_counter() - t0
             except sources.AspectMismatchError as exc:
-                return n, (frames[j].path, str(exc)), time.perf_counter() - t0
+                return n, (path, str(exc)), time.perf_counter() - t0
         return n, images, time.perf_counter() - t0
 
-    with ExitStack() as stack:
-        sinks = _open_sinks(paths, out_size, options, stack, summary)
-        keogram = previews.KeogramBuilder() if paths.keogram else None
-        sheet = previews.ContactSheet(len(plan.shots)) if paths.contact_sheet else None
-        denoiser = denoise.Denoiser(options.denoise)
-        emitted = 0
+    def process_shot(self, images: list[np.ndarray], n: int, plan: _Plan) -> _Shot:
+        """Shot ``n``'s frames to one stabilized, gained frame per branch (SDR, HLG).
 
-        def emit(frame: np.ndarray) -> None:
-            nonlocal emitted
-            if not grade.is_identity:
-                with clock("colour"):
-                    frame = grade.apply(frame)
-            for sink in sinks:
-                sink.put(frame)
-            with clock("previews"):
-                if keogram is not None:
-                    keogram.add(frame)
-                if sheet is not None:
-                    sheet.add(emitted, frame)
-            emitted += 1
-            report("rendering", emitted, len(plan.shots))
-
-        for n, images, seconds in prefetch(pool, read_shot, range(len(plan.shots)), PREFETCH_DEPTH):
-            summary.stage_seconds["decode"] += seconds
-            if isinstance(images, tuple):
-                # The file changed since the analysis pass; render on without it.
-                summary.skipped.append(images)
-                continue
-            frame = _process_shot(images, n, plan, size, out_size, lens_maps, options, clock)
-            if not tone.is_identity:
-                with clock("colour"):
-                    frame = tone.apply(n, frame)
-            with clock("denoise"):
-                ready = denoiser.push(frame)
-            for f in ready:
-                emit(f)
-        with clock("denoise"):
-            ready = denoiser.flush()
-        for f in ready:
-            emit(f)
-
-        with clock("encode (wait for the encoders)"):
-            for sink in sinks:
-                sink.close()
-        summary.shots_rendered = emitted
-
-    with clock("previews"):
-        if keogram is not None and paths.keogram is not None and emitted:
-            previews.write_png(paths.keogram, srgb.to_uint8(keogram.image()))
-            summary.outputs.append(paths.keogram)
-        if sheet is not None and paths.contact_sheet is not None and emitted:
-            previews.write_png(paths.contact_sheet, srgb.to_uint8(sheet.image()))
-            summary.outputs.append(paths.contact_sheet)
-
-
-def _process_shot(
-    images: list[np.ndarray],
-    n: int,
-    plan: _Plan,
-    size: tuple[int, int],
-    out_size: tuple[int, int],
-    lens_maps: lens.LensMaps | None,
-    options: RenderOptions,
-    clock: _StageClock,
-) -> np.ndarray:
-    """One shot's frames to one stabilized, gained output frame.
-
-    Takes ownership of ``images`` (emptied here) and works in place where it can, so that no
-    more full-resolution frames are alive at once than the stage at hand needs.
-    """
-    # Frames wait in the prefetch queue as decoded (8-bit JPEGs at half the memory).
-    images[:] = [srgb.to_uint16(image) for image in images]
-    if len(images) > 1:
-        with clock("fusion"):
-            if options.focus_stack is not None:
-                frame = focus_stack.fuse_focus_stack(focus_stack.align_focus_stack(images))
+        Takes ownership of ``images`` (emptied here) and works in place where it can, so that
+        no more full-resolution frames are alive at once than the stage at hand needs.
+        """
+        options, clock = self.options, self.clock
+        # Frames wait in the prefetch queue as decoded (8-bit JPEGs at half the memory).
+        images[:] = [srgb.to_uint16(image) for image in images]
+        if len(images) > 1:
+            with clock("fusion"):
+                if options.focus_stack is not None:
+                    images[:] = [
+                        focus_stack.fuse_focus_stack(focus_stack.align_focus_stack(images))
+                    ]
+                else:
+                    images[:] = exposure_fusion.align_brackets(images)
+        sdr = hlg = None
+        if self.outputs.needs_hdr:
+            hlg = self._geometry(self._hlg_signal(images, n, plan), n, plan)
+        if self.outputs.needs_sdr:
+            if len(images) > 1:
+                with clock("fusion"):
+                    frame = exposure_fusion.fuse_exposures(images)
             else:
-                frame = exposure_fusion.fuse_exposures(exposure_fusion.align_brackets(images))
-    else:
-        frame = images[0]
-    images.clear()
-    if lens_maps is not None:
-        with clock("lens"):
-            frame = lens.correct_lens(frame, lens_maps)
-    if options.deflicker:
-        with clock("deflicker"):
-            frame = deflicker.apply_gain(frame, float(plan.gains[n]), out=frame)
-    with clock("stabilize"):
-        if plan.warp is not None:
-            transforms, crop = plan.warp
-            frame = stabilize.warp_frame(frame, transforms[n], crop, out_size)
-        elif out_size != size:
-            frame = cv2.resize(frame, out_size, interpolation=cv2.INTER_AREA)
-    return frame
+                frame = images[0]
+            images.clear()
+            if self.lens_maps is not None:
+                with clock("lens"):
+                    frame = lens.correct_lens(frame, self.lens_maps)
+            if options.deflicker:
+                with clock("deflicker"):
+                    frame = deflicker.apply_gain(frame, float(plan.gains[n]), out=frame)
+            sdr = self._geometry(frame, n, plan)
+        images.clear()
+        return _Shot(sdr, hlg)
 
+    def _hlg_signal(self, images: list[np.ndarray], n: int, plan: _Plan) -> np.ndarray:
+        """The HLG branch of shot ``n`` before the warp: the aligned frames merged into light
+        (linearised, for one frame), lens-corrected, gained and encoded."""
+        assert plan.hlg is not None
+        with self.clock("hlg"):
+            shot = plan.shots[n] if len(images) > 1 else plan.shots[n][:1]
+            linear = hdr.merge_radiance(images, _relative_exposures(shot, self.frames))
+            if self.lens_maps is not None:
+                linear = hdr.correct_lens_linear(linear, self.lens_maps)
+            gain = float(plan.gains[n]) if self.options.deflicker else 1.0
+            return plan.hlg.apply(linear, gain)
 
-def _white_balance_gains(
-    frames: list[sources.FrameInfo], plan: _Plan, options: RenderOptions
-) -> colour.Gains | None:
-    """One white balance for the whole sequence: per-frame gray-world would itself flicker."""
-    wb = options.white_balance
-    if wb is None:
-        return None
-    if wb.replace("_", "-").lower() in ("gray-world", "grey-world"):
-        picks = np.unique(
-            np.linspace(0, len(plan.shots) - 1, num=min(9, len(plan.shots))).astype(int)
-        )
+    def _geometry(self, frame: np.ndarray, n: int, plan: _Plan) -> np.ndarray:
+        """Stabilize, crop and scale a processed frame to the processing size (one resample)."""
+        with self.clock("stabilize"):
+            if plan.warp is not None:
+                transforms, crop = plan.warp
+                return stabilize.warp_frame(frame, transforms[n], crop, self.out_size)
+            if self.out_size != self.size:
+                return cv2.resize(frame, self.out_size, interpolation=cv2.INTER_AREA)
+            return frame
+
+    def _white_balance_gains(self, plan: _Plan) -> colour.Gains | None:
+        """One white balance for the whole sequence: per-frame gray-world would itself
+        flicker, so gray world is the median over up to nine frames spread across it."""
+        wb = self.options.white_balance
+        if wb is None:
+            return None
+        if wb.kelvin is not None:
+            return colour.kelvin_gains(wb.kelvin)
         samples = []
-        for n in picks:
+        for n in self._sample_shots(plan):
             try:
-                img = sources.read_frame(frames[plan.shots[n][0]].path)
+                img = sources.read_frame(self.frames[plan.shots[n][0]].path)
             except sources.FrameReadError:
                 continue
             samples.append(colour.gray_world_gains(img))
@@ -562,67 +642,3 @@ def _white_balance_gains(
             return None
         r, g, b = np.median(np.array(samples), axis=0)
         return (float(r), float(g), float(b))
-    try:
-        kelvin = float(wb.lower().removesuffix("k"))
-    except ValueError as exc:
-        raise RenderError(
-            f"--white-balance: expected gray-world or a kelvin value, got {wb!r}"
-        ) from exc
-    return colour.kelvin_gains(kelvin)
-
-
-class _Sink(Protocol):
-    def put(self, frame: np.ndarray) -> None: ...
-    def close(self) -> None: ...
-
-
-class _EncoderSink:
-    """A video encoder fed directly: `VideoEncoder.write` converts to YUV at once and encodes
-    on its own thread, so the 16-bit RGB frame is released before the next one is made."""
-
-    def __init__(self, encoder: encode.VideoEncoder, stage: str, summary: RenderSummary):
-        self.put = _timed(encoder.write, stage, summary)
-        self.close = encoder.close
-
-
-def _open_sinks(
-    paths: OutputPaths,
-    out_size: tuple[int, int],
-    options: RenderOptions,
-    stack: ExitStack,
-    summary: RenderSummary,
-) -> list[_Sink]:
-    sinks: list[_Sink] = []
-    for codec, path in paths.videos.items():
-        encoder = stack.enter_context(
-            encode.VideoEncoder(
-                path,
-                codec=codec,
-                size=out_size,
-                fps=options.fps,
-                crf=options.crf,
-                preset=options.preset,
-            )
-        )
-        sinks.append(_EncoderSink(encoder, f"convert {codec}", summary))
-        summary.outputs.append(path)
-    if paths.frames_dir is not None:
-        writer = stack.enter_context(
-            encode.FrameSequenceWriter(paths.frames_dir, fmt=options.frames_format)
-        )
-        sinks.append(SinkThread(_timed(writer.write, "write frames", summary), name="frames"))
-        summary.outputs.append(paths.frames_dir)
-    return sinks
-
-
-def _timed(
-    consume: Callable[[np.ndarray], object], stage: str, summary: RenderSummary
-) -> Callable[[np.ndarray], None]:
-    """Wrap a sink's consumer so its time lands in the summary (one key per sink thread)."""
-
-    def timed(frame: np.ndarray) -> None:
-        t0 = time.perf_counter()
-        consume(frame)
-        summary.stage_seconds[stage] += time.perf_counter() - t0
-
-    return timed

@@ -365,6 +365,7 @@ def sky_radiance(
     sun_x: float = 0.85,
     vertical_fov_deg: float = 40.0,
     rows: int | None = None,
+    sun_glow: float = 1.0,
 ) -> np.ndarray:
     """Linear sky radiance ``float32 (height, width, 3)`` for a sun altitude.
 
@@ -374,6 +375,9 @@ def sky_radiance(
     that is strongest near the horizon when the sun is low. Values are relative to the sky's
     brightness (see :func:`render_frame`). Computed on a coarse grid and resized, since it is
     smooth. With ``rows`` only the top ``rows`` rows are computed (the rest is ground anyway).
+    ``sun_glow`` scales the glow: 1 is the calibrated look of a metered photograph; a real low
+    sun's aureole is tens to hundreds of times brighter than the sky around it (a scene of
+    high dynamic range, for the HDR tests).
     """
     light = light_at(sun_altitude_deg)
     if horizon_row is None:
@@ -392,7 +396,7 @@ def sky_radiance(
     dy = (ys[:, None] - sun_row) * deg_per_px
     dist = np.sqrt(dx * dx + dy * dy)
     low_sun = float(np.clip(1.0 - abs(sun_altitude_deg - 1.0) / 12.0, 0.0, 1.0))
-    glow_colour = np.array([1.0, 0.62, 0.30], np.float32) * (0.15 + 0.45 * low_sun)
+    glow_colour = np.array([1.0, 0.62, 0.30], np.float32) * (0.15 + 0.45 * low_sun) * sun_glow
     if sun_altitude_deg < -8.0:
         glow_colour = glow_colour * max(0.0, 1.0 + (sun_altitude_deg + 8.0) / 4.0)
     glow = np.exp(-dist / 18.0) * np.exp(-elev / 15.0)
@@ -532,6 +536,7 @@ def render_frame(
     exposure_ev: float | None = None,
     cloud_cover: float = 0.0,
     visibility_m: float | None = None,
+    sun_glow: float = 1.0,
 ) -> np.ndarray:
     """Light ``scene`` at time ``t`` (seconds) and return linear RGB, ``float32 (H, W, 3)``.
 
@@ -543,7 +548,8 @@ def render_frame(
     Brightness: with ``exposure_ev=None`` the frame is metered for the light of
     ``sun_altitude_deg`` (a grey card in full light reads about 0.18); otherwise the frame is
     scaled by ``2 ** (sky.ev100(sun_altitude_deg) - exposure_ev)``, i.e. what a camera set to
-    that exposure value records. Values are not clipped: a sensor clips at 1.
+    that exposure value records. Values are not clipped: a sensor clips at 1. ``sun_glow``
+    scales the sky's glow around the sun (see :func:`sky_radiance`).
 
     Weather (module docstring): ``cloud_cover`` in [0, 1] darkens and flattens the light;
     ``visibility_m`` (meteorological, None = clear air) below 10 km veils it.
@@ -584,7 +590,13 @@ def render_frame(
     frame[t0:] = terrain
 
     sky_rgb = sky_radiance(
-        w, h, sun_altitude_deg, horizon_row=scene.horizon_row, sun_x=sun_x, rows=s1
+        w,
+        h,
+        sun_altitude_deg,
+        horizon_row=scene.horizon_row,
+        sun_x=sun_x,
+        rows=s1,
+        sun_glow=sun_glow,
     )
     if extinction > 0.0:  # fog between the camera and the sky: the sky fades to the veil
         fog = 1.0 - math.exp(-extinction * FOG_LAYER_M)

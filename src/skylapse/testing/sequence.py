@@ -49,6 +49,14 @@ class SequenceSpec:
     is darker by the smooth ramp, so the frames jump by the step error, which a deflicker that
     reads EXIF can remove exactly (``exposure_error_ev`` in the truth).
 
+    HDR brackets (``brackets_ev``, e.g. ``(-2, 0, 2)``): every frame is a bracket set, one file
+    per offset (``frame_00000_b0.jpg`` ...), each exposed ``2 ** offset`` times the frame's
+    exposure (and recorded so in EXIF), with the capture service's own record of the set in
+    its Skylapse EXIF (session, set, index, offset), as a station's golden hour. ``sun_glow``
+    scales the glow around the sun (:func:`skylapse.scene.sky_radiance`): with tens to hundreds
+    the scene's range outgrows what one 8-bit frame holds. :func:`scene_radiance` gives the
+    light of any frame, before the camera.
+
     ``frames`` frames of ``size`` (width, height) pixels, ``fmt`` ``"jpg"`` (at
     ``jpeg_quality``) or ``"png"``, taken every ``interval_s`` seconds from ``start`` (naive
     local time). Everything random follows from ``seed``.
@@ -72,6 +80,8 @@ class SequenceSpec:
     ramp_step_ev: float = 1 / 3
     start_log2_luminance: float = -2.6
     jpeg_quality: int = 94
+    brackets_ev: tuple[float, ...] = ()
+    sun_glow: float = 1.0
 
     def __post_init__(self) -> None:
         if self.fmt not in ("jpg", "png"):
@@ -96,6 +106,8 @@ class SequenceSpec:
             "ramp_step_ev": self.ramp_step_ev,
             "start_log2_luminance": self.start_log2_luminance,
             "central_fraction": 0.5,
+            "brackets_ev": list(self.brackets_ev),
+            "sun_glow": self.sun_glow,
         }
 
 
@@ -201,28 +213,50 @@ class _FrameWriter:
         cx0, cx1 = margin + round(width / 4), margin + round(width * 3 / 4)
         self.centre = (slice(cy0, cy1), slice(cx0, cx1))
 
+    def light(self, i: int) -> np.ndarray:
+        """The steady scene's linear light of frame ``i`` (with the margin)."""
+        return render_frame(
+            self.scene,
+            i * self.spec.interval_s,
+            sun_altitude_deg=float(self.plan.altitudes[i]),
+            clouds=self.clouds,
+            sun_glow=self.spec.sun_glow,
+        )
+
+    def gain(self, lin: np.ndarray, i: int) -> float:
+        """The exposure that brings frame ``i``'s centre to its target brightness."""
+        centre = luminance(lin[self.centre])
+        return float(2.0 ** self.plan.target_log2[i] / max(float(centre.mean()), 1e-9))
+
     def __call__(self, i: int) -> FrameTruth:
         spec, plan = self.spec, self.plan
-        lin = render_frame(
-            self.scene,
-            i * spec.interval_s,
-            sun_altitude_deg=float(plan.altitudes[i]),
-            clouds=self.clouds,
-        )
+        lin = self.light(i)
+        gain = self.gain(lin, i)
         centre = luminance(lin[self.centre])
-        gain = 2.0 ** plan.target_log2[i] / max(float(centre.mean()), 1e-9)
         true_log2 = float(np.log2(max(float(np.minimum(centre * gain, 1.0).mean()), 1e-12)))
-        rgb8 = self._camera(lin, i, gain * 2.0 ** (plan.flicker[i] + plan.step_error[i]))
         when = spec.start + timedelta(seconds=i * spec.interval_s)
-        exif = exif_bytes(
-            when,
-            exposure_time_s=BASE_EXPOSURE_TIME_S * 2.0 ** plan.camera_ev[i],
-            iso=BASE_ISO,
-            f_number=BASE_F_NUMBER,
-            model="synthetic",
-        )
-        name = f"frame_{i:05d}.{spec.fmt}"
-        (self.out / name).write_bytes(_encode(rgb8, exif, spec, name))
+        recorded = gain * 2.0 ** (plan.flicker[i] + plan.step_error[i])
+        offsets = spec.brackets_ev or (0.0,)
+        for k, offset in enumerate(offsets):
+            rgb8 = self._camera(lin, i, recorded * 2.0**offset)
+            bracket = {"set": i, "index": k, "ev_offset": offset}
+            exif = exif_bytes(
+                when + timedelta(milliseconds=k),
+                exposure_time_s=BASE_EXPOSURE_TIME_S * 2.0 ** (plan.camera_ev[i] + offset),
+                iso=BASE_ISO,
+                f_number=BASE_F_NUMBER,
+                model="synthetic",
+                skylapse={"session_id": "synthetic", "bracket": bracket}
+                if spec.brackets_ev
+                else None,
+            )
+            name = (
+                f"frame_{i:05d}_b{k}.{spec.fmt}"
+                if spec.brackets_ev
+                else f"frame_{i:05d}.{spec.fmt}"
+            )
+            (self.out / name).write_bytes(_encode(rgb8, exif, spec, name))
+        name = f"frame_{i:05d}_b0.{spec.fmt}" if spec.brackets_ev else f"frame_{i:05d}.{spec.fmt}"
         return FrameTruth(
             index=i,
             file=name,
@@ -254,7 +288,7 @@ class _FrameWriter:
             frame_rng = np.random.default_rng([spec.seed, i, 1])
             u = np.frombuffer(frame_rng.bytes(enc.size), np.uint8).reshape(enc.shape)
             enc += ((u.astype(np.int16) - 128) * noise_scale).astype(np.int16)
-        np.clip(enc, 0, 4095, out=enc)
+        np.clip(enc, 0, 255 * 16 + 7, out=enc)  # rounds to 255 at most: no wrap to 0
         enc += 8
         return (enc >> 4).astype(np.uint8)
 
@@ -288,3 +322,14 @@ def generate_sequence(
     )
     (out / "truth.json").write_text(truth.to_json())
     return truth
+
+
+def scene_radiance(spec: SequenceSpec, index: int) -> np.ndarray:
+    """The light of frame ``index`` of ``spec``'s sequence as the camera's exposure 1.0 (no
+    bracket offset) records it before clipping, flicker, shake and noise: linear float32
+    ``(H, W, 3)`` over the frame, unclipped (values above 1 are what an 8-bit frame loses).
+    Without shake, drift and rotation it is, pixel for pixel, the scene the frames show."""
+    writer = _FrameWriter(spec, _Plan.of(spec), Path("."))
+    lin = writer.light(index)
+    m, (width, height) = writer.margin, spec.size
+    return lin[m : m + height, m : m + width] * np.float32(writer.gain(lin, index))

@@ -25,13 +25,15 @@ from skylapse.log import correlation_id, get_logger
 from skylapse.metrics import ServiceMetrics, UptimeTracker
 from skylapse.processing.ingest import Ingestor
 from skylapse.processing.jobs import JobService
+from skylapse.processing.options import RenderOptions
 
 log = get_logger(__name__)
 
 
 class IngestLoop:
     """Scans the inbox every ``every_s`` seconds in a thread; counts what it saw into metrics
-    and queues renders of sequences that went idle."""
+    and queues renders of sequences that went idle (with ``render_options``, the
+    configuration's ``processing.render``)."""
 
     def __init__(
         self,
@@ -41,8 +43,10 @@ class IngestLoop:
         every_s: float,
         render_after_min: float | None,
         max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
+        render_options: RenderOptions | None = None,
     ) -> None:
         self.jobs = jobs
+        self.render_options = render_options or RenderOptions()
         self.ingestor = Ingestor(
             inbox,
             jobs.store,
@@ -73,7 +77,7 @@ class IngestLoop:
             self._observe_new_frames()
             queued = []
             if self.render_after is not None:
-                queued = self.jobs.close_idle_sequences(self.render_after)
+                queued = self.jobs.close_idle_sequences(self.render_after, self.render_options)
             if report.ingested or report.quarantined or queued:
                 log.info(
                     "ingest scan",

@@ -83,6 +83,7 @@ class ProcessingRuntime:
                 settings.ingest_every_s,
                 settings.render_after_min,
                 settings.max_frame_pixels,
+                settings.render,
             )
             if settings.ingest_every_s
             else None

@@ -14,6 +14,7 @@ from skylapse.config import (
     BackupConfig,
     RetentionConfig,
 )
+from skylapse.processing.options import RenderOptions
 
 #: The archive folder when ``ProcessingSettings.archive_dir`` is unset (else ``DATA/archive``).
 ARCHIVE_DIR_ENV = "SKYLAPSE_ARCHIVE_DIR"
@@ -50,6 +51,7 @@ class ProcessingSettings:
     ingest_every_s: float | None = 5.0
     max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS  # config processing.max_frame_pixels
     render_after_min: float | None = 30.0
+    render: RenderOptions = field(default_factory=RenderOptions)  # config processing.render
     job_poll_s: float = 0.5
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES

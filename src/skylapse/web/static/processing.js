@@ -119,7 +119,8 @@ export class ProcessingView {
   async render(sequence, button) {
     button.disabled = true;
     try {
-      // H.265 to keep, H.264 so that every browser can play the preview.
+      // H.265 to keep, H.264 so that every browser can play the preview; the bracket sets the
+      // capture recorded are fused (the API's default brackets, "capture").
       const job = await this.api.post("/jobs", {
         sequence_id: sequence.id, options: { formats: ["h265", "h264"] },
       });

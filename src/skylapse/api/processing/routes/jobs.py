@@ -1,6 +1,6 @@
 """``/jobs``: list, read, queue, cancel and retry render jobs.
 
-``POST /jobs`` takes renders up to 8K UHD (`MAX_RENDER_PIXELS`, no side over
+``POST /jobs`` takes renders up to 8K UHD (`ApiRenderOptions`: `MAX_RENDER_PIXELS`, no side over
 `MAX_RENDER_SIDE`) and at most ``job_burst`` at once and ``jobs_per_minute`` on average
 (`ProcessingRuntime.job_rate`); beyond that it answers 429 with ``Retry-After``. Every change
 wakes the job watcher, so WebSocket clients hear of it at once.
