@@ -946,7 +946,7 @@ def create_capture_app(
     OpenWeatherMap client on the real clock when enabled), the status tick, the camera retry
     pause and the stall limit of the loop (default: from the longest interval and exposure).
     """
-    from skylapse.capture.commands import make_camera
+    from skylapse.capture.cameras import make_camera
 
     clock = clock or RealClock()
     buffer_dir = Path(buffer if buffer is not None else config.capture.buffer_dir).expanduser()

@@ -14,14 +14,20 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from fastapi import FastAPI
+
+from skylapse import log
+from skylapse.api import processing as processing_api
+from skylapse.api.auth import MissingTokenError, resolve_token
+from skylapse.api.capture import create_capture_app
+from skylapse.api.server import ConnectionLimits, run_server
+from skylapse.capture.cameras import CameraError
+from skylapse.cli.common import fail
+from skylapse.config import ConfigError, SkylapseConfig, load_config, reveal
+from skylapse.processing.ingest import align_pillow_pixel_limit
+from skylapse.processing.jobs import DATA_DIR_ENV
 
 SERVICES = ("capture", "processing")
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    from skylapse.cli import fail
-
-    return fail(message, code)
 
 
 def _is_loopback(host: str) -> bool:
@@ -69,10 +75,6 @@ def serve(
 ) -> None:
     """Serve a service's REST API, metrics and WebSocket (the processing service also ingests
     and runs jobs)."""
-    from skylapse import log
-    from skylapse.api.auth import MissingTokenError, resolve_token
-    from skylapse.config import ConfigError, load_config, reveal
-
     if service not in SERVICES:
         raise typer.BadParameter(
             f"{service!r} is not one of {', '.join(SERVICES)}", param_hint="SERVICE"
@@ -80,72 +82,61 @@ def serve(
     try:
         cfg = load_config(config)
     except ConfigError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     try:
         token = resolve_token(reveal(cfg.api.token))
     except MissingTokenError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     host = host or cfg.api.host
     log.configure()
-    logger = log.get_logger("skylapse.api")
     if not _is_loopback(host):
-        logger.warning("listening beyond this machine", host=host)
-
+        log.get_logger("skylapse.api").warning("listening beyond this machine", host=host)
     if service == "processing":
-        from skylapse.api.processing import ProcessingSettings, create_processing_app
-        from skylapse.processing.commands import DATA_DIR_ENV
-        from skylapse.processing.ingest import align_pillow_pixel_limit
-
-        data_dir = data or (
-            Path(os.environ[DATA_DIR_ENV])
-            if os.environ.get(DATA_DIR_ENV)
-            else cfg.processing.data_dir or Path("skylapse-data")
-        )
-        pc = cfg.processing
-        settings = ProcessingSettings(
-            data_dir=data_dir.expanduser(),
-            token=token,
-            queue_url=reveal(pc.queue_url),  # None: $SKYLAPSE_QUEUE_URL or SQLite
-            workers=pc.workers if workers is None else workers,
-            ingest_every_s=pc.ingest_every_s,
-            max_frame_pixels=pc.max_frame_pixels,
-            render_after_min=pc.render_after_min,
-            job_poll_s=pc.job_poll_s,
-            cors_origins=tuple(cfg.api.cors_origins),
-            max_body_bytes=cfg.api.max_body_kb * 1024,
-            public_docs=cfg.api.public_docs,
-            disk_warn_pct=pc.disk_warn_pct,
-            disk_fail_pct=pc.disk_fail_pct,
-            archive=cfg.archive,
-            backup=cfg.backup,
-            alerts=cfg.alerts,
-            station=cfg.alerts.mqtt.node_id or f"{cfg.transfer.station}-processing",
-        )
-        align_pillow_pixel_limit(pc.max_frame_pixels)
-        try:
-            app = create_processing_app(settings)
-        except (OSError, ValueError) as exc:
-            raise _fail(str(exc)) from None
+        app = _processing_app(cfg, token, data, workers)
         port = port or cfg.api.processing_port
     else:
         try:
-            from skylapse.api.capture import create_capture_app
-        except ModuleNotFoundError as exc:
-            if exc.name not in ("skylapse.api.capture",):
-                raise
-            raise _fail(
-                "the capture service's API is not available yet (skylapse.api.capture is missing)"
-            ) from None
-        from skylapse.capture.cameras import CameraError
-
-        try:
             app = create_capture_app(cfg, token, buffer=data.expanduser() if data else None)
         except (CameraError, OSError, ValueError) as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         port = port or cfg.api.capture_port
-    from skylapse.api.server import ConnectionLimits, run_server
-
     limits = ConnectionLimits(
         header_timeout_s=cfg.api.header_timeout_s, max_connections=cfg.api.max_connections
     )
     run_server(app, host, port, limits)
+
+
+def _processing_app(
+    cfg: SkylapseConfig, token: str, data: Path | None, workers: int | None
+) -> FastAPI:
+    """The processing service's app from the configuration, the environment and the flags."""
+    data_dir = data or (
+        Path(os.environ[DATA_DIR_ENV])
+        if os.environ.get(DATA_DIR_ENV)
+        else cfg.processing.data_dir or Path("skylapse-data")
+    )
+    pc = cfg.processing
+    settings = processing_api.ProcessingSettings(
+        data_dir=data_dir.expanduser(),
+        token=token,
+        queue_url=reveal(pc.queue_url),  # None: $SKYLAPSE_QUEUE_URL or SQLite
+        workers=pc.workers if workers is None else workers,
+        ingest_every_s=pc.ingest_every_s,
+        max_frame_pixels=pc.max_frame_pixels,
+        render_after_min=pc.render_after_min,
+        job_poll_s=pc.job_poll_s,
+        cors_origins=tuple(cfg.api.cors_origins),
+        max_body_bytes=cfg.api.max_body_kb * 1024,
+        public_docs=cfg.api.public_docs,
+        disk_warn_pct=pc.disk_warn_pct,
+        disk_fail_pct=pc.disk_fail_pct,
+        archive=cfg.archive,
+        backup=cfg.backup,
+        alerts=cfg.alerts,
+        station=cfg.alerts.mqtt.node_id or f"{cfg.transfer.station}-processing",
+    )
+    align_pillow_pixel_limit(pc.max_frame_pixels)
+    try:
+        return processing_api.create_processing_app(settings)
+    except (OSError, ValueError) as exc:
+        raise fail(str(exc)) from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -10,19 +9,10 @@ from typing import Annotated
 
 import typer
 
-DATA_DIR_ENV = "SKYLAPSE_DATA_DIR"
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get(DATA_DIR_ENV, "skylapse-data"))
-
-
-DataOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--data", help=f"Processing data folder (default ${DATA_DIR_ENV} or ./skylapse-data)."
-    ),
-]
+from skylapse import log
+from skylapse.cli.common import DataOption, config_or_exit
+from skylapse.processing.ingest import Ingestor, align_pillow_pixel_limit
+from skylapse.processing.jobs import JobService, default_data_dir
 
 
 def worker(
@@ -36,9 +26,6 @@ def worker(
     ] = None,
 ) -> None:
     """Run processing jobs from the queue until interrupted (start as many as you like)."""
-    from skylapse import log
-    from skylapse.processing.jobs import JobService
-
     log.configure()
     service = JobService(data or default_data_dir(), queue_url)
     service.consumer(workers).run()
@@ -57,19 +44,15 @@ def ingest(
     ] = None,
     config: Annotated[
         Path | None,
-        typer.Option("--config", help="Skylapse YAML config file (processing.max_frame_pixels)."),
+        typer.Option(
+            "--config",
+            help="Skylapse YAML config file (processing.max_frame_pixels, processing.render).",
+        ),
     ] = None,
 ) -> None:
     """Verify arriving frames into the store and catalog; quarantine what fails."""
-    from skylapse import log
-    from skylapse.config import ConfigError, load_config
-    from skylapse.processing.ingest import Ingestor, align_pillow_pixel_limit
-    from skylapse.processing.jobs import JobService
-
-    try:
-        max_pixels = load_config(config).processing.max_frame_pixels
-    except ConfigError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--config") from None
+    settings = config_or_exit(config).processing
+    max_pixels = settings.max_frame_pixels
     log.configure()
     align_pillow_pixel_limit(max_pixels)
     data_dir = data or default_data_dir()
@@ -91,7 +74,8 @@ def ingest(
         for where, why in report.refused + report.failed:
             typer.echo(f"{where}: {why}", err=True)
         if render_after is not None:
-            for job in service.close_idle_sequences(timedelta(minutes=render_after)):
+            idle = timedelta(minutes=render_after)
+            for job in service.close_idle_sequences(idle, settings.render):
                 typer.echo(f"queued render job {job}")
         if not watch:
             if report.failed:
