@@ -112,7 +112,7 @@ def test_without_a_config_file_the_override_lives_in_the_data_folder(tmp_path):
 def serve(monkeypatch):
     """``serve(*args) -> (app | None, output)``: `skylapse serve capture` up to the point where it
     would listen, returning the app it built."""
-    import skylapse.api.server as server
+    import skylapse.cli.serve
     import skylapse.log
     from skylapse.cli import app as cli
 
@@ -120,7 +120,7 @@ def serve(monkeypatch):
     # keep the test's logging: the runner's output stream is closed after each invocation
     monkeypatch.setattr(skylapse.log, "configure", lambda *a, **k: None)
     built = []
-    monkeypatch.setattr(server, "run_server", lambda app, *a, **k: built.append(app))
+    monkeypatch.setattr(skylapse.cli.serve, "run_server", lambda app, *a, **k: built.append(app))
 
     def run(*args: str):
         built.clear()

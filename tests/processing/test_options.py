@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from skylapse.cli import render as render_command
+from skylapse.cli.render import render as render_command
 from skylapse.config import ConfigError, default_config, load_config
 from skylapse.processing.options import (
     DEFAULT_FORMATS,

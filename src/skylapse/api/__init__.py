@@ -5,5 +5,4 @@
 * `skylapse.api.middleware` correlation ids, request-size limit, JSON error handlers.
 * `skylapse.api.ws`         the WebSocket event hub.
 * `skylapse.api.processing` the processing service (`skylapse serve processing`).
-* `skylapse.api.commands`   `skylapse serve capture|processing`.
 """

@@ -16,6 +16,9 @@ promises (`skylapse.capture.windows`). With ``memory`` (what the station learned
 API
 ---
 ``parse_location(text) -> (latitude, longitude)``        "LAT,LON" as typed on the command line.
+``parse_duration(text) -> seconds``                      "1h30m", "100m", "90s", "2h", "1d", "45".
+``parse_interval(text) -> seconds | None``               "auto" (None: the plan's) or a duration.
+``parse_resolution(text) -> (width, height)``            "1920x1080".
 ``day_plan(location, day, config, weather=None, memory=None) -> DayPlan``   pure (astral, no I/O).
 ``planned_windows(location, day, config, weather=None) -> list[(SessionWindow, colour)]``  pure.
 ``render_plan_table(plan) -> rich.table.Table``          for ``rich.console.Console().print``.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -52,6 +56,41 @@ def parse_location(text: str) -> tuple[float, float]:
     if not (-90 <= lat <= 90 and -180 <= lon <= 180):
         raise ValueError(f"latitude must be in -90..90 and longitude in -180..180, got {text!r}")
     return lat, lon
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
+
+
+def parse_duration(text: str) -> float:
+    """``"100m"``, ``"90s"``, ``"2h"``, ``"1d"``, ``"1h30m"`` (or bare seconds) to seconds > 0;
+    raises ValueError with a readable message."""
+    t = text.strip().lower()
+    if re.fullmatch(r"\d+(?:\.\d+)?", t):
+        seconds = float(t)
+    else:
+        parts = _DURATION.findall(t)
+        if not parts or "".join(f"{n}{u}" for n, u in parts) != t.replace(" ", ""):
+            raise ValueError(f"{text!r} is not a duration; use e.g. 90s, 100m, 2h, 1d or 1h30m")
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise ValueError(f"{text!r} must be longer than zero")
+    return seconds
+
+
+def parse_interval(text: str) -> float | None:
+    """``"auto"`` (follow the plan: None) or a duration in seconds (`parse_duration`)."""
+    if text.strip().lower() == "auto":
+        return None
+    return parse_duration(text)
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """``"1920x1080"`` to ``(1920, 1080)``, each side at least 16; raises ValueError."""
+    m = re.fullmatch(r"(\d+)x(\d+)", text.strip().lower())
+    if not m or int(m.group(1)) < 16 or int(m.group(2)) < 16:
+        raise ValueError(f"{text!r} is not WIDTHxHEIGHT (e.g. 1920x1080)")
+    return int(m.group(1)), int(m.group(2))
 
 
 @dataclass(frozen=True)

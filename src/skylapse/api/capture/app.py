@@ -23,9 +23,8 @@ from skylapse.api.capture.routes import capture, frames, schedule, sessions, sta
 from skylapse.api.capture.routes import config as config_routes
 from skylapse.api.capture.runtime import CaptureRuntime
 from skylapse.api.common import create_service_app
-from skylapse.capture.cameras import Camera, CameraConfig
+from skylapse.capture.cameras import Camera, CameraConfig, make_camera
 from skylapse.capture.clock import Clock, RealClock
-from skylapse.capture.commands import make_camera
 from skylapse.capture.service import CaptureService
 from skylapse.capture.storage import DiskUsage
 from skylapse.capture.watchdog import Watchdog

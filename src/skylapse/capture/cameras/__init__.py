@@ -8,7 +8,8 @@ Public API (details in each module):
   :class:`CameraConfig`, :class:`Frame`, :class:`FrameMetadata`, :func:`bracket_exposures`.
   Frame pixels: uint16 (H, W, 3) RGB, sRGB-encoded 0..65535 after white balance (the pipeline
   convention of ``skylapse.imaging.srgb``).
-- ``factory``: :class:`CameraFactory` (``auto_detect_camera()``, ``create(name)``).
+- ``factory``: :class:`CameraFactory` (``auto_detect_camera()``, ``create(name)``),
+  :func:`make_camera` (a ``--camera`` spec such as ``replay:DIR`` to a camera).
 - backends: :class:`Picamera2Camera`, :class:`UsbCamera`, :class:`SimulatedCamera`,
   :class:`ReplayCamera`.
 - ``profiles``: YAML camera profiles (``builtin_profile``, ``load_profile``, ``ProfileError``).
@@ -26,7 +27,7 @@ from skylapse.capture.cameras.base import (
     FrameMetadata,
     bracket_exposures,
 )
-from skylapse.capture.cameras.factory import CameraFactory
+from skylapse.capture.cameras.factory import CameraFactory, make_camera
 from skylapse.capture.cameras.focus import FocusResult, contrast_autofocus, focus_score
 from skylapse.capture.cameras.picamera import Picamera2Camera
 from skylapse.capture.cameras.profiles import (
@@ -67,5 +68,6 @@ __all__ = [
     "contrast_autofocus",
     "focus_score",
     "load_profile",
+    "make_camera",
     "profile_for_sensor",
 ]

@@ -44,9 +44,10 @@ from skylapse.capture.cameras.picamera import (
 )
 from skylapse.capture.cameras.profiles import builtin_profile, profile_for_sensor
 from skylapse.capture.cameras.replay import ReplayCamera
-from skylapse.capture.cameras.simulated import SimulatedCamera
+from skylapse.capture.cameras.simulated import Location, SimulatedCamera
 from skylapse.capture.cameras.usb import UsbCamera
 from skylapse.capture.clock import Clock
+from skylapse.config import LocationConfig
 
 log = logging.getLogger(__name__)
 
@@ -193,3 +194,27 @@ class CameraFactory:
         camera = SimulatedCamera(clock=clock, **simulated_options)
         camera.notice = SIMULATED_NOTICE
         return camera
+
+
+def make_camera(spec: str, clock: Clock, location: LocationConfig, seed: int) -> Camera:
+    """The camera a ``--camera`` / ``capture.camera`` spec names: ``auto``, ``simulated``,
+    ``replay:DIR``, ``picamera2[:N]``, ``usb[:DEVICE]`` (or any other registered name)."""
+    site = Location(location.latitude, location.longitude, location.elevation_m)
+    name, _, arg = spec.partition(":")
+    if name == "auto":
+        return CameraFactory.auto_detect_camera(clock=clock, location=site, seed=seed)
+    if name == "simulated":
+        return CameraFactory.create("simulated", clock=clock, location=site, seed=seed)
+    if name == "replay":
+        if not arg:
+            raise CameraError("use replay:DIR")
+        return CameraFactory.create("replay", clock=clock, folder=arg)
+    if name == "usb":
+        return CameraFactory.create(
+            "usb", clock=clock, **({"device": int(arg) if arg.isdigit() else arg} if arg else {})
+        )
+    if name == "picamera2":
+        return CameraFactory.create(
+            "picamera2", clock=clock, **({"camera_num": int(arg)} if arg else {})
+        )
+    return CameraFactory.create(name, clock=clock)

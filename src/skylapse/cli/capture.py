@@ -1,13 +1,9 @@
 """The capture side of the command line: ``skylapse plan``, ``skylapse capture``, ``skylapse
-frames``, ``skylapse sky``. Plain typer-annotated functions, registered on the app in
-:mod:`skylapse.cli`.
+frames``, ``skylapse sky``.
 
 Argument errors (a malformed ``--duration``, ``--interval``, ``--location``, ``--start`` or
 ``--resolution``) raise ``typer.BadParameter``: a one-line message naming the option and exit
-status 2.
-
-Helpers (pure): ``parse_duration("1h30m") -> seconds``, ``parse_interval("auto" | "30s")``,
-``parse_resolution("320x180")``, ``make_camera(spec, clock, location, seed)``.
+status 2. The parsers themselves are `skylapse.capture.plan`'s.
 """
 
 from __future__ import annotations
@@ -16,17 +12,19 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import re
 import signal
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from skylapse.capture.cameras import Camera, CameraConfig, CameraError, CameraFactory, Location
+from skylapse import log
+from skylapse.capture.cameras import CameraConfig, CameraError, make_camera
 from skylapse.capture.clock import Clock, RealClock, SimulatedClock
 from skylapse.capture.learning import (
     MEMORY_NAME,
@@ -36,7 +34,15 @@ from skylapse.capture.learning import (
     memory_rows,
     reset_memory,
 )
-from skylapse.capture.plan import day_plan, parse_location, planned_windows, render_plan_table
+from skylapse.capture.plan import (
+    day_plan,
+    parse_duration,
+    parse_interval,
+    parse_location,
+    parse_resolution,
+    planned_windows,
+    render_plan_table,
+)
 from skylapse.capture.service import (
     CATALOG_NAME,
     CaptureService,
@@ -44,60 +50,29 @@ from skylapse.capture.service import (
     SessionSummary,
     summary_lines,
 )
+from skylapse.capture.weather import WeatherService
 from skylapse.capture.weather_replay import WeatherFileError, replayed_day, replayed_weather
 from skylapse.catalog.capture import Catalog
-from skylapse.config import ConfigError, LocationConfig, SkylapseConfig, load_config
+from skylapse.cli.common import config_or_exit
+from skylapse.config import LocationConfig, SkylapseConfig
 from skylapse.names import check_name
 
-T = TypeVar("T")
-P = ParamSpec("P")
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
 
 
-def parse_duration(text: str, option: str = "--duration") -> float:
-    """``"100m"``, ``"90s"``, ``"2h"``, ``"1d"``, ``"1h30m"`` (or bare seconds) to seconds > 0."""
-    t = text.strip().lower()
-    if re.fullmatch(r"\d+(?:\.\d+)?", t):
-        seconds = float(t)
-    else:
-        parts = _DURATION.findall(t)
-        if not parts or "".join(f"{n}{u}" for n, u in parts) != t.replace(" ", ""):
-            raise typer.BadParameter(
-                f"{text!r} is not a duration; use e.g. 90s, 100m, 2h, 1d or 1h30m",
-                param_hint=option,
-            )
-        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
-    if seconds <= 0:
-        raise typer.BadParameter(f"{text!r} must be longer than zero", param_hint=option)
-    return seconds
-
-
-def parse_interval(text: str) -> float | None:
-    """``"auto"`` (follow the plan: None) or a duration in seconds."""
-    if text.strip().lower() == "auto":
-        return None
-    return parse_duration(text, "--interval")
-
-
-def parse_resolution(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    m = re.fullmatch(r"(\d+)x(\d+)", text.strip().lower())
-    if not m or int(m.group(1)) < 16 or int(m.group(2)) < 16:
-        raise typer.BadParameter(
-            f"{text!r} is not WIDTHxHEIGHT (e.g. 1920x1080)", param_hint="--resolution"
-        )
-    return int(m.group(1)), int(m.group(2))
+def _parsed(parse: Callable[[str], _T], text: str, option: str) -> _T:
+    """``parse(text)``, its ValueError a usage error naming ``option``."""
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from None
 
 
 def _location(text: str | None, config: SkylapseConfig, timezone: str | None) -> LocationConfig:
     update: dict[str, object] = {}
     if text is not None:
-        try:
-            update["latitude"], update["longitude"] = parse_location(text)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--location") from None
+        update["latitude"], update["longitude"] = _parsed(parse_location, text, "--location")
     if timezone is not None:
         try:
             LocationConfig(timezone=timezone)
@@ -107,13 +82,6 @@ def _location(text: str | None, config: SkylapseConfig, timezone: str | None) ->
             ) from exc
         update["timezone"] = timezone
     return config.location.model_copy(update=update)
-
-
-def _config(path: Path | None) -> SkylapseConfig:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--config") from None
 
 
 def _session_name(value: str | None) -> str | None:
@@ -137,30 +105,7 @@ def _parse_start(text: str | None) -> dt.datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
-def make_camera(spec: str, clock: Clock, location: LocationConfig, seed: int) -> Camera:
-    """``auto``, ``simulated``, ``replay:DIR``, ``picamera2[:N]``, ``usb[:DEVICE]``."""
-    site = Location(location.latitude, location.longitude, location.elevation_m)
-    name, _, arg = spec.partition(":")
-    if name == "auto":
-        return CameraFactory.auto_detect_camera(clock=clock, location=site, seed=seed)
-    if name == "simulated":
-        return CameraFactory.create("simulated", clock=clock, location=site, seed=seed)
-    if name == "replay":
-        if not arg:
-            raise CameraError("use replay:DIR")
-        return CameraFactory.create("replay", clock=clock, folder=arg)
-    if name == "usb":
-        return CameraFactory.create(
-            "usb", clock=clock, **({"device": int(arg) if arg.isdigit() else arg} if arg else {})
-        )
-    if name == "picamera2":
-        return CameraFactory.create(
-            "picamera2", clock=clock, **({"camera_num": int(arg)} if arg else {})
-        )
-    return CameraFactory.create(name, clock=clock)
-
-
-def _replay(load: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+def _replay(load: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
     """A ``--weather FILE`` replay (`skylapse.capture.weather_replay`); a bad file is a
     BadParameter naming it."""
     try:
@@ -210,11 +155,9 @@ def plan(
     ] = None,
 ) -> None:
     """Print the day's capture plan: phases, intervals, strategies, expected light."""
-    cfg = _config(config)
+    cfg = config_or_exit(config)
     loc = _location(location, cfg, timezone)
     if date is None:
-        from zoneinfo import ZoneInfo
-
         day = dt.datetime.now(ZoneInfo(loc.timezone)).date()
     else:
         try:
@@ -225,8 +168,6 @@ def plan(
     memory = _sky_memory(buffer or cfg.capture.buffer_dir)
     console = Console()
     console.print(render_plan_table(day_plan(loc, day, cfg, weather_at, memory)))
-    from zoneinfo import ZoneInfo
-
     tz = ZoneInfo(loc.timezone)
     for w, colour in planned_windows(loc, day, cfg, weather_at):
         console.print(
@@ -294,15 +235,13 @@ def capture(
     ] = None,
 ) -> None:
     """Capture a session (or, with --plan, every planned session) into the local buffer."""
-    from skylapse import log
-
     log.configure(log_level.upper())
-    cfg = _config(config)
+    cfg = config_or_exit(config)
     loc = _location(location, cfg, timezone)
     cfg = cfg.model_copy(update={"location": loc})
-    seconds = parse_duration(duration) if duration is not None else None
-    interval_s = parse_interval(interval)
-    size = parse_resolution(resolution)
+    seconds = _parsed(parse_duration, duration, "--duration") if duration is not None else None
+    interval_s = _parsed(parse_interval, interval, "--interval")
+    size = _parsed(parse_resolution, resolution, "--resolution") if resolution is not None else None
     when = _parse_start(start)
     if clock not in ("real", "simulated"):
         raise typer.BadParameter(f"{clock!r} is not real or simulated", param_hint="--clock")
@@ -322,45 +261,22 @@ def capture(
     if weather is not None:
         sky_source = _replay(replayed_weather, weather, cfg.weather, loc, the_clock.now, cam)
     elif clock == "real" and cfg.weather.enabled:
-        from skylapse.capture.weather import WeatherService
-
         sky_source = WeatherService(cfg.weather, loc)
     console = Console()
 
-    async def run() -> list[SessionSummary]:
-        service = CaptureService(
-            cam,
-            buffer=folder,
-            config=cfg,
-            clock=the_clock,
-            camera_config=CameraConfig(resolution=size),
-            weather=sky_source,
-        )
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            # not possible off the main thread (tests) or on some platforms
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, service.stop_plan)
-        try:
-            if when is not None and clock == "real":
-                wait = (when - the_clock.now()).total_seconds()
-                if wait > 0:
-                    console.print(f"waiting {wait:.0f} s until {when.isoformat()}")
-                    await the_clock.sleep(wait)
-            if plan:
-                until = the_clock.now() + dt.timedelta(seconds=seconds) if seconds else None
-                return await service.run_plan(until=until)
-            await service.open()
-            return [
-                await service.run_session(
-                    SessionSpec(session_id=session, interval_s=interval_s, duration_s=seconds)
-                )
-            ]
-        finally:
-            await service.close()
-
+    make_service = partial(  # made inside the capture's event loop
+        CaptureService,
+        cam,
+        buffer=folder,
+        config=cfg,
+        clock=the_clock,
+        camera_config=CameraConfig(resolution=size),
+        weather=sky_source,
+    )
+    spec = SessionSpec(session_id=session, interval_s=interval_s, duration_s=seconds)
+    start_at = when if clock == "real" else None
     try:
-        summaries = asyncio.run(run())
+        summaries = asyncio.run(_run(make_service, the_clock, console, start_at, spec, plan=plan))
     except CameraError as exc:
         console.print(f"[bold red]error:[/] camera: {exc}", highlight=False)
         raise typer.Exit(1) from None
@@ -368,6 +284,39 @@ def capture(
         _print_summary(console, s)
     if plan:
         console.print(f"{len(summaries)} sessions", highlight=False)
+
+
+async def _run(
+    make_service: Callable[[], CaptureService],
+    clock: Clock,
+    console: Console,
+    start_at: dt.datetime | None,
+    session: SessionSpec,
+    *,
+    plan: bool,
+) -> list[SessionSummary]:
+    """Wait until ``start_at`` (a real clock's start), then capture ``session``, or with
+    ``plan`` every planned session for the session's duration (None: until stopped)."""
+    service = make_service()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # not possible off the main thread (tests) or on some platforms
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, service.stop_plan)
+    try:
+        if start_at is not None:
+            wait = (start_at - clock.now()).total_seconds()
+            if wait > 0:
+                console.print(f"waiting {wait:.0f} s until {start_at.isoformat()}")
+                await clock.sleep(wait)
+        if plan:
+            seconds = session.duration_s
+            until = clock.now() + dt.timedelta(seconds=seconds) if seconds else None
+            return await service.run_plan(until=until)
+        await service.open()
+        return [await service.run_session(session)]
+    finally:
+        await service.close()
 
 
 def frames(
@@ -426,7 +375,7 @@ def sky(
     config: Annotated[Path | None, typer.Option(help="Configuration YAML.")] = None,
 ) -> None:
     """Show what the station learned about its sky (per sun-elevation bin), or --reset it."""
-    folder = (buffer or _config(config).capture.buffer_dir).expanduser()
+    folder = (buffer or config_or_exit(config).capture.buffer_dir).expanduser()
     path = folder / MEMORY_NAME
     if reset:
         gone = reset_memory(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -9,18 +10,21 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from skylapse.processing.commands import DataOption, default_data_dir
+from skylapse import log
+from skylapse.cli.common import DataOption, config_or_exit
+from skylapse.deploy import (
+    UnitSettings,
+    current_executable,
+    install_capture_service,
+    render_capture_unit,
+)
+from skylapse.doctor import CHECKS, parse_ssh_target, run_checks, ssh_target_from_config
+from skylapse.processing.archive import Archive, ArchiveConfig
+from skylapse.processing.backup import BackupConfig, S3Backup
+from skylapse.processing.jobs import default_data_dir
+from skylapse.transfer.rsync import SshTarget
 
 _STATUS_STYLE = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]fail[/]"}
-
-
-def _load_config(path: Path | None):
-    from skylapse.config import ConfigError, load_config
-
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--config") from None
 
 
 def install_service(
@@ -39,13 +43,6 @@ def install_service(
     ] = False,
 ) -> None:
     """Install the capture station as a systemd service (watchdog, restarts, sandbox)."""
-    from skylapse.deploy import (
-        UnitSettings,
-        current_executable,
-        install_capture_service,
-        render_capture_unit,
-    )
-
     if config is None and Path("/etc/skylapse/skylapse.yaml").exists():
         config = Path("/etc/skylapse/skylapse.yaml")
     settings = UnitSettings(
@@ -81,17 +78,12 @@ def doctor(
     ] = [],  # noqa: B006 - typer reads the default, it is never mutated
 ) -> None:
     """Check camera, disk space, clock sync, SSH to the processing host, codecs and rsync."""
-    from dataclasses import replace
-
-    from skylapse.doctor import CHECKS, parse_ssh_target, run_checks, ssh_target_from_config
-    from skylapse.transfer.rsync import SshTarget
-
     unknown = set(skip) - set(CHECKS)
     if unknown:
         raise typer.BadParameter(
             f"unknown checks {sorted(unknown)}; choose from {CHECKS}", param_hint="--skip"
         )
-    cfg = _load_config(config)
+    cfg = config_or_exit(config)
     target: SshTarget | None
     if ssh is not None:
         try:
@@ -137,10 +129,6 @@ def archive(
 
     Settings not given as options come from SKYLAPSE_ARCHIVE_* and SKYLAPSE_BACKUP_*.
     """
-    from skylapse import log
-    from skylapse.processing.archive import Archive, ArchiveConfig
-    from skylapse.processing.backup import BackupConfig, S3Backup
-
     log.configure()
     cfg = ArchiveConfig.from_env()
     updates = {"include_frames": frames, "max_age_days": max_age_days, "max_total_gb": max_total_gb}
@@ -186,10 +174,6 @@ def backup(
 
     Credentials come from the standard AWS_* environment (or AWS_PROFILE).
     """
-    from skylapse import log
-    from skylapse.processing.archive import Archive, ArchiveConfig
-    from skylapse.processing.backup import BackupConfig, S3Backup
-
     log.configure()
     cfg = BackupConfig.from_env()
     updates = {

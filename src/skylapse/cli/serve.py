@@ -14,20 +14,25 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
+from fastapi import FastAPI
 
-if TYPE_CHECKING:
-    from skylapse.config import SkylapseConfig
+from skylapse import log
+from skylapse.api.auth import MissingTokenError, resolve_token
+from skylapse.api.capture.app import create_capture_app
+from skylapse.api.processing.app import create_processing_app
+from skylapse.api.processing.settings import ProcessingSettings
+from skylapse.api.server import ConnectionLimits, run_server
+from skylapse.capture.cameras import CameraError
+from skylapse.cli.common import fail
+from skylapse.config import ConfigError, SkylapseConfig, load_config, reveal
+from skylapse.config_store import ConfigFile
+from skylapse.processing.ingest import align_pillow_pixel_limit
+from skylapse.processing.jobs import DATA_DIR_ENV
 
 SERVICES = ("capture", "processing")
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    from skylapse.cli import fail
-
-    return fail(message, code)
 
 
 def _is_loopback(host: str) -> bool:
@@ -42,8 +47,6 @@ def _is_loopback(host: str) -> bool:
 def _data_folder(service: str, data: Path | None, cfg: SkylapseConfig) -> Path:
     """The service's data folder: ``--data``, else (processing) ``$SKYLAPSE_DATA_DIR``, then
     ``processing.data_dir`` or ``./skylapse-data``; (capture) ``capture.buffer_dir``."""
-    from skylapse.processing.commands import DATA_DIR_ENV
-
     if data is not None:
         return data.expanduser()
     if service == "capture":
@@ -89,16 +92,10 @@ def serve(
 ) -> None:
     """Serve a service's REST API, metrics and WebSocket (the processing service also ingests
     and runs jobs)."""
-    from skylapse import log
-    from skylapse.api.auth import MissingTokenError, resolve_token
-    from skylapse.config import ConfigError, load_config, reveal
-
     if service not in SERVICES:
         raise typer.BadParameter(
             f"{service!r} is not one of {', '.join(SERVICES)}", param_hint="SERVICE"
         )
-    from skylapse.config_store import ConfigFile
-
     try:
         cfg = load_config(config)  # with the override beside it, when there is one
         data_dir = _data_folder(service, data, cfg)
@@ -106,61 +103,58 @@ def serve(
         if config is None:  # the packaged defaults: the override is in the data folder
             cfg = config_file.load()
     except ConfigError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     try:
         token = resolve_token(reveal(cfg.api.token))
     except MissingTokenError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     host = host or cfg.api.host
     log.configure()
-    logger = log.get_logger("skylapse.api")
     if not _is_loopback(host):
-        logger.warning("listening beyond this machine", host=host)
-
+        log.get_logger("skylapse.api").warning("listening beyond this machine", host=host)
     if service == "processing":
-        from skylapse.api.processing.app import ProcessingSettings, create_processing_app
-        from skylapse.processing.ingest import align_pillow_pixel_limit
-
-        pc = cfg.processing
-        settings = ProcessingSettings(
-            data_dir=data_dir,
-            token=token,
-            queue_url=reveal(pc.queue_url),  # None: $SKYLAPSE_QUEUE_URL or SQLite
-            workers=pc.workers if workers is None else workers,
-            ingest_every_s=pc.ingest_every_s,
-            max_frame_pixels=pc.max_frame_pixels,
-            render_after_min=pc.render_after_min,
-            render=pc.render,
-            job_poll_s=pc.job_poll_s,
-            cors_origins=tuple(cfg.api.cors_origins),
-            max_body_bytes=cfg.api.max_body_kb * 1024,
-            public_docs=cfg.api.public_docs,
-            disk_warn_pct=pc.disk_warn_pct,
-            disk_fail_pct=pc.disk_fail_pct,
-            archive=cfg.archive,
-            backup=cfg.backup,
-            alerts=cfg.alerts,
-            retention=pc.retention,
-            station=cfg.alerts.mqtt.node_id or f"{cfg.transfer.station}-processing",
-        )
-        align_pillow_pixel_limit(pc.max_frame_pixels)
-        try:
-            app = create_processing_app(settings)
-        except (OSError, ValueError) as exc:
-            raise _fail(str(exc)) from None
+        app = _processing_app(cfg, token, data_dir, workers)
         port = port or cfg.api.processing_port
     else:
-        from skylapse.api.capture.app import create_capture_app
-        from skylapse.capture.cameras import CameraError
-
         try:
             app = create_capture_app(cfg, token, buffer=data_dir, config_file=config_file)
         except (CameraError, OSError, ValueError) as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         port = port or cfg.api.capture_port
-    from skylapse.api.server import ConnectionLimits, run_server
-
     limits = ConnectionLimits(
         header_timeout_s=cfg.api.header_timeout_s, max_connections=cfg.api.max_connections
     )
     run_server(app, host, port, limits)
+
+
+def _processing_app(
+    cfg: SkylapseConfig, token: str, data_dir: Path, workers: int | None
+) -> FastAPI:
+    """The processing service's app from the configuration, its data folder and the flags."""
+    pc = cfg.processing
+    settings = ProcessingSettings(
+        data_dir=data_dir,
+        token=token,
+        queue_url=reveal(pc.queue_url),  # None: $SKYLAPSE_QUEUE_URL or SQLite
+        workers=pc.workers if workers is None else workers,
+        ingest_every_s=pc.ingest_every_s,
+        max_frame_pixels=pc.max_frame_pixels,
+        render_after_min=pc.render_after_min,
+        render=pc.render,
+        job_poll_s=pc.job_poll_s,
+        cors_origins=tuple(cfg.api.cors_origins),
+        max_body_bytes=cfg.api.max_body_kb * 1024,
+        public_docs=cfg.api.public_docs,
+        disk_warn_pct=pc.disk_warn_pct,
+        disk_fail_pct=pc.disk_fail_pct,
+        archive=cfg.archive,
+        backup=cfg.backup,
+        alerts=cfg.alerts,
+        retention=pc.retention,
+        station=cfg.alerts.mqtt.node_id or f"{cfg.transfer.station}-processing",
+    )
+    align_pillow_pixel_limit(pc.max_frame_pixels)
+    try:
+        return create_processing_app(settings)
+    except (OSError, ValueError) as exc:
+        raise fail(str(exc)) from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -10,19 +9,10 @@ from typing import Annotated
 
 import typer
 
-DATA_DIR_ENV = "SKYLAPSE_DATA_DIR"
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get(DATA_DIR_ENV, "skylapse-data"))
-
-
-DataOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--data", help=f"Processing data folder (default ${DATA_DIR_ENV} or ./skylapse-data)."
-    ),
-]
+from skylapse import log
+from skylapse.cli.common import DataOption, config_or_exit
+from skylapse.processing.ingest import Ingestor, align_pillow_pixel_limit
+from skylapse.processing.jobs import JobService, default_data_dir
 
 
 def worker(
@@ -36,9 +26,6 @@ def worker(
     ] = None,
 ) -> None:
     """Run processing jobs from the queue until interrupted (start as many as you like)."""
-    from skylapse import log
-    from skylapse.processing.jobs import JobService
-
     log.configure()
     service = JobService(data or default_data_dir(), queue_url)
     service.consumer(workers).run()
@@ -64,16 +51,8 @@ def ingest(
     ] = None,
 ) -> None:
     """Verify arriving frames into the store and catalog; quarantine what fails."""
-    from skylapse import log
-    from skylapse.config import ConfigError, load_config
-    from skylapse.processing.ingest import Ingestor, align_pillow_pixel_limit
-    from skylapse.processing.jobs import JobService
-
-    try:
-        processing = load_config(config).processing
-    except ConfigError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--config") from None
-    max_pixels = processing.max_frame_pixels
+    settings = config_or_exit(config).processing
+    max_pixels = settings.max_frame_pixels
     log.configure()
     align_pillow_pixel_limit(max_pixels)
     data_dir = data or default_data_dir()
@@ -96,7 +75,7 @@ def ingest(
             typer.echo(f"{where}: {why}", err=True)
         if render_after is not None:
             idle = timedelta(minutes=render_after)
-            for job in service.close_idle_sequences(idle, processing.render):
+            for job in service.close_idle_sequences(idle, settings.render):
                 typer.echo(f"queued render job {job}")
         if not watch:
             if report.failed:

@@ -1,14 +1,17 @@
-"""The `skylapse` command line."""
+"""`skylapse render`: any folder of frames into a timelapse, with a progress bar and a summary.
+
+The flags are `RenderOptions`' fields (``--format`` is ``formats``) and take their defaults
+from it; the values are validated once, by the model, and a bad one is a usage error naming
+its flag.
+"""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,37 +22,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from skylapse.cli.common import bad_parameter, console, fail
 from skylapse.processing.options import RenderOptions
 from skylapse.processing.render import RenderError, RenderSummary
 from skylapse.processing.render import render as run_render
 
-app = typer.Typer(
-    name="skylapse",
-    help="Unattended timelapse station and the service that turns its frames into timelapses.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-console = Console(stderr=True)
-
-#: `skylapse render`'s defaults: the render's own (`skylapse.processing.options`), as text.
+#: `skylapse render`'s defaults: the render's own, as text.
 _RENDER_DEFAULTS = RenderOptions().model_dump(mode="json")
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print a one-line error and return the exit to raise."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def bad_parameter(exc: ValidationError, flags: dict[str, str] | None = None) -> typer.BadParameter:
-    """The first error of a validation as typer's usage error, naming the flag (``--name`` for
-    the field ``name``, unless ``flags`` names it otherwise)."""
-    error = exc.errors()[0]
-    field = str(error["loc"][0]) if error["loc"] else ""
-    flag = (flags or {}).get(field, "--" + field.replace("_", "-"))
-    message = str(error["msg"]).removeprefix("Value error, ")
-    return typer.BadParameter(message, param_hint=flag)
 
 
 class _RichProgress:
@@ -76,7 +55,6 @@ def _progress_bar() -> Progress:
     )
 
 
-@app.command()
 def render(
     src: Annotated[str, typer.Argument(help="A folder of frames, or a glob such as 'day1/*.jpg'.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="The video to write (OUT.mp4).")],
@@ -184,61 +162,6 @@ def render(
     print_summary(summary)
 
 
-@app.command()
-def demo(
-    out: Annotated[Path, typer.Option(help="Folder for everything the demo makes.")] = Path(
-        "demo-output"
-    ),
-    serve: Annotated[
-        bool, typer.Option("--serve", help="Afterwards, serve the APIs and dashboard (Ctrl-C).")
-    ] = False,
-    resolution: Annotated[
-        str | None, typer.Option(help="The simulated camera's frames, WxH (960x540).")
-    ] = None,
-    size: Annotated[
-        str | None, typer.Option(help="Size of the videos: 1080p (default), 720p or WxH.")
-    ] = None,
-    minutes: Annotated[
-        float | None, typer.Option(help="Length of the evening session (90).", min=5, max=600)
-    ] = None,
-    frames_scale: Annotated[
-        float | None,
-        typer.Option(
-            help="More (>1) or fewer (<1) frames than the demo's ~155 shots: divides "
-            "the capture intervals.",
-            min=0.01,
-            max=10,
-        ),
-    ] = None,
-    preset: Annotated[
-        str | None, typer.Option(help="Encoder preset, ultrafast .. veryslow (veryfast).")
-    ] = None,
-) -> None:
-    """Run the whole system on this machine with nothing configured: capture an evening on the
-    simulated camera, transfer it with rsync over SSH, ingest, render, archive, and summarise.
-    """
-    from skylapse.capture.commands import parse_resolution
-    from skylapse.demo import DemoError, DemoOptions, print_demo_summary, run_demo, serve_demo
-
-    defaults = DemoOptions(out=out)  # what an option not given keeps
-    wh = parse_resolution(resolution)
-    options = DemoOptions(
-        out=out,
-        resolution=defaults.resolution if wh is None else wh,
-        size=defaults.size if size is None else size,
-        minutes=defaults.minutes if minutes is None else minutes,
-        frames_scale=defaults.frames_scale if frames_scale is None else frames_scale,
-        preset=defaults.preset if preset is None else preset,
-    )
-    try:
-        result = run_demo(options, console)
-    except DemoError as exc:
-        raise fail(str(exc), 1) from None
-    print_demo_summary(result, console)
-    if serve:
-        serve_demo(result, console)
-
-
 def print_summary(summary: RenderSummary) -> None:
     """The table printed after a render: frames, skips and why, time per stage, outputs."""
     table = Table(title="Render summary", show_header=False, title_justify="left")
@@ -277,37 +200,3 @@ def _size_of(path: Path) -> str:
             return f"{total:.0f} {unit}" if unit == "B" else f"{total:.1f} {unit}"
         total /= 1024
     return f"{total:.1f} GB"
-
-
-from skylapse.processing import commands as _processing_commands  # noqa: E402
-
-app.command("worker")(_processing_commands.worker)
-app.command("ingest")(_processing_commands.ingest)
-
-
-from skylapse.capture import commands as _capture_commands  # noqa: E402
-
-app.command("plan")(_capture_commands.plan)
-app.command("capture")(_capture_commands.capture)
-app.command("frames")(_capture_commands.frames)
-app.command("sky")(_capture_commands.sky)
-
-
-from skylapse import deploy_commands as _deploy_commands  # noqa: E402
-
-app.command("install-service")(_deploy_commands.install_service)
-app.command("doctor")(_deploy_commands.doctor)
-app.command("archive")(_deploy_commands.archive)
-app.command("backup")(_deploy_commands.backup)
-
-from skylapse.api import commands as _api_commands  # noqa: E402
-
-app.command("serve")(_api_commands.serve)
-
-
-def main() -> None:  # pragma: no cover - console entry
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())

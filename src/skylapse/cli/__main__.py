@@ -1,0 +1,5 @@
+"""``python -m skylapse.cli``: the `skylapse` command."""
+
+from skylapse.cli import app
+
+app()
