@@ -323,6 +323,13 @@ class CaptureConfig(_Section):
     writer_queue: int = Field(
         8, ge=1, le=256, description="frames waiting to be encoded and written, at most"
     )
+    writer_queue_mb: int = Field(
+        64,
+        ge=8,
+        le=4096,
+        description="pixels of the frames waiting to be written, at most (MB; a larger frame "
+        "still goes alone): 64 keeps one 12 MP frame ahead of the next",
+    )
     retention_h: float = Field(
         48.0, gt=0, le=24 * 366, description="keep verified frames this long"
     )

@@ -109,9 +109,9 @@ def test_manual_controls_are_set_and_waited_for(fake):
     assert md.aperture_f == 1.8
     assert md.focus_score > 0
     assert picam.released == picam.requests  # every request went back to the camera
-    # RGB888 arrives as B, G, R bytes; frames are RGB uint16
-    assert frame.pixels.dtype == np.uint16 and frame.pixels.shape == (48, 64, 3)
-    r, g, b = (int(frame.pixels[1, 1, c]) // 257 for c in range(3))
+    # RGB888 arrives as B, G, R bytes; frames are RGB, 8-bit as the ISP delivers them
+    assert frame.pixels.dtype == np.uint8 and frame.pixels.shape == (48, 64, 3)
+    r, g, b = (int(frame.pixels[1, 1, c]) for c in range(3))
     assert r > g > b
 
 

@@ -21,6 +21,7 @@ RESTART_ONLY = (
     ("capture", "camera"),
     ("capture", "resolution"),
     ("capture", "writer_queue"),
+    ("capture", "writer_queue_mb"),
     ("capture", "unattended"),
     ("weather", "base_url"),
     ("weather", "cache_path"),

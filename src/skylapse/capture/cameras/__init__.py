@@ -6,8 +6,8 @@ Public API (details in each module):
   ``capture(settings) -> Frame``, ``capture_hdr_sequence(settings, ev_offsets)``,
   ``autofocus``, ``close``), :class:`CameraCapability`, :class:`CaptureSettings`,
   :class:`CameraConfig`, :class:`Frame`, :class:`FrameMetadata`, :func:`bracket_exposures`.
-  Frame pixels: uint16 (H, W, 3) RGB, sRGB-encoded 0..65535 after white balance (the pipeline
-  convention of ``skylapse.imaging.srgb``).
+  :func:`rgb_frame`. Frame pixels: (H, W, 3) RGB, sRGB-encoded after white balance, uint8 from
+  the real cameras (8-bit ISP output), uint16 0..65535 from the simulated camera.
 - ``factory``: :class:`CameraFactory` (``auto_detect_camera()``, ``create(name)``).
 - backends: :class:`Picamera2Camera`, :class:`UsbCamera`, :class:`SimulatedCamera`,
   :class:`ReplayCamera`.
@@ -25,6 +25,7 @@ from skylapse.capture.cameras.base import (
     Frame,
     FrameMetadata,
     bracket_exposures,
+    rgb_frame,
 )
 from skylapse.capture.cameras.factory import CameraFactory
 from skylapse.capture.cameras.focus import FocusResult, contrast_autofocus, focus_score
@@ -68,4 +69,5 @@ __all__ = [
     "focus_score",
     "load_profile",
     "profile_for_sensor",
+    "rgb_frame",
 ]

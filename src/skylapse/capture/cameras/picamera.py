@@ -28,10 +28,10 @@ from skylapse.capture.cameras.base import (
     CaptureSettings,
     Frame,
     FrameMetadata,
+    rgb_frame,
 )
 from skylapse.capture.cameras.profiles import CameraProfile, profile_for_sensor
 from skylapse.capture.clock import Clock
-from skylapse.imaging.srgb import to_uint16
 
 # libcamera.controls.AfModeEnum values, used as plain ints so libcamera need not be imported
 AF_MODE_MANUAL = 0
@@ -216,8 +216,7 @@ class Picamera2Camera(Camera):
                 metadata = request.get_metadata()
                 if attempt < MAX_SETTLE_FRAMES - 1 and not self._settled(metadata, controls):
                     continue
-                bgr = request.make_array("main")
-                pixels = to_uint16(np.ascontiguousarray(bgr[..., 2::-1]))
+                pixels = rgb_frame(request.make_array("main"))  # RGB888 is B, G, R bytes
                 if settings.dng_path is not None:
                     settings.dng_path.parent.mkdir(parents=True, exist_ok=True)
                     request.save_dng(str(settings.dng_path))
