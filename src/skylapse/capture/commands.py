@@ -24,7 +24,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from skylapse.capture.cameras import Camera, CameraConfig, CameraError, CameraFactory, Location
+from skylapse.capture.cameras import Camera, CameraConfig, CameraError, CameraFactory
 from skylapse.capture.clock import Clock, RealClock, SimulatedClock
 from skylapse.capture.plan import day_plan, parse_location, render_plan_table
 from skylapse.capture.service import (
@@ -127,11 +127,13 @@ def _parse_start(text: str | None) -> dt.datetime | None:
 
 def make_camera(spec: str, clock: Clock, location: LocationConfig, seed: int) -> Camera:
     """``auto``, ``simulated``, ``replay:DIR``, ``picamera2[:N]``, ``usb[:DEVICE]``."""
-    site = Location(location.latitude, location.longitude, location.elevation_m)
     name, _, arg = spec.partition(":")
-    if name == "auto":
-        return CameraFactory.auto_detect_camera(clock=clock, location=site, seed=seed)
-    if name == "simulated":
+    if name in ("auto", "simulated"):  # the simulated camera (and its scene) may be used
+        from skylapse.capture.cameras.simulated import Location
+
+        site = Location(location.latitude, location.longitude, location.elevation_m)
+        if name == "auto":
+            return CameraFactory.auto_detect_camera(clock=clock, location=site, seed=seed)
         return CameraFactory.create("simulated", clock=clock, location=site, seed=seed)
     if name == "replay":
         if not arg:

@@ -9,11 +9,13 @@ Public API (details in each module):
   :func:`rgb_frame`. Frame pixels: (H, W, 3) RGB, sRGB-encoded after white balance, uint8 from
   the real cameras (8-bit ISP output), uint16 0..65535 from the simulated camera.
 - ``factory``: :class:`CameraFactory` (``auto_detect_camera()``, ``create(name)``).
-- backends: :class:`Picamera2Camera`, :class:`UsbCamera`, :class:`SimulatedCamera`,
-  :class:`ReplayCamera`.
+- backends: :class:`Picamera2Camera`, :class:`UsbCamera`, :class:`SimulatedCamera` (imported
+  when first named), :class:`ReplayCamera`.
 - ``profiles``: YAML camera profiles (``builtin_profile``, ``load_profile``, ``ProfileError``).
 - ``focus``: ``focus_score`` (variance of the Laplacian), ``contrast_autofocus``.
 """
+
+from typing import TYPE_CHECKING
 
 from skylapse.capture.cameras.base import (
     Camera,
@@ -39,8 +41,23 @@ from skylapse.capture.cameras.profiles import (
     profile_for_sensor,
 )
 from skylapse.capture.cameras.replay import ReplayCamera, ReplayExhausted
-from skylapse.capture.cameras.simulated import Location, SimulatedCamera, SimWeather
 from skylapse.capture.cameras.usb import UsbCamera
+
+if TYPE_CHECKING:
+    from skylapse.capture.cameras.simulated import Location, SimulatedCamera, SimWeather
+
+#: Imported on first use (``__getattr__``): the simulated camera brings the procedural scene
+#: (`skylapse.scene`), which a station with a real camera never needs (README: footprint).
+_SIMULATED = ("Location", "SimulatedCamera", "SimWeather")
+
+
+def __getattr__(name: str) -> object:
+    if name in _SIMULATED:
+        from skylapse.capture.cameras import simulated
+
+        return getattr(simulated, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Camera",

@@ -27,7 +27,6 @@ from skylapse.capture.cameras.base import Camera, CameraError
 from skylapse.capture.cameras.picamera import Picamera2Camera, import_picamera2, sensor_models
 from skylapse.capture.cameras.profiles import profile_for_sensor
 from skylapse.capture.cameras.replay import ReplayCamera
-from skylapse.capture.cameras.simulated import SimulatedCamera
 from skylapse.capture.cameras.usb import UsbCamera
 from skylapse.capture.clock import Clock
 
@@ -53,6 +52,8 @@ class CameraFactory:
         if name == "usb":
             return UsbCamera(clock=clock, **options)
         if name == "simulated":
+            from skylapse.capture.cameras.simulated import SimulatedCamera  # and its scene
+
             return SimulatedCamera(clock=clock, **options)
         if name == "replay":
             if "folder" not in options:
@@ -117,4 +118,6 @@ class CameraFactory:
             log.info("camera: USB device %d", device)
             return UsbCamera(device, clock=clock, video_capture=video_capture)
         log.info("camera: none found, using the simulated camera")
+        from skylapse.capture.cameras.simulated import SimulatedCamera  # and its scene
+
         return SimulatedCamera(clock=clock, **simulated_options)
