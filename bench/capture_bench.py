@@ -19,7 +19,8 @@ session (``POST /sessions``, 2 s) for ``--minutes``. Its resident set is sampled
 the end). Printed: RSS when ready (imports, app, camera open), after the five captures, peak
 (VmHWM) during those and during the session, steady (median over the session's second half)
 and its drift (median of the last quarter minus median of the second quarter), frames written,
-``POST /capture`` round trips and the session's capture latency.
+``POST /capture`` round trips and the session's capture latency. The service runs with the
+systemd unit's environment (``skylapse.deploy.SERVICE_ENVIRONMENT``: glibc malloc settings).
 Target: peak <= 150 MB, flat.
 
 Run: ``.venv/bin/python bench/capture_bench.py [--frames 200] [--interval 0.5]
@@ -54,6 +55,7 @@ from skylapse.capture.cameras.simulated import LENS_SOFTNESS_PX
 from skylapse.capture.clock import RealClock, SimulatedClock
 from skylapse.capture.service import CaptureService, SessionSpec
 from skylapse.config import default_config
+from skylapse.deploy import SERVICE_ENVIRONMENT
 from skylapse.exif import exif_bytes, with_exif_jpeg
 
 #: Autofocus is measured at mid-afternoon at the simulated camera's default place.
@@ -308,6 +310,17 @@ def run_session_over_http(
     return out
 
 
+def service_environment(token: str) -> dict[str, str]:
+    """The environment the systemd unit gives the service (``deploy.SERVICE_ENVIRONMENT``) and
+    the token; bytecode is written, as an installed package has it, and written now for what
+    the service imports, so that compiling modules is not counted in its footprint."""
+    env = {**os.environ, **SERVICE_ENVIRONMENT, "SKYLAPSE_API_TOKEN": token}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    warm = "import skylapse.cli, skylapse.api.capture.app, skylapse.api.server, numpy.ma"
+    subprocess.run([sys.executable, "-c", warm], env=env, check=True)
+    return env
+
+
 def footprint(minutes: float, size: tuple[int, int] = FOOTPRINT_SIZE) -> dict[str, object]:
     """(c): see the module docstring."""
     frames = MANUAL_CAPTURES + math.ceil(minutes * 60 / FOOTPRINT_INTERVAL_S) + 10
@@ -319,7 +332,7 @@ def footprint(minutes: float, size: tuple[int, int] = FOOTPRINT_SIZE) -> dict[st
         config = footprint_config(root, replay_folder(root, frames, size))
         cmd = [sys.executable, "-m", "skylapse.cli", "serve", "capture", "--config", str(config)]
         cmd += ["--host", "127.0.0.1", "--port", str(port)]
-        env = {**os.environ, "SKYLAPSE_API_TOKEN": token}
+        env = service_environment(token)
         with (root / "server.log").open("wb") as log:
             proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
             sampler = RssSampler(proc.pid)
