@@ -414,6 +414,13 @@ class CaptureConfig(_Section):
     writer_queue: int = Field(
         8, ge=1, le=256, description="frames waiting to be encoded and written, at most"
     )
+    writer_queue_mb: int = Field(
+        64,
+        ge=8,
+        le=4096,
+        description="pixels of the frames waiting to be written, at most (MB; a larger frame "
+        "still goes alone): 64 keeps one 12 MP frame ahead of the next",
+    )
     retention_h: float = Field(
         48.0, gt=0, le=24 * 366, description="keep verified frames this long"
     )
@@ -524,6 +531,16 @@ class RetentionConfig(_Section):
         5.0, gt=0, le=25, description="emergency cleanup goes this far below the watermark"
     )
     check_every_s: float = Field(300.0, gt=0, le=86400, description="how often it is enforced")
+
+
+#: The environment variable naming the processing data folder.
+DATA_DIR_ENV = "SKYLAPSE_DATA_DIR"
+
+
+def default_data_dir() -> Path:
+    """The processing data folder when none is given: ``$SKYLAPSE_DATA_DIR``, else
+    ``./skylapse-data``."""
+    return Path(os.environ.get(DATA_DIR_ENV, "skylapse-data"))
 
 
 class ProcessingConfig(_Section):

@@ -46,6 +46,15 @@ class UnitSettings:
     watchdog_s: int = 30
 
 
+#: The service's environment. glibc's allocator gets two arenas at most (by default up to 8 per
+#: core, each keeping the blocks its threads freed) and maps blocks of 1 MB and more on their own,
+#: so the buffers of a frame's analysis and encoding go back to the system when freed rather than
+#: staying in the heap (README: footprint; measured with ``bench/capture_bench.py``).
+SERVICE_ENVIRONMENT = {
+    "PYTHONUNBUFFERED": "1",
+    "GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=1048576",
+}
+
 DEFAULTS = UnitSettings(
     executable=Path("/opt/skylapse/venv/bin/skylapse"),
     config=Path("/etc/skylapse/skylapse.yaml"),
@@ -74,7 +83,7 @@ LimitNOFILE=8192
 User={user}
 Group={user}
 SupplementaryGroups=video
-Environment=PYTHONUNBUFFERED=1
+{environment}
 EnvironmentFile=-{env_file}
 StateDirectory=skylapse
 WorkingDirectory=/var/lib/skylapse
@@ -135,6 +144,7 @@ def render_capture_unit(settings: UnitSettings) -> str:
         protect_home="read-only" if under_home else "yes",
         read_write=" ".join(writable),
         env_file=ENV_FILE,
+        environment="\n".join(f"Environment={k}={v}" for k, v in SERVICE_ENVIRONMENT.items()),
     )
 
 

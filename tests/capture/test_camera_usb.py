@@ -132,7 +132,7 @@ def test_bare_device_is_automatic_only():
     with pytest.raises(CapabilityNotSupported):
         run(cam.capture(CaptureSettings(exposure_time_s=0.01)))
     frame = run(cam.capture())
-    assert frame.pixels.dtype == np.uint16 and frame.pixels.shape == (48, 64, 3)
+    assert frame.pixels.dtype == np.uint8 and frame.pixels.shape == (48, 64, 3)
     r, g, b = (int(frame.pixels[0, 0, c]) for c in range(3))
     assert r > g > b  # BGR from the driver, RGB out
     assert frame.metadata.analogue_gain == 1.0

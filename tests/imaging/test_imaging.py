@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -14,18 +15,49 @@ from skylapse.imaging import affine, luma, pyramid, srgb
 from skylapse.imaging.scratch import ScratchBuffer
 
 
-def test_capture_service_loads_no_processing_module() -> None:
-    # A fresh interpreter: this test process has imported processing already.
+def _loaded_after(imports: str, prefixes: tuple[str, ...]) -> list[str]:
+    """The modules starting with ``prefixes`` that ``import <imports>`` loads in a fresh
+    interpreter (this test process has imported everything already)."""
     code = (
-        "import sys, skylapse.capture.service, skylapse.capture.cameras.factory, skylapse.scene\n"
-        "print(sorted(m for m in sys.modules if m.startswith('skylapse.processing')))"
+        f"import json, sys, {imports}\n"
+        f"print(json.dumps(sorted(m for m in sys.modules if m.startswith({prefixes!r}))))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
-    # The one exception: the render options' schema (pydantic only), which the shared
-    # configuration validates its ``processing.render`` section with.
-    assert out.stdout.strip() == "['skylapse.processing', 'skylapse.processing.options']"
+    loaded: list[str] = json.loads(out.stdout)
+    return loaded
+
+
+#: The one part of `skylapse.processing` the capture side loads: the render options' schema
+#: (pydantic only), which the shared configuration validates ``processing.render`` with.
+CONFIG_SCHEMA = ["skylapse.processing", "skylapse.processing.options"]
+
+
+def test_capture_service_loads_no_processing_module() -> None:
+    imports = "skylapse.capture.service, skylapse.capture.cameras.factory, skylapse.scene"
+    assert _loaded_after(imports, ("skylapse.processing",)) == CONFIG_SCHEMA
+
+
+#: What `skylapse serve capture` with a real camera never uses: the processing code, PyAV, the
+#: job queue and S3 clients, and the simulated camera with its procedural scene.
+NOT_FOR_CAPTURE = (
+    "skylapse.processing",
+    "skylapse.scene",
+    "skylapse.capture.cameras.simulated",
+    "skylapse.testing",
+    "av",
+    "huey",
+    "boto3",
+)
+
+
+def test_the_capture_service_imports_nothing_it_does_not_use() -> None:
+    serve = "skylapse.api.capture.app, skylapse.api.server"
+    assert _loaded_after(serve, NOT_FOR_CAPTURE) == CONFIG_SCHEMA
+    # the whole command line, as `skylapse serve capture` loads it: every command registered,
+    # none of the processing code they run
+    assert _loaded_after(f"skylapse.cli, {serve}", NOT_FOR_CAPTURE) == CONFIG_SCHEMA
 
 
 def test_srgb_tables_match_the_curve_at_both_depths() -> None:

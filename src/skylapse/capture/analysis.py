@@ -1,13 +1,15 @@
 """What the capture loop reads from a frame right after it is taken: metering and quality.
 
 ``analyse_frame(pixels, clip_level) -> FrameAnalysis`` and ``analyse_frames`` (pure) work on a
-copy at most ``ANALYSIS_WIDTH`` pixels wide.
+copy at most ``ANALYSIS_WIDTH`` pixels wide, made once by area averaging and kept in the result
+(``FrameAnalysis.reduced``): the service shows it as the live preview instead of holding on to
+the full frame (36 MB at 12 MP) until the next one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -27,10 +29,13 @@ class FrameAnalysis:
 
     metering: Metering
     quality_score: float
+    #: the copy analysed: the frame area-averaged to at most ``ANALYSIS_WIDTH`` px wide (the
+    #: frame itself when it is no wider), in the frame's sample type
+    reduced: np.ndarray = field(compare=False, repr=False)
 
 
 def analyse_frame(pixels: np.ndarray, clip_level: float = 0.98) -> FrameAnalysis:
-    """Metering (for the exposure controller) and the quality score of a uint16 sRGB frame.
+    """Metering (for the exposure controller) and the quality score of a uint8/uint16 sRGB frame.
 
     Both work on linear luma of a copy reduced (area average) to at most ``ANALYSIS_WIDTH``
     pixels wide: metering reduces to 64 px anyway and the quality score to 960 px, so the
@@ -46,7 +51,7 @@ def analyse_frame(pixels: np.ndarray, clip_level: float = 0.98) -> FrameAnalysis
     else:
         small = pixels
     luma = linear_luminance(small)
-    return FrameAnalysis(meter(luma, clip_level), image_quality_score(luma))
+    return FrameAnalysis(meter(luma, clip_level), image_quality_score(luma), small)
 
 
 def analyse_frames(frames: Sequence[Frame], clip_level: float) -> list[FrameAnalysis]:

@@ -55,7 +55,7 @@ class QualityComponents:
 def _gradient_magnitude(img: np.ndarray) -> np.ndarray:
     gx = cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=1, scale=0.5)
     gy = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=1, scale=0.5)
-    return cv2.magnitude(gx, gy)
+    return cv2.magnitude(gx, gy, gx)  # into gx: one image buffer fewer at once
 
 
 def noise_sigma(encoded: np.ndarray) -> float:
@@ -94,7 +94,8 @@ def quality_components(frame_linear_luma: np.ndarray) -> QualityComponents:
     low = float(np.count_nonzero(sub <= BLACK_LEVEL)) / sub.size
     clipping = max(0.0, 1.0 - high / 0.1 - low / 0.5)
 
-    encoded = cv2.sqrt(np.maximum(luma, 0.0))
+    encoded = np.maximum(luma, 0.0)
+    cv2.sqrt(encoded, encoded)
     sigma = noise_sigma(encoded)
     noise = 1.0 - math.log(max(sigma, _NOISE_GOOD) / _NOISE_GOOD) / math.log(
         _NOISE_BAD / _NOISE_GOOD

@@ -189,6 +189,7 @@ class CaptureService:
             storage=self.storage,
             quality=cap.jpeg_quality,
             maxsize=cap.writer_queue,
+            max_bytes=cap.writer_queue_mb * 2**20,
             write_hook=write_hook,
         )
         self._camera_lock = asyncio.Lock()
@@ -361,7 +362,8 @@ class CaptureService:
         }
 
     def latest_frame(self) -> Frame | None:
-        """The last frame taken (for a live preview; do not modify its pixels)."""
+        """The last frame taken, reduced to at most ``ANALYSIS_WIDTH`` px wide (the analysed
+        copy: the full frame is not kept), for a live preview; do not modify its pixels."""
         return self._last_frame
 
     # -- sessions --------------------------------------------------------------------------
@@ -707,7 +709,7 @@ class CaptureService:
             summary.note_exposure(md.exposure_time_s, md.analogue_gain)
             fut.add_done_callback(functools.partial(self._written, summary))
             futures.append(fut)
-        self._last_frame = frames[-1]
+        self._last_frame = Frame(analyses[-1].reduced, frames[-1].metadata)
         return futures
 
     def _written(self, summary: SessionSummary, fut: asyncio.Future) -> None:
@@ -834,6 +836,7 @@ class CaptureService:
                 latency_ms=latency_ms, correlation_id=s.correlation_id,
             )  # fmt: skip
             await self._submit(summary, frames, shot, analyses)
+            del frames  # the writer holds the pixels now, and drops them once they are stored
             next_choice = choose_capture(self.config, elev_next, self._sky, self._observation)
             ctrl.prior = self._prior(elev, elev_next)
             settings = ctrl.next_settings(

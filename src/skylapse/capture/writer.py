@@ -10,9 +10,12 @@ and the JPEG written alone; the staging file is removed once the frame is writte
 The capture loop must reach every exposure on time, so nothing slow happens on it: each frame
 goes as a :class:`WriteJob` to a :class:`FrameWriter`, a single worker thread behind a bounded
 queue. The thread encodes (``cv2.imencode``, which releases the GIL) and adds EXIF without
-re-encoding (:mod:`skylapse.exif`). The queue bound keeps memory finite (a 1080p uint16 frame is
-12 MB); when it is full the loop waits (back-pressure, counted as ``writer_waits``), which only
-happens if the disk is far slower than the capture interval.
+re-encoding (:mod:`skylapse.exif`). The queue is bounded twice, in frames (``maxsize``) and in
+the bytes of their pixels (``max_bytes``), because frames differ by an order of magnitude (a
+1080p uint16 frame is 12 MB, a 12 MP 8-bit one 36 MB): a frame waits while the frames ahead of
+it hold ``max_bytes`` with it, unless nothing is ahead of it. When the queue is full the loop
+waits (back-pressure, counted as ``writer_waits``), which only happens if the disk is far slower
+than the capture interval.
 
 File and catalog row are written as one unit: the files to temporary names (fsync), the row
 inserted as ``writing``, the files renamed into place (companions first), the row marked
@@ -29,17 +32,18 @@ cannot be written is dropped, logged and counted; the loop carries on.
 
 API
 ---
-``encode_jpeg(pixels, quality=92) -> bytes``       pure: uint16 RGB sRGB frame -> 8-bit JPEG.
+``encode_jpeg(pixels, quality=92) -> bytes``       RGB sRGB frame (uint8/uint16) -> 8-bit JPEG.
 ``frame_exif(record, camera_model, skylapse) -> bytes``   the EXIF block for a frame.
 ``WriteJob(pixels, record, camera_model, skylapse, dng=None, jpeg=True)``
-``FrameWriter(root, catalog, storage=None, quality=92, maxsize=8, on_written=None,
-write_hook=None)``: ``await submit(job) -> asyncio.Future[FrameRecord | None]``,
+``FrameWriter(root, catalog, storage=None, quality=92, maxsize=8, max_bytes=64 MB,
+on_written=None, write_hook=None)``: ``await submit(job) -> asyncio.Future[FrameRecord | None]``,
 ``await drain()``, ``close()``, ``stats()``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import hashlib
 import sqlite3
@@ -55,6 +59,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from skylapse.capture.cameras.base import swap_red_blue
 from skylapse.capture.storage import StorageManager, commit_temp, write_temp
 from skylapse.catalog.capture import WRITING, Companion, FrameCatalog, FrameRecord
 from skylapse.exif import exif_bytes, with_exif_jpeg, with_exif_tiff
@@ -64,6 +69,28 @@ log = get_logger(__name__)
 
 #: Catalog calls meeting a lock are tried this many times, pausing 50 ms, 100 ms, 200 ms...
 LOCK_RETRIES = 6
+
+
+def _glibc_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS)."""
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+#: Called after each frame: a frame's work frees tens of MB in blocks of 1..10 MB (analysis
+#: buffers, JPEG buffers) across the threads' malloc arenas, which glibc keeps mapped (its mmap
+#: threshold adapts upwards as such blocks are freed); returning them keeps the service's
+#: resident set flat between frames (README: footprint).
+_MALLOC_TRIM = _glibc_malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc; a no-op elsewhere)."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -99,11 +126,22 @@ def retry_locked(call: Callable[..., Any], *args: Any) -> Any:
     raise AssertionError("unreachable")
 
 
-def encode_jpeg(pixels: np.ndarray, quality: int = 92) -> bytes:
-    """A uint16 RGB sRGB pipeline frame as baseline JPEG bytes.
+def _imencode(bgr: np.ndarray, quality: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
 
-    16 to 8 bits by ``cv2.convertScaleAbs`` (round(v / 257), saturating: the same values as
-    ``srgb.to_uint8`` at a fraction of the cost), RGB to OpenCV's BGR order, then libjpeg.
+
+def encode_jpeg(pixels: np.ndarray, quality: int = 92) -> bytes:
+    """An RGB sRGB frame (uint8, or uint16 over 0..65535) as baseline 8-bit JPEG bytes.
+
+    libjpeg takes OpenCV's BGR order, and no full-size copy is made for it (36 MB at 12 MP):
+    16 bits are narrowed by ``cv2.convertScaleAbs`` (round(v / 257), saturating: the same
+    values as ``srgb.to_uint8`` at a fraction of the cost) into a new array, reordered in place;
+    an 8-bit frame is reordered in place and back before returning (:func:`swap_red_blue`), so
+    no other thread may read it meanwhile (the service hands a frame to the writer once it is
+    analysed, and keeps only the reduced copy). A read-only 8-bit frame is copied instead.
     """
     if pixels.dtype == np.uint16:
         eight = cv2.convertScaleAbs(pixels, alpha=1.0 / 257.0)
@@ -111,12 +149,17 @@ def encode_jpeg(pixels: np.ndarray, quality: int = 92) -> bytes:
         eight = pixels
     else:
         raise TypeError(f"expected a uint8 or uint16 frame, got {pixels.dtype}")
-    if eight.ndim == 3:
-        eight = cv2.cvtColor(eight, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".jpg", eight, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return buf.tobytes()
+    if eight.ndim != 3:
+        return _imencode(eight, quality)
+    if eight is not pixels:
+        return _imencode(swap_red_blue(eight), quality)
+    if not eight.flags.writeable:
+        return _imencode(cv2.cvtColor(eight, cv2.COLOR_RGB2BGR), quality)
+    swap_red_blue(eight)
+    try:
+        return _imencode(eight, quality)
+    finally:
+        swap_red_blue(eight)
 
 
 def frame_exif(record: FrameRecord, camera_model: str, skylapse: dict[str, Any]) -> bytes:
@@ -135,7 +178,9 @@ def frame_exif(record: FrameRecord, camera_model: str, skylapse: dict[str, Any])
 class WriteJob:
     """One frame to persist. ``record.path`` (the JPEG's) is relative to the buffer root; sha256
     and size are filled in by the writer. ``dng`` is the DNG the camera staged for the frame;
-    ``jpeg`` False keeps only that DNG (then ``record.path`` with ``.dng`` is the frame)."""
+    ``jpeg`` False keeps only that DNG (then ``record.path`` with ``.dng`` is the frame). The
+    writer reorders ``pixels`` in place while it encodes them (:func:`encode_jpeg`): do not read
+    them once submitted."""
 
     pixels: np.ndarray
     record: FrameRecord
@@ -157,6 +202,7 @@ class FrameWriter:
         storage: StorageManager | None = None,
         quality: int = 92,
         maxsize: int = 8,
+        max_bytes: int = 64 * 2**20,
         on_written: Callable[[FrameRecord], None] | None = None,
         write_hook: Callable[[WriteJob], None] | None = None,
     ) -> None:
@@ -165,10 +211,12 @@ class FrameWriter:
         self.storage = storage
         self.quality = quality
         self.maxsize = maxsize
+        self.max_bytes = max_bytes
         self.on_written = on_written
         self._write_hook = write_hook  # test seam: runs in the writer thread before each write
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-writer")
-        self._slots: asyncio.Semaphore | None = None
+        self._room: asyncio.Event | None = None  # set when a frame leaves the queue
+        self._queued_bytes = 0  # pixels of the frames queued or being written
         self._pending: set[asyncio.Future] = set()
         self._lock = threading.Lock()
         self._unmarked: list[int] = []  # rows whose file is in place but still "writing"
@@ -179,34 +227,47 @@ class FrameWriter:
         self.max_depth = 0
         self.write_ms: deque[float] = deque(maxlen=1000)  # recent frames only
 
-    def _slots_for_loop(self) -> asyncio.Semaphore:
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.maxsize)
-        return self._slots
-
     @property
     def depth(self) -> int:
         """Frames queued or being written."""
         return len(self._pending)
 
+    def _has_room(self, nbytes: int) -> bool:
+        if not self._pending:
+            return True  # a frame larger than max_bytes still goes, alone
+        return len(self._pending) < self.maxsize and self._queued_bytes + nbytes <= self.max_bytes
+
     async def submit(self, job: WriteJob) -> asyncio.Future:
         """Queue a frame; returns a future for its catalog record (None if it was dropped).
 
-        Waits only while ``maxsize`` frames are already queued (back-pressure)."""
-        slots = self._slots_for_loop()
-        if slots.locked():
+        Waits only while the frames already queued leave no room for it: ``maxsize`` of them,
+        or ``max_bytes`` of pixels with this one (back-pressure)."""
+        nbytes = job.pixels.nbytes
+        if not self._has_room(nbytes):
             self.waits += 1
             if self.waits == 1 or self.waits % 100 == 0:  # logged, not flooded
-                log.warning("writer queue full: capture waits", depth=self.depth, waits=self.waits)
-        await slots.acquire()
+                log.warning(
+                    "writer queue full: capture waits",
+                    depth=self.depth,
+                    queued_mb=round(self._queued_bytes / 2**20, 1),
+                    waits=self.waits,
+                )
+            if self._room is None:
+                self._room = asyncio.Event()
+            while not self._has_room(nbytes):
+                self._room.clear()
+                await self._room.wait()
         loop = asyncio.get_running_loop()
         fut = loop.run_in_executor(self._executor, self._write, job)
         self._pending.add(fut)
+        self._queued_bytes += nbytes
         self.max_depth = max(self.max_depth, len(self._pending))
 
         def done(f: asyncio.Future) -> None:
             self._pending.discard(f)
-            slots.release()
+            self._queued_bytes -= nbytes
+            if self._room is not None:
+                self._room.set()
 
         fut.add_done_callback(done)
         return fut
@@ -343,4 +404,5 @@ class FrameWriter:
             self.write_ms.append((time.perf_counter() - t0) * 1e3)
         if self.on_written is not None:
             self.on_written(record)
+        release_free_memory()
         return record

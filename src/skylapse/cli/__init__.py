@@ -14,6 +14,13 @@ module                      commands
 
 Only this package imports typer; the commands call the services' own functions and turn their
 errors into one-line messages and exit statuses (2 for a usage error).
+
+Imports. A command module imports at its top what its options need (the configuration, the
+render options' schema, the capture side's parsers) and no more: the processing code, PyAV,
+huey, boto3 and the demo are imported inside the command that runs them. So every command is
+registered, yet `skylapse serve capture` on a Pi loads none of it (its footprint: README,
+"Capture footprint"; checked by ``tests/imaging/test_imaging.py``). Nothing is imported late
+to break a cycle: there is none (``tests/test_layout.py``).
 """
 
 from __future__ import annotations

@@ -10,8 +10,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from skylapse.config import ConfigError, SkylapseConfig, load_config
-from skylapse.processing.jobs import DATA_DIR_ENV
+from skylapse.config import DATA_DIR_ENV, ConfigError, SkylapseConfig, load_config
 
 #: Progress, errors and summaries go to stderr; stdout is for what a command outputs.
 console = Console(stderr=True)

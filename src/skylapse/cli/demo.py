@@ -9,7 +9,6 @@ import typer
 
 from skylapse.capture.plan import parse_resolution
 from skylapse.cli.common import console, fail
-from skylapse.demo import DemoError, DemoOptions, print_demo_summary, run_demo, serve_demo
 
 
 def demo(
@@ -44,6 +43,8 @@ def demo(
     """Run the whole system on this machine with nothing configured: capture an evening on the
     simulated camera, transfer it with rsync over SSH, ingest, render, archive, and summarise.
     """
+    from skylapse.demo import DemoError, DemoOptions, print_demo_summary, run_demo, serve_demo
+
     defaults = DemoOptions(out=out)  # what an option not given keeps
     try:
         wh = None if resolution is None else parse_resolution(resolution)

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from skylapse import log
 from skylapse.cli.common import DataOption, config_or_exit
+from skylapse.config import ArchiveConfig, BackupConfig, default_data_dir
 from skylapse.deploy import (
     UnitSettings,
     current_executable,
@@ -19,9 +20,6 @@ from skylapse.deploy import (
     render_capture_unit,
 )
 from skylapse.doctor import CHECKS, parse_ssh_target, run_checks, ssh_target_from_config
-from skylapse.processing.archive import Archive, ArchiveConfig
-from skylapse.processing.backup import BackupConfig, S3Backup
-from skylapse.processing.jobs import default_data_dir
 from skylapse.transfer.rsync import SshTarget
 
 _STATUS_STYLE = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]fail[/]"}
@@ -129,6 +127,9 @@ def archive(
 
     Settings not given as options come from SKYLAPSE_ARCHIVE_* and SKYLAPSE_BACKUP_*.
     """
+    from skylapse.processing.archive import Archive
+    from skylapse.processing.backup import S3Backup
+
     log.configure()
     cfg = ArchiveConfig.from_env()
     updates = {"include_frames": frames, "max_age_days": max_age_days, "max_total_gb": max_total_gb}
@@ -174,6 +175,9 @@ def backup(
 
     Credentials come from the standard AWS_* environment (or AWS_PROFILE).
     """
+    from skylapse.processing.archive import Archive
+    from skylapse.processing.backup import S3Backup
+
     log.configure()
     cfg = BackupConfig.from_env()
     updates = {

@@ -11,8 +11,7 @@ import typer
 
 from skylapse import log
 from skylapse.cli.common import DataOption, config_or_exit
-from skylapse.processing.ingest import Ingestor, align_pillow_pixel_limit
-from skylapse.processing.jobs import JobService, default_data_dir
+from skylapse.config import default_data_dir
 
 
 def worker(
@@ -26,6 +25,8 @@ def worker(
     ] = None,
 ) -> None:
     """Run processing jobs from the queue until interrupted (start as many as you like)."""
+    from skylapse.processing.jobs import JobService  # run, not registered (`skylapse.cli`)
+
     log.configure()
     service = JobService(data or default_data_dir(), queue_url)
     service.consumer(workers).run()
@@ -51,6 +52,9 @@ def ingest(
     ] = None,
 ) -> None:
     """Verify arriving frames into the store and catalog; quarantine what fails."""
+    from skylapse.processing.ingest import Ingestor, align_pillow_pixel_limit
+    from skylapse.processing.jobs import JobService
+
     settings = config_or_exit(config).processing
     max_pixels = settings.max_frame_pixels
     log.configure()

@@ -8,7 +8,7 @@ its flag.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -24,8 +24,9 @@ from rich.table import Table
 
 from skylapse.cli.common import bad_parameter, console, fail
 from skylapse.processing.options import RenderOptions
-from skylapse.processing.render import RenderError, RenderSummary
-from skylapse.processing.render import render as run_render
+
+if TYPE_CHECKING:
+    from skylapse.processing.render import RenderSummary
 
 #: `skylapse render`'s defaults: the render's own, as text.
 _RENDER_DEFAULTS = RenderOptions().model_dump(mode="json")
@@ -154,6 +155,9 @@ def render(
         options = RenderOptions.model_validate(given)
     except ValidationError as exc:
         raise bad_parameter(exc, {"formats": "--format"}) from None
+    from skylapse.processing.render import RenderError
+    from skylapse.processing.render import render as run_render
+
     try:
         with _progress_bar() as bar:
             summary = run_render(src, output, options, progress=_RichProgress(bar))

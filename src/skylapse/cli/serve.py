@@ -14,23 +14,20 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from fastapi import FastAPI
 
 from skylapse import log
 from skylapse.api.auth import MissingTokenError, resolve_token
-from skylapse.api.capture.app import create_capture_app
-from skylapse.api.processing.app import create_processing_app
-from skylapse.api.processing.settings import ProcessingSettings
 from skylapse.api.server import ConnectionLimits, run_server
 from skylapse.capture.cameras import CameraError
 from skylapse.cli.common import fail
-from skylapse.config import ConfigError, SkylapseConfig, load_config, reveal
+from skylapse.config import DATA_DIR_ENV, ConfigError, SkylapseConfig, load_config, reveal
 from skylapse.config_store import ConfigFile
-from skylapse.processing.ingest import align_pillow_pixel_limit
-from skylapse.processing.jobs import DATA_DIR_ENV
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 SERVICES = ("capture", "processing")
 
@@ -116,6 +113,8 @@ def serve(
         app = _processing_app(cfg, token, data_dir, workers)
         port = port or cfg.api.processing_port
     else:
+        from skylapse.api.capture.app import create_capture_app
+
         try:
             app = create_capture_app(cfg, token, buffer=data_dir, config_file=config_file)
         except (CameraError, OSError, ValueError) as exc:
@@ -131,6 +130,10 @@ def _processing_app(
     cfg: SkylapseConfig, token: str, data_dir: Path, workers: int | None
 ) -> FastAPI:
     """The processing service's app from the configuration, its data folder and the flags."""
+    from skylapse.api.processing.app import create_processing_app
+    from skylapse.api.processing.settings import ProcessingSettings
+    from skylapse.processing.ingest import align_pillow_pixel_limit
+
     pc = cfg.processing
     settings = ProcessingSettings(
         data_dir=data_dir,

@@ -46,16 +46,9 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 QUEUE_URL_ENV = "SKYLAPSE_QUEUE_URL"
-DATA_DIR_ENV = "SKYLAPSE_DATA_DIR"
 
 #: What a render job may ask for: the render's own options (the name the API still uses).
 RenderJobOptions = RenderOptions
-
-
-def default_data_dir() -> Path:
-    """The processing data folder when none is given: ``$SKYLAPSE_DATA_DIR``, else
-    ``./skylapse-data``."""
-    return Path(os.environ.get(DATA_DIR_ENV, "skylapse-data"))
 
 
 class JobCancelled(Exception):

@@ -23,6 +23,7 @@ RESTART_ONLY = (
     ("capture", "resolution"),
     ("capture", "raw"),
     ("capture", "writer_queue"),
+    ("capture", "writer_queue_mb"),
     ("capture", "unattended"),
     ("weather", "base_url"),
     ("weather", "cache_path"),

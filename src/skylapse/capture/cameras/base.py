@@ -11,12 +11,16 @@ thread so the capture loop's other tasks keep running)::
     bracket = await camera.capture_hdr_sequence(settings, ev_offsets=(-2, 0, 2))
     await camera.close()
 
-Frame pixels follow the pipeline convention (``skylapse.imaging.srgb``): ``uint16`` arrays of
-shape ``(H, W, 3)``, RGB order, sRGB-encoded over 0..65535, after the camera's white balance.
-Photometric consumers (metering, exposure control) go back to linear light with
-``srgb.to_linear`` / ``luma.linear_luminance`` (both in :mod:`skylapse.imaging`). Real cameras
-deliver 8-bit ISP output, which is widened by ``srgb.to_uint16``; the simulated camera quantises
-at its sensor bit depth and encodes exactly.
+Frame pixels are arrays of shape ``(H, W, 3)``, RGB order, sRGB-encoded, after the camera's
+white balance, in the sample type the camera delivers: ``uint8`` (0..255) from the real cameras,
+whose ISP output is 8-bit, and ``uint16`` over 0..65535 (the pipeline convention of
+``skylapse.imaging.srgb``) from the simulated camera, which quantises at its sensor bit depth,
+and from 16-bit replayed files; ``FrameMetadata.bit_depth`` says which. Nothing on the capture
+path needs more than the camera's bits (the writer stores 8-bit JPEG, metering works on a reduced
+copy), and widening 8 bits to 16 would double a 12 MP frame to 72 MB for no information.
+:func:`rgb_frame` turns a driver's BGR image into frame pixels in place. Photometric consumers
+(metering, exposure control) go back to linear light with ``srgb.to_linear`` /
+``luma.linear_luminance`` (both in :mod:`skylapse.imaging`), which take either sample type.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from skylapse.capture.cameras.focus import focus_score
@@ -133,10 +138,50 @@ class FrameMetadata:
 
 @dataclass(frozen=True)
 class Frame:
-    """Pixels (uint16 RGB sRGB, see module docstring) and the metadata they were taken with."""
+    """Pixels (uint8 or uint16 RGB sRGB, see module docstring) and the metadata they were taken
+    with."""
 
     pixels: np.ndarray
     metadata: FrameMetadata
+
+
+#: Rows that :func:`swap_red_blue` reorders at a time (its buffer: 440 KB of a 12 MP frame).
+_SWAP_ROWS = 32
+
+
+def swap_red_blue(image: np.ndarray) -> np.ndarray:
+    """Reverse the channel order of a writable ``(H, W, 3)`` image in place (RGB <-> BGR) and
+    return it. OpenCV's ``cvtColor`` copies the whole image first when its output is its input
+    (36 MB at 12 MP), so this goes a strip of rows at a time through a small buffer."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) image, got shape {image.shape}")
+    buffer = np.empty((min(_SWAP_ROWS, image.shape[0]), *image.shape[1:]), image.dtype)
+    for row in range(0, image.shape[0], _SWAP_ROWS):
+        strip = image[row : row + _SWAP_ROWS]
+        swapped = cv2.cvtColor(strip, cv2.COLOR_BGR2RGB, dst=buffer[: len(strip)])
+        strip[...] = swapped
+    return image
+
+
+def rgb_frame(image: np.ndarray) -> np.ndarray:
+    """A driver's or decoder's image in OpenCV's channel order (BGR, BGRA or grey; uint8 or
+    uint16) as frame pixels: RGB ``(H, W, 3)`` of the same sample type.
+
+    A writable BGR image is reordered in place (:func:`swap_red_blue`) and returned, so a frame
+    never needs a second full-size buffer (36 MB at 12 MP); any other image is converted into a
+    new array.
+    """
+    if image.dtype not in (np.uint8, np.uint16):
+        raise TypeError(f"expected a uint8 or uint16 image, got {image.dtype}")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"expected a grey, BGR or BGRA image, got shape {image.shape}")
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    if image.flags.writeable:
+        return swap_red_blue(image)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def bracket_exposures(

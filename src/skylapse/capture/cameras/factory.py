@@ -44,7 +44,6 @@ from skylapse.capture.cameras.picamera import (
 )
 from skylapse.capture.cameras.profiles import builtin_profile, profile_for_sensor
 from skylapse.capture.cameras.replay import ReplayCamera
-from skylapse.capture.cameras.simulated import Location, SimulatedCamera
 from skylapse.capture.cameras.usb import UsbCamera
 from skylapse.capture.clock import Clock
 from skylapse.config import LocationConfig
@@ -111,6 +110,8 @@ class CameraFactory:
         if name == "usb":
             return UsbCamera(clock=clock, **options)
         if name == "simulated":
+            from skylapse.capture.cameras.simulated import SimulatedCamera  # and its scene
+
             return SimulatedCamera(clock=clock, **options)
         if name == "replay":
             if "folder" not in options:
@@ -191,6 +192,8 @@ class CameraFactory:
             log.error("camera: %s", reason)
             return MissingCamera(reason, clock=clock)
         log.warning("camera: %s; frames are procedural, not real", SIMULATED_NOTICE)
+        from skylapse.capture.cameras.simulated import SimulatedCamera  # and its scene
+
         camera = SimulatedCamera(clock=clock, **simulated_options)
         camera.notice = SIMULATED_NOTICE
         return camera
@@ -199,11 +202,13 @@ class CameraFactory:
 def make_camera(spec: str, clock: Clock, location: LocationConfig, seed: int) -> Camera:
     """The camera a ``--camera`` / ``capture.camera`` spec names: ``auto``, ``simulated``,
     ``replay:DIR``, ``picamera2[:N]``, ``usb[:DEVICE]`` (or any other registered name)."""
-    site = Location(location.latitude, location.longitude, location.elevation_m)
     name, _, arg = spec.partition(":")
-    if name == "auto":
-        return CameraFactory.auto_detect_camera(clock=clock, location=site, seed=seed)
-    if name == "simulated":
+    if name in ("auto", "simulated"):  # the simulated camera (and its scene) may be used
+        from skylapse.capture.cameras.simulated import Location
+
+        site = Location(location.latitude, location.longitude, location.elevation_m)
+        if name == "auto":
+            return CameraFactory.auto_detect_camera(clock=clock, location=site, seed=seed)
         return CameraFactory.create("simulated", clock=clock, location=site, seed=seed)
     if name == "replay":
         if not arg:

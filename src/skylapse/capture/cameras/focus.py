@@ -24,6 +24,23 @@ import numpy as np
 
 #: Windows wider than this are reduced (area average) by an integer factor before the Laplacian.
 ANALYSIS_WIDTH = 640
+#: Rows of the window converted to float32 at a time by the reduction (bounds its memory).
+_STRIP_ROWS = 32
+
+
+def _area_reduce(crop: np.ndarray, factor: int) -> np.ndarray:
+    """The mean of each ``factor`` x ``factor`` block of ``crop`` (a trailing partial block is
+    left out), in float32, a strip of rows at a time: the window is never copied whole to float
+    (at 12 MP a full float32 copy of the central half would be 36 MB)."""
+    rows, cols = crop.shape[0] // factor, crop.shape[1] // factor
+    out = np.empty((rows, cols, *crop.shape[2:]), np.float32)
+    step = max(1, _STRIP_ROWS // factor)  # output rows per strip
+    for r in range(0, rows, step):
+        n = min(step, rows - r)
+        strip = crop[r * factor : (r + n) * factor, : cols * factor].astype(np.float32)
+        # an integer scale: INTER_AREA is the exact block mean
+        out[r : r + n] = cv2.resize(strip, (cols, n), interpolation=cv2.INTER_AREA)
+    return out
 
 
 def focus_score(pixels: np.ndarray, window: float = 0.5) -> float:
@@ -41,16 +58,12 @@ def focus_score(pixels: np.ndarray, window: float = 0.5) -> float:
     y0, x0 = (h - ch) // 2, (w - cw) // 2
     crop = pixels[y0 : y0 + ch, x0 : x0 + cw]
     scale = 1.0 / (65535.0 if crop.dtype == np.uint16 else 255.0 if crop.dtype == np.uint8 else 1.0)
-    if crop.ndim == 3:
-        # Rec. 601 weights on the encoded values: a contrast measure, not a photometric one
-        grey = cv2.cvtColor(crop.astype(np.float32) * np.float32(scale), cv2.COLOR_RGB2GRAY)
-    else:
-        grey = crop.astype(np.float32) * np.float32(scale)
-    factor = math.ceil(grey.shape[1] / ANALYSIS_WIDTH)
-    if factor > 1:
-        grey = cv2.resize(
-            grey, (grey.shape[1] // factor, grey.shape[0] // factor), interpolation=cv2.INTER_AREA
-        )
+    factor = math.ceil(cw / ANALYSIS_WIDTH)
+    # reduce first, then weigh: both are linear, and the reduction bounds the float copies
+    small = _area_reduce(crop, factor) if factor > 1 else crop.astype(np.float32)
+    small *= np.float32(scale)
+    # Rec. 601 weights on the encoded values: a contrast measure, not a photometric one
+    grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY) if small.ndim == 3 else small
     lap = cv2.Laplacian(grey, cv2.CV_32F, ksize=3)
     return float(lap.var())
 

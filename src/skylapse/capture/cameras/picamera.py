@@ -57,10 +57,10 @@ from skylapse.capture.cameras.base import (
     CaptureSettings,
     Frame,
     FrameMetadata,
+    rgb_frame,
 )
 from skylapse.capture.cameras.profiles import CameraProfile, profile_for_sensor
 from skylapse.capture.clock import Clock
-from skylapse.imaging.srgb import to_uint16
 
 log = logging.getLogger(__name__)
 
@@ -383,8 +383,7 @@ class Picamera2Camera(Camera):
                 if off and attempt < SETTLE_FRAMES and spent < budget:
                     flush = start + 1  # the next frame, whenever it started
                     continue
-                bgr = request.make_array("main")
-                pixels = to_uint16(np.ascontiguousarray(bgr[..., 2::-1]))
+                pixels = rgb_frame(request.make_array("main"))  # RGB888 is B, G, R bytes
                 if settings.dng_path is not None:
                     settings.dng_path.parent.mkdir(parents=True, exist_ok=True)
                     request.save_dng(str(settings.dng_path))

@@ -36,10 +36,10 @@ from skylapse.capture.cameras.base import (
     CaptureSettings,
     Frame,
     FrameMetadata,
+    rgb_frame,
 )
 from skylapse.capture.cameras.profiles import CameraProfile, builtin_profile
 from skylapse.capture.clock import Clock
-from skylapse.imaging.srgb import to_uint16
 
 V4L2_EXPOSURE_MANUAL = 1
 V4L2_EXPOSURE_AUTO = 3
@@ -196,9 +196,7 @@ class UsbCamera(Camera):
         ok, bgr = cap.read()
         if not ok or bgr is None:
             raise CameraError(f"V4L2 device {self.device!r} returned no frame")
-        if bgr.ndim == 2:
-            bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
-        pixels = to_uint16(np.ascontiguousarray(bgr[..., 2::-1]))
+        pixels = rgb_frame(bgr)
         readback = {
             "exposure": float(cap.get(cv2.CAP_PROP_EXPOSURE)),
             "gain": float(cap.get(cv2.CAP_PROP_GAIN)),
