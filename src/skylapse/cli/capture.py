@@ -51,7 +51,6 @@ from skylapse.capture.service import (
     summary_lines,
 )
 from skylapse.capture.weather import WeatherService
-from skylapse.capture.weather_replay import WeatherFileError, replayed_day, replayed_weather
 from skylapse.catalog.capture import Catalog
 from skylapse.cli.common import config_or_exit
 from skylapse.config import LocationConfig, SkylapseConfig
@@ -107,7 +106,10 @@ def _parse_start(text: str | None) -> dt.datetime | None:
 
 def _replay(load: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
     """A ``--weather FILE`` replay (`skylapse.capture.weather_replay`); a bad file is a
-    BadParameter naming it."""
+    BadParameter naming it. The replay module is imported here, when a replay is asked for: it
+    brings the simulated camera, which renders the replayed weather."""
+    from skylapse.capture.weather_replay import WeatherFileError
+
     try:
         return load(*args, **kwargs)
     except WeatherFileError as exc:
@@ -164,7 +166,11 @@ def plan(
             day = dt.date.fromisoformat(date)
         except ValueError:
             raise typer.BadParameter(f"{date!r} is not YYYY-MM-DD", param_hint="--date") from None
-    weather_at = None if weather is None else _replay(replayed_day, weather, cfg.weather, loc, day)
+    weather_at = None
+    if weather is not None:
+        from skylapse.capture.weather_replay import replayed_day
+
+        weather_at = _replay(replayed_day, weather, cfg.weather, loc, day)
     memory = _sky_memory(buffer or cfg.capture.buffer_dir)
     console = Console()
     console.print(render_plan_table(day_plan(loc, day, cfg, weather_at, memory)))
@@ -259,6 +265,8 @@ def capture(
     folder = (buffer or cfg.capture.buffer_dir).expanduser()
     sky_source = None
     if weather is not None:
+        from skylapse.capture.weather_replay import replayed_weather
+
         sky_source = _replay(replayed_weather, weather, cfg.weather, loc, the_clock.now, cam)
     elif clock == "real" and cfg.weather.enabled:
         sky_source = WeatherService(cfg.weather, loc)
