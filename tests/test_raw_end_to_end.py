@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import hashlib
 from functools import partial
+from pathlib import Path
 
 from servers import running_sshd
 from skylapse.capture.cameras import CameraConfig, SimulatedCamera
@@ -85,7 +86,7 @@ def test_dngs_travel_verified_are_ingested_and_rendered(tmp_path, monkeypatch):
     real_read = sources.read_frame
 
     def spy(path, keep_8bit=False):
-        decoded.append(sources.Path(path).suffix)
+        decoded.append(Path(path).suffix)
         return real_read(path, keep_8bit=keep_8bit)
 
     monkeypatch.setattr(sources, "read_frame", spy)

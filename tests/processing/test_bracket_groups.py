@@ -12,7 +12,7 @@ import numpy as np
 from skylapse.exif import exif_bytes, with_exif_jpeg
 from skylapse.processing import sources
 from skylapse.processing.options import RenderOptions
-from skylapse.processing.render import capture_bracket_sets, group_shots
+from skylapse.processing.shots import capture_bracket_sets, group_shots
 
 T0 = datetime(2025, 10, 11, 16, 0, tzinfo=UTC)
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, TiffImagePlugin
 
+from skylapse.imaging import srgb
 from skylapse.processing import sources
 from skylapse.processing.sources import (
     AspectMismatchError,
@@ -374,15 +375,13 @@ def test_dng_discovery_and_decoding(tmp_path: Path) -> None:
     assert rgb.dtype == np.uint16 and rgb.shape == (h, w, 3)
     # LibRaw output with sRGB primaries, the sRGB curve and no auto-brightening equals
     # the CFA values sRGB-encoded.
-    expected = np.rint(sources.srgb.encode(np.array([30000, 20000, 20000]) / 65535) * 65535)
+    expected = np.rint(srgb.encode(np.array([30000, 20000, 20000]) / 65535) * 65535)
     centre = rgb[20:40, 20:60].reshape(-1, 3).mean(axis=0)
     np.testing.assert_allclose(centre, expected, atol=300)
     gray = read_gray_reduced(tmp_path / "a.dng", 2)
     assert gray.shape == (30, 40)
     lum = 0.299 * expected[0] + 0.587 * expected[1] + 0.114 * expected[2]
-    assert float(np.median(gray)) == pytest.approx(
-        float(sources.srgb.decode(lum / 65535)), rel=0.02
-    )
+    assert float(np.median(gray)) == pytest.approx(float(srgb.decode(lum / 65535)), rel=0.02)
     (tmp_path / "bad.dng").write_bytes(b"II*\0" + b"\0" * 100)
     data = (tmp_path / "a.dng").read_bytes()
     (tmp_path / "cut.dng").write_bytes(data[: len(data) // 2])
@@ -466,9 +465,7 @@ def test_dng_is_developed_in_linear_light_with_its_exif_exposure(tmp_path: Path)
     centres = linear[h // 2, w // 8 :: w // 4]  # the middle of each band
     np.testing.assert_allclose(centres, bands, rtol=0.01, atol=2e-4)
     encoded = read_frame(tmp_path / "frame.dng")
-    np.testing.assert_array_equal(
-        encoded, sources.srgb.from_linear(np.rint(linear * 65535) / 65535)
-    )
+    np.testing.assert_array_equal(encoded, srgb.from_linear(np.rint(linear * 65535) / 65535))
 
 
 def test_a_raw_jpeg_pair_is_one_frame_its_dng(tmp_path: Path) -> None:

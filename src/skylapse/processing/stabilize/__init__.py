@@ -1,6 +1,6 @@
 """Video stabilization for fixed (tripod) and moving (pan, slider) timelapse cameras.
 
-Streaming API (see ``render.py``)::
+Streaming API (see ``render_passes.py``)::
 
     tracker = MotionTracker(mode="tripod", scale=2)   # pass 1, reduced-resolution gray
     for gray in reduced_frames:                        # any dtype, (H // 2, W // 2)
