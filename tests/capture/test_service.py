@@ -352,6 +352,7 @@ def test_colour_temperature_goes_only_to_cameras_that_take_one(tmp_path):
     whatever its name (the check used to be ``camera.name != "simulated"``)."""
     from skylapse.capture.cameras import CameraCapability
     from skylapse.capture.exposure import ExposureSettings
+    from skylapse.capture.shot import camera_settings
     from skylapse.capture.strategy import CaptureChoice
     from skylapse.config import default_config
 
@@ -364,9 +365,10 @@ def test_colour_temperature_goes_only_to_cameras_that_take_one(tmp_path):
     service = _service(tmp_path, dt.datetime(2024, 3, 20, 17, tzinfo=UTC), camera=GainsOnly(seed=3))
     _run(service.open())
     assert not service.camera.supports_capability(CameraCapability.COLOUR_TEMPERATURE)
-    assert service._camera_settings(settings, choice, None).colour_temperature_k is None
+    cam = service.camera
+    assert camera_settings(cam, settings, choice, None, None).colour_temperature_k is None
     records = _run(service.capture_now())  # golden hour: the frame is taken all the same
     assert len(records) == 1
     service.camera._capabilities |= {CameraCapability.COLOUR_TEMPERATURE}
-    assert service._camera_settings(settings, choice, None).colour_temperature_k == 5500.0
+    assert camera_settings(cam, settings, choice, None, None).colour_temperature_k == 5500.0
     _run(service.close())

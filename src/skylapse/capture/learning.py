@@ -30,7 +30,7 @@ between bin centres (the nearest bin's beyond the learned range), plus the dimmi
 cover's dimming alone. The controller starts each session on
 it and follows its shape through the session; ``skylapse plan`` adds it to the expected light.
 The file also keeps the lens position of the last successful autofocus, which foggy sessions keep
-instead of hunting (`skylapse.capture.service`).
+instead of hunting (`skylapse.capture.focus`).
 
 ``skylapse sky --buffer DIR`` shows the store; ``--reset`` deletes it.
 

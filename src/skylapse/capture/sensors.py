@@ -102,3 +102,21 @@ class Bme280:
         return Environment(
             float(sample.temperature), float(sample.humidity), float(sample.pressure)
         )
+
+
+def read_environment(bme280: Bme280) -> dict[str, float]:
+    """The Pi's own temperature and, with a BME280 fitted, the air around the station (the
+    keys a frame's catalog row takes: ``soc_temp_c``, ``ambient_temp_c``, ``humidity_pct``,
+    ``pressure_hpa``; absent when not measured)."""
+    values: dict[str, float] = {}
+    soc = read_thermal_zone()
+    if soc is not None:
+        values["soc_temp_c"] = soc
+    air = bme280.read()
+    if air is not None:
+        values.update(
+            ambient_temp_c=air.temperature_c,
+            humidity_pct=air.humidity_pct,
+            pressure_hpa=air.pressure_hpa,
+        )
+    return values

@@ -84,6 +84,17 @@ class SessionSpec:
     hdr: bool | None = None  # None: config.capture.hdr
     day: dt.date | None = None  # folder date; None: the start's local date
 
+    def end_monotonic(self, mono0: float, wall0: dt.datetime) -> float:
+        """When the session ends on the monotonic clock, for a start at ``mono0`` (monotonic)
+        and ``wall0`` (wall time): the earlier of ``duration_s`` and ``end``; inf without
+        either (then ``max_frames`` or a stop ends it)."""
+        end_mono = math.inf
+        if self.duration_s is not None:
+            end_mono = mono0 + self.duration_s
+        if self.end is not None:
+            end_mono = min(end_mono, mono0 + (self.end - wall0).total_seconds())
+        return end_mono
+
 
 @dataclass
 class SessionSummary:

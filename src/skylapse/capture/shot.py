@@ -26,7 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skylapse.capture.analysis import FrameAnalysis
-from skylapse.capture.cameras.base import FrameMetadata
+from skylapse.capture.cameras.base import (
+    Camera,
+    CameraCapability,
+    CaptureSettings,
+    FrameMetadata,
+)
 from skylapse.capture.exposure import ExposureSettings
 from skylapse.capture.sensors import lux_estimate
 from skylapse.capture.strategy import CaptureChoice, tone_record
@@ -177,3 +182,33 @@ def frame_exif_fields(
         "tone": _tone(shot),
         "latency_ms": shot.latency_ms,
     }
+
+
+def camera_settings(
+    camera: Camera,
+    settings: ExposureSettings,
+    choice: CaptureChoice,
+    dng: Path | None,
+    lens_position: float | None,
+) -> CaptureSettings:
+    """What ``camera`` is told for a shot: exposure time and gain where it takes them manually
+    (else None: its own auto exposure), the strategy's colour temperature, the lens position
+    to hold (None: its own focus) and where to write the DNG (None: no DNG)."""
+    manual_t = camera.supports_capability(CameraCapability.MANUAL_EXPOSURE)
+    manual_g = camera.supports_capability(CameraCapability.MANUAL_GAIN)
+    wb = choice.strategy.white_balance
+    # a fixed colour temperature where the device takes one; a camera that takes only
+    # (red, blue) gains (the simulated one renders at its daylight balance, ~5500 K) keeps
+    # its own white balance
+    kelvin = (
+        float(wb)
+        if isinstance(wb, int) and camera.supports_capability(CameraCapability.COLOUR_TEMPERATURE)
+        else None
+    )
+    return CaptureSettings(
+        exposure_time_s=settings.exposure_s if manual_t else None,
+        analogue_gain=settings.gain if manual_g else None,
+        colour_temperature_k=kelvin,
+        lens_position=lens_position,
+        dng_path=dng,
+    )

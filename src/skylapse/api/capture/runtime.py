@@ -488,7 +488,7 @@ class CaptureRuntime:
             m.gauge("image_quality_score").set(record.quality_score)
             if event.first_of_shot:
                 self.qualities.append(record.quality_score)
-        focus = self.service.focus_acquisition_time_s
+        focus = self.service.focus.acquisition_time_s
         if focus is not None and focus != self._focus_seen:
             self._focus_seen = focus
             m.histogram("focus_acquisition_time_s").observe(focus)
