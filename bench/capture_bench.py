@@ -51,7 +51,7 @@ import numpy as np
 from api_bench import wait_ready
 from skylapse.api.server import free_port
 from skylapse.capture.cameras import CameraConfig, SimulatedCamera
-from skylapse.capture.cameras.simulated import LENS_SOFTNESS_PX
+from skylapse.capture.cameras.simulated.lens import LENS_SOFTNESS_PX
 from skylapse.capture.clock import RealClock, SimulatedClock
 from skylapse.capture.service import CaptureService, SessionSpec
 from skylapse.config import default_config

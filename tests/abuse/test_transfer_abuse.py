@@ -25,8 +25,8 @@ from skylapse.cli import app
 from skylapse.config import ConfigError, parse_config
 from skylapse.doctor import parse_ssh_target
 from skylapse.names import check_name
+from skylapse.transfer.manifest import MANIFEST_DIR
 from skylapse.transfer.queue import (
-    MANIFEST_DIR,
     QUARANTINE_DIR,
     TransferSettings,
     TransferWorker,

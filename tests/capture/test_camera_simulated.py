@@ -21,7 +21,8 @@ from skylapse.capture.cameras import (
     SimWeather,
     focus_score,
 )
-from skylapse.capture.cameras.simulated import Location, develop, sensor_readout
+from skylapse.capture.cameras.simulated import Location
+from skylapse.capture.cameras.simulated.sensor import develop, sensor_readout
 from skylapse.capture.clock import SimulatedClock
 from skylapse.imaging.luma import linear_luminance
 from skylapse.imaging.srgb import to_linear
@@ -305,7 +306,7 @@ def test_dng_is_a_bayer_mosaic_that_develops_back_to_the_scene(tmp_path, profile
     import rawpy
 
     from skylapse.capture.cameras import builtin_profile
-    from skylapse.capture.cameras.simulated import exposure_ev100
+    from skylapse.capture.cameras.simulated.camera import exposure_ev100
 
     profile = builtin_profile(profile_name)
     clock = SimulatedClock(when_sun_at(15))

@@ -430,7 +430,7 @@ def test_dng_is_developed_in_linear_light_with_its_exif_exposure(tmp_path: Path)
     develops it in linear light (black level out, as-shot white balance) to the scene's values,
     ``read_frame`` is that sRGB-encoded by the exact curve, and the exposure is the EXIF's exact
     0.3 s, not IFD0's 1/3 s that PiDNG rounds it to."""
-    from skylapse.capture.cameras.simulated import bayer_mosaic, dng_bytes
+    from skylapse.capture.cameras.simulated.raw import bayer_mosaic, dng_bytes
     from skylapse.exif import exif_bytes, with_exif_tiff
 
     h, w, bits, black = 64, 128, 12, 256

@@ -41,21 +41,21 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import httpx
 from pydantic import SecretStr
 
 from skylapse.capture.cameras.base import Camera
-from skylapse.capture.cameras.simulated import SimulatedCamera, SimWeather
 from skylapse.capture.weather import WeatherObservation, WeatherService, parse_owm_current
 from skylapse.config import LocationConfig, WeatherConfig
 
+if TYPE_CHECKING:
+    from skylapse.capture.cameras.simulated import SimWeather
+
 #: The replay's stand-in API key (the client needs one; the mock transport ignores it).
 REPLAY_KEY = "replay"
-#: The simulated camera's sky when the replay has no payload yet: clear and calm.
-NO_WEATHER = SimWeather(cloud_cover=0.0, wind_speed_mps=0.0)
 
 
 class WeatherFileError(ValueError):
@@ -85,10 +85,15 @@ class WeatherReplay:
         return None if i is None else self.observations[i]
 
     def sim_weather(self, when: dt.datetime) -> SimWeather:
-        """What the simulated camera sees at ``when``: the payload in force then."""
+        """What the simulated camera sees at ``when``: the payload in force then (clear and
+        calm before the first)."""
+        # the simulated camera's module, imported when first needed: `skylapse capture` with a
+        # real camera never loads it (nor the scene it brings)
+        from skylapse.capture.cameras.simulated import SimWeather
+
         i = self._index(when)
         if i is None:
-            return NO_WEATHER
+            return SimWeather(cloud_cover=0.0, wind_speed_mps=0.0)
         payload, obs = self.payloads[i], self.observations[i]
         extra: dict[str, float] = {}
         wind = payload.get("wind") or {}
@@ -162,10 +167,14 @@ class WeatherReplay:
     def attach(self, camera: Camera) -> bool:
         """Make a simulated camera render this weather; whether it was one (a real camera
         sees the real sky)."""
-        if isinstance(camera, SimulatedCamera):
-            camera.weather = self.sim_weather
-            return True
-        return False
+        if camera.name != "simulated":  # a real camera: the simulated one stays unimported
+            return False
+        from skylapse.capture.cameras.simulated import SimulatedCamera
+
+        if not isinstance(camera, SimulatedCamera):
+            return False
+        camera.weather = self.sim_weather
+        return True
 
 
 def load_weather_file(path: str | Path) -> WeatherReplay:

@@ -57,7 +57,7 @@ from skylapse.config import DEFAULT_MAX_FRAME_PIXELS
 from skylapse.exif import read_skylapse_metadata
 from skylapse.log import get_logger
 from skylapse.processing import sources
-from skylapse.transfer.queue import MANIFEST_DIR, RESEND_FILE
+from skylapse.transfer.manifest import MANIFEST_DIR, RESEND_FILE
 
 log = get_logger(__name__)
 

@@ -15,6 +15,7 @@ stopped. One batch goes like this:
    read back as the acknowledgement.
    The same command hands back the receiver's ``.resend`` list (frames its ingest quarantined
    after arrival), which go back into the queue.
+   (The manifest, this command and its answer: `skylapse.transfer.manifest`.)
 4. Frames are marked ``verified`` only after that commit. When some frames of a batch fail the
    check, the others are committed at once as a batch of their own (a second manifest), so one
    bad frame never holds its batch-mates back. Failed frames are re-sent with ``--checksum`` on
@@ -52,18 +53,25 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import shlex
 import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Protocol
 
 from skylapse.catalog.capture import FrameRecord, TransferCatalog
 from skylapse.log import get_logger
 from skylapse.names import check_name
+from skylapse.transfer.manifest import (
+    MANIFEST_DIR,
+    inside_buffer,
+    manifest_text,
+    path_problem,
+    read_answer,
+    receiver_script,
+)
 from skylapse.transfer.rsync import (
     CommandRunner,
     SshTarget,
@@ -74,51 +82,12 @@ from skylapse.transfer.rsync import (
 
 log = get_logger(__name__)
 
-MANIFEST_DIR = ".manifests"
-#: Paths the receiver's ingest rejected after arrival (see `skylapse.processing.ingest`).
-RESEND_FILE = ".resend"
-COMMITTED_MARK = "SKYLAPSE-COMMITTED"
 #: Where frames that must not be sent are set aside, under the buffer (``.reason`` beside each).
 QUARANTINE_DIR = "quarantine"
 #: rsync exits after which part of the batch arrived: the receiver checks what did.
 PARTIAL_RSYNC_CODES = frozenset({23, 24})
-#: The receiver could not even store the manifest (a full disk): retryable, like rsync's 11.
-_SETUP_FAILED = 11
 #: How long a quarantined frame keeps the station's alert open.
 QUARANTINE_ALERT_WINDOW = timedelta(hours=24)
-#: Checks a ``sha256sum`` manifest on the receiver and prints what ``sha256sum -c`` prints.
-#: Python's hashlib (OpenSSL, with the CPU's SHA extensions) hashes several times faster than
-#: coreutils' ``sha256sum``, which would otherwise cost as much time as the transfer itself;
-#: hosts without python3 fall back to ``sha256sum -c``. Each checked file is fsynced, and the
-#: commit is synced, so a batch is acknowledged only once it is on the receiver's disk.
-_PY_CHECK = (
-    "import hashlib,os,sys\n"
-    "bad=0\n"
-    "for line in open(sys.argv[1]):\n"
-    "    want,_,name=line.rstrip('\\n').partition('  ')\n"
-    "    try:\n"
-    "        h=hashlib.sha256()\n"
-    "        with open(name,'rb') as f:\n"
-    "            for block in iter(lambda: f.read(1<<20), b''): h.update(block)\n"
-    "            os.fsync(f.fileno())\n"
-    "        ok=h.hexdigest()==want\n"
-    "    except OSError:\n"
-    "        ok=False\n"
-    "    bad+=not ok\n"
-    "    print(name+(': OK' if ok else ': FAILED'))\n"
-    "sys.exit(1 if bad else 0)\n"
-)
-
-
-def _check_manifest(part: str) -> str:
-    """Shell that checks the manifest ``part``; its status is the check's."""
-    return (
-        f"if command -v python3 >/dev/null; then python3 -c {shlex.quote(_PY_CHECK)} {part};"
-        f" else sha256sum -c {part}; fi"
-    )
-
-
-RESEND_MARK = "SKYLAPSE-RESEND"
 
 
 class VerificationFailed(RuntimeError):
@@ -396,11 +365,11 @@ class TransferWorker:
         in the catalog (a crash in between is finished by `_sendable`). A frame whose path
         would leave the buffer, or whose file is gone, is only marked."""
         rel = record.path
-        if _inside_buffer(record.path) and (self.buffer_root / record.path).is_file():
+        if inside_buffer(record.path) and (self.buffer_root / record.path).is_file():
             rel = f"{QUARANTINE_DIR}/{record.path}"
             for path, _ in record.files[1:]:  # companions first: the frame's move commits
                 src = self.buffer_root / path
-                if _inside_buffer(path) and src.is_file():
+                if inside_buffer(path) and src.is_file():
                     aside = self.buffer_root / QUARANTINE_DIR / path
                     aside.parent.mkdir(parents=True, exist_ok=True)
                     os.replace(src, aside)
@@ -456,35 +425,21 @@ class TransferWorker:
 
     def _check_on_receiver(self, batch_id: str, batch: list[FrameRecord]) -> list[str]:
         """One check and commit on the receiver, all or nothing; returns the failed paths."""
-        part = f"{MANIFEST_DIR}/{batch_id}.sha256.part"
-        committed = f"{MANIFEST_DIR}/{batch_id}.sha256"
-        # The manifest travels on stdin of the verifying command, so an interrupted rsync never
-        # leaves one behind, and a failed check removes it. The command exits 0 once the check
-        # ran: its outcome is in the output, so ssh's own messages cannot hide it.
-        script = (
-            f"cd {shlex.quote(self.remote_dir)} && mkdir -p {MANIFEST_DIR} && "
-            f"cat > {part} || exit {_SETUP_FAILED}; "
-            f"{{ {_check_manifest(part)}; }} 2>&1; rc=$?; "
-            f"if [ $rc -eq 0 ]; then mv -f {part} {committed} && sync -f . &&"
-            f" echo {COMMITTED_MARK}; else rm -f {part}; fi; "
-            # frames the receiver's ingest rejected after arrival, to be sent again
-            f"if [ -f {RESEND_FILE} ] && mv -f {RESEND_FILE} {RESEND_FILE}.reading; then"
-            f" echo {RESEND_MARK}; cat {RESEND_FILE}.reading; rm -f {RESEND_FILE}.reading; fi; "
-            "exit 0"
-        )
         files = {r.path: self._files(r) for r in batch}
-        manifest = "".join(f"{sha}  {path}\n" for r in batch for path, sha in files[r.path])
         out = self.verify_runner.run(
-            ssh_command(self.target, script, self.settings.ssh_program),
+            ssh_command(
+                self.target,
+                receiver_script(self.remote_dir, batch_id),
+                self.settings.ssh_program,
+            ),
             timeout_s=self.settings.command_timeout_s,
-            stdin_text=manifest,
+            stdin_text=manifest_text(f for r in batch for f in files[r.path]),
         )
-        checked, _, resend = out.partition(RESEND_MARK)
-        self._requeue(resend.split())
-        if COMMITTED_MARK in checked.splitlines():
+        answer = read_answer(out)
+        self._requeue(answer.resend)
+        if answer.committed:
             return []
-        ok = {ln.rsplit(": ", 1)[0] for ln in checked.splitlines() if ln.endswith(": OK")}
-        failed = [r.path for r in batch if any(p not in ok for p, _ in files[r.path])]
+        failed = [r.path for r in batch if any(p not in answer.ok for p, _ in files[r.path])]
         return failed or [r.path for r in batch]  # all checked, yet not committed
 
     def _requeue(self, paths: list[str]) -> None:
@@ -598,20 +553,3 @@ def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, TransferCommandError):
         return exc.retryable
     return isinstance(exc, OSError)
-
-
-def path_problem(path: str) -> str | None:
-    """Why a frame's path cannot travel in a file list and a manifest line (None: it can)."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in path) or "\\" in path:
-        return (
-            f"file name {path!r} holds a control character or a backslash, which a manifest"
-            " line cannot carry"
-        )
-    if not _inside_buffer(path):
-        return f"file name {path!r} points outside the buffer"
-    return None
-
-
-def _inside_buffer(path: str) -> bool:
-    parts = PurePosixPath(path).parts
-    return bool(parts) and not path.startswith("/") and ".." not in parts

@@ -1,64 +1,28 @@
-"""The simulated camera: a procedural mountain scene lit by the real sun, seen through a sensor.
+"""The simulated camera: the procedural scene (`skylapse.scene`) lit by the real sun of its
+:class:`~.world.Location` under its :class:`~.world.SimWeather`, seen through the simulated lens
+(`.lens`) and sensor (`.sensor`), with an optional DNG (`.raw`).
 
-It is the embedded default, so the whole capture service (scheduling, exposure control, HDR,
-autofocus, the local buffer) runs end to end without hardware, and an evening can be simulated
-in seconds with a :class:`~skylapse.capture.clock.SimulatedClock`.
-
-Light: the sun's altitude and azimuth for the camera's location and the clock's time come from
-astral; the scene (``skylapse.scene``: ridges, snow, forest, sky gradient, golden and blue
-hour colours, alpenglow) is rendered at the brightness of the shared sky table
-(``skylapse.sky.ev100``: about 15 EV at 60°, 8.3 at sunset, 0.5 at −6°, −8 at −12°, −10 under
-starlight) relative to the camera's exposure value. Clouds come from the weather (cover) and
-drift with the wind (speed and direction projected across the view); the weather also lights
-the scene (``skylapse.scene.render_frame``): cloud cover darkens it (Kasten & Czeplak, −2 EV
-under a full overcast) and flattens it, storm winds move and reshape the clouds fast, fog (a
-visibility under 10 km) veils it. ``weather`` may be a function of time, e.g. a replayed
-OpenWeatherMap file (`skylapse.capture.weather_replay`).
-
-Sensor (``sensor_readout``, a pure function): the scene is rendered in linear light (linear
-sRGB primaries, 1.0 fills the green channel's full well at the set exposure); the inverse of the
-profile's colour matrix turns it into white-balanced camera RGB, and the lens's relative
-illumination (vignetting) times the channel responses (the inverse of the profile's daylight
-white-balance gains) into the light each channel collects. That becomes electrons (full well /
-analogue gain per unit), gets Poisson shot noise (Gaussian approximation), dark-current shot
-noise (doubling every few °C) and read noise, sits on the sensor's black level, clips at 0 and
-full scale and is quantised at the sensor's bit depth. ``develop`` subtracts the black level and
-applies the white balance and colour matrix, which gives the scene back; the result is encoded
-to the uint16 sRGB pipeline convention.
-
-Lens: defocus blur is a Gaussian whose sigma grows with the distance of the lens position from
-the profile's calibrated infinity position (the scene is at infinity), on top of a small
-constant lens softness, so contrast autofocus has a real peak to find.
+Light: the scene is rendered at the brightness of the shared sky table (``skylapse.sky.ev100``:
+about 15 EV at 60°, 8.3 at sunset, 0.5 at −6°, −8 at −12°, −10 under starlight) relative to the
+camera's exposure value (:func:`exposure_ev100`); without a set exposure it is metered
+(:func:`metered_exposure`: exposure time first, then gain).
 
 Deterministic: the scene, clouds and noise depend only on the seed, the clock and the order of
 captures. Cost at 1920x1080 (measured on a shared 2-core machine): the static scene is built once
 per size and seed (1-3 s, cached), then ~0.2 s per frame (render ~55 ms, sensor ~100 ms), so
 0.5 s capture intervals hold; autofocus takes ~0.8 s. Capture advances the clock by the
 exposure time (the shutter is open that long).
-
-Frame pixels: uint16 RGB, sRGB-encoded, after white balance (the pipeline convention). With
-``CameraConfig(raw=True)``, ``dng_path`` also saves a real DNG: the raw codes sampled through the
-profile's Bayer pattern (``bayer_mosaic``), written by PiDNG from the metadata libcamera would
-report (``dng_bytes``), so it carries the tags picamera2's own DNGs carry (CFA pattern, black and
-white level, ColorMatrix1 from the colour matrix, AsShotNeutral from the white balance,
-exposure time, ISO). LibRaw develops it, in linear light, back to the scene's linear render
-(within the sensor's noise and demosaicing). A RAW stream needs an even height and a width that
-PiDNG can pack at the bit depth (even at 12 bits, a multiple of 4 at 10).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
-from functools import cache, lru_cache
+from functools import lru_cache
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any
 
-import astral
-import astral.sun
 import cv2
 import numpy as np
 
@@ -74,63 +38,19 @@ from skylapse.capture.cameras.base import (
 )
 from skylapse.capture.cameras.focus import contrast_autofocus, focus_score
 from skylapse.capture.cameras.profiles import CameraProfile, builtin_profile
+from skylapse.capture.cameras.simulated.lens import LENS_SOFTNESS_PX, defocus_blur
+from skylapse.capture.cameras.simulated.raw import DNG_PACKING, bayer_mosaic, dng_bytes
+from skylapse.capture.cameras.simulated.sensor import NoiseBank, develop, sensor_readout
+from skylapse.capture.cameras.simulated.world import (
+    CALM_WIND_MPS,
+    CLOUD_DISTANCE_M,
+    Location,
+    SimWeather,
+    WeatherSource,
+    sun_position,
+)
 from skylapse.capture.clock import Clock
-from skylapse.imaging import srgb
 from skylapse.scene import CloudLayer, MountainScene, cloud_layer, mountain_scene, render_frame
-
-#: Distance of the cloud deck along the line of sight, for turning wind speed into pixels.
-CLOUD_DISTANCE_M = 4000.0
-#: Optical softness of the simulated lens in focus (Gaussian sigma, output pixels).
-LENS_SOFTNESS_PX = 0.6
-#: Up to this wind the clouds evolve at the cloud layer's own pace; faster winds speed it up.
-CALM_WIND_MPS = 6.0
-
-
-@dataclass(frozen=True)
-class Location:
-    """Where the simulated camera stands (degrees, metres)."""
-
-    latitude: float = 46.55
-    longitude: float = 7.98
-    elevation_m: float = 2000.0
-
-
-@dataclass(frozen=True)
-class SimWeather:
-    """The weather the simulated camera sees. ``wind_from_deg`` is meteorological (from)."""
-
-    cloud_cover: float = 0.3
-    wind_speed_mps: float = 6.0
-    wind_from_deg: float = 270.0
-    temperature_c: float = 5.0
-    visibility_m: float = 10_000.0  # meteorological; 10 km and more is clear air
-
-    @classmethod
-    def from_observation(cls, obs: Any, **overrides: float) -> SimWeather:
-        """From a ``skylapse.capture.weather.WeatherObservation`` (cloud_cover_pct, wind_ms,
-        visibility_m, clear air when absent); what it lacks (wind direction, temperature) comes
-        from ``overrides`` or the defaults."""
-        values = {
-            "cloud_cover": float(obs.cloud_cover_pct) / 100.0,
-            "wind_speed_mps": float(obs.wind_ms),
-            "visibility_m": float(getattr(obs, "visibility_m", cls.visibility_m)),
-            **overrides,
-        }
-        return cls(**values)
-
-
-WeatherSource = SimWeather | Callable[[datetime], SimWeather]
-
-
-# --------------------------------------------------------------------------------------------
-# Pure pieces
-# --------------------------------------------------------------------------------------------
-
-
-def sun_position(location: Location, when: datetime) -> tuple[float, float]:
-    """(altitude, azimuth) of the sun in degrees, with refraction (astral, NOAA algorithm)."""
-    obs = astral.Observer(location.latitude, location.longitude, location.elevation_m)
-    return (float(astral.sun.elevation(obs, when)), float(astral.sun.azimuth(obs, when)))
 
 
 def exposure_ev100(exposure_time_s: float, analogue_gain: float, aperture_f: float) -> float:
@@ -159,186 +79,6 @@ def metered_exposure(
     return float(min(max(t, lo_t), hi_t)), float(g)
 
 
-def defocus_blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur of ``sigma`` px; large sigmas blur a downscaled copy (same result, ~10x
-    cheaper, since the blurred image has no detail the downscale could lose)."""
-    if sigma < 0.3:
-        return image
-    if sigma <= 4.0:
-        return cv2.GaussianBlur(image, (0, 0), sigma)
-    h, w = image.shape[:2]
-    f = max(1, int(sigma // 2))
-    small = cv2.resize(image, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
-    small = cv2.GaussianBlur(small, (0, 0), math.sqrt(max(sigma**2 - (0.5 * f) ** 2, 1.0)) / f)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
-
-
-def sensor_readout(
-    radiance: np.ndarray,
-    response: np.ndarray,
-    noise: np.ndarray,
-    *,
-    electrons_at_full_scale: float,
-    read_noise_e: float,
-    dark_e: float,
-    bit_depth: int,
-    black_level: int = 0,
-) -> np.ndarray:
-    """Raw sensor codes (uint16, 0..2**bit_depth - 1) for a radiance image.
-
-    ``response`` (broadcastable to the image) is the per-pixel, per-channel fraction of the
-    light that is collected (vignetting x channel sensitivity); ``electrons_at_full_scale`` is
-    the full well divided by the analogue gain, so higher gain means fewer electrons for the
-    same output level and relatively more shot and read noise. ``noise`` is standard normal
-    noise of the image's shape. Noise model: Gaussian approximation of Poisson shot noise on
-    signal and dark current, plus read noise; the mean dark signal is removed as black-level
-    correction and the signal sits on ``black_level`` (codes), so read noise in the dark swings
-    around it as on a real sensor. Saturation clips at full scale. (Janesick, "Photon Transfer",
-    SPIE 2007.)
-    """
-    e: np.ndarray = cv2.multiply(
-        radiance, response, scale=electrons_at_full_scale, dtype=cv2.CV_32F
-    )
-    sd = np.maximum(e, 0.0)
-    sd += np.float32(dark_e + read_noise_e**2)
-    cv2.sqrt(sd, sd)
-    e += cv2.multiply(sd, noise)
-    levels = float(2**bit_depth - 1)
-    # scale to codes and round; convertScaleAbs-like saturation via clip then astype
-    e *= np.float32((levels - black_level) / electrons_at_full_scale)
-    if black_level:
-        e += np.float32(black_level)
-    np.clip(e, 0.0, levels, out=e)
-    return (e + np.float32(0.5)).astype(np.uint16)
-
-
-def develop(
-    codes: np.ndarray,
-    bit_depth: int,
-    wb_gains: tuple[float, float],
-    ccm: np.ndarray | None,
-    black_level: int = 0,
-) -> np.ndarray:
-    """Raw codes to the uint16 sRGB pipeline frame: black level, white balance (red, blue gains;
-    green 1), colour matrix, clip, sRGB encode.
-
-    With an identity colour matrix every output value depends on one code of one channel, so
-    the whole development is one table look-up per channel (exact, and ~5x cheaper than the
-    float path, which handles a real matrix)."""
-    levels = 2**bit_depth - 1
-    span = levels - black_level
-    gains = np.array([wb_gains[0], 1.0, wb_gains[1]])
-    if ccm is None or np.allclose(ccm, np.eye(3)):
-        out = np.empty(codes.shape, np.uint16)
-        encode = _encode_lut16()
-        signal = np.arange(levels + 1) - black_level
-        for c in range(3):
-            lin = np.clip(signal * (gains[c] / span), 0.0, 1.0)
-            lut = encode[np.rint(lin * srgb.MAX16).astype(np.int64)]
-            np.take(lut, codes[..., c], out=out[..., c])
-        return out
-    signal = codes.astype(np.float32) - np.float32(black_level)
-    signal *= (gains / span).astype(np.float32)
-    linear = cv2.transform(signal, np.asarray(ccm, np.float32))
-    np.clip(linear, 0.0, 1.0, out=linear)
-    return linear_to_frame(linear)
-
-
-#: Bytes per packed group of pixels PiDNG needs the width to be a multiple of, by bit depth.
-_DNG_PACKING = {8: 1, 10: 4, 12: 2, 14: 6, 16: 1}
-_CFA_CHANNEL = {"R": 0, "G": 1, "B": 2}
-
-
-def bayer_mosaic(codes: np.ndarray, pattern: str) -> np.ndarray:
-    """The (H, W) Bayer mosaic of (H, W, 3) per-channel codes: each photosite keeps the channel
-    its filter passes. ``pattern`` is the 2x2 CFA read row by row ("RGGB": R at (0, 0), G at
-    (0, 1) and (1, 0), B at (1, 1)), as in libcamera's format names."""
-    out = np.empty(codes.shape[:2], codes.dtype)
-    for k, letter in enumerate(pattern):
-        dy, dx = divmod(k, 2)
-        out[dy::2, dx::2] = codes[dy::2, dx::2, _CFA_CHANNEL[letter]]
-    return out
-
-
-def dng_bytes(
-    mosaic: np.ndarray,
-    *,
-    pattern: str,
-    bit_depth: int,
-    black_level: int,
-    wb_gains: tuple[float, float],
-    ccm: np.ndarray,
-    exposure_time_s: float,
-    analogue_gain: float,
-    timestamp_ns: int,
-) -> bytes:
-    """A DNG of a Bayer mosaic, written the way picamera2's ``save_dng`` writes one: PiDNG's
-    ``Picamera2Camera`` model built from the raw stream's configuration (an unpacked
-    ``S<pattern><bits>`` format, 16-bit samples) and libcamera-style metadata
-    (``SensorBlackLevels`` in 16-bit units, ``ColourGains``, ``ColourCorrectionMatrix``,
-    ``ExposureTime`` in µs, gains), converted by ``PICAM2DNG``. PiDNG derives ColorMatrix1 as
-    inverse(sRGB-to-XYZ · CCM · gains) and AsShotNeutral as 1 / gains."""
-    from pidng.camdefs import Picamera2Camera
-    from pidng.core import PICAM2DNG
-
-    height, width = mosaic.shape
-    raw_config = {"size": (width, height), "format": f"S{pattern}{bit_depth}", "stride": 2 * width}
-    metadata = {
-        "SensorBlackLevels": [black_level << (16 - bit_depth)] * 4,
-        "ColourGains": (float(wb_gains[0]), float(wb_gains[1])),
-        "ColourCorrectionMatrix": tuple(float(v) for v in np.asarray(ccm).flatten()),
-        "ExposureTime": max(1, round(exposure_time_s * 1e6)),
-        "AnalogueGain": float(analogue_gain),
-        "DigitalGain": 1.0,
-        "SensorTimestamp": int(timestamp_ns),
-    }
-    writer = PICAM2DNG(Picamera2Camera(raw_config, metadata))
-    writer.options(compress=False)
-    # the buffer as picamera2 hands it over: bytes, one row per stride
-    buffer = np.ascontiguousarray(mosaic, dtype=np.uint16).view(np.uint8)
-    return bytes(writer.convert(buffer))
-
-
-@cache
-def _encode_lut16() -> np.ndarray:
-    lut = srgb.from_linear(np.arange(srgb.MAX16 + 1) / srgb.MAX16)
-    lut.setflags(write=False)
-    return lut
-
-
-def linear_to_frame(linear: np.ndarray) -> np.ndarray:
-    """Linear [0, 1] float to the uint16 sRGB pipeline frame, through a 65536-entry table."""
-    codes = (linear * np.float32(srgb.MAX16) + np.float32(0.5)).astype(np.uint16)
-    return _encode_lut16()[codes]
-
-
-class NoiseBank:
-    """Standard normal noise for frames, cut from one pre-drawn field at random offsets.
-
-    Drawing 6 M normal samples per 1080p frame costs more than rendering the scene; a field
-    slightly larger than the frame, cut at a random offset and sign per frame, gives samples
-    that are independent between frames at any pixel (white noise shifted is uncorrelated with
-    itself) at the cost of a slice. Deterministic for the seed.
-    """
-
-    PAD = 64
-
-    def __init__(self, shape: tuple[int, ...], seed: int) -> None:
-        rng = np.random.default_rng([seed, 0x5EED])
-        self.shape = shape
-        h, w = shape[0], int(np.prod(shape[1:]))
-        self._field = rng.standard_normal((h + self.PAD, w + self.PAD), dtype=np.float32)
-
-    def draw(
-        self, rng: np.random.Generator, rows: slice = slice(None), cols: slice = slice(None)
-    ) -> np.ndarray:
-        """Noise of ``shape`` (optionally only the window ``rows``, ``cols`` of it)."""
-        dy, dx = (int(v) for v in rng.integers(0, self.PAD, 2))
-        h, w = self.shape[0], int(np.prod(self.shape[1:]))
-        field = self._field[dy : dy + h, dx : dx + w].reshape(self.shape)[rows, cols]
-        return -field if rng.integers(2) else field
-
-
 @lru_cache(maxsize=4)
 def _scene(width: int, height: int, seed: int) -> MountainScene:
     return mountain_scene(width, height, seed)
@@ -347,11 +87,6 @@ def _scene(width: int, height: int, seed: int) -> MountainScene:
 @lru_cache(maxsize=4)
 def _clouds(width: int, height: int, seed: int, horizon_row: float) -> CloudLayer:
     return cloud_layer(width, height, seed, horizon_row=horizon_row)
-
-
-# --------------------------------------------------------------------------------------------
-# The camera
-# --------------------------------------------------------------------------------------------
 
 
 class SimulatedCamera(Camera):
@@ -392,10 +127,10 @@ class SimulatedCamera(Camera):
         if width < 16 or height < 16:
             raise CameraError("the simulated sensor needs at least 16 x 16 pixels")
         bits = self.profile.sensor.bit_depth
-        if config.raw and (height % 2 or width % _DNG_PACKING[bits]):
+        if config.raw and (height % 2 or width % DNG_PACKING[bits]):
             raise CameraError(
                 f"a {bits}-bit RAW stream needs an even height and a width that is a multiple of"
-                f" {_DNG_PACKING[bits]} (2x2 Bayer pattern, PiDNG's packing); got {width}x{height}"
+                f" {DNG_PACKING[bits]} (2x2 Bayer pattern, PiDNG's packing); got {width}x{height}"
             )
         if config.raw:
             try:
