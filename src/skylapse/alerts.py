@@ -49,12 +49,15 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import httpx
 
 from skylapse.config import reveal
 from skylapse.log import get_logger
+
+if TYPE_CHECKING:
+    from skylapse.catalog import ProcessingCatalog
 
 log = get_logger(__name__)
 
@@ -518,7 +521,7 @@ class MqttNotifier:
 
 
 def processing_conditions(
-    catalog: Any,
+    catalog: ProcessingCatalog,
     alerts: Any,
     failed_window: timedelta = timedelta(hours=24),
     *,
@@ -535,19 +538,16 @@ def processing_conditions(
         since = datetime.now(UTC) - failed_window
         bad = []
         for job in catalog.jobs(limit=200):
-            if job["attempts"] < limit:
+            if job.attempts < limit:
                 continue
-            retrying = job["state"] in ("queued", "running") and job["error"]
+            retrying = job.state in ("queued", "running") and job.error
             failed = (
-                job["state"] == "failed"
-                and job["finished_at"]
-                and datetime.fromisoformat(job["finished_at"]) >= since
+                job.state == "failed" and job.finished_at is not None and job.finished_at >= since
             )
             if retrying or failed:
                 bad.append(job)
         detail = "; ".join(
-            f"{j['kind']} job {j['id']} {j['state']} after {j['attempts']} attempts: {j['error']}"
-            for j in bad[:3]
+            f"{j.kind} job {j.id} {j.state} after {j.attempts} attempts: {j.error}" for j in bad[:3]
         )
         return bool(bad), detail
 

@@ -230,7 +230,7 @@ def test_skylapse_record_of_the_wrong_type_is_quarantined_and_scan_goes_on(tmp_p
     field = next(k for k in record if k != "session_id")
     assert where == "a/bad.jpg" and field in reason
     assert (tmp_path / "quarantine" / "a" / "bad.jpg.reason").read_text().strip() == reason
-    assert [q["path"] for q in ingestor.catalog.quarantined()] == ["bad.jpg"]
+    assert [q.path for q in ingestor.catalog.quarantined()] == ["bad.jpg"]
 
 
 def test_skylapse_record_that_is_not_a_mapping_is_quarantined(tmp_path):

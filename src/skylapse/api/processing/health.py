@@ -55,7 +55,7 @@ def check_workers(
     queued = jobs.catalog.jobs(state="queued", limit=1000)
     running = jobs.catalog.jobs(state="running", limit=1000)
     if queued and not running:
-        oldest = min(datetime.fromisoformat(j["created_at"]) for j in queued)
+        oldest = min(j.created_at for j in queued)
         waited = (datetime.now(UTC) - oldest).total_seconds() / 60
         if waited >= stale_queue_min:
             return Check(

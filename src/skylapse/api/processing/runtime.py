@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import os
 import shutil
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
 
@@ -34,6 +34,7 @@ from skylapse.api.processing.settings import (
     ProcessingSettings,
 )
 from skylapse.api.ws import WebSocketHub
+from skylapse.catalog import JobRow
 from skylapse.config import AlertsConfig, ArchiveConfig, BackupConfig, SkylapseConfig
 from skylapse.log import get_logger
 from skylapse.metrics import ServiceMetrics, UptimeTracker
@@ -163,13 +164,13 @@ class ProcessingRuntime:
             self.uptime.heartbeat()
             log.info("processing service stopped")
 
-    def locate(self, job: Mapping[str, object], name: str) -> tuple[Path, bool] | None:
+    def locate(self, job: JobRow, name: str) -> tuple[Path, bool] | None:
         """A file of a finished render by name, in its render folder or in the archive:
         its resolved path and whether it is the archived copy; None when there is none.
 
         Only names among the job's own outputs are looked up, and the resolved path must
         stay inside its store: no path from a request reaches the file system."""
-        outputs = render_outputs(job)
+        outputs = job.outputs
         folders = {Path(p).parts[1] for p in outputs if len(Path(p).parts) == 3}
         if name not in {Path(p).name for p in outputs} or len(folders) != 1:
             return None
@@ -183,13 +184,6 @@ class ProcessingRuntime:
             if resolved.is_relative_to(root.resolve()) and resolved.is_file():
                 return resolved, bool(archived)
         return None
-
-
-def render_outputs(job: Mapping[str, object]) -> list[str]:
-    """A finished job's output files, relative to the data folder (``result["outputs"]``)."""
-    result = job.get("result")
-    outputs = result.get("outputs") if isinstance(result, dict) else None
-    return [str(p) for p in outputs] if isinstance(outputs, list) else []
 
 
 def get_runtime(connection: HTTPConnection) -> ProcessingRuntime:
