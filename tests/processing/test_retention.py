@@ -15,7 +15,7 @@ from test_jobs import FAST, ingest_sequence, run_consumer, wait_for
 
 from skylapse.capture.storage import DiskUsage
 from skylapse.catalog import ProcessingCatalog
-from skylapse.config import ConfigError, RetentionConfig, parse_config
+from skylapse.config import ConfigError, ProcessingConfig, RetentionConfig, parse_config
 from skylapse.metrics import ServiceMetrics
 from skylapse.processing.archive import ArchiveConfig
 from skylapse.processing.jobs import JobService
@@ -182,7 +182,12 @@ def test_a_real_render_and_archive_lets_retention_delete_and_a_rerender_fails_cl
     consumer = run_consumer(service)
     try:
         service.submit_render(sid, FAST)
-        wait_for(lambda: service.catalog.timelapses(), what="render and archive")
+        # the archive job done, not only its timelapse recorded: while it runs, the sequence
+        # is in use and retention keeps it
+        wait_for(
+            lambda: [j for j in service.catalog.jobs(state="done") if j.kind == "archive"],
+            what="render and archive",
+        )
         assert [d.sequence.id for d in retention.enforce().deletions] == [sid]
         assert not any(f.exists() for f in files)
         again = service.submit_render(sid, FAST)
@@ -250,12 +255,13 @@ def test_the_processing_service_runs_retention_and_shows_the_store(small_disk):
     from skylapse.config import AlertsConfig
 
     token = "test-token-0123456789abcdef"
+    retention = RetentionConfig(keep_days=30, watermark_pct=50, check_every_s=0.05)
     settings = ProcessingSettings(
         data_dir=small_disk / "data",
         token=token,
-        ingest_every_s=None,
-        render_after_min=None,
-        retention=RetentionConfig(keep_days=30, watermark_pct=50, check_every_s=0.05),
+        workers=0,
+        ingest=False,
+        processing=ProcessingConfig(render_after_min=None, retention=retention),
         alerts=AlertsConfig(evaluate_every_s=0.05, clear_after_s=0),
         alert_notifiers=[],
     )

@@ -20,7 +20,7 @@ def health_checks(runtime: ProcessingRuntime) -> dict[str, Callable[[], Check]]:
     return {
         "queue": lambda: check_queue(runtime.jobs),
         "disk": lambda: disk_check(
-            runtime.data_dir, settings.disk_warn_pct, settings.disk_fail_pct
+            runtime.data_dir, settings.processing.disk_warn_pct, settings.processing.disk_fail_pct
         ),
         "catalog": lambda: check_catalog(runtime.jobs),
         "workers": lambda: check_workers(runtime.jobs, runtime.consumer, settings.stale_queue_min),
