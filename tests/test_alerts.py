@@ -336,6 +336,7 @@ def test_processing_conditions_job_failing_repeatedly_and_queue_depth():
     from datetime import UTC, datetime, timedelta
 
     from skylapse.alerts import processing_conditions
+    from skylapse.catalog import JobRow
     from skylapse.config import AlertsConfig
 
     catalog = FakeJobs()
@@ -345,14 +346,20 @@ def test_processing_conditions_job_failing_repeatedly_and_queue_depth():
     now = datetime.now(UTC)
 
     def job(state, attempts, error="encoder crashed", finished=now):
-        return {
-            "id": f"j{len(catalog.rows)}",
-            "kind": "render",
-            "state": state,
-            "attempts": attempts,
-            "error": error,
-            "finished_at": finished.isoformat(),
-        }
+        return JobRow(
+            id=f"j{len(catalog.rows)}",
+            kind="render",
+            params={},
+            state=state,
+            error=error,
+            attempts=attempts,
+            progress=0.0,
+            result=None,
+            correlation_id=None,
+            created_at=finished,
+            started_at=None,
+            finished_at=finished,
+        )
 
     catalog.rows = [
         job("failed", 1),

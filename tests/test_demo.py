@@ -94,19 +94,19 @@ def test_demo_runs_every_stage_and_its_outputs_decode(tmp_path):
     # ingest: all of them, in one sequence, nothing quarantined
     processing = ProcessingCatalog(out / "processing" / "processing.db")
     (sequence,) = processing.sequences()
-    assert sequence["frames"] == len(frames) and not processing.quarantined()
+    assert sequence.frames == len(frames) and not processing.quarantined()
     # one render job and its archive job, both done
     jobs = processing.jobs()
-    renders = [j for j in jobs if j["kind"] == "render"]
-    archives = [j for j in jobs if j["kind"] == "archive"]
+    renders = [j for j in jobs if j.kind == "render"]
+    archives = [j for j in jobs if j.kind == "archive"]
     assert len(renders) == 1 and len(archives) == 1
-    assert renders[0]["state"] == "done" and archives[0]["state"] == "done"
+    assert renders[0].state == "done" and archives[0].state == "done"
     shots = len(sets) + len(singles)
-    assert renders[0]["result"]["frames"] == shots  # each bracket set fused into one frame
+    assert renders[0].result["frames"] == shots  # each bracket set fused into one frame
     # archived, with checksums, and nothing left in the render's working folder
     (timelapse,) = processing.timelapses()
-    folder = out / "processing" / "archive" / timelapse["path"]
-    names = {f["path"] for f in timelapse["files"]}
+    folder = out / "processing" / "archive" / timelapse.path
+    names = {f.path for f in timelapse.files}
     assert names == {
         "timelapse.mp4",
         "timelapse.preview.mp4",

@@ -93,17 +93,17 @@ def test_grep_of_one_frame_id_finds_it_in_the_capture_transfer_ingest_and_render
                 stabilize="off",
                 denoise="off",
             )
-            job_id = jobs.submit_render(sequence["id"], options)
+            job_id = jobs.submit_render(sequence.id, options)
             consumer = jobs.start_consumer(1)
             try:
                 done = wait_for(
-                    lambda: (j := jobs.catalog.job(job_id))["state"] in ("done", "failed") and j,
+                    lambda: (j := jobs.catalog.job(job_id)).state in ("done", "failed") and j,
                     timeout=120,
                     what="the render job",
                 )
             finally:
                 consumer.stop(graceful=True)
-        assert done["state"] == "done", done["error"]
+        assert done.state == "done", done.error
     finally:
         skylapse_log.configure("INFO")  # back to stderr
 

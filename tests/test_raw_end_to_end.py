@@ -79,8 +79,8 @@ def test_dngs_travel_verified_are_ingested_and_rendered(tmp_path, monkeypatch):
     report = Ingestor(inbox, jobs.store, tmp_path / "quarantine", jobs.catalog).scan()
     assert report.quarantined == [] and report.ingested == 2 * SHOTS
     (sequence,) = jobs.catalog.sequences()
-    stored = jobs.catalog.sequence_frames(sequence["id"])
-    assert sorted(f["path"][-4:] for f in stored) == [".dng"] * SHOTS + [".jpg"] * SHOTS
+    stored = jobs.catalog.sequence_frames(sequence.id)
+    assert sorted(f.path[-4:] for f in stored) == [".dng"] * SHOTS + [".jpg"] * SHOTS
 
     decoded = []
     real_read = sources.read_frame
@@ -91,18 +91,18 @@ def test_dngs_travel_verified_are_ingested_and_rendered(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sources, "read_frame", spy)
     job = jobs.submit_render(
-        sequence["id"], RenderJobOptions(formats=["h264"], preset="ultrafast", denoise="off")
+        sequence.id, RenderJobOptions(formats=["h264"], preset="ultrafast", denoise="off")
     )
     consumer = jobs.consumer(1)
     consumer.start()
     try:
         partial(wait_for, timeout=90.0)(
-            lambda: jobs.catalog.job(job)["state"] in ("done", "failed"), what="render job"
+            lambda: jobs.catalog.job(job).state in ("done", "failed"), what="render job"
         )
     finally:
         consumer.stop(graceful=True)
     result = jobs.catalog.job(job)
-    assert result["state"] == "done", result["error"]
-    assert result["result"]["frames"] == SHOTS and result["result"]["skipped"] == []
+    assert result.state == "done", result.error
+    assert result.result["frames"] == SHOTS and result.result["skipped"] == []
     assert decoded and set(decoded) == {".dng"}  # the render read the DNGs, never the JPEGs
-    assert result["result"]["source_size"] == [320, 180]
+    assert result.result["source_size"] == [320, 180]

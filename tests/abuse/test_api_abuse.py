@@ -36,7 +36,14 @@ from skylapse.api.processing.app import ProcessingSettings, create_processing_ap
 from skylapse.api.server import ConnectionLimits, ServerThread
 from skylapse.capture.cameras import CameraConfig, SimulatedCamera
 from skylapse.capture.weather import WeatherService
-from skylapse.config import LocationConfig, WeatherConfig, deep_merge, default_config, parse_config
+from skylapse.config import (
+    LocationConfig,
+    ProcessingConfig,
+    WeatherConfig,
+    deep_merge,
+    default_config,
+    parse_config,
+)
 from skylapse.testing import SequenceSpec, generate_sequence
 from tests_support import commit_frames_to_inbox, wait_for
 
@@ -390,9 +397,7 @@ def processing(tmp_path_factory):
         data_dir=tmp / "data",
         token=TOKEN,
         workers=0,
-        ingest_every_s=0.1,
-        render_after_min=None,
-        job_poll_s=0.2,
+        processing=ProcessingConfig(ingest_every_s=0.1, render_after_min=None, job_poll_s=0.2),
         jobs_per_minute=6,
         job_burst=5,
     )

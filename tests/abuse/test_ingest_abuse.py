@@ -230,7 +230,7 @@ def test_skylapse_record_of_the_wrong_type_is_quarantined_and_scan_goes_on(tmp_p
     field = next(k for k in record if k != "session_id")
     assert where == "a/bad.jpg" and field in reason
     assert (tmp_path / "quarantine" / "a" / "bad.jpg.reason").read_text().strip() == reason
-    assert [q["path"] for q in ingestor.catalog.quarantined()] == ["bad.jpg"]
+    assert [q.path for q in ingestor.catalog.quarantined()] == ["bad.jpg"]
 
 
 def test_skylapse_record_that_is_not_a_mapping_is_quarantined(tmp_path):
@@ -423,13 +423,16 @@ def test_processing_service_reads_the_pixel_limit_from_the_config(tmp_path, monk
     argv = ["serve", "processing", "--data", str(data), "--config", str(config)]
     CliRunner().invoke(app, argv)
     [settings] = built
-    assert settings.max_frame_pixels == 3072
+    assert settings.processing.max_frame_pixels == 3072
     assert Image.MAX_IMAGE_PIXELS == 3072
     monkeypatch.undo()  # the real create_processing_app; Pillow's limit as it was
 
     # the service's ingest loop applies it
     commit(data / "inbox" / "s", {"small.jpg": jpeg(0, (64, 48)), "big.jpg": jpeg(1, (80, 60))})
-    fast = dataclasses.replace(settings, workers=0, ingest_every_s=0.1, render_after_min=None)
+    section = settings.processing.model_copy(
+        update={"ingest_every_s": 0.1, "render_after_min": None}
+    )
+    fast = dataclasses.replace(settings, workers=0, processing=section)
     with TestClient(processing_api.create_processing_app(fast)):
         reason = data / "quarantine" / "s" / "big.jpg.reason"
         wait_for(reason.exists, timeout=30, what="the over-limit frame quarantined")

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from skylapse.api.auth import media_auth
 from skylapse.api.processing.app import ProcessingSettings, create_processing_app
+from skylapse.config import ProcessingConfig
 
 TOKEN = "media-token-0123456789abcdef"
 
@@ -51,8 +52,8 @@ def test_processing_takes_the_query_token_for_timelapse_files_only(tmp_path):
             data_dir=tmp_path / "data",
             token=TOKEN,
             workers=0,
-            ingest_every_s=None,
-            render_after_min=None,
+            ingest=False,
+            processing=ProcessingConfig(render_after_min=None),
         )
     )
     with TestClient(app) as c:

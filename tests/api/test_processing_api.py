@@ -20,6 +20,7 @@ from skylapse.api.processing.models import JobState
 from skylapse.api.processing.settings import PROCESSING_METRICS
 from skylapse.api.server import ServerThread
 from skylapse.catalog import JOB_STATES
+from skylapse.config import ApiConfig, ProcessingConfig
 from skylapse.metrics import METRICS, ServiceMetrics, UptimeTracker
 from skylapse.processing.options import RenderOptions
 from skylapse.testing import SequenceSpec, generate_sequence
@@ -31,17 +32,27 @@ FAST = {"formats": ["h265", "h264"], "preset": "ultrafast", "denoise": "off"}
 FRAMES = 24
 
 
-def settings(data: Path, **changes) -> ProcessingSettings:
-    values = {
-        "data_dir": data,
-        "token": TOKEN,
-        "workers": 0,
-        "ingest_every_s": None,
-        "render_after_min": None,
-        "job_poll_s": 0.2,
-    }
-    values.update(changes)
-    return ProcessingSettings(**values)
+def settings(
+    data: Path,
+    *,
+    workers: int = 0,
+    ingest_every_s: float | None = None,
+    api: ApiConfig | None = None,
+    **processing,
+) -> ProcessingSettings:
+    """A service with ``workers`` job threads, an ingest loop every ``ingest_every_s`` (None:
+    none) and these ``processing`` section values (no automatic renders unless given)."""
+    section = {"render_after_min": None, "job_poll_s": 0.2, **processing}
+    if ingest_every_s is not None:
+        section["ingest_every_s"] = ingest_every_s
+    return ProcessingSettings(
+        data_dir=data,
+        token=TOKEN,
+        workers=workers,
+        ingest=ingest_every_s is not None,
+        processing=ProcessingConfig(**section),
+        api=api or ApiConfig(),
+    )
 
 
 wait_for = partial(wait_for, timeout=60.0)
@@ -264,13 +275,57 @@ def test_correlation_id_is_echoed_or_made(client):
     assert made != "bad id\twith spaces" and len(made) == 16
 
 
+def test_serve_processing_builds_the_service_from_the_configs_sections(tmp_path, monkeypatch):
+    """`skylapse serve processing` hands the config's sections to the service whole: each
+    setting arrives where it acts. The archive folder too: archive jobs write into the
+    archive section's ``dir``, so the API serves archived files from there."""
+    from PIL import Image
+
+    from skylapse.cli.serve import _processing_app
+    from skylapse.config import SkylapseConfig
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after
+    monkeypatch.delenv("SKYLAPSE_ARCHIVE_DIR", raising=False)
+    archive = tmp_path / "elsewhere" / "archive"
+    cfg = SkylapseConfig.model_validate(
+        {
+            "processing": {
+                "workers": 3,
+                "ingest_every_s": 2.0,
+                "render_after_min": 12,
+                "max_frame_pixels": 5000,
+                "job_poll_s": 0.3,
+                "render": {"crf": 21},
+                "retention": {"keep_days": 2},
+            },
+            "archive": {"dir": str(archive), "after_render": True},
+            "alerts": {"job_failures": 5},
+            "transfer": {"station": "peak-2"},
+        }
+    )
+    runtime = _processing_app(cfg, TOKEN, tmp_path / "data", None).state.runtime
+    assert runtime.jobs.archive.dir == archive and runtime.jobs.archive.after_render
+    assert runtime.stores == (runtime.jobs.timelapses, archive)
+    assert runtime.watcher.interval_s == 0.3
+    assert runtime.retention.policy == cfg.processing.retention
+    loop = runtime.ingest_loop
+    assert loop.every_s == 2.0 and loop.render_after.total_seconds() == 12 * 60
+    assert loop.render_options == cfg.processing.render and loop.ingestor.max_pixels == 5000
+    assert runtime.alerts_section.job_failures == 5
+    assert runtime.settings.worker_threads == 3 and runtime.settings.station == "peak-2-processing"
+    workers = _processing_app(cfg, TOKEN, tmp_path / "data", 0).state.runtime.settings
+    assert workers.worker_threads == 0  # --workers 0
+
+
 def test_cors_is_off_by_default_and_on_when_configured(tmp_path):
     preflight = {"Origin": "https://dash.example", "Access-Control-Request-Method": "GET"}
     with TestClient(create_processing_app(settings(tmp_path / "a"))) as c:
         r = c.get("/health", headers={"Origin": "https://dash.example"})
         assert "access-control-allow-origin" not in r.headers
         assert c.options("/jobs", headers=preflight).status_code in (401, 405)
-    app = create_processing_app(settings(tmp_path / "b", cors_origins=("https://dash.example",)))
+    app = create_processing_app(
+        settings(tmp_path / "b", api=ApiConfig(cors_origins=["https://dash.example"]))
+    )
     with TestClient(app) as c:
         r = c.options("/jobs", headers=preflight)
         assert r.status_code == 200
@@ -324,7 +379,7 @@ def test_automatic_renders_use_the_configured_options(tmp_path):
     commit_frames_to_inbox(tmp_path / "gen", tmp_path / "data" / "inbox" / "peak-1")
     configured = RenderOptions(formats="h265@2160p,h264@720p,hlg", crf=20, denoise="spatial")
     app = create_processing_app(
-        settings(tmp_path / "data", ingest_every_s=0.1, render_after_min=0, render=configured)
+        settings(tmp_path / "data", ingest_every_s=0.1, render_after_min=0.001, render=configured)
     )
     with TestClient(app) as client:
         jobs = wait_for(lambda: client.get("/jobs", headers=AUTH).json(), what="the render")

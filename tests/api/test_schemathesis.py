@@ -12,6 +12,7 @@ from schemathesis import GenerationMode
 
 from skylapse.api.processing.app import ProcessingSettings, create_processing_app
 from skylapse.api.server import ServerThread
+from skylapse.config import ProcessingConfig
 from skylapse.processing.ingest import Ingestor
 from skylapse.testing import SequenceSpec, generate_sequence
 from tests_support import commit_frames_to_inbox
@@ -31,7 +32,11 @@ def served(tmp_path_factory):
     commit_frames_to_inbox(tmp / "gen", data / "inbox" / "peak-1")
     app = create_processing_app(
         ProcessingSettings(
-            data_dir=data, token=TOKEN, workers=0, ingest_every_s=None, render_after_min=None
+            data_dir=data,
+            token=TOKEN,
+            workers=0,
+            ingest=False,
+            processing=ProcessingConfig(render_after_min=None),
         )
     )
     jobs = app.state.runtime.jobs

@@ -40,11 +40,11 @@ def test_archive_moves_outputs_and_records_checksums(tmp_path):
     assert not src.exists()
     folder = archive.path_of(row)
     assert folder == archive.root / "1-j1"
-    assert row["size_bytes"] == 5070 and row["sequence_id"] == 1 and row["backed_up_at"] is None
-    by_name = {f["path"]: f for f in row["files"]}
-    assert by_name["timelapse.mp4"]["sha256"] == hashlib.sha256(b"v" * 5000).hexdigest()
-    assert sha256_file(folder / "keogram.png") == by_name["keogram.png"]["sha256"]
-    assert archive.archive_job_outputs("j1")["id"] == row["id"]  # idempotent
+    assert row.size_bytes == 5070 and row.sequence_id == 1 and row.backed_up_at is None
+    by_name = {f.path: f for f in row.files}
+    assert by_name["timelapse.mp4"].sha256 == hashlib.sha256(b"v" * 5000).hexdigest()
+    assert sha256_file(folder / "keogram.png") == by_name["keogram.png"].sha256
+    assert archive.archive_job_outputs("j1").id == row.id  # idempotent
     assert not any((archive.root / ".staging").iterdir())
 
 
@@ -70,13 +70,13 @@ def test_archive_completes_after_a_crash_at_any_step(tmp_path):
     src = finished_render(archive, "b", {"t.mp4": b"b" * 100})
     os.rename(src, archive.root / src.name)
     row = archive.archive_job_outputs("b")
-    assert row["size_bytes"] == 100 and len(archive.catalog.timelapses()) == 2
+    assert row.size_bytes == 100 and len(archive.catalog.timelapses()) == 2
     # crashed halfway through a copy into staging: the half copy is discarded
     src = finished_render(archive, "c", {"t.mp4": b"c" * 100, "u.png": b"u"})
     (archive.root / ".staging" / src.name).mkdir()
     (archive.root / ".staging" / src.name / "t.mp4").write_bytes(b"c" * 10)
     row = archive.archive_job_outputs("c")
-    assert row["size_bytes"] == 101
+    assert row.size_bytes == 101
     assert archive.path_of(row).joinpath("t.mp4").read_bytes() == b"c" * 100
 
 
@@ -105,7 +105,7 @@ def test_archive_on_another_file_system_copies_then_removes(tmp_path, other_file
     row = archive.archive_job_outputs("x")
     assert not src.exists()
     assert (Path(other) / "1-x" / "t.mp4").read_bytes() == b"x" * 3000
-    assert row["files"][0]["sha256"] == hashlib.sha256(b"x" * 3000).hexdigest()
+    assert row.files[0].sha256 == hashlib.sha256(b"x" * 3000).hexdigest()
 
 
 def test_retention_by_age_and_size_never_deletes_what_is_not_backed_up(tmp_path):
@@ -114,7 +114,7 @@ def test_retention_by_age_and_size_never_deletes_what_is_not_backed_up(tmp_path)
     ids = []
     for i, days in enumerate([40, 30, 20, 10, 1]):
         finished_render(archive, f"r{i}", {"t.mp4": bytes(1000)})
-        ids.append(archive.archive_job_outputs(f"r{i}", now=now - timedelta(days=days))["id"])
+        ids.append(archive.archive_job_outputs(f"r{i}", now=now - timedelta(days=days)).id)
     for tid in ids[1:]:  # the oldest one never reached the backup
         archive.catalog.mark_timelapse_backed_up(tid, now, "s3://b/p/", "0" * 64, {})
 
@@ -123,12 +123,12 @@ def test_retention_by_age_and_size_never_deletes_what_is_not_backed_up(tmp_path)
     assert report.total_bytes == 4000
     assert archive.path_of(archive.catalog.timelapse(ids[0])).exists()
     deleted = archive.catalog.timelapse(ids[1])
-    assert deleted["deleted_reason"] == "age" and not archive.path_of(deleted).exists()
+    assert deleted.deleted_reason == "age" and not archive.path_of(deleted).exists()
 
     report = archive.enforce_retention(max_total_bytes=2500, now=now)
     assert report.deleted == [ids[2], ids[3]] and report.total_bytes == 2000
-    assert [t["id"] for t in archive.catalog.timelapses()] == [ids[0], ids[4]]
-    assert archive.catalog.timelapse(ids[2])["deleted_reason"] == "size"
+    assert [t.id for t in archive.catalog.timelapses()] == [ids[0], ids[4]]
+    assert archive.catalog.timelapse(ids[2]).deleted_reason == "size"
     assert not (archive.root / ".trash").exists() or not any((archive.root / ".trash").iterdir())
 
 
@@ -179,25 +179,25 @@ def test_finished_render_queues_its_archive_job(tmp_path):
     try:
         wait_for(
             lambda: any(
-                j["kind"] == "archive" and j["state"] in ("done", "failed")
+                j.kind == "archive" and j.state in ("done", "failed")
                 for j in service.catalog.jobs()
             ),
             what="archive job",
         )
     finally:
         consumer.stop(graceful=True)
-    (archive_job,) = [j for j in service.catalog.jobs() if j["kind"] == "archive"]
-    assert archive_job["state"] == "done", archive_job["error"]
-    assert archive_job["params"] == {"job_id": render_job}
+    (archive_job,) = [j for j in service.catalog.jobs() if j.kind == "archive"]
+    assert archive_job.state == "done", archive_job.error
+    assert archive_job.params == {"job_id": render_job}
     row = service.catalog.timelapse_for_job(render_job)
-    names = [f["path"] for f in row["files"]]
+    names = [f.path for f in row.files]
     assert "timelapse.preview.mp4" in names or "timelapse.mp4" in names
     assert sum(n.startswith("frames/") for n in names) == 8  # source frames kept with it
     assert not (service.timelapses / f"{seq}-{render_job}").exists()
-    assert "stale-job" in archive_job["result"]["working_removed"]
+    assert "stale-job" in archive_job.result["working_removed"]
     assert not stale.exists()
     # over the (tiny) size limit, but never backed up: retention keeps it
-    assert archive_job["result"]["retention_deleted"] == []
-    for f in row["files"]:
-        path = service.data_dir / "archive" / row["path"] / f["path"]
-        assert path.stat().st_size == f["size"] and sha256_file(path) == f["sha256"]
+    assert archive_job.result["retention_deleted"] == []
+    for f in row.files:
+        path = service.data_dir / "archive" / row.path / f.path
+        assert path.stat().st_size == f.size and sha256_file(path) == f.sha256

@@ -133,20 +133,20 @@ def test_backup_marks_timelapse_only_after_checksums_match(tmp_path, config):
     archive, t = archived_timelapse(
         tmp_path, "job-a", {"timelapse.mp4": 12 * MIB, "timelapse.keogram.png": 3000}
     )
-    assert t["backed_up_at"] is None
+    assert t.backed_up_at is None
     backup = S3Backup(config, tmp_path / "state")
-    row = backup.backup_timelapse(archive, t["id"])
-    assert row["backed_up_at"] is not None
-    assert row["backup_location"] == f"s3://{config.bucket}/station1/1-job-a/"
-    assert set(row["backup_etags"]) == {"timelapse.mp4", "timelapse.keogram.png"}
+    row = backup.backup_timelapse(archive, t.id)
+    assert row.backed_up_at is not None
+    assert row.backup_location == f"s3://{config.bucket}/station1/1-job-a/"
+    assert set(row.backup_etags) == {"timelapse.mp4", "timelapse.keogram.png"}
     folder = archive.path_of(row)
-    for f in row["files"]:
-        body = object_bytes(backup, f"station1/1-job-a/{f['path']}")
-        assert body == (folder / f["path"]).read_bytes()
+    for f in row.files:
+        body = object_bytes(backup, f"station1/1-job-a/{f.path}")
+        assert body == (folder / f.path).read_bytes()
     manifest = object_bytes(backup, "station1/1-job-a/manifest.json")
-    assert hashlib.sha256(manifest).hexdigest() == row["backup_sha256"]
+    assert hashlib.sha256(manifest).hexdigest() == row.backup_sha256
     listed = {f["path"]: f["sha256"] for f in json.loads(manifest)["files"]}
-    assert listed == {f["path"]: f["sha256"] for f in row["files"]}
+    assert listed == {f.path: f.sha256 for f in row.files}
     assert archive.catalog.timelapses(backed_up=False) == []
 
 
@@ -157,9 +157,7 @@ def test_local_file_corrupted_between_attempts_is_never_marked(tmp_path, config)
         raise Interrupted
 
     with pytest.raises(Interrupted):
-        S3Backup(config, tmp_path / "state", on_part=die_after_one).backup_timelapse(
-            archive, t["id"]
-        )
+        S3Backup(config, tmp_path / "state", on_part=die_after_one).backup_timelapse(archive, t.id)
     video = archive.path_of(t) / "timelapse.mp4"
     with open(video, "r+b") as f:  # bit rot in the part already uploaded
         f.seek(1000)
@@ -169,15 +167,15 @@ def test_local_file_corrupted_between_attempts_is_never_marked(tmp_path, config)
     backup = S3Backup(config, tmp_path / "state")
     sent = count_requests(backup, "UploadPart")
     with pytest.raises(LocalFileChanged):
-        backup.backup_timelapse(archive, t["id"])
+        backup.backup_timelapse(archive, t.id)
     assert sent == [1, 2, 3]  # part 1 no longer matched the store's copy: it was sent again
-    assert archive.catalog.timelapse(t["id"])["backed_up_at"] is None
+    assert archive.catalog.timelapse(t.id).backed_up_at is None
     with pytest.raises(ClientError):
         backup.client.head_object(Bucket=config.bucket, Key="station1/1-job-b/timelapse.mp4")
     assert not backup.client.list_multipart_uploads(Bucket=config.bucket).get("Uploads")
     # and retention must keep it, whatever the limits
     report = archive.enforce_retention(max_age=timedelta(0), max_total_bytes=0)
-    assert report.deleted == [] and report.kept_not_backed_up == [t["id"]]
+    assert report.deleted == [] and report.kept_not_backed_up == [t.id]
     assert video.exists()
 
 
@@ -194,8 +192,8 @@ def test_store_returning_a_wrong_etag_is_not_marked(tmp_path, config):
 
     backup.client.meta.events.register("before-send.s3.UploadPart", corrupt_part_two)
     with pytest.raises(BackupError, match="part 2"):
-        backup.backup_timelapse(archive, t["id"])
-    assert archive.catalog.timelapse(t["id"])["backed_up_at"] is None
+        backup.backup_timelapse(archive, t.id)
+    assert archive.catalog.timelapse(t.id).backed_up_at is None
 
 
 def test_transient_connection_errors_are_retried(tmp_path, config):
@@ -232,9 +230,9 @@ def test_backup_then_retention_deletes_the_oldest_backed_up(tmp_path, config):
     _, new = archived_timelapse(tmp_path, "job-new", {"a.mp4": 40_000}, when=now)
     backup = S3Backup(config, tmp_path / "state")
     done, failed = backup.backup_pending(archive)
-    assert done == [old["id"], mid["id"], new["id"]] and failed == {}
+    assert done == [old.id, mid.id, new.id] and failed == {}
     report = archive.enforce_retention(max_total_bytes=85_000, now=now)
-    assert report.deleted == [old["id"]] and report.total_bytes == 80_000
+    assert report.deleted == [old.id] and report.total_bytes == 80_000
     assert not archive.path_of(old).exists() and archive.path_of(mid).exists()
 
 
@@ -286,7 +284,7 @@ def test_archive_and_backup_commands(tmp_path, config, monkeypatch):
     )
     assert result.exit_code == 0, result.output
     (row,) = archive.catalog.timelapses()
-    assert row["backup_location"] == f"s3://{config.bucket}/cli/3-cli/"
+    assert row.backup_location == f"s3://{config.bucket}/cli/3-cli/"
     backup = S3Backup(config, tmp_path / "state")
     archived = archive.root / "3-cli" / "timelapse.mp4"
     assert object_bytes(backup, "cli/3-cli/timelapse.mp4") == archived.read_bytes()

@@ -84,17 +84,17 @@ def test_ingest_groups_sequences_and_is_idempotent(ingestor, tmp_path):
     report = ingestor.scan()
     assert report.ingested == 6 and not report.quarantined
     seqs = ingestor.catalog.sequences()
-    assert [(s["session_id"], s["frames"]) for s in seqs] == [("evening-1", 4), ("evening-2", 2)]
-    assert seqs[0]["phases"] == ["golden_hour", "blue_hour"]
-    frames = ingestor.catalog.sequence_frames(seqs[0]["id"])
-    assert [f["path"] for f in frames] == [f"d/f{i:03d}.jpg" for i in range(4)]
-    assert all((tmp_path / "store" / f["store_path"]).is_file() for f in frames)
+    assert [(s.session_id, s.frames) for s in seqs] == [("evening-1", 4), ("evening-2", 2)]
+    assert seqs[0].phases == ("golden_hour", "blue_hour")
+    frames = ingestor.catalog.sequence_frames(seqs[0].id)
+    assert [f.path for f in frames] == [f"d/f{i:03d}.jpg" for i in range(4)]
+    assert all((tmp_path / "store" / f.store_path).is_file() for f in frames)
     assert not (station / "d" / "f000.jpg").exists()
     # the same batch arriving again (a re-send) is not recorded twice
     commit_batch(station, "b1-again", dict(list(files.items())[:2]))
     again = ingestor.scan()
     assert again.ingested == 0 and again.already_ingested == 2
-    assert sum(s["frames"] for s in ingestor.catalog.sequences()) == 6
+    assert sum(s.frames for s in ingestor.catalog.sequences()) == 6
     assert (station / ".manifests" / "b2.sha256.part").exists()
 
 
@@ -180,5 +180,5 @@ def test_end_to_end_with_resend_of_a_frame_rejected_at_ingest(tmp_path):
         report = ingestor.scan()
         assert report.ingested == 2
         seq = ingestor.catalog.sequences()[0]
-        assert seq["frames"] == 6
+        assert seq.frames == 6
         assert all(f.transfer_state == "verified" for f in cat.frames())

@@ -31,8 +31,8 @@ def ingest_sequence(service: JobService, tmp_path: Path, frames: int, station="p
     commit_frames_to_inbox(src, inbox / station)
     report = Ingestor(inbox, service.store, tmp_path / "quarantine", service.catalog).scan()
     assert report.ingested == frames
-    (seq,) = [s for s in service.catalog.sequences() if s["station"] == station]
-    return seq["id"]
+    (seq,) = [s for s in service.catalog.sequences() if s.station == station]
+    return seq.id
 
 
 wait_for = partial(wait_for, timeout=90.0)
@@ -71,17 +71,17 @@ def test_render_job_runs_and_is_recorded(tmp_path):
     service = JobService(tmp_path / "data", queue_url="")
     seq = ingest_sequence(service, tmp_path, 12)
     job = service.submit_render(seq, FAST)
-    assert service.catalog.job(job)["state"] == "queued"
+    assert service.catalog.job(job).state == "queued"
     assert service.catalog.queue_depth() == 1
     consumer = run_consumer(service)
     try:
-        wait_for(lambda: service.catalog.job(job)["state"] == "done", what="render job")
+        wait_for(lambda: service.catalog.job(job).state == "done", what="render job")
     finally:
         consumer.stop(graceful=True)
     result = service.catalog.job(job)
-    assert result["progress"] == 1.0 and result["attempts"] == 1
-    assert result["result"]["frames"] == 12
-    video = service.data_dir / result["result"]["outputs"][0]
+    assert result.progress == 1.0 and result.attempts == 1
+    assert result.result["frames"] == 12
+    video = service.data_dir / result.result["outputs"][0]
     assert video.suffix == ".mp4" and video.stat().st_size > 0
     assert not any(service.working.iterdir())  # working files cleaned up
     assert service.catalog.queue_depth() == 0
@@ -91,29 +91,29 @@ def test_failing_job_retries_then_fails_with_error(tmp_path):
     service = JobService(tmp_path / "data", queue_url="", retries=1, retry_delay_s=0.05)
     seq = ingest_sequence(service, tmp_path, 3)
     for f in service.catalog.sequence_frames(seq):
-        (service.store / f["store_path"]).unlink()  # every frame gone: the render must fail
+        (service.store / f.store_path).unlink()  # every frame gone: the render must fail
     job = service.submit_render(seq, FAST)
     consumer = run_consumer(service)
     try:
-        wait_for(lambda: service.catalog.job(job)["state"] == "failed", what="failure")
+        wait_for(lambda: service.catalog.job(job).state == "failed", what="failure")
     finally:
         consumer.stop(graceful=True)
     failed = service.catalog.job(job)
-    assert failed["attempts"] == 2  # first try plus one retry
-    assert "RenderError" in failed["error"] or "no readable frames" in failed["error"]
+    assert failed.attempts == 2  # first try plus one retry
+    assert "RenderError" in failed.error or "no readable frames" in failed.error
 
 
 def test_cancel_and_retry(tmp_path):
     service = JobService(tmp_path / "data", queue_url="")
     seq = ingest_sequence(service, tmp_path, 6)
     job = service.submit_render(seq, FAST)
-    assert service.cancel(job)["state"] == "cancelled"
+    assert service.cancel(job).state == "cancelled"
     consumer = run_consumer(service)
     try:
         time.sleep(1.0)
-        assert service.catalog.job(job)["state"] == "cancelled"  # not run
-        assert service.retry(job)["state"] == "queued"
-        wait_for(lambda: service.catalog.job(job)["state"] == "done", what="retried job")
+        assert service.catalog.job(job).state == "cancelled"  # not run
+        assert service.retry(job).state == "queued"
+        wait_for(lambda: service.catalog.job(job).state == "done", what="retried job")
     finally:
         consumer.stop(graceful=True)
     with pytest.raises(ValueError, match="only failed or cancelled"):
@@ -126,7 +126,7 @@ def test_idle_sequences_are_closed_and_rendered(tmp_path):
     assert service.close_idle_sequences(timedelta(minutes=10)) == []
     later = datetime.now(UTC) + timedelta(minutes=11)
     jobs = service.close_idle_sequences(timedelta(minutes=10), FAST, now=later)
-    assert len(jobs) == 1 and service.catalog.sequence(seq)["closed_at"] is not None
+    assert len(jobs) == 1 and service.catalog.sequence(seq).closed_at is not None
     assert service.close_idle_sequences(timedelta(minutes=10), FAST, now=later) == []
 
 
@@ -165,7 +165,7 @@ def test_redis_queue_shared_by_two_worker_processes(tmp_path):
             client.close()
             jobs = [service.submit_render(s, FAST) for s in seqs]
             wait_for(
-                lambda: all(service.catalog.job(j)["state"] == "done" for j in jobs),
+                lambda: all(service.catalog.job(j).state == "done" for j in jobs),
                 timeout=120,
                 what="all jobs on two workers",
             )
@@ -173,7 +173,7 @@ def test_redis_queue_shared_by_two_worker_processes(tmp_path):
             for w in workers:
                 w.terminate()
             logs = [w.communicate(timeout=20)[1] for w in workers]
-        assert all(service.catalog.job(j)["attempts"] == 1 for j in jobs)  # each ran once
+        assert all(service.catalog.job(j).attempts == 1 for j in jobs)  # each ran once
         # both workers took a share of the work (their JSON logs say which jobs they started)
         started = [sum('"job started"' in line for line in log.splitlines()) for log in logs]
         assert sum(started) == 4 and all(n >= 1 for n in started), started

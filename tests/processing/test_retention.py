@@ -15,7 +15,7 @@ from test_jobs import FAST, ingest_sequence, run_consumer, wait_for
 
 from skylapse.capture.storage import DiskUsage
 from skylapse.catalog import ProcessingCatalog
-from skylapse.config import ConfigError, RetentionConfig, parse_config
+from skylapse.config import ConfigError, ProcessingConfig, RetentionConfig, parse_config
 from skylapse.metrics import ServiceMetrics
 from skylapse.processing.archive import ArchiveConfig
 from skylapse.processing.jobs import JobService
@@ -161,7 +161,7 @@ def test_shell_deletes_files_records_logs_and_counts(tmp_path):
     assert not (store / "peak-1" / "s-old").exists()  # the files and their emptied folder
     assert len(list((store / "peak-1").rglob("*.jpg"))) == 4
     deleted = catalog.frames_deleted(old)
-    assert deleted is not None and deleted["reason"] == "age" and deleted["frames"] == 3
+    assert deleted is not None and deleted.reason == "age" and deleted.frames == 3
     assert len(catalog.sequence_frames(old)) == 3  # ingested rows stay: no double ingest
     assert catalog.is_ingested("peak-1", "s-old/f000.jpg")
     (entry,) = [e for e in logs if e["event"] == "deleted a sequence's frames from the store"]
@@ -178,18 +178,23 @@ def test_a_real_render_and_archive_lets_retention_delete_and_a_rerender_fails_cl
     sid = ingest_sequence(service, tmp_path, 6)
     retention = StoreRetention(service.store, service.catalog, RetentionConfig(keep_days=0))
     assert retention.enforce().deletions == []  # not rendered yet
-    files = [service.store / f["store_path"] for f in service.catalog.sequence_frames(sid)]
+    files = [service.store / f.store_path for f in service.catalog.sequence_frames(sid)]
     consumer = run_consumer(service)
     try:
         service.submit_render(sid, FAST)
-        wait_for(lambda: service.catalog.timelapses(), what="render and archive")
+        # the archive job done, not only its timelapse recorded: while it runs, the sequence
+        # is in use and retention keeps it
+        wait_for(
+            lambda: [j for j in service.catalog.jobs(state="done") if j.kind == "archive"],
+            what="render and archive",
+        )
         assert [d.sequence.id for d in retention.enforce().deletions] == [sid]
         assert not any(f.exists() for f in files)
         again = service.submit_render(sid, FAST)
-        wait_for(lambda: service.catalog.job(again)["state"] == "failed", what="failed render")
+        wait_for(lambda: service.catalog.job(again).state == "failed", what="failed render")
     finally:
         consumer.stop(graceful=True)
-    assert "frames were deleted from the store" in service.catalog.job(again)["error"]
+    assert "frames were deleted from the store" in service.catalog.job(again).error
 
 
 # -- a small real disk -----------------------------------------------------------------------
@@ -230,7 +235,7 @@ def test_the_store_cleans_itself_on_a_small_disk(tmp_path, small_disk):
     assert used_pct(store) <= 45
     deleted = [d.sequence.id for d in plan.deletions]
     assert deleted == rendered[: len(deleted)] and len(deleted) < len(rendered)  # oldest first
-    assert all(catalog.frames_deleted(s)["reason"] == "watermark" for s in deleted)
+    assert all(catalog.frames_deleted(s).reason == "watermark" for s in deleted)
     assert catalog.frames_deleted(unrendered) is None
     assert retention.at_risk is None and retention.check().status == "ok"
     # fill it with frames not yet rendered: the rest of the rendered ones go, then it alerts
@@ -250,12 +255,13 @@ def test_the_processing_service_runs_retention_and_shows_the_store(small_disk):
     from skylapse.config import AlertsConfig
 
     token = "test-token-0123456789abcdef"
+    retention = RetentionConfig(keep_days=30, watermark_pct=50, check_every_s=0.05)
     settings = ProcessingSettings(
         data_dir=small_disk / "data",
         token=token,
-        ingest_every_s=None,
-        render_after_min=None,
-        retention=RetentionConfig(keep_days=30, watermark_pct=50, check_every_s=0.05),
+        workers=0,
+        ingest=False,
+        processing=ProcessingConfig(render_after_min=None, retention=retention),
         alerts=AlertsConfig(evaluate_every_s=0.05, clear_after_s=0),
         alert_notifiers=[],
     )

@@ -24,7 +24,7 @@ from skylapse.api.server import ServerThread
 from skylapse.capture.cameras import CameraConfig, SimulatedCamera
 from skylapse.capture.clock import RealClock
 from skylapse.capture.watchdog import Watchdog
-from skylapse.config import default_config
+from skylapse.config import ProcessingConfig, default_config
 from skylapse.processing.ingest import Ingestor
 from skylapse.testing import SequenceSpec, generate_sequence
 from tests_support import CHROMIUM, commit_frames_to_inbox, wait_for
@@ -131,9 +131,8 @@ def processing(tmp_path_factory):
             data_dir=data,
             token=TOKEN,
             workers=1,
-            ingest_every_s=None,
-            render_after_min=None,
-            job_poll_s=0.2,
+            ingest=False,
+            processing=ProcessingConfig(render_after_min=None, job_poll_s=0.2),
         )
     )
     jobs = app.state.runtime.jobs

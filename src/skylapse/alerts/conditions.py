@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skylapse.alerts.manager import AlertCondition
 
+if TYPE_CHECKING:
+    from skylapse.catalog import ProcessingCatalog
+
 
 def processing_conditions(
-    catalog: Any,
+    catalog: ProcessingCatalog,
     alerts: Any,
     failed_window: timedelta = timedelta(hours=24),
     *,
@@ -28,19 +31,16 @@ def processing_conditions(
         since = datetime.now(UTC) - failed_window
         bad = []
         for job in catalog.jobs(limit=200):
-            if job["attempts"] < limit:
+            if job.attempts < limit:
                 continue
-            retrying = job["state"] in ("queued", "running") and job["error"]
+            retrying = job.state in ("queued", "running") and job.error
             failed = (
-                job["state"] == "failed"
-                and job["finished_at"]
-                and datetime.fromisoformat(job["finished_at"]) >= since
+                job.state == "failed" and job.finished_at is not None and job.finished_at >= since
             )
             if retrying or failed:
                 bad.append(job)
         detail = "; ".join(
-            f"{j['kind']} job {j['id']} {j['state']} after {j['attempts']} attempts: {j['error']}"
-            for j in bad[:3]
+            f"{j.kind} job {j.id} {j.state} after {j.attempts} attempts: {j.error}" for j in bad[:3]
         )
         return bool(bad), detail
 

@@ -9,16 +9,33 @@ when its frames stop coming. Jobs (`skylapse.processing.jobs`) move
 (`skylapse.processing.retention`) deletes a sequence's frames from the store, a
 ``frame_deletions`` row says when and why; the ``ingested`` rows stay, so a frame sent again
 is still known and not ingested twice.
+
+Every query returns frozen dataclass rows (`skylapse.catalog.processing_rows`: their fields'
+units and conventions are documented there).
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Unpack
 
-from skylapse.catalog.sqlite import SqliteStore, iso_time
+from skylapse.catalog.processing_rows import (
+    JOB_STATES,
+    ArchivedFile,
+    ArchivedRender,
+    FrameDeletion,
+    IngestedFrame,
+    JobChanges,
+    JobRow,
+    JobState,
+    QuarantinedFrame,
+    SequenceRow,
+    StoredSequenceRow,
+    TimelapseRow,
+)
+from skylapse.catalog.sqlite import JsonObject, SqliteStore, iso_time, parse_time
 
 PROCESSING_SCHEMA = """
 CREATE TABLE IF NOT EXISTS sequences (
@@ -96,7 +113,7 @@ CREATE TABLE IF NOT EXISTS frame_deletions (
 );
 """
 
-JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+_JOB_FIELDS = frozenset(JobChanges.__annotations__)
 
 
 class ProcessingCatalog(SqliteStore):
@@ -126,7 +143,7 @@ class ProcessingCatalog(SqliteStore):
         camera: str,
         session_id: str,
         phase: str | None,
-        metadata: dict[str, Any],
+        metadata: JsonObject,
         now: datetime,
     ) -> int:
         """Add a verified frame to its sequence (created on first sight); returns the sequence id.
@@ -171,7 +188,7 @@ class ProcessingCatalog(SqliteStore):
                     " last_at = MAX(COALESCE(last_at, ?), ?) WHERE id = ?",
                     (json.dumps(phases), at, at, at, at, seq["id"]),
                 )
-        return seq["id"]
+        return int(seq["id"])
 
     def record_quarantine(
         self, station: str, path: str, quarantine_path: str, reason: str, now: datetime
@@ -183,20 +200,22 @@ class ProcessingCatalog(SqliteStore):
                 (station, path, quarantine_path, reason, iso_time(now)),
             )
 
-    def quarantined(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._connect().execute("SELECT * FROM quarantine ORDER BY id")]
+    def quarantined(self) -> list[QuarantinedFrame]:
+        rows = self._connect().execute("SELECT * FROM quarantine ORDER BY id")
+        return [QuarantinedFrame.from_row(r) for r in rows]
 
-    def sequences(self) -> list[dict[str, Any]]:
+    def sequences(self) -> list[SequenceRow]:
+        """Every sequence, oldest first capture first."""
         rows = self._connect().execute("SELECT * FROM sequences ORDER BY first_at, id")
-        return [{**dict(r), "phases": json.loads(r["phases"])} for r in rows]
+        return [SequenceRow.from_row(r) for r in rows]
 
-    def sequence(self, sequence_id: int) -> dict[str, Any] | None:
+    def sequence(self, sequence_id: int) -> SequenceRow | None:
         row = (
             self._connect()
             .execute("SELECT * FROM sequences WHERE id = ?", (sequence_id,))
             .fetchone()
         )
-        return {**dict(row), "phases": json.loads(row["phases"])} if row else None
+        return SequenceRow.from_row(row) if row else None
 
     def last_ingested_at(self, sequence_id: int) -> datetime | None:
         """When the newest frame of a sequence arrived (not when it was captured)."""
@@ -205,7 +224,7 @@ class ProcessingCatalog(SqliteStore):
             .execute("SELECT MAX(ingested_at) FROM ingested WHERE sequence_id = ?", (sequence_id,))
             .fetchone()
         )
-        return datetime.fromisoformat(row[0]) if row and row[0] else None
+        return parse_time(row[0]) if row else None
 
     def close_sequence(self, sequence_id: int, when: datetime) -> None:
         with self.transaction() as db:
@@ -213,7 +232,7 @@ class ProcessingCatalog(SqliteStore):
                 "UPDATE sequences SET closed_at = ? WHERE id = ?", (iso_time(when), sequence_id)
             )
 
-    def sequence_frames(self, sequence_id: int, phase: str | None = None) -> list[dict[str, Any]]:
+    def sequence_frames(self, sequence_id: int, phase: str | None = None) -> list[IngestedFrame]:
         """The stored frames of a sequence in capture order (optionally one phase only)."""
         sql = "SELECT * FROM ingested WHERE sequence_id = ?"
         args: list[int | str] = [sequence_id]
@@ -221,25 +240,20 @@ class ProcessingCatalog(SqliteStore):
             sql += " AND phase = ?"
             args.append(phase)
         sql += " ORDER BY captured_at, path"
-        return [dict(r) for r in self._connect().execute(sql, args)]
+        return [IngestedFrame.from_row(r) for r in self._connect().execute(sql, args)]
 
-    def ingested_after(self, after_id: int, limit: int = 1000) -> list[dict[str, Any]]:
-        """Frames ingested after row ``after_id``, in ingest order, with their metadata parsed
-        (the API's metrics follow new frames this way)."""
+    def ingested_after(self, after_id: int, limit: int = 1000) -> list[IngestedFrame]:
+        """Frames ingested after row ``after_id``, in ingest order (the API's metrics follow
+        new frames this way)."""
         rows = self._connect().execute(
             "SELECT * FROM ingested WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
         )
-        out = []
-        for r in rows:
-            row = dict(r)
-            row["metadata"] = json.loads(row["metadata"]) if row["metadata"] else {}
-            out.append(row)
-        return out
+        return [IngestedFrame.from_row(r) for r in rows]
 
     def last_ingested_id(self) -> int:
         """The newest ingested row's id (0 when nothing was ingested)."""
         row = self._connect().execute("SELECT MAX(id) FROM ingested").fetchone()
-        return row[0] or 0
+        return int(row[0] or 0)
 
     # --- jobs -----------------------------------------------------------------------------
 
@@ -247,7 +261,7 @@ class ProcessingCatalog(SqliteStore):
         self,
         job_id: str,
         kind: str,
-        params: dict[str, Any],
+        params: JsonObject,
         now: datetime,
         correlation_id: str | None = None,
     ) -> None:
@@ -258,11 +272,12 @@ class ProcessingCatalog(SqliteStore):
                 (job_id, kind, json.dumps(params, default=str), iso_time(now), correlation_id),
             )
 
-    def update_job(self, job_id: str, **changes: Any) -> None:
+    def update_job(self, job_id: str, **changes: Unpack[JobChanges]) -> None:
+        """Set the given fields of a job (`JobChanges`); times are stored as ISO text, the
+        result as JSON. Unknown fields or states are refused (ValueError)."""
         if "state" in changes and changes["state"] not in JOB_STATES:
             raise ValueError(f"unknown job state {changes['state']!r}")
-        allowed = {"state", "error", "attempts", "progress", "result", "started_at", "finished_at"}
-        unknown = set(changes) - allowed
+        unknown = set(changes) - _JOB_FIELDS
         if unknown:
             raise ValueError(f"cannot update job fields {sorted(unknown)}")
         values = {
@@ -273,30 +288,32 @@ class ProcessingCatalog(SqliteStore):
         with self.transaction() as db:
             db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", [*values.values(), job_id])
 
-    def job(self, job_id: str) -> dict[str, Any] | None:
+    def job(self, job_id: str) -> JobRow | None:
         row = self._connect().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _job_dict(row) if row else None
+        return JobRow.from_row(row) if row else None
 
-    def jobs(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def jobs(self, state: JobState | None = None, limit: int = 100) -> list[JobRow]:
+        """Jobs (optionally in one state), newest first."""
         sql, args = "SELECT * FROM jobs", list[int | str]()
         if state is not None:
             sql += " WHERE state = ?"
             args.append(state)
         sql += " ORDER BY created_at DESC LIMIT ?"
         args.append(limit)
-        return [_job_dict(r) for r in self._connect().execute(sql, args)]
+        return [JobRow.from_row(r) for r in self._connect().execute(sql, args)]
 
     def queue_depth(self) -> int:
         """Jobs waiting or running: the ``processing_queue_depth`` metric."""
-        return (
+        row = (
             self._connect()
             .execute("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')")
-            .fetchone()[0]
+            .fetchone()
         )
+        return int(row[0])
 
     # --- store retention (skylapse.processing.retention) ----------------------------------
 
-    def stored_sequences(self) -> list[dict[str, Any]]:
+    def stored_sequences(self) -> list[StoredSequenceRow]:
         """Sequences whose frames are still in the store, oldest capture first, with their
         frames' total ``size_bytes`` and ``last_ingested_at`` (when the newest one arrived)."""
         rows = self._connect().execute(
@@ -306,19 +323,37 @@ class ProcessingCatalog(SqliteStore):
             " WHERE s.id NOT IN (SELECT sequence_id FROM frame_deletions)"
             " GROUP BY s.id ORDER BY s.first_at, s.id"
         )
-        return [dict(r) for r in rows]
+        return [
+            StoredSequenceRow(
+                id=r["id"],
+                station=r["station"],
+                session_id=r["session_id"],
+                first_at=parse_time(r["first_at"]),
+                frames=r["frames"],
+                size_bytes=r["size_bytes"],
+                last_ingested_at=parse_time(r["last_ingested_at"]),
+            )
+            for r in rows
+        ]
 
-    def archived_renders(self) -> list[dict[str, Any]]:
-        """Done whole-sequence renders (no phase) that were archived: ``sequence_id``,
-        ``render_started_at``, ``archived_at`` (ISO text), oldest archive first."""
+    def archived_renders(self) -> list[ArchivedRender]:
+        """Done whole-sequence renders (no phase) that were archived, oldest archive first."""
         rows = self._connect().execute(
             "SELECT json_extract(j.params, '$.sequence_id') AS sequence_id,"
             " j.started_at AS render_started_at, t.created_at AS archived_at"
             " FROM jobs j JOIN timelapses t ON t.job_id = j.id"
             " WHERE j.kind = 'render' AND j.state = 'done'"
-            " AND json_extract(j.params, '$.phase') IS NULL ORDER BY t.created_at"
+            " AND json_extract(j.params, '$.phase') IS NULL"
+            " AND json_extract(j.params, '$.sequence_id') IS NOT NULL ORDER BY t.created_at"
         )
-        return [dict(r) for r in rows]
+        return [
+            ArchivedRender(
+                sequence_id=r["sequence_id"],
+                render_started_at=parse_time(r["render_started_at"]),
+                archived_at=datetime.fromisoformat(r["archived_at"]),
+            )
+            for r in rows
+        ]
 
     def sequences_in_use(self) -> set[int]:
         """Sequences a queued or running job reads: a render of it, or an archive of its render
@@ -341,14 +376,14 @@ class ProcessingCatalog(SqliteStore):
                 (sequence_id, iso_time(when), reason, frames, size_bytes),
             )
 
-    def frames_deleted(self, sequence_id: int) -> dict[str, Any] | None:
+    def frames_deleted(self, sequence_id: int) -> FrameDeletion | None:
         """When and why retention deleted a sequence's frames (None: they are in the store)."""
         row = (
             self._connect()
             .execute("SELECT * FROM frame_deletions WHERE sequence_id = ?", (sequence_id,))
             .fetchone()
         )
-        return dict(row) if row else None
+        return FrameDeletion.from_row(row) if row else None
 
     def stored_bytes(self) -> int:
         """Bytes of the frames still in the store (the ``store_bytes`` metric)."""
@@ -360,7 +395,7 @@ class ProcessingCatalog(SqliteStore):
             )
             .fetchone()
         )
-        return row[0]
+        return int(row[0])
 
     # --- archived timelapses (skylapse.processing.archive) ---------------------------------
 
@@ -370,39 +405,40 @@ class ProcessingCatalog(SqliteStore):
         job_id: str,
         sequence_id: int | None,
         path: str,
-        files: list[dict[str, Any]],
+        files: Sequence[ArchivedFile],
         created_at: datetime,
     ) -> int:
         """Record an archived timelapse (idempotent per render job); returns its id."""
-        size = sum(int(f["size"]) for f in files)
+        size = sum(f.size for f in files)
+        listing = json.dumps([f.to_json() for f in files])
         with self.transaction() as db:
             db.execute(
                 "INSERT OR IGNORE INTO timelapses (job_id, sequence_id, path, created_at, files,"
                 " size_bytes) VALUES (?, ?, ?, ?, ?, ?)",
-                (job_id, sequence_id, path, iso_time(created_at), json.dumps(files), size),
+                (job_id, sequence_id, path, iso_time(created_at), listing, size),
             )
             row = db.execute("SELECT id FROM timelapses WHERE job_id = ?", (job_id,)).fetchone()
-        return row["id"]
+        return int(row["id"])
 
-    def timelapse(self, timelapse_id: int) -> dict[str, Any] | None:
+    def timelapse(self, timelapse_id: int) -> TimelapseRow | None:
         row = (
             self._connect()
             .execute("SELECT * FROM timelapses WHERE id = ?", (timelapse_id,))
             .fetchone()
         )
-        return _timelapse_dict(row) if row else None
+        return TimelapseRow.from_row(row) if row else None
 
-    def timelapse_for_job(self, job_id: str) -> dict[str, Any] | None:
+    def timelapse_for_job(self, job_id: str) -> TimelapseRow | None:
         row = (
             self._connect()
             .execute("SELECT * FROM timelapses WHERE job_id = ?", (job_id,))
             .fetchone()
         )
-        return _timelapse_dict(row) if row else None
+        return TimelapseRow.from_row(row) if row else None
 
     def timelapses(
         self, *, include_deleted: bool = False, backed_up: bool | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[TimelapseRow]:
         """Archived timelapses, oldest first (the order retention deletes them in)."""
         where = [] if include_deleted else ["deleted_at IS NULL"]
         if backed_up is not None:
@@ -411,7 +447,7 @@ class ProcessingCatalog(SqliteStore):
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at, id"
-        return [_timelapse_dict(r) for r in self._connect().execute(sql)]
+        return [TimelapseRow.from_row(r) for r in self._connect().execute(sql)]
 
     def mark_timelapse_backed_up(
         self,
@@ -434,19 +470,3 @@ class ProcessingCatalog(SqliteStore):
                 "UPDATE timelapses SET deleted_at = ?, deleted_reason = ? WHERE id = ?",
                 (iso_time(when), reason, timelapse_id),
             )
-
-
-def _job_dict(row: sqlite3.Row) -> dict[str, Any]:
-    out = dict(row)
-    out["params"] = json.loads(out["params"])
-    out["result"] = json.loads(out["result"]) if out["result"] else None
-    return out
-
-
-def _timelapse_dict(row: sqlite3.Row) -> dict[str, Any]:
-    out = dict(row)
-    out["files"] = json.loads(out["files"])
-    out["backup_etags"] = json.loads(out["backup_etags"]) if out["backup_etags"] else None
-    for key in ("created_at", "backed_up_at", "deleted_at"):
-        out[key] = datetime.fromisoformat(out[key]) if out[key] else None
-    return out

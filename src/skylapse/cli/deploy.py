@@ -139,8 +139,8 @@ def archive(
     store = Archive(data_dir, root=cfg.dir)
     archived = 0
     for job in store.catalog.jobs(state="done", limit=1_000_000):
-        if job["kind"] == "render" and store.catalog.timelapse_for_job(job["id"]) is None:
-            store.archive_job_outputs(job["id"], include_frames=cfg.include_frames)
+        if job.kind == "render" and store.catalog.timelapse_for_job(job.id) is None:
+            store.archive_job_outputs(job.id, include_frames=cfg.include_frames)
             archived += 1
     removed = store.cleanup_working()
     failed: dict[int, str] = {}

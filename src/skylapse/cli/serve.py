@@ -134,29 +134,8 @@ def _processing_app(
     from skylapse.api.processing.settings import ProcessingSettings
     from skylapse.processing.ingest import align_pillow_pixel_limit
 
-    pc = cfg.processing
-    settings = ProcessingSettings(
-        data_dir=data_dir,
-        token=token,
-        queue_url=reveal(pc.queue_url),  # None: $SKYLAPSE_QUEUE_URL or SQLite
-        workers=pc.workers if workers is None else workers,
-        ingest_every_s=pc.ingest_every_s,
-        max_frame_pixels=pc.max_frame_pixels,
-        render_after_min=pc.render_after_min,
-        render=pc.render,
-        job_poll_s=pc.job_poll_s,
-        cors_origins=tuple(cfg.api.cors_origins),
-        max_body_bytes=cfg.api.max_body_kb * 1024,
-        public_docs=cfg.api.public_docs,
-        disk_warn_pct=pc.disk_warn_pct,
-        disk_fail_pct=pc.disk_fail_pct,
-        archive=cfg.archive,
-        backup=cfg.backup,
-        alerts=cfg.alerts,
-        retention=pc.retention,
-        station=cfg.alerts.mqtt.node_id or f"{cfg.transfer.station}-processing",
-    )
-    align_pillow_pixel_limit(pc.max_frame_pixels)
+    settings = ProcessingSettings.from_config(cfg, token, data_dir, workers)
+    align_pillow_pixel_limit(cfg.processing.max_frame_pixels)
     try:
         return create_processing_app(settings)
     except (OSError, ValueError) as exc:

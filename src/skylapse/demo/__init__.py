@@ -105,7 +105,7 @@ def run_demo(options: DemoOptions, console: Console) -> DemoResult:
         # 4. render (a job on the queue, run by an in-process consumer until the stack closes)
         render_job = render(board, jobs, received.sequence_id, options, progress, stack)
         # 5. archive (queued by the finished render)
-        archive_job, archive_dir = archive(board, jobs, render_job["id"], paths)
+        archive_job, archive_dir = archive(board, jobs, render_job.id, paths)
         # 6. measure
         measured = measure(board, archive_dir, paths.buffer, received.records)
     result = DemoResult.of_stages(

@@ -7,7 +7,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import av
 import cv2
@@ -15,7 +14,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from skylapse.catalog import FrameRecord
+from skylapse.catalog import FrameRecord, JobRow
 from skylapse.demo.options import DEMO_LOCATION, DemoOptions, DemoPaths
 from skylapse.demo.progress import StageBoard
 from skylapse.demo.stages import Received
@@ -71,8 +70,8 @@ class DemoResult:
     quarantined: int
     data_dir: Path
     sequence_id: int
-    render_job: dict[str, Any]
-    archive_job: dict[str, Any]
+    render_job: JobRow
+    archive_job: JobRow
     archive_dir: Path
     archived_files: list[Path]
     videos: dict[str, VideoInfo]
@@ -86,7 +85,12 @@ class DemoResult:
 
     @property
     def render_stage_seconds(self) -> dict[str, float]:
-        return dict((self.render_job.get("result") or {}).get("stage_seconds") or {})
+        seconds = (self.render_job.result or {}).get("stage_seconds")
+        return (
+            {k: float(v) for k, v in seconds.items() if isinstance(v, int | float)}
+            if isinstance(seconds, dict)
+            else {}
+        )
 
     @classmethod
     def of_stages(
@@ -94,7 +98,7 @@ class DemoResult:
         options: DemoOptions,
         paths: DemoPaths,
         received: Received,
-        jobs: tuple[dict[str, Any], dict[str, Any]],
+        jobs: tuple[JobRow, JobRow],
         archive_dir: Path,
         measured: Measured,
         board: StageBoard,
@@ -328,7 +332,7 @@ def _add_work_rows(table: Table, result: DemoResult) -> None:
         f"the capture ({result.bytes_sent / 1e6:.1f} MB, rsync over ssh)",
     )
     table.add_row("ingested", f"{result.ingested} frames, {result.quarantined} quarantined")
-    rr = result.render_job.get("result") or {}
+    rr = result.render_job.result or {}
     table.add_row(
         "rendered",
         f"{rr.get('frames')} frames at {rr.get('render_fps')} fps, "
@@ -377,7 +381,8 @@ def _add_time_rows(table: Table, result: DemoResult) -> None:
     table.add_row("total", f"{result.wall_s:.1f} s wall, {result.cpu_s:.1f} s CPU")
 
 
-def _ev_range(values: Sequence[float] | None) -> str:
-    if not values:
+def _ev_range(values: object) -> str:
+    """A render result's ``exposure_correction_ev`` ([lowest, highest] correction, EV)."""
+    if not isinstance(values, list) or not values:
         return "—"
     return f"{values[0]:+.2f} .. {values[1]:+.2f} EV"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from skylapse.config import ProcessingConfig
 from skylapse.demo.options import DEMO_LOCATION, demo_config
 from skylapse.demo.progress import logs_to
 from skylapse.demo.report import DemoResult
@@ -33,11 +34,9 @@ def serve_demo(result: DemoResult, console: Console, port: int = 8081) -> None:
     settings = ProcessingSettings(
         data_dir=result.data_dir,
         token=token,
-        workers=1,
+        processing=ProcessingConfig(workers=1, ingest_every_s=5.0, render_after_min=None),
         inbox=result.inbox,
         archive_dir=result.data_dir / "archive",
-        ingest_every_s=5.0,
-        render_after_min=None,
     )
     servers = [("processing", create_processing_app(settings), _port_or_free(port))]
     servers.append(("capture", _capture_app(result, token), _port_or_free(port - 1)))

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from skylapse.capture.cameras import CameraConfig, CameraFactory, Location
@@ -24,7 +23,7 @@ from skylapse.capture.clock import SimulatedClock
 from skylapse.capture.events import FrameWritten
 from skylapse.capture.service import CATALOG_NAME, CaptureService
 from skylapse.capture.session import SessionSpec, SessionSummary
-from skylapse.catalog import Catalog, FrameRecord
+from skylapse.catalog import Catalog, FrameRecord, JobRow
 from skylapse.config import SkylapseConfig
 from skylapse.demo.options import STATION, DemoError, DemoOptions, DemoPaths, session_start
 from skylapse.demo.progress import Follower, StageBoard, Update, cpu_seconds
@@ -74,7 +73,7 @@ def receive(
         raise DemoError(
             f"{len(report.quarantined)} frames quarantined at ingest: {report.quarantined[:3]}"
         )
-    (sequence,) = [s for s in jobs.catalog.sequences() if s["station"] == STATION]
+    (sequence,) = [s for s in jobs.catalog.sequences() if s.station == STATION]
     return Received(
         summary=summary,
         catalog=pipeline.catalog,
@@ -82,7 +81,7 @@ def receive(
         transfer=pipeline.worker_stats,
         batches_during_capture=pipeline.early_batches,
         ingest=report,
-        sequence_id=sequence["id"],
+        sequence_id=sequence.id,
     )
 
 
@@ -214,7 +213,7 @@ def render(
     options: DemoOptions,
     progress: RenderProgress,
     stack: contextlib.ExitStack,
-) -> dict[str, Any]:
+) -> JobRow:
     """Stage 4: close the sequence and render it as a job on the queue, run by a consumer
     thread this starts; the consumer stays for the archive job and stops when ``stack``
     closes. Returns the finished job."""
@@ -235,7 +234,7 @@ def render(
 
 def archive(
     board: StageBoard, jobs: JobService, render_id: str, paths: DemoPaths
-) -> tuple[dict[str, Any], Path]:
+) -> tuple[JobRow, Path]:
     """Stage 5: wait for the archive job the finished render queued; returns that job and the
     timelapse's folder in the archive."""
     with board.stage("archive", 1.0) as update:
@@ -244,28 +243,24 @@ def archive(
     timelapse = jobs.catalog.timelapse_for_job(render_id)
     if timelapse is None:
         raise DemoError(f"the render {render_id} was not archived; see {paths.log}")
-    return archive_job, paths.data_dir / "archive" / timelapse["path"]
+    return archive_job, paths.data_dir / "archive" / timelapse.path
 
 
-def _archive_job_for(jobs: JobService, render_id: str) -> dict[str, Any] | None:
+def _archive_job_for(jobs: JobService, render_id: str) -> JobRow | None:
     for job in jobs.catalog.jobs(limit=20):
-        if job["kind"] == "archive" and job["params"].get("job_id") == render_id:
+        if job.kind == "archive" and job.params.get("job_id") == render_id:
             return job
     return None
 
 
-def wait_for_job(
-    lookup: Callable[[], dict[str, Any] | None], timeout_s: float = 1800.0
-) -> dict[str, Any]:
+def wait_for_job(lookup: Callable[[], JobRow | None], timeout_s: float = 1800.0) -> JobRow:
     """The job ``lookup`` finds once it finished; DemoError when it failed or took too long."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         job = lookup()
-        if job is not None and job["state"] in ("done", "failed", "cancelled"):
-            if job["state"] != "done":
-                raise DemoError(
-                    f"the {job['kind']} job {job['id']} {job['state']}: {job.get('error')}"
-                )
+        if job is not None and job.finished:
+            if job.state != "done":
+                raise DemoError(f"the {job.kind} job {job.id} {job.state}: {job.error}")
             return job
         time.sleep(0.05)
     raise DemoError(f"no job finished within {timeout_s:.0f} s")

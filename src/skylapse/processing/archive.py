@@ -21,19 +21,16 @@ import errno
 import hashlib
 import os
 import shutil
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-from skylapse.catalog import ProcessingCatalog
+from skylapse.catalog import ArchivedFile, JobRow, ProcessingCatalog, TimelapseRow
 from skylapse.config import ArchiveConfig as ArchiveConfig  # its settings, re-exported
 from skylapse.log import get_logger
 
 log = get_logger(__name__)
 
-FINISHED_JOB_STATES = ("done", "failed", "cancelled")
 _HASH_CHUNK = 4 << 20
 
 
@@ -106,22 +103,23 @@ class Archive:
         self.staging = self.root / ".staging"
         self.trash = self.root / ".trash"
 
-    def path_of(self, timelapse: Mapping[str, Any]) -> Path:
-        return self.root / str(timelapse["path"])
+    def path_of(self, timelapse: TimelapseRow) -> Path:
+        """The timelapse's folder in the archive."""
+        return self.root / timelapse.path
 
     # -- archiving ---------------------------------------------------------------------------
 
-    def _render_folder(self, job: Mapping[str, Any]) -> Path:
+    def _render_folder(self, job: JobRow) -> Path:
         """The one folder a render job wrote its outputs into."""
-        outputs = (job.get("result") or {}).get("outputs") or []
+        outputs = job.outputs
         folders = {Path(p).parts[:2] for p in outputs}
         if len(folders) != 1:
-            raise ValueError(f"job {job['id']}: expected outputs in one folder, got {outputs}")
+            raise ValueError(f"job {job.id}: expected outputs in one folder, got {outputs}")
         return self.data_dir.joinpath(*folders.pop())
 
     def archive_job_outputs(
         self, job_id: str, *, include_frames: bool = False, now: datetime | None = None
-    ) -> dict[str, Any]:
+    ) -> TimelapseRow:
         """Move a finished render's outputs (and optionally its source frames) into the archive.
 
         Idempotent: archiving a job twice returns the first record; a run that crashed midway
@@ -133,10 +131,9 @@ class Archive:
         job = self.catalog.job(job_id)
         if job is None:
             raise KeyError(job_id)
-        if job["kind"] != "render" or job["state"] != "done":
+        if job.kind != "render" or job.state != "done":
             raise ValueError(
-                f"job {job_id} is a {job['state']} {job['kind']} job, "
-                "only finished renders are archived"
+                f"job {job_id} is a {job.state} {job.kind} job, only finished renders are archived"
             )
         src = self._render_folder(job)
         name = src.name
@@ -151,20 +148,20 @@ class Archive:
             elif not staging.exists():
                 raise FileNotFoundError(f"job {job_id}: its outputs {src} are gone")
             if include_frames:
-                self._add_frames(staging / "frames", job["params"])
+                self._add_frames(staging / "frames", job)
             _fsync_tree(staging)
             os.rename(staging, dest)  # the atomic step: the archive sees all or nothing
             _fsync_dir(self.root)
             if not renamed:
                 shutil.rmtree(src, ignore_errors=True)
         files = [
-            {"path": str(p.relative_to(dest)), "size": p.stat().st_size, "sha256": sha256_file(p)}
+            ArchivedFile(str(p.relative_to(dest)), p.stat().st_size, sha256_file(p))
             for p in sorted(dest.rglob("*"))
             if p.is_file()
         ]
         tid = self.catalog.add_timelapse(
             job_id=job_id,
-            sequence_id=job["params"].get("sequence_id"),
+            sequence_id=job.sequence_id,
             path=name,
             files=files,
             created_at=now or datetime.now(UTC),
@@ -177,16 +174,18 @@ class Archive:
             job=job_id,
             timelapse=tid,
             files=len(files),
-            bytes=record["size_bytes"],
+            bytes=record.size_bytes,
         )
         return record
 
-    def _add_frames(self, folder: Path, params: Mapping[str, Any]) -> None:
+    def _add_frames(self, folder: Path, job: JobRow) -> None:
+        if job.sequence_id is None:
+            raise ValueError(f"job {job.id}: no sequence_id in its parameters {job.params}")
         store = self.data_dir / "store"
         folder.mkdir(parents=True, exist_ok=True)
-        frames = self.catalog.sequence_frames(params["sequence_id"], params.get("phase"))
+        frames = self.catalog.sequence_frames(job.sequence_id, job.phase)
         for i, frame in enumerate(frames):
-            src = store / frame["store_path"]
+            src = store / frame.store_path
             dst = folder / f"{i:06d}-{src.name}"
             if not dst.exists():
                 _link_or_copy(src, dst)
@@ -204,19 +203,19 @@ class Archive:
         even when that leaves the archive over its limits."""
         now = now or datetime.now(UTC)
         live = self.catalog.timelapses()
-        total = sum(t["size_bytes"] for t in live)
+        total = sum(t.size_bytes for t in live)
         report = RetentionReport()
         for t in live:  # oldest first
-            too_old = max_age is not None and now - t["created_at"] > max_age
+            too_old = max_age is not None and now - t.created_at > max_age
             too_big = max_total_bytes is not None and total > max_total_bytes
             if not (too_old or too_big):
                 continue
-            if t["backed_up_at"] is None:
-                report.kept_not_backed_up.append(t["id"])
+            if t.backed_up_at is None:
+                report.kept_not_backed_up.append(t.id)
                 continue
             self._delete(t, now, "age" if too_old else "size")
-            total -= t["size_bytes"]
-            report.deleted.append(t["id"])
+            total -= t.size_bytes
+            report.deleted.append(t.id)
         report.total_bytes = total
         if report.deleted or report.kept_not_backed_up:
             log.info(
@@ -227,13 +226,13 @@ class Archive:
             )
         return report
 
-    def _delete(self, timelapse: Mapping[str, Any], now: datetime, reason: str) -> None:
+    def _delete(self, timelapse: TimelapseRow, now: datetime, reason: str) -> None:
         folder = self.path_of(timelapse)
         self.trash.mkdir(parents=True, exist_ok=True)
-        doomed = self.trash / f"{timelapse['id']}-{folder.name}"
+        doomed = self.trash / f"{timelapse.id}-{folder.name}"
         if folder.exists():
             os.rename(folder, doomed)  # gone from the archive in one step
-        self.catalog.mark_timelapse_deleted(timelapse["id"], now, reason)
+        self.catalog.mark_timelapse_deleted(timelapse.id, now, reason)
         shutil.rmtree(doomed, ignore_errors=True)
 
     # -- cleanup -----------------------------------------------------------------------------
@@ -249,7 +248,7 @@ class Archive:
         if working.is_dir():
             for entry in sorted(working.iterdir()):
                 job = self.catalog.job(entry.name)
-                if job is None or job["state"] in FINISHED_JOB_STATES:
+                if job is None or job.finished:
                     if entry.is_dir() and not entry.is_symlink():
                         shutil.rmtree(entry, ignore_errors=True)
                     else:

@@ -41,6 +41,7 @@ from tenacity import (
     wait_random,
 )
 
+from skylapse.catalog import TimelapseRow
 from skylapse.config import BackupConfig as BackupConfig  # its settings, re-exported
 from skylapse.config import reveal
 from skylapse.log import get_logger
@@ -474,37 +475,37 @@ class S3Backup:
 
     def backup_timelapse(
         self, archive: Archive, timelapse_id: int, now: datetime | None = None
-    ) -> dict[str, Any]:
+    ) -> TimelapseRow:
         """Upload every file of an archived timelapse and its manifest, verify, then mark it
         backed up in the catalog. Returns the updated catalog row."""
         t = archive.catalog.timelapse(timelapse_id)
         if t is None:
             raise KeyError(timelapse_id)
-        if t["deleted_at"] is not None:
-            raise BackupError(f"timelapse {timelapse_id} was deleted on {t['deleted_at']}")
+        if t.deleted_at is not None:
+            raise BackupError(f"timelapse {timelapse_id} was deleted on {t.deleted_at}")
         folder = archive.path_of(t)
         etags: dict[str, str] = {}
         entries = []
-        for f in t["files"]:
+        for f in t.files:
             up = self.upload_file(
-                folder / f["path"], self.key_for(t["path"], f["path"]), expected_sha256=f["sha256"]
+                folder / f.path, self.key_for(t.path, f.path), expected_sha256=f.sha256
             )
-            etags[f["path"]] = up.etag
-            entries.append({**f, "etag": up.etag, "checksum_sha256": up.checksum_sha256})
+            etags[f.path] = up.etag
+            entries.append({**f.to_json(), "etag": up.etag, "checksum_sha256": up.checksum_sha256})
         manifest = json.dumps(
             {
-                "timelapse_id": t["id"],
-                "job_id": t["job_id"],
-                "sequence_id": t["sequence_id"],
-                "created_at": t["created_at"].isoformat(),
-                "size_bytes": t["size_bytes"],
+                "timelapse_id": t.id,
+                "job_id": t.job_id,
+                "sequence_id": t.sequence_id,
+                "created_at": t.created_at.isoformat(),
+                "size_bytes": t.size_bytes,
                 "files": entries,
             },
             indent=1,
             sort_keys=True,
         ).encode()
         manifest_sha = hashlib.sha256(manifest).digest()
-        manifest_key = self.key_for(t["path"], "manifest.json")
+        manifest_key = self.key_for(t.path, "manifest.json")
         self._call(
             "put_object",
             Bucket=self.bucket,
@@ -517,12 +518,15 @@ class S3Backup:
         self._verify(
             manifest_key, len(manifest), _b64(manifest_sha), hashlib.md5(manifest).hexdigest()
         )
-        location = f"s3://{self.bucket}/{self.key_for(t['path'])}/"
+        location = f"s3://{self.bucket}/{self.key_for(t.path)}/"
         archive.catalog.mark_timelapse_backed_up(
-            t["id"], now or datetime.now(UTC), location, manifest_sha.hex(), etags
+            t.id, now or datetime.now(UTC), location, manifest_sha.hex(), etags
         )
-        log.info("timelapse backed up", timelapse=t["id"], location=location, files=len(entries))
-        return archive.catalog.timelapse(t["id"])  # type: ignore[return-value]
+        log.info("timelapse backed up", timelapse=t.id, location=location, files=len(entries))
+        backed = archive.catalog.timelapse(t.id)
+        if backed is None:  # it was read above; only a concurrent delete of the row could do this
+            raise KeyError(timelapse_id)
+        return backed
 
     def backup_pending(self, archive: Archive) -> tuple[list[int], dict[int, str]]:
         """Back up every live timelapse not yet backed up, oldest first.
@@ -533,9 +537,9 @@ class S3Backup:
         done, failed = [], {}
         for t in archive.catalog.timelapses(backed_up=False):
             try:
-                self.backup_timelapse(archive, t["id"])
-                done.append(t["id"])
+                self.backup_timelapse(archive, t.id)
+                done.append(t.id)
             except Exception as exc:
-                failed[t["id"]] = f"{type(exc).__name__}: {exc}"
-                log.error("timelapse backup failed", timelapse=t["id"], error=str(exc))
+                failed[t.id] = f"{type(exc).__name__}: {exc}"
+                log.error("timelapse backup failed", timelapse=t.id, error=str(exc))
         return done, failed

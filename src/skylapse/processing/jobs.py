@@ -21,7 +21,6 @@ A failing job is retried by the queue up to its limit, then marked ``failed`` wi
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -34,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 from huey import Huey, RedisHuey, SqliteHuey
 from huey.consumer import Consumer
 
-from skylapse.catalog import ProcessingCatalog
+from skylapse.catalog import JobRow, ProcessingCatalog
+from skylapse.catalog.sqlite import iso_time
 from skylapse.log import correlation_id, get_logger
 from skylapse.processing.archive import ArchiveConfig
 from skylapse.processing.backup import BackupConfig
@@ -147,16 +147,16 @@ class JobService:
         }
         return self.submit("render", params, correlation=correlation)
 
-    def cancel(self, job_id: str) -> dict[str, Any]:
+    def cancel(self, job_id: str) -> JobRow:
         job = self._require(job_id)
-        if job["state"] in ("queued", "running"):
+        if job.state in ("queued", "running"):
             self.catalog.update_job(job_id, state="cancelled", finished_at=datetime.now(UTC))
         return self._require(job_id)
 
-    def retry(self, job_id: str) -> dict[str, Any]:
+    def retry(self, job_id: str) -> JobRow:
         job = self._require(job_id)
-        if job["state"] not in ("failed", "cancelled"):
-            raise ValueError(f"job {job_id} is {job['state']}; only failed or cancelled jobs retry")
+        if job.state not in ("failed", "cancelled"):
+            raise ValueError(f"job {job_id} is {job.state}; only failed or cancelled jobs retry")
         self.catalog.update_job(
             job_id, state="queued", error=None, progress=0.0, started_at=None, finished_at=None
         )
@@ -174,15 +174,15 @@ class JobService:
         now = now or datetime.now(UTC)
         jobs = []
         for seq in self.catalog.sequences():
-            if seq["closed_at"] or not seq["frames"]:
+            if seq.closed_at or not seq.frames:
                 continue
-            last = self.catalog.last_ingested_at(seq["id"])
+            last = self.catalog.last_ingested_at(seq.id)
             if last is not None and now - last >= idle:
-                self.catalog.close_sequence(seq["id"], now)
-                jobs.append(self.submit_render(seq["id"], options))
+                self.catalog.close_sequence(seq.id, now)
+                jobs.append(self.submit_render(seq.id, options))
         return jobs
 
-    def _require(self, job_id: str) -> dict[str, Any]:
+    def _require(self, job_id: str) -> JobRow:
         job = self.catalog.job(job_id)
         if job is None:
             raise KeyError(job_id)
@@ -207,17 +207,17 @@ class JobService:
 
     def _execute(self, job_id: str, task: Task | None = None) -> None:
         job = self.catalog.job(job_id)
-        if job is None or job["state"] in ("done", "cancelled"):
+        if job is None or job.state in ("done", "cancelled"):
             return  # re-delivered or cancelled: idempotent
-        with correlation_id(job.get("correlation_id") or job_id):
-            attempts = job["attempts"] + 1
+        with correlation_id(job.correlation_id or job_id):
+            attempts = job.attempts + 1
             self.catalog.update_job(
                 job_id, state="running", attempts=attempts, started_at=datetime.now(UTC), error=None
             )
-            log.info("job started", job=job_id, kind=job["kind"], attempt=attempts)
+            log.info("job started", job=job_id, kind=job.kind, attempt=attempts)
             t0 = time.perf_counter()
             try:
-                result = _RUNNERS[job["kind"]](self, job_id, job["params"])
+                result = _RUNNERS[job.kind](self, job_id, job.params)
             except JobCancelled:
                 log.info("job cancelled", job=job_id)
                 return
@@ -236,8 +236,8 @@ class JobService:
                 job_id, state="done", progress=1.0, result=result, finished_at=datetime.now(UTC)
             )
             log.info("job done", job=job_id, seconds=result["duration_s"])
-            if job["kind"] == "render" and self.archive.after_render:
-                self.submit("archive", {"job_id": job_id}, correlation=job.get("correlation_id"))
+            if job.kind == "render" and self.archive.after_render:
+                self.submit("archive", {"job_id": job_id}, correlation=job.correlation_id)
 
     def _progress(self, job_id: str) -> Callable[[str, int, int], None]:
         """A render progress callback that stores progress (throttled) and honours cancel."""
@@ -248,7 +248,7 @@ class JobService:
             if now - last[0] < 0.5 and done < total:
                 return
             last[0] = now
-            if self._require(job_id)["state"] == "cancelled":
+            if self._require(job_id).state == "cancelled":
                 raise JobCancelled(job_id)
             # the analysis pass is roughly the first 15 % of a render's time
             share = done / max(total, 1)
@@ -268,13 +268,13 @@ def _run_render(service: JobService, job_id: str, params: dict[str, Any]) -> dic
     if deleted is not None:  # skylapse.processing.retention
         raise ValueError(
             f"sequence {params['sequence_id']}'s frames were deleted from the store at "
-            f"{deleted['deleted_at']} ({deleted['reason']} retention, after its render was "
+            f"{iso_time(deleted.deleted_at)} ({deleted.reason} retention, after its render was "
             "archived): its archived timelapse is what remains"
         )
     frames = service.catalog.sequence_frames(params["sequence_id"], params.get("phase"))
     # a RAW+JPEG pair is one shot: its DNG is the frame (the links below lose the names)
-    twins = sources.raw_twins(f["path"] for f in frames)
-    frames = [f for f in frames if Path(f["path"]) not in twins]
+    twins = sources.raw_twins(f.path for f in frames)
+    frames = [f for f in frames if Path(f.path) not in twins]
     if not frames:
         raise ValueError(f"sequence {params['sequence_id']} has no frames")
     log.info(
@@ -282,7 +282,7 @@ def _run_render(service: JobService, job_id: str, params: dict[str, Any]) -> dic
         job=job_id,
         sequence=params["sequence_id"],
         frames=len(frames),
-        frame_ids=_frame_ids(frames),
+        frame_ids=[f.frame_id for f in frames],
     )
     work = service.working / job_id
     shutil.rmtree(work, ignore_errors=True)
@@ -290,7 +290,7 @@ def _run_render(service: JobService, job_id: str, params: dict[str, Any]) -> dic
     try:
         # Links named in capture order: the render orders by EXIF time, then by name.
         for i, f in enumerate(frames):
-            src = service.store / f["store_path"]
+            src = service.store / f.store_path
             os.symlink(src.resolve(), work / "frames" / f"{i:06d}{src.suffix.lower()}")
         out_dir = service.timelapses / f"{params['sequence_id']}-{job_id}"
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -311,16 +311,6 @@ def _run_render(service: JobService, job_id: str, params: dict[str, Any]) -> dic
         "output_size": list(summary.output_size),
         "exposure_correction_ev": [round(v, 3) for v in summary.exposure_correction_ev],
     }
-
-
-def _frame_ids(rows: list[dict[str, Any]]) -> list[str | None]:
-    """The capture loop's frame ids (`skylapse.capture.shot`) from ingested rows' metadata."""
-    ids = []
-    for row in rows:
-        meta = row.get("metadata")
-        meta = json.loads(meta) if isinstance(meta, str) and meta else meta
-        ids.append(meta.get("frame_id") if isinstance(meta, dict) else None)
-    return ids
 
 
 def _run_enhance(service: JobService, job_id: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -356,18 +346,18 @@ def _run_archive(service: JobService, job_id: str, params: dict[str, Any]) -> di
     frames = params.get("include_frames", cfg.include_frames)
     record = archive.archive_job_outputs(params["job_id"], include_frames=frames)
     result: dict[str, Any] = {
-        "timelapse_id": record["id"],
+        "timelapse_id": record.id,
         "outputs": [
-            _data_relative(service, archive.path_of(record) / f["path"]) for f in record["files"]
+            _data_relative(service, archive.path_of(record) / f.path) for f in record.files
         ],
-        "size_bytes": record["size_bytes"],
+        "size_bytes": record.size_bytes,
         "working_removed": archive.cleanup_working(service.working),
     }
-    if service.backup.enabled and record["backed_up_at"] is None:
+    if service.backup.enabled and record.backed_up_at is None:
         backed = S3Backup(service.backup, archive.root / ".backup-state").backup_timelapse(
-            archive, record["id"]
+            archive, record.id
         )
-        result["backup_location"] = backed["backup_location"]
+        result["backup_location"] = backed.backup_location
     if cfg.max_age is not None or cfg.max_total_bytes is not None:
         report = archive.enforce_retention(cfg.max_age, cfg.max_total_bytes)
         result["retention_deleted"] = report.deleted

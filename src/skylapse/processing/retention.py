@@ -36,11 +36,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from skylapse.capture.storage import DiskUsage
-from skylapse.catalog import ProcessingCatalog
-from skylapse.catalog.sqlite import parse_time
+from skylapse.catalog import ArchivedRender, ProcessingCatalog, StoredSequenceRow
 from skylapse.config import RetentionConfig
 from skylapse.log import get_logger
 
@@ -142,16 +141,15 @@ def _at_risk_detail(plan: RetentionPlan, policy: RetentionConfig) -> str:
 
 
 def _archived_at(
-    seq: dict[str, Any],
-    renders: dict[int, list[dict[str, Any]]],
-    last_ingested: datetime | None,
+    seq: StoredSequenceRow, renders: dict[int, list[ArchivedRender]]
 ) -> datetime | None:
     """When the newest archived whole render of ``seq`` that saw every frame was archived."""
     out = None
-    for r in renders.get(seq["id"], []):
-        started = parse_time(r["render_started_at"])
+    last_ingested = seq.last_ingested_at
+    for r in renders.get(seq.id, []):
+        started = r.render_started_at
         if started is not None and (last_ingested is None or started >= last_ingested):
-            out = parse_time(r["archived_at"])
+            out = r.archived_at
     return out
 
 
@@ -197,25 +195,22 @@ class StoreRetention:
 
     def sequences(self) -> list[StoredSequence]:
         """The catalog's view: every sequence still in the store, oldest capture first."""
-        renders: dict[int, list[dict[str, Any]]] = {}
+        renders: dict[int, list[ArchivedRender]] = {}
         for r in self.catalog.archived_renders():
-            renders.setdefault(r["sequence_id"], []).append(r)
+            renders.setdefault(r.sequence_id, []).append(r)
         busy = self.catalog.sequences_in_use()
-        out = []
-        for row in self.catalog.stored_sequences():
-            last = parse_time(row["last_ingested_at"])
-            out.append(
-                StoredSequence(
-                    id=row["id"],
-                    name=f"{row['station']}/{row['session_id']}",
-                    first_at=parse_time(row["first_at"]),
-                    frames=row["frames"],
-                    size_bytes=row["size_bytes"],
-                    archived_at=_archived_at(row, renders, last),
-                    in_use=row["id"] in busy,
-                )
+        return [
+            StoredSequence(
+                id=row.id,
+                name=row.name,
+                first_at=row.first_at,
+                frames=row.frames,
+                size_bytes=row.size_bytes,
+                archived_at=_archived_at(row, renders),
+                in_use=row.id in busy,
             )
-        return out
+            for row in self.catalog.stored_sequences()
+        ]
 
     def enforce(self, now: datetime | None = None) -> RetentionPlan:
         """One pass: decide, delete each chosen sequence's frames, record and log each."""
@@ -234,7 +229,7 @@ class StoreRetention:
         seq = deletion.sequence
         folders = set()
         for frame in self.catalog.sequence_frames(seq.id):
-            path = self.store / frame["store_path"]
+            path = self.store / frame.store_path
             path.unlink(missing_ok=True)
             folders.add(path.parent)
         _remove_empty_folders(folders, self.store)

@@ -71,9 +71,9 @@ def create_processing_app(settings: ProcessingSettings) -> FastAPI:
         token=settings.token,
         metrics=runtime.metrics,
         health_checks=health_checks(runtime),
-        cors_origins=settings.cors_origins,
-        max_body_bytes=settings.max_body_bytes,
-        public_docs=settings.public_docs,
+        cors_origins=settings.api.cors_origins,
+        max_body_bytes=settings.api.max_body_kb * 1024,
+        public_docs=settings.api.public_docs,
         lifespan=runtime.lifespan,
     )
     app.state.runtime = runtime

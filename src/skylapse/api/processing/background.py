@@ -98,14 +98,14 @@ class IngestLoop:
         """Capture-side measurements travel in each frame's metadata; expose them here too."""
         while rows := self.jobs.catalog.ingested_after(self._last_row, limit=1000):
             for row in rows:
-                meta = row["metadata"]
+                meta = row.metadata
                 latency = meta.get("latency_ms")
                 if isinstance(latency, int | float) and latency >= 0:
                     self.metrics.typed("capture_latency_ms", Histogram).observe(latency)
                 quality = meta.get("quality_score")
                 if isinstance(quality, int | float):
                     self.metrics.typed("image_quality_score", Gauge).set(quality)
-            self._last_row = rows[-1]["id"]
+            self._last_row = rows[-1].id
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -177,19 +177,18 @@ class JobWatcher:
         """Jobs that changed since the last poll, as events (the first poll only records)."""
         jobs = self.jobs.catalog.jobs(limit=self.limit)
         current: dict[str, tuple[object, ...]] = {
-            j["id"]: (j["state"], j["progress"], j["attempts"], j["error"]) for j in jobs
+            j.id: (j.state, j.progress, j.attempts, j.error) for j in jobs
         }
         events: list[Event] = []
         if self._seen is not None:
             for job in reversed(jobs):  # oldest first
-                before = self._seen.get(job["id"])
-                now = current[job["id"]]
+                before = self._seen.get(job.id)
+                now = current[job.id]
                 if before == now:
                     continue
                 out = JobOut.from_row(job)
                 events.append({"type": "job", "job": out.model_dump()})
-                finished = now[0] in ("done", "failed", "cancelled")
-                if finished and (before is None or before[0] != now[0]):
+                if job.finished and (before is None or before[0] != now[0]):
                     self._observe_finished(out)
         self._seen = current
         if time.monotonic() - self._last_heartbeat >= 5.0:

@@ -20,7 +20,7 @@ def health_checks(runtime: ProcessingRuntime) -> dict[str, Callable[[], Check]]:
     return {
         "queue": lambda: check_queue(runtime.jobs),
         "disk": lambda: disk_check(
-            runtime.data_dir, settings.disk_warn_pct, settings.disk_fail_pct
+            runtime.data_dir, settings.processing.disk_warn_pct, settings.processing.disk_fail_pct
         ),
         "catalog": lambda: check_catalog(runtime.jobs),
         "workers": lambda: check_workers(runtime.jobs, runtime.consumer, settings.stale_queue_min),
@@ -55,7 +55,7 @@ def check_workers(
     queued = jobs.catalog.jobs(state="queued", limit=1000)
     running = jobs.catalog.jobs(state="running", limit=1000)
     if queued and not running:
-        oldest = min(datetime.fromisoformat(j["created_at"]) for j in queued)
+        oldest = min(j.created_at for j in queued)
         waited = (datetime.now(UTC) - oldest).total_seconds() / 60
         if waited >= stale_queue_min:
             return Check(

@@ -11,16 +11,15 @@ refusals that carry one message (401, 404, 409, 413, 429: :func:`refusal` docume
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
+from skylapse.catalog import JobRow, SequenceRow
+from skylapse.catalog import JobState as JobState  # a job's state, re-exported for the routes
 from skylapse.processing.options import ApiRenderOptions
 
-#: A job's state: the catalog's ``JOB_STATES`` as a type (a test checks that they agree).
-JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 JobId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="job id")]
 FileName = Annotated[
     str, PathParam(pattern=r"^[A-Za-z0-9._-]{1,128}$", description="a file of the timelapse")
@@ -46,6 +45,8 @@ class RenderRequest(BaseModel):
 
 
 class SequenceOut(BaseModel):
+    """A sequence (`skylapse.catalog.SequenceRow.to_json`)."""
+
     id: int
     station: str
     camera: str
@@ -55,6 +56,10 @@ class SequenceOut(BaseModel):
     frames: int
     phases: list[str]
     closed_at: str | None
+
+    @classmethod
+    def from_row(cls, sequence: SequenceRow) -> SequenceOut:
+        return cls.model_validate(sequence.to_json())
 
 
 class JobOut(BaseModel):
@@ -74,34 +79,11 @@ class JobOut(BaseModel):
     finished_at: str | None
 
     @classmethod
-    def from_row(cls, job: Mapping[str, object]) -> JobOut:
-        """A catalog job (`skylapse.catalog.ProcessingCatalog.job`) as the API shows it: its
+    def from_row(cls, job: JobRow) -> JobOut:
+        """A catalog job as the API shows it (`skylapse.catalog.JobRow.to_json`): its
         sequence and phase lifted out of its parameters."""
-        params = job.get("params") or {}
-        lifted = params if isinstance(params, dict) else {}
-        return cls.model_validate(
-            {
-                **{name: job[name] for name in _JOB_COLUMNS},
-                "sequence_id": lifted.get("sequence_id"),
-                "phase": lifted.get("phase"),
-                "params": params,
-                "correlation_id": job.get("correlation_id"),
-            }
-        )
+        return cls.model_validate(job.to_json())
 
-
-_JOB_COLUMNS = (
-    "id",
-    "kind",
-    "state",
-    "progress",
-    "attempts",
-    "error",
-    "result",
-    "created_at",
-    "started_at",
-    "finished_at",
-)
 
 FileKind = Literal["video", "preview", "keogram", "contact_sheet", "other"]
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
 
@@ -28,13 +27,10 @@ from skylapse.alerts import (
 )
 from skylapse.api.middleware import RateLimit
 from skylapse.api.processing.background import IngestLoop, JobWatcher
-from skylapse.api.processing.settings import (
-    ARCHIVE_DIR_ENV,
-    PROCESSING_METRICS,
-    ProcessingSettings,
-)
+from skylapse.api.processing.settings import PROCESSING_METRICS, ProcessingSettings
 from skylapse.api.ws import WebSocketHub
-from skylapse.config import AlertsConfig, ArchiveConfig, BackupConfig, SkylapseConfig
+from skylapse.catalog import JobRow
+from skylapse.config import ArchiveConfig, BackupConfig, SkylapseConfig, reveal
 from skylapse.log import get_logger
 from skylapse.metrics import ServiceMetrics, UptimeTracker
 from skylapse.processing.jobs import BackgroundConsumer, JobService
@@ -47,48 +43,46 @@ class ProcessingRuntime:
     """The job service and everything that runs beside the routes, built from the settings.
 
     ``stores`` are where finished renders' files are served from: the render folders
-    (``DATA/timelapses``) and the archive (``archive_dir``, ``$SKYLAPSE_ARCHIVE_DIR`` or
-    ``DATA/archive``), in that order. ``consumer`` is the in-process huey consumer while the
-    service runs with ``workers > 0``, else None.
+    (``DATA/timelapses``) and the archive (``archive_dir``, else where the archive jobs put
+    them: the archive section's ``dir`` or ``$SKYLAPSE_ARCHIVE_DIR``, else ``DATA/archive``), in
+    that order. ``consumer`` is the in-process huey consumer while the service runs with
+    worker threads, else None.
     """
 
     def __init__(self, settings: ProcessingSettings) -> None:
         self.settings = settings
         self.data_dir = Path(settings.data_dir)
+        pc = settings.processing
         self.hub = WebSocketHub()
         self.metrics = ServiceMetrics(PROCESSING_METRICS)
         self.jobs = JobService(
             self.data_dir,
-            settings.queue_url,
+            reveal(pc.queue_url),  # None: $SKYLAPSE_QUEUE_URL or SQLite
             on_progress=self._on_progress,
             archive=ArchiveConfig.from_env(base=settings.archive),
             backup=BackupConfig.from_env(base=settings.backup),
         )
         self.uptime = UptimeTracker(self.data_dir / "uptime-processing.json")
         self.retention = StoreRetention(
-            self.jobs.store, self.jobs.catalog, settings.retention, metrics=self.metrics
+            self.jobs.store, self.jobs.catalog, pc.retention, metrics=self.metrics
         )
-        self.watcher = JobWatcher(
-            self.jobs, self.hub, self.metrics, self.uptime, settings.job_poll_s
-        )
-        archive_dir = settings.archive_dir or Path(
-            os.environ.get(ARCHIVE_DIR_ENV) or self.data_dir / "archive"
-        )
+        self.watcher = JobWatcher(self.jobs, self.hub, self.metrics, self.uptime, pc.job_poll_s)
+        archive_dir = settings.archive_dir or self.jobs.archive.dir or self.data_dir / "archive"
         self.stores = (self.jobs.timelapses, archive_dir)
         self.ingest_loop = (
             IngestLoop(
                 self.jobs,
                 settings.inbox or self.data_dir / "inbox",
                 self.metrics,
-                settings.ingest_every_s,
-                settings.render_after_min,
-                settings.max_frame_pixels,
-                settings.render,
+                pc.ingest_every_s,
+                pc.render_after_min,
+                pc.max_frame_pixels,
+                pc.render,
             )
-            if settings.ingest_every_s
+            if settings.ingest
             else None
         )
-        self.alerts_section = settings.alerts or AlertsConfig()
+        self.alerts_section = settings.alerts
         self.alerts = AlertManager(
             "processing",
             settings.station,
@@ -128,9 +122,10 @@ class ProcessingRuntime:
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         """Run the background work while the app serves (the app's ``lifespan``)."""
         self.hub.bind_loop()
-        if self.settings.workers > 0:
+        workers = self.settings.worker_threads
+        if workers > 0:
             # the server owns SIGINT/SIGTERM: the consumer leaves them alone
-            self.consumer = self.jobs.start_consumer(self.settings.workers)
+            self.consumer = self.jobs.start_consumer(workers)
         if self.ingest_loop is not None:
             self.ingest_loop.start()
         tasks = [
@@ -143,9 +138,7 @@ class ProcessingRuntime:
                 )
             ),
         ]
-        log.info(
-            "processing service started", data=str(self.data_dir), workers=self.settings.workers
-        )
+        log.info("processing service started", data=str(self.data_dir), workers=workers)
         try:
             yield
         finally:
@@ -163,13 +156,13 @@ class ProcessingRuntime:
             self.uptime.heartbeat()
             log.info("processing service stopped")
 
-    def locate(self, job: Mapping[str, object], name: str) -> tuple[Path, bool] | None:
+    def locate(self, job: JobRow, name: str) -> tuple[Path, bool] | None:
         """A file of a finished render by name, in its render folder or in the archive:
         its resolved path and whether it is the archived copy; None when there is none.
 
         Only names among the job's own outputs are looked up, and the resolved path must
         stay inside its store: no path from a request reaches the file system."""
-        outputs = render_outputs(job)
+        outputs = job.outputs
         folders = {Path(p).parts[1] for p in outputs if len(Path(p).parts) == 3}
         if name not in {Path(p).name for p in outputs} or len(folders) != 1:
             return None
@@ -183,13 +176,6 @@ class ProcessingRuntime:
             if resolved.is_relative_to(root.resolve()) and resolved.is_file():
                 return resolved, bool(archived)
         return None
-
-
-def render_outputs(job: Mapping[str, object]) -> list[str]:
-    """A finished job's output files, relative to the data folder (``result["outputs"]``)."""
-    result = job.get("result")
-    outputs = result.get("outputs") if isinstance(result, dict) else None
-    return [str(p) for p in outputs] if isinstance(outputs, list) else []
 
 
 def get_runtime(connection: HTTPConnection) -> ProcessingRuntime:

@@ -60,10 +60,11 @@ def submit_job(body: RenderRequest, request: Request, runtime: Runtime) -> JobOu
     sequence = jobs.catalog.sequence(body.sequence_id)
     if sequence is None:
         raise invalid("sequence_id", f"no sequence {body.sequence_id}")
-    if body.phase is not None and body.phase not in sequence["phases"]:
+    if body.phase is not None and body.phase not in sequence.phases:
         raise invalid(
             "phase",
-            f"sequence {body.sequence_id} has no phase {body.phase!r}; it has {sequence['phases']}",
+            f"sequence {body.sequence_id} has no phase {body.phase!r}; "
+            f"it has {list(sequence.phases)}",
         )
     runtime.job_rate.check("render jobs")
     job_id = jobs.submit_render(

@@ -32,7 +32,7 @@ def get_timelapse_file(job_id: JobId, file_name: FileName, runtime: Runtime) -> 
     """One output file of a finished render; honours ``Range`` (206) so players can seek."""
     job = runtime.jobs.catalog.job(job_id)
     found = None
-    if job is not None and job["kind"] == "render" and job["state"] == "done":
+    if job is not None and job.kind == "render" and job.state == "done":
         found = runtime.locate(job, file_name)
     if found is None:
         raise HTTPException(404, detail=f"no file {file_name!r} for job {job_id}")

@@ -18,4 +18,4 @@ def list_sequences(
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[SequenceOut]:
     """Ingested sequences (one per station, camera and capture session), newest last."""
-    return [SequenceOut.model_validate(s) for s in runtime.jobs.catalog.sequences()[-limit:]]
+    return [SequenceOut.from_row(s) for s in runtime.jobs.catalog.sequences()[-limit:]]

@@ -9,7 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from skylapse.api.processing.models import TimelapseFile, TimelapseOut, file_kind
-from skylapse.api.processing.runtime import Runtime, render_outputs
+from skylapse.api.processing.runtime import Runtime
+from skylapse.catalog.sqlite import iso_time
 
 router = APIRouter(tags=["timelapses"])
 
@@ -22,10 +23,10 @@ def list_timelapses(
     """Finished renders whose files still exist, newest first, with a URL per file."""
     out = []
     for job in runtime.jobs.catalog.jobs(state="done", limit=limit):
-        if job["kind"] != "render":
+        if job.kind != "render":
             continue
         files = []
-        for rel in render_outputs(job):
+        for rel in job.outputs:
             name = Path(rel).name
             found = runtime.locate(job, name)
             if found is None:
@@ -37,21 +38,23 @@ def list_timelapses(
                     kind=kind,
                     media_type=media_type,
                     size_bytes=found[0].stat().st_size,
-                    url=f"/timelapses/{job['id']}/{name}",
+                    url=f"/timelapses/{job.id}/{name}",
                     archived=found[1],
                 )
             )
         if files:
-            result = job["result"] or {}
+            result = job.result or {}
             out.append(
-                TimelapseOut(
-                    job_id=job["id"],
-                    sequence_id=job["params"].get("sequence_id"),
-                    phase=job["params"].get("phase"),
-                    finished_at=job["finished_at"],
-                    frames=result.get("frames"),
-                    render_fps=result.get("render_fps"),
-                    files=files,
+                TimelapseOut.model_validate(
+                    {
+                        "job_id": job.id,
+                        "sequence_id": job.sequence_id,
+                        "phase": job.phase,
+                        "finished_at": iso_time(job.finished_at),
+                        "frames": result.get("frames"),
+                        "render_fps": result.get("render_fps"),
+                        "files": files,
+                    }
                 )
             )
     return out
