@@ -140,8 +140,8 @@ def test_evening_session_catalog_exif_hdr_and_deadlines(tmp_path):
 class _StallingCamera(SimulatedCamera):
     """Stalls (in simulated time) for 2.5 s on its 4th frame, like a driver hiccup."""
 
-    async def capture(self, settings=None):
-        frame = await super().capture(settings)
+    async def capture(self, settings=None, **kw):
+        frame = await super().capture(settings, **kw)
         if self._frames == 4:
             await self.clock.sleep(2.5)
         return frame

@@ -25,9 +25,10 @@ less is taken late, with its real latency recorded.
 
 Everything for frame *k* (settings from the exposure controller, phase and strategy from the sun
 and the sky, whether to bracket) is computed *before* its deadline, so at the deadline the loop
-only wakes and calls the camera: ``capture_latency_ms`` runs from the deadline to the exposure
-start the camera reports (``FrameMetadata.exposure_start_monotonic``: picamera2's
-``SensorTimestamp``, which lies on the sensor's frame grid), else to the call. The next shot's
+only wakes and calls the camera, with the deadline: ``capture_latency_ms`` runs from the deadline
+to the exposure start the camera reports (``FrameMetadata.exposure_start_monotonic``: picamera2's
+``SensorTimestamp``, on the sensor's frame grid, whose frame starting nearest the deadline is
+kept: signed, negative for one begun before it), else to the call. The next shot's
 settings are handed to the camera ahead of its deadline (``Camera.prepare``). After the exposure
 the loop meters the frame and scores its quality in a worker thread (on a copy reduced to at
 most 960 px wide), hands the pixels to the :class:`~skylapse.capture.writer.FrameWriter`
@@ -598,6 +599,7 @@ class CaptureService:
         offsets: list[float] | None,
         folder: Path,
         number: int,
+        deadline: float | None = None,
     ) -> list[Frame]:
         dng = None
         if self._raw:  # the camera writes it here; the writer adds EXIF, renames
@@ -605,8 +607,10 @@ class CaptureService:
         cam_settings = self._camera_settings(settings, choice, dng)
         async with self._camera_lock:
             if offsets:
-                return await self.camera.capture_hdr_sequence(cam_settings, offsets)
-            return [await self.camera.capture(cam_settings)]
+                return await self.camera.capture_hdr_sequence(
+                    cam_settings, offsets, deadline=deadline
+                )
+            return [await self.camera.capture(cam_settings, deadline=deadline)]
 
     async def _prepare(self, settings: ExposureSettings, choice: CaptureChoice, hdr: bool) -> None:
         """Give the camera the next shot's settings ahead of its deadline (``Camera.prepare``)."""
@@ -806,8 +810,9 @@ class CaptureService:
             while clock.monotonic() < deadline:  # sub-ms early wake-up of the event loop
                 await asyncio.sleep(0)
             t_call = clock.monotonic()
-            frames = await self._capture(settings, choice, offsets, s.folder, number)
-            # to the exposure start the camera reports; else to the call
+            frames = await self._capture(settings, choice, offsets, s.folder, number, deadline)
+            # to the exposure start the camera reports (signed: the frame nearest the deadline
+            # may have started before it, Camera.capture); else to the call
             started = frames[0].metadata.exposure_start_monotonic
             latency_ms = ((t_call if started is None else started) - deadline) * 1e3
             # -- after the exposure: analysis, hand-off, next settings ---------------------
