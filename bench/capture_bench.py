@@ -399,10 +399,15 @@ def latency_part(args: argparse.Namespace, size: tuple[int, int], load_name: str
     backends = ("simulated", "picamera2") if args.backend == "both" else (args.backend,)
     for backend in backends:
         load = None if args.no_load else background_load()
+        load_before = os.getloadavg()[0]
         try:
             t0 = time.perf_counter()
             result = asyncio.run(timing(args.frames, args.interval, size, backend))
             result["wall (s)"] = time.perf_counter() - t0
+            # the machine is shared: what else ran shows in its load (ffmpeg alone: about 2)
+            result["load average, 1 min, start / end"] = (
+                f"{load_before:.1f} / {os.getloadavg()[0]:.1f}"
+            )
         finally:
             if load is not None:
                 load.terminate()

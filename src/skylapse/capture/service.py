@@ -802,12 +802,13 @@ class CaptureService:
             offsets = choice.strategy.bracket_ev if hdr and choice.strategy.hdr else None
             number = s.next_number
             # -- at the deadline: wake and expose, nothing else ----------------------------
-            delay = deadline - clock.monotonic()
+            wake = deadline - self.camera.deadline_lead_s  # Camera.deadline_lead_s
+            delay = wake - clock.monotonic()
             if delay > 0:
                 await self._interruptible_sleep(delay, s.stop)
                 if s.stop.is_set():
                     break
-            while clock.monotonic() < deadline:  # sub-ms early wake-up of the event loop
+            while clock.monotonic() < wake:  # sub-ms early wake-up of the event loop
                 await asyncio.sleep(0)
             t_call = clock.monotonic()
             frames = await self._capture(settings, choice, offsets, s.folder, number, deadline)

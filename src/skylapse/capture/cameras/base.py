@@ -214,6 +214,11 @@ class Camera(abc.ABC):
     """The async camera interface. Subclasses implement the ``_``-prefixed hooks."""
 
     name: str = "camera"
+    #: How long before a deadline the capture loop calls :meth:`capture` with it. A camera that
+    #: keeps the frame nearest the deadline (picamera2) is called early, so that a wake-up made
+    #: late by a busy machine still finds that frame; one that exposes when called is called at
+    #: the deadline (0).
+    deadline_lead_s: float = 0.0
     #: Set when this camera stands in for a missing one (e.g. the simulated camera chosen by
     #: ``camera: auto``): ``/health`` reports the camera degraded with this text.
     notice: str | None = None

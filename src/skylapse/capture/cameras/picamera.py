@@ -18,11 +18,12 @@ it (the test fake ``tests/capture/_fake_picamera2.py`` cites the sources):
   free-runs, so an exposure cannot start on demand: without a deadline the frame kept is the
   first exposed after the call (up to one frame late); with one (``capture(deadline=...)``),
   ``T`` is half a frame period before the deadline, so the frame kept is the one whose exposure
-  starts nearest it (within half a frame either side; its frames stay reachable until a frame
-  and a half after the deadline, so a late call still finds it). ``FrameMetadata.timestamp``
-  and ``exposure_start_monotonic`` are that exposure start (``SensorTimestamp -
-  ExposureTime``), mapped onto the camera clock through one reading of both clocks taken
-  together in the capture thread.
+  starts nearest it (within half a frame either side). picamera2 keeps only the newest completed
+  request, so that frame is lost to a call made after the next one completes (from about a frame
+  after the deadline): the capture loop calls ``deadline_lead_s`` (0.2 s) early and the call
+  waits for it. ``FrameMetadata.timestamp`` and ``exposure_start_monotonic`` are that exposure
+  start (``SensorTimestamp - ExposureTime``), mapped onto the camera clock through one reading
+  of both clocks taken together in the capture thread.
 * **Settling, bounded.** Controls reach the sensor 2-3 frames late (more with long exposures).
   Targets are first clamped to what the sensor advertises; frames are then read until the
   metadata shows the exposure within a line, the gain within a code step and the colour gains
@@ -130,6 +131,9 @@ class Picamera2Camera(Camera):
     never been suspended, as on a station)."""
 
     name = "picamera2"
+    #: Called this early, the capture waits in picamera2 for the frame nearest the deadline; at
+    #: the deadline, a call more than about a frame late (a loaded machine) would miss it.
+    deadline_lead_s = 0.2
 
     def __init__(
         self,
