@@ -7,7 +7,8 @@ metric that a service cannot measure is absent from its ``/metrics`` rather than
 
 The architecture's metrics:
 
-* ``capture_latency_ms``        histogram: from a frame's deadline to the start of its exposure.
+* ``capture_latency_ms``        histogram: from a frame's deadline to the start of its exposure,
+  signed (a free-running sensor's frame nearest the deadline may have begun before it).
 * ``focus_acquisition_time_s``  histogram: how long autofocus took at a session's start.
 * ``processing_queue_depth``    gauge: jobs queued or running.
 * ``storage_utilization_pct``   gauge: use of the file system holding the service's data.
@@ -80,8 +81,12 @@ _SPECS = [
     MetricSpec(
         "capture_latency_ms",
         Histogram,
-        "Milliseconds from a frame's scheduled time to the start of its exposure.",
-        buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+        "Milliseconds from a frame's scheduled time to the start of its exposure as the camera "
+        "reports it (else to the call); negative when the exposure began before that time: a "
+        "streaming sensor (picamera2) keeps the frame starting nearest it, within half a frame.",
+        # le=0: the frames whose exposure began at or before their time (no negative bounds:
+        # the client would drop _sum)
+        buckets=(0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
     ),
     MetricSpec(
         "focus_acquisition_time_s",

@@ -554,11 +554,11 @@ class FlakyCamera(SimulatedCamera):
         self.reconfigured += 1
         await super().configure(config)
 
-    async def capture(self, settings=None):
+    async def capture(self, settings=None, **kw):
         self.calls += 1
         if self.calls in (3, 4):
             raise CameraError("no answer from the sensor")
-        return await super().capture(settings)
+        return await super().capture(settings, **kw)
 
 
 def test_unattended_plan_captures_and_recovers_from_camera_errors(tmp_path):
@@ -697,10 +697,10 @@ class HangingCamera(SimulatedCamera):
         self.hang = threading.Event()
         self.release = threading.Event()
 
-    async def capture(self, settings=None):
+    async def capture(self, settings=None, **kw):
         while self.hang.is_set() and not self.release.is_set():
             await asyncio.sleep(0.02)
-        return await super().capture(settings)
+        return await super().capture(settings, **kw)
 
 
 def test_watchdog_ready_pings_and_stops_pinging_when_the_loop_hangs(tmp_path):

@@ -48,10 +48,16 @@ What it models, and where each behaviour comes from:
    ``1 / ct_curve(T)`` (awb.cpp:232-250).
 7. **One completed request held back.** With ``buffer_count > 1`` picamera2 keeps the newest
    completed request (picamera2.py:1246-1252, 1477-1479): ``capture_request()`` returns it at
-   once even if it was exposed before the call. ``flush=True`` (or a timestamp) drops requests
-   whose exposure started earlier, exposure start being ``SensorTimestamp - ExposureTime``
-   (picamera2.py:1552-1563, 1855-1865). ``SensorTimestamp`` is on the monotonic clock
-   (src/libcamera/control_ids_core.yaml:778-786).
+   once even if it was exposed before the call. ``flush=True`` (the call's
+   ``time.monotonic_ns()``) or a timestamp drops requests whose exposure started earlier,
+   exposure start being ``SensorTimestamp - ExposureTime`` (picamera2.py:1552-1563,
+   1855-1865); a timestamp still ahead leaves the job queued, tried again on every request
+   that completes until one started at or after it (picamera2.py:1456-1462, job.py:52-56),
+   so the caller waits for that frame. ``SensorTimestamp`` is the V4L2 buffer timestamp
+   (src/libcamera/pipeline/rpi/vc4/vc4.cpp:829-833, v4l2_videodevice.cpp:1899), which V4L2
+   capture drivers take on CLOCK_MONOTONIC (V4L2_BUF_FLAG_TIMESTAMP_MONOTONIC), as picamera2's
+   comparison with ``time.monotonic_ns()`` assumes; control_ids_core.yaml:778-786 documents
+   CLOCK_BOOTTIME, which differs only by time spent suspended. Here: ``clock.monotonic_ns()``.
 8. **AE and AWB run when enabled**: the AGC moves toward the scene's exposure with the tuning's
    speed (0.15, instant for 5 start-up frames: vc4/data/imx708.json:293-295;
    agc_channel.cpp:848-880),
@@ -576,7 +582,8 @@ class FakePicamera2:
         return self._last_sof + self._frame_duration_ns(frame_lines) + round(s.height * s.line_ns)
 
     def _take(self, not_before_ns: int | None, call_ns: int) -> _Frame:
-        """The first completed request the job accepts (picamera2.py:1552-1563, 1831-1835)."""
+        """The first completed request the job accepts (picamera2.py:1552-1563, 1831-1835):
+        with ``not_before_ns`` ahead, it waits for the frames to come (module docstring, 7)."""
         while True:
             self._advance(self.time.monotonic_ns())
             held = self._held

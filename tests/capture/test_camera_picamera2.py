@@ -2,6 +2,7 @@
 (``_fake_picamera2.py`` cites the sources of each behaviour)."""
 
 import asyncio
+import datetime as dt
 import sys
 from dataclasses import replace
 
@@ -223,6 +224,45 @@ def test_frame_times_are_the_exposure_start_the_sensor_reports(fake):
     assert 0 <= delay_s < 2.1  # the next frame's start: within one frame of the call
     assert frame.metadata.exposure_start_monotonic == pytest.approx(mono + delay_s, abs=0.05)
     assert (frame.metadata.timestamp - wall).total_seconds() == pytest.approx(delay_s, abs=0.05)
+
+
+class SensorClock:
+    """The camera clock on the fake's virtual time, so deadlines fall on the sensor's clock."""
+
+    def __init__(self, time: VirtualTime) -> None:
+        self.time = time
+
+    def monotonic(self) -> float:
+        return self.time.monotonic_ns() / 1e9
+
+    def now(self) -> dt.datetime:
+        return dt.datetime(2026, 6, 21, 12, tzinfo=dt.UTC) + dt.timedelta(seconds=self.monotonic())
+
+    async def sleep(self, seconds: float) -> None:
+        self.time.sleep(seconds)
+
+
+@pytest.mark.parametrize("exposure_s", [0.01, 0.2])  # 14 fps grid; a frame set by the exposure
+@pytest.mark.parametrize("offset", [0.3, 0.45, 0.55, 0.7])  # deadline past a start, in frames
+@pytest.mark.parametrize("early_s", [0.0, 0.5])  # the call this long before the deadline
+def test_the_frame_whose_exposure_starts_nearest_the_deadline_is_kept(
+    fake, exposure_s, offset, early_s
+):
+    with_model(fake, "imx708_wide")
+    clock = SensorClock(fake.clock)
+    cam = Picamera2Camera(picamera2_class=fake, clock=clock, monotonic_ns=fake.clock.monotonic_ns)
+    run(cam.configure(SMALL))
+    shot = CaptureSettings(exposure_time_s=exposure_s, analogue_gain=2.0)
+    settled = run(cam.capture(shot)).metadata  # the sensor now runs at this shot's frame period
+    period_s = settled.extra["FrameDuration"] / 1e6
+    # the free-running sensor starts an exposure every frame period from this one
+    deadline = settled.exposure_start_monotonic + (20 + offset) * period_s
+    fake.clock.sleep(deadline - early_s - clock.monotonic())
+    frame = run(cam.capture(shot, deadline=deadline))
+    latency_s = frame.metadata.exposure_start_monotonic - deadline
+    nearest_s = (-offset if offset < 0.5 else 1 - offset) * period_s  # before or after it
+    assert latency_s == pytest.approx(nearest_s, abs=1e-4)
+    assert frame.metadata.extra["settle"]["frames"] == 1
 
 
 # -- 5. settling: long exposures, unreachable targets, bounded -----------------------------------

@@ -134,10 +134,10 @@ def test_the_service_keeps_the_reduced_copy_and_lets_written_frames_go(tmp_path)
     alive_at_capture: list[int] = []
     capture = camera.capture
 
-    async def watched_capture(settings=None):
+    async def watched_capture(settings=None, **kw):
         await service.writer.drain()  # the frames before this one are stored
         alive_at_capture.append(sum(ref() is not None for ref in taken))
-        frame = await capture(settings)
+        frame = await capture(settings, **kw)
         taken.append(weakref.ref(frame.pixels))
         return frame
 

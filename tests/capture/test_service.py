@@ -140,8 +140,8 @@ def test_evening_session_catalog_exif_hdr_and_deadlines(tmp_path):
 class _StallingCamera(SimulatedCamera):
     """Stalls (in simulated time) for 2.5 s on its 4th frame, like a driver hiccup."""
 
-    async def capture(self, settings=None):
-        frame = await super().capture(settings)
+    async def capture(self, settings=None, **kw):
+        frame = await super().capture(settings, **kw)
         if self._frames == 4:
             await self.clock.sleep(2.5)
         return frame
@@ -165,6 +165,41 @@ def test_overrun_skips_to_the_next_future_deadline(tmp_path):
     assert summary.shots == 8  # 10 deadlines, two skipped
     offsets = [(r.scheduled_at - start).total_seconds() for r in service.catalog.frames()]
     assert offsets == [0, 1, 2, 3, 6, 7, 8, 9]
+
+
+class _LeadCamera(SimulatedCamera):
+    """Wants its call ahead of the deadline (as picamera2 does); records (call, deadline)."""
+
+    deadline_lead_s = 0.3
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.calls: list[tuple[float, float | None]] = []
+
+    async def capture(self, settings=None, **kw):
+        self.calls.append((self.clock.monotonic(), kw.get("deadline")))
+        return await super().capture(settings, **kw)
+
+
+def test_the_camera_gets_the_deadline_and_is_called_its_lead_ahead(tmp_path):
+    clock = SimulatedClock(dt.datetime(2024, 3, 20, 12, 0, tzinfo=UTC))
+    camera = _LeadCamera(clock=clock, seed=1)
+    service = CaptureService(
+        camera, buffer=tmp_path, clock=clock, camera_config=SMALL, config=_no_af_config()
+    )
+
+    async def go():
+        s = await service.run_session(SessionSpec(interval_s=2.0, max_frames=4, hdr=False))
+        await service.close()
+        return s
+
+    summary = _run(go())
+    (first_call, first), *rest = camera.calls
+    assert first_call == pytest.approx(first)  # due at once: called at once
+    assert [d for _, d in rest] == pytest.approx([first + 2.0 * k for k in (1, 2, 3)])
+    assert all(call == pytest.approx(d - 0.3, abs=1e-6) for call, d in rest)
+    # the simulated camera exposes when called: its latency, to the call, says it was early
+    assert summary.latencies_ms[1:] == pytest.approx([-300.0] * 3, abs=1e-3)
 
 
 def _no_af_config():

@@ -31,17 +31,18 @@ less is taken late, with its real latency recorded.
 
 Everything for frame *k* (settings from the exposure controller, phase and strategy from the sun
 and the sky, whether to bracket) is computed *before* its deadline, so at the deadline the loop
-only wakes and calls the camera: ``capture_latency_ms`` runs from the deadline to the exposure
-start the camera reports (``FrameMetadata.exposure_start_monotonic``: picamera2's
-``SensorTimestamp``, which lies on the sensor's frame grid), else to the call. The next shot's
-settings are handed to the camera ahead of its deadline (``Camera.prepare``; what it is told:
+only wakes and calls the camera, with the deadline: ``capture_latency_ms`` runs from the deadline
+to the exposure start the camera reports (``FrameMetadata.exposure_start_monotonic``: picamera2's
+``SensorTimestamp``, on the sensor's frame grid, whose frame starting nearest the deadline is
+kept: signed, negative for one begun before it), else to the call. The next shot's settings are
+handed to the camera ahead of its deadline (``Camera.prepare``; what it is told:
 `skylapse.capture.shot.camera_settings`). After the exposure the loop meters the frame and
 scores its quality in a worker thread (on a copy reduced to at most 960 px wide), hands the
 pixels to the :class:`~skylapse.capture.writer.FrameWriter` (encode, EXIF, atomic write, catalog
-row, in its own thread: `skylapse.capture.handoff`), asks the controller for the next
-frame's settings (sun elevation now and at the next deadline, metering, the strategy of the
-next frame's phase and sky) and sleeps. Weather refreshes and storage enforcement (retention,
-watermark) run as background tasks started from the loop when due, never awaited by it.
+row, in its own thread: `skylapse.capture.handoff`), asks the controller for the next frame's
+settings (sun elevation now and at the next deadline, metering, the strategy of the next frame's
+phase and sky) and sleeps. Weather refreshes and storage enforcement (retention, watermark) run
+as background tasks started from the loop when due, never awaited by it.
 
 Weather and learning: a session first asks the weather source for the observation, so its first
 frame's strategy, interval and focus follow the sky. In fog the lens is held at the last good
@@ -60,10 +61,8 @@ the highest frame found on disk or in the catalog, so nothing is overwritten.
 API
 ---
 ``SessionSpec``, ``SessionSummary``, ``DeadlineSchedule``, ``SessionError``, ``FrameNotStored``
-(from `skylapse.capture.session`), ``FrameAnalysis``, ``analyse_frame(pixels, clip_level)`` (from
-`skylapse.capture.analysis`)                                            pure.
-``CaptureService`` (methods above); its events are `skylapse.capture.events`.
-``CATALOG_NAME`` = "catalog.sqlite".
+(`skylapse.capture.session`), ``FrameAnalysis``, ``analyse_frame`` (`skylapse.capture.analysis`).
+``CaptureService`` (methods above; events: `skylapse.capture.events`), ``CATALOG_NAME``.
 """
 
 from __future__ import annotations
@@ -424,6 +423,7 @@ class CaptureService:
         offsets: list[float] | None,
         folder: Path,
         number: int,
+        deadline: float | None = None,
     ) -> list[Frame]:
         dng = None
         if self._raw:  # the camera writes it here; the writer adds EXIF, renames
@@ -431,8 +431,10 @@ class CaptureService:
         cam_settings = camera_settings(self.camera, settings, choice, dng, self.focus.held)
         async with self._camera_lock:
             if offsets:
-                return await self.camera.capture_hdr_sequence(cam_settings, offsets)
-            return [await self.camera.capture(cam_settings)]
+                return await self.camera.capture_hdr_sequence(
+                    cam_settings, offsets, deadline=deadline
+                )
+            return [await self.camera.capture(cam_settings, deadline=deadline)]
 
     async def _prepare(self, settings: ExposureSettings, choice: CaptureChoice, hdr: bool) -> None:
         """Give the camera the next shot's settings ahead of its deadline (``Camera.prepare``)."""
@@ -532,16 +534,18 @@ class CaptureService:
             offsets = choice.strategy.bracket_ev if hdr and choice.strategy.hdr else None
             number = s.next_number
             # -- at the deadline: wake and expose, nothing else ----------------------------
-            delay = deadline - clock.monotonic()
+            wake = deadline - self.camera.deadline_lead_s  # Camera.deadline_lead_s
+            delay = wake - clock.monotonic()
             if delay > 0:
                 await interruptible_sleep(clock, delay, s.stop)
                 if s.stop.is_set():
                     break
-            while clock.monotonic() < deadline:  # sub-ms early wake-up of the event loop
+            while clock.monotonic() < wake:  # sub-ms early wake-up of the event loop
                 await asyncio.sleep(0)
             t_call = clock.monotonic()
-            frames = await self._capture(settings, choice, offsets, s.folder, number)
-            # to the exposure start the camera reports; else to the call
+            frames = await self._capture(settings, choice, offsets, s.folder, number, deadline)
+            # to the exposure start the camera reports (signed: the frame nearest the deadline
+            # may have started before it, Camera.capture); else to the call
             started = frames[0].metadata.exposure_start_monotonic
             latency_ms = ((t_call if started is None else started) - deadline) * 1e3
             # -- after the exposure: analysis, hand-off, next settings ---------------------

@@ -118,7 +118,8 @@ class FrameMetadata:
     ev_offset: float = 0.0  # position in an HDR bracket; 0 for single frames
     extra: dict[str, Any] = field(default_factory=dict)
     # when the exposure started, on the camera clock's ``monotonic()`` scale, as the device
-    # reports it (None: the backend knows only when it asked, i.e. ``timestamp``)
+    # reports it (None: the backend knows only when it asked, i.e. ``timestamp``); with a
+    # ``deadline`` it may lie before it (``Camera.capture``)
     exposure_start_monotonic: float | None = None
 
     @property
@@ -213,6 +214,11 @@ class Camera(abc.ABC):
     """The async camera interface. Subclasses implement the ``_``-prefixed hooks."""
 
     name: str = "camera"
+    #: How long before a deadline the capture loop calls :meth:`capture` with it. A camera that
+    #: keeps the frame nearest the deadline (picamera2) is called early, so that a wake-up made
+    #: late by a busy machine still finds that frame; one that exposes when called is called at
+    #: the deadline (0).
+    deadline_lead_s: float = 0.0
     #: Set when this camera stands in for a missing one (e.g. the simulated camera chosen by
     #: ``camera: auto``): ``/health`` reports the camera degraded with this text.
     notice: str | None = None
@@ -278,22 +284,37 @@ class Camera(abc.ABC):
 
     # -- capture -------------------------------------------------------------------------------
     @abc.abstractmethod
-    async def capture(self, settings: CaptureSettings | None = None) -> Frame:
-        """One frame with the given manual settings (``None`` fields are automatic)."""
+    async def capture(
+        self, settings: CaptureSettings | None = None, *, deadline: float | None = None
+    ) -> Frame:
+        """One frame with the given manual settings (``None`` fields are automatic).
+
+        ``deadline`` is when the frame is due, on ``self.clock.monotonic()``'s scale; it is a
+        hint. A camera whose sensor streams frames on its own grid (picamera2) keeps the frame
+        whose exposure starts nearest the deadline, which may have started up to half a frame
+        before it; a camera that exposes when asked (simulated, USB, replay) ignores it.
+        Without a deadline, only a frame exposed after the call is kept.
+        """
 
     async def capture_hdr_sequence(
-        self, settings: CaptureSettings, ev_offsets: Sequence[float]
+        self,
+        settings: CaptureSettings,
+        ev_offsets: Sequence[float],
+        *,
+        deadline: float | None = None,
     ) -> list[Frame]:
         """A bracket: one frame per EV offset around ``settings``, by changing exposure time.
 
         Without a base exposure time the camera first meters one automatic frame and brackets
         around the exposure it chose (the bracket itself is always manual, never an EV
         compensation on auto-exposure, which would let the AE drift between frames).
+        ``deadline`` (see :meth:`capture`) goes to the first frame taken.
         """
         self._require(CameraCapability.HDR_BRACKETING)
         base = settings
         if settings.exposure_time_s is None:
-            metered = await self.capture(replace(settings, dng_path=None))
+            metered = await self.capture(replace(settings, dng_path=None), deadline=deadline)
+            deadline = None
             base = replace(
                 settings,
                 exposure_time_s=metered.metadata.exposure_time_s,
@@ -313,8 +334,9 @@ class Camera(abc.ABC):
             if dng is not None:
                 dng = dng.with_name(f"{dng.stem}_ev{offset:+.1f}{dng.suffix}")
             frame = await self.capture(
-                replace(base, exposure_time_s=t, analogue_gain=g, dng_path=dng)
+                replace(base, exposure_time_s=t, analogue_gain=g, dng_path=dng), deadline=deadline
             )
+            deadline = None  # the bracket's other frames follow at once
             frames.append(Frame(frame.pixels, replace(frame.metadata, ev_offset=float(offset))))
         return frames
 

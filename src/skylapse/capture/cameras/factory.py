@@ -89,7 +89,9 @@ class MissingCamera(Camera):
     async def close(self) -> None:
         self._configured = False
 
-    async def capture(self, settings: CaptureSettings | None = None) -> Frame:
+    async def capture(
+        self, settings: CaptureSettings | None = None, *, deadline: float | None = None
+    ) -> Frame:
         raise CameraError(self.reason)
 
 

@@ -11,9 +11,19 @@ it (the test fake ``tests/capture/_fake_picamera2.py`` cites the sources):
   ``AeEnable=False`` alone freezes what the AE chose and ``AwbEnable=False`` the AWB's last gains.
   Every manual frame therefore sends all its controls (exposure, gain, frame duration, white
   balance, lens), whether or not they changed.
-* **No stale frames.** picamera2 holds one completed request back; ``capture_request(flush=...)``
-  returns only frames whose exposure started after the call. ``FrameMetadata.timestamp`` and
-  ``exposure_start_monotonic`` are that exposure start (``SensorTimestamp - ExposureTime``).
+* **No stale frames; the frame nearest the deadline.** picamera2 holds one completed request
+  back; ``capture_request(flush=T)`` drops completed requests whose exposure started before
+  ``T`` (nanoseconds on ``SensorTimestamp``'s clock; ``flush=True`` is the call's
+  ``time.monotonic_ns()``) and waits for the first that started at or after it. The sensor
+  free-runs, so an exposure cannot start on demand: without a deadline the frame kept is the
+  first exposed after the call (up to one frame late); with one (``capture(deadline=...)``),
+  ``T`` is half a frame period before the deadline, so the frame kept is the one whose exposure
+  starts nearest it (within half a frame either side). picamera2 keeps only the newest completed
+  request, so that frame is lost to a call made after the next one completes (from about a frame
+  after the deadline): the capture loop calls ``deadline_lead_s`` (0.2 s) early and the call
+  waits for it. ``FrameMetadata.timestamp`` and ``exposure_start_monotonic`` are that exposure
+  start (``SensorTimestamp - ExposureTime``), mapped onto the camera clock through one reading
+  of both clocks taken together in the capture thread.
 * **Settling, bounded.** Controls reach the sensor 2-3 frames late (more with long exposures).
   Targets are first clamped to what the sensor advertises; frames are then read until the
   metadata shows the exposure within a line, the gain within a code step and the colour gains
@@ -115,9 +125,15 @@ def gains_from_ct_curve(curve: Sequence[float], kelvin: float) -> tuple[float, f
 class Picamera2Camera(Camera):
     """A Raspberry Pi camera (see module docstring). ``picamera2_class`` is injectable for
     tests; by default the real library is imported when the camera is created.
-    ``monotonic_ns`` is the clock of ``SensorTimestamp`` (CLOCK_MONOTONIC on a Pi)."""
+    ``monotonic_ns`` is the clock of ``SensorTimestamp``: the V4L2 buffer timestamp, which V4L2
+    capture drivers take on CLOCK_MONOTONIC and picamera2 compares with
+    ``time.monotonic_ns()`` (libcamera documents CLOCK_BOOTTIME: the same while the system has
+    never been suspended, as on a station)."""
 
     name = "picamera2"
+    #: Called this early, the capture waits in picamera2 for the frame nearest the deadline; at
+    #: the deadline, a call more than about a frame late (a loaded machine) would miss it.
+    deadline_lead_s = 0.2
 
     def __init__(
         self,
@@ -337,16 +353,17 @@ class Picamera2Camera(Camera):
         return int(EXPECTED_SETTLE_FRAMES * max(old_us, new_us) * 1000)
 
     # -- capture -------------------------------------------------------------------------------
-    async def capture(self, settings: CaptureSettings | None = None) -> Frame:
+    async def capture(
+        self, settings: CaptureSettings | None = None, *, deadline: float | None = None
+    ) -> Frame:
         settings = settings or CaptureSettings()
         self._check_settings(settings)
         if self._picam is None:
             raise CameraError("configure() the camera first")
-        wall, mono = self.clock.now(), self.clock.monotonic()
-        pixels, md, start_ns, call_ns, settle = await self._in_thread(
-            self._capture_blocking, settings
+        pixels, md, start_ns, (ref_ns, mono, wall), settle = await self._in_thread(
+            self._capture_blocking, settings, deadline
         )
-        delay_s = (start_ns - call_ns) / 1e9  # the exposure began this long after the call
+        delay_s = (start_ns - ref_ns) / 1e9  # the exposure began this long after the reading
         meta = self._frame_metadata(md, pixels, wall + dt.timedelta(seconds=delay_s), settings)
         meta.extra["settle"] = settle
         return Frame(pixels, replace(meta, exposure_start_monotonic=mono + delay_s))
@@ -362,15 +379,28 @@ class Picamera2Camera(Camera):
         self._check_settings(replace(first, dng_path=None))
         await self._in_thread(self._picam.set_controls, self._controls_for(first))
 
+    def _frame_period_ns(self, controls: dict[str, Any]) -> int:
+        """The frame period once ``controls`` apply: a manual exposure's (the exposure, at least
+        the shortest frame asked for; short by the sensor's few lines of integration margin),
+        under the AE the last frame's."""
+        if "ExposureTime" in controls:
+            return 1000 * max(controls["ExposureTime"], controls["FrameDurationLimits"][0])
+        last_us = self._last_md.get("FrameDuration")
+        return 1000 * int(last_us or self._picam.camera_controls["FrameDurationLimits"][0])
+
     def _capture_blocking(
-        self, settings: CaptureSettings
-    ) -> tuple[np.ndarray, dict[str, Any], int, int, dict[str, Any]]:
+        self, settings: CaptureSettings, deadline: float | None
+    ) -> tuple[np.ndarray, dict[str, Any], int, tuple[int, float, dt.datetime], dict[str, Any]]:
         picam = self._picam
         controls = self._controls_for(settings)
-        call_ns = self._monotonic_ns()
+        # the sensor's clock and the camera clock, read together: maps one onto the other
+        ref = (self._monotonic_ns(), self.clock.monotonic(), self.clock.now())
         picam.set_controls(controls)
         budget = self._settle_budget_ns(controls)
         flush: bool | int = True  # only frames exposed after this call
+        if deadline is not None:  # the frame whose exposure starts nearest the deadline
+            deadline_ns = ref[0] + round((deadline - ref[1]) * 1e9)
+            flush = deadline_ns - self._frame_period_ns(controls) // 2
         first_start: int | None = None
         for attempt in range(1, SETTLE_FRAMES + 1):
             request = picam.capture_request(flush=flush)
@@ -403,7 +433,7 @@ class Picamera2Camera(Camera):
                 )
             elif attempt > 1:
                 log.debug("controls settled after %d frames (%.2f s)", attempt, spent / 1e9)
-            return pixels, dict(md), start, call_ns, settle
+            return pixels, dict(md), start, ref, settle
         raise AssertionError("unreachable: the last attempt always returns")
 
     def _frame_metadata(

@@ -109,7 +109,9 @@ class ReplayCamera(Camera):
         bits = 16 if image.dtype == np.uint16 else 8
         return image, bits
 
-    async def capture(self, settings: CaptureSettings | None = None) -> Frame:
+    async def capture(
+        self, settings: CaptureSettings | None = None, *, deadline: float | None = None
+    ) -> Frame:
         self._check_settings(settings or CaptureSettings())
         if not self._configured:
             raise CameraError("configure() the camera first")

@@ -206,7 +206,9 @@ class UsbCamera(Camera):
         }
         return pixels, readback
 
-    async def capture(self, settings: CaptureSettings | None = None) -> Frame:
+    async def capture(
+        self, settings: CaptureSettings | None = None, *, deadline: float | None = None
+    ) -> Frame:
         settings = settings or CaptureSettings()
         self._check_settings(settings)
         if self._cap is None:

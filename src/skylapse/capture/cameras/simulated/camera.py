@@ -297,7 +297,9 @@ class SimulatedCamera(Camera):
         return t, g
 
     # -- capture -------------------------------------------------------------------------------
-    async def capture(self, settings: CaptureSettings | None = None) -> Frame:
+    async def capture(
+        self, settings: CaptureSettings | None = None, *, deadline: float | None = None
+    ) -> Frame:
         settings = settings or CaptureSettings()
         self._check_settings(settings)
         if not self._configured or self._response is None:
