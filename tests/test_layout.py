@@ -127,3 +127,27 @@ def test_no_import_cycle() -> None:
         if v not in index:
             visit(v)
     assert cycles == []
+
+
+#: The size rules: a module a reader takes in whole, a function that fits a screen.
+MAX_MODULE_LINES = 600
+MAX_FUNCTION_LINES = 80
+
+
+def test_modules_and_functions_stay_small() -> None:
+    """Modules up to 600 lines; functions up to 80 lines of code, counted from the first
+    statement after the docstring (a typer command's signature is its options' declaration)."""
+    too_long: list[str] = []
+    for name, path in MODULES.items():
+        text = path.read_text()
+        if (lines := text.count("\n")) > MAX_MODULE_LINES:
+            too_long.append(f"{name}: {lines} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                body = node.body
+                if len(body) > 1 and isinstance(body[0], ast.Expr):
+                    body = body[1:]  # the docstring
+                code = (node.end_lineno or node.lineno) - body[0].lineno + 1
+                if code > MAX_FUNCTION_LINES:
+                    too_long.append(f"{name}.{node.name}: {code} lines")
+    assert too_long == []

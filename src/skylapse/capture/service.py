@@ -45,10 +45,9 @@ phase and sky) and sleeps. Weather refreshes and storage enforcement (retention,
 as background tasks started from the loop when due, never awaited by it.
 
 Weather and learning: a session first asks the weather source for the observation, so its first
-frame's strategy, interval and focus follow the sky. In fog the lens is held at the last good
-focus (no autofocus hunting). The controller's feed-forward starts from the station's learned sky
-(`skylapse.capture.learning`, ``<buffer>/sky-memory.json``), and a closed session is learned from
-(`skylapse.capture.sky_watch`).
+frame's strategy, interval and focus follow the sky; in fog the lens keeps its last good focus.
+The feed-forward starts from the station's learned sky (`skylapse.capture.learning`,
+``<buffer>/sky-memory.json``), and a closed session is learned from (`skylapse.capture.sky_watch`).
 
 Layout: ``<buffer>/<YYYY-MM-DD>/<session_id>/frame_000123.jpg`` (brackets ``frame_000123_b0.jpg``
 ...), with ``capture.raw`` its DNG ``frame_000123.dng`` beside it (the row's companion; the frame
