@@ -64,7 +64,7 @@ test-pure: $(BIN)/skylapse
 test-latest: system-deps | $(UV)
 	[ -x $(LATEST)/bin/python ] || $(UV) venv --quiet --python $(PYTHON) $(LATEST)
 	VIRTUAL_ENV=$(LATEST) $(UV) pip install --quiet --upgrade --resolution highest -e '.[test,raw]'
-	$(LATEST)/bin/pip list 2>/dev/null | grep -i -E '^(numpy|opencv|av|pillow|pydantic|fastapi) ' || true
+	VIRTUAL_ENV=$(LATEST) $(UV) pip list 2>/dev/null | grep -i -E '^(numpy|opencv-python-headless|av|pillow|pydantic|fastapi) ' || true
 	$(LATEST)/bin/pytest
 
 # Re-resolves the lock files (main, test, and pi: the Pi's extras within main's pins) to the
