@@ -4,6 +4,10 @@ frames``, ``skylapse sky``.
 Argument errors (a malformed ``--duration``, ``--interval``, ``--location``, ``--start`` or
 ``--resolution``) raise ``typer.BadParameter``: a one-line message naming the option and exit
 status 2. The parsers themselves are `skylapse.capture.plan`'s.
+
+The weather replay (`skylapse.capture.weather_replay`, which brings the simulated camera and its
+scene) is imported inside the commands that take ``--weather``, so that `skylapse serve
+capture`, which loads this module, does not load it (README, "Capture footprint").
 """
 
 from __future__ import annotations
@@ -51,7 +55,6 @@ from skylapse.capture.service import (
     summary_lines,
 )
 from skylapse.capture.weather import WeatherService
-from skylapse.capture.weather_replay import WeatherFileError, replayed_day, replayed_weather
 from skylapse.catalog.capture import Catalog
 from skylapse.cli.common import config_or_exit
 from skylapse.config import LocationConfig, SkylapseConfig
@@ -108,6 +111,8 @@ def _parse_start(text: str | None) -> dt.datetime | None:
 def _replay(load: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
     """A ``--weather FILE`` replay (`skylapse.capture.weather_replay`); a bad file is a
     BadParameter naming it."""
+    from skylapse.capture.weather_replay import WeatherFileError
+
     try:
         return load(*args, **kwargs)
     except WeatherFileError as exc:
@@ -164,6 +169,8 @@ def plan(
             day = dt.date.fromisoformat(date)
         except ValueError:
             raise typer.BadParameter(f"{date!r} is not YYYY-MM-DD", param_hint="--date") from None
+    from skylapse.capture.weather_replay import replayed_day
+
     weather_at = None if weather is None else _replay(replayed_day, weather, cfg.weather, loc, day)
     memory = _sky_memory(buffer or cfg.capture.buffer_dir)
     console = Console()
@@ -259,6 +266,8 @@ def capture(
     folder = (buffer or cfg.capture.buffer_dir).expanduser()
     sky_source = None
     if weather is not None:
+        from skylapse.capture.weather_replay import replayed_weather
+
         sky_source = _replay(replayed_weather, weather, cfg.weather, loc, the_clock.now, cam)
     elif clock == "real" and cfg.weather.enabled:
         sky_source = WeatherService(cfg.weather, loc)
