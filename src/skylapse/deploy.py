@@ -49,10 +49,14 @@ class UnitSettings:
 #: The service's environment. glibc's allocator gets two arenas at most (by default up to 8 per
 #: core, each keeping the blocks its threads freed) and maps blocks of 1 MB and more on their own,
 #: so the buffers of a frame's analysis and encoding go back to the system when freed rather than
-#: staying in the heap (README: footprint; measured with ``bench/capture_bench.py``).
+#: staying in the heap (README: footprint; measured with ``bench/capture_bench.py``). OpenBLAS
+#: (numpy's, and OpenCV's own copy) starts no worker threads: by default each starts one per
+#: core less one at import, idle for good, since capture's only BLAS calls are the 3-weight
+#: luminance products (threads, and a few hundred kB, fewer; OpenCV's own threads stay).
 SERVICE_ENVIRONMENT = {
     "PYTHONUNBUFFERED": "1",
     "GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=1048576",
+    "OPENBLAS_NUM_THREADS": "1",
 }
 
 DEFAULTS = UnitSettings(

@@ -82,14 +82,18 @@ def exif_bytes(
     return exif.tobytes()
 
 
-def with_exif_jpeg(jpeg: bytes, exif: bytes) -> bytes:
-    """Insert an APP1 Exif segment right after SOI (no re-encoding)."""
-    if jpeg[:2] != b"\xff\xd8":
+def with_exif_jpeg(jpeg: bytes | memoryview, exif: bytes) -> bytes:
+    """Insert an APP1 Exif segment right after SOI (no re-encoding).
+
+    ``jpeg`` is any bytes-like stream (e.g. a memoryview of the encoder's buffer); the result
+    is the one copy made of it (no slice is copied on the way: a 12 MP JPEG is several MB)."""
+    data = memoryview(jpeg).cast("B")
+    if data[:2] != b"\xff\xd8":
         raise ValueError("not a JPEG stream")
     if len(exif) + 2 > 0xFFFF:
         raise ValueError("EXIF block too large for one APP1 segment")
     segment = b"\xff\xe1" + (len(exif) + 2).to_bytes(2, "big") + exif
-    return jpeg[:2] + segment + jpeg[2:]
+    return b"".join((data[:2], segment, data[2:]))
 
 
 def with_exif_png(png: bytes, exif: bytes) -> bytes:

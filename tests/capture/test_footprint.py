@@ -6,6 +6,7 @@ OpenCV's output arrays."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import math
 import tracemalloc
@@ -16,15 +17,18 @@ import cv2
 import numpy as np
 import pytest
 
-from skylapse.capture.analysis import ANALYSIS_WIDTH
+from skylapse.capture.analysis import ANALYSIS_WIDTH, analyse_frame
 from skylapse.capture.cameras import ReplayCamera, rgb_frame
 from skylapse.capture.cameras.focus import focus_score
 from skylapse.capture.clock import RealClock
+from skylapse.capture.exposure import meter
+from skylapse.capture.quality import image_quality_score, quality_components
 from skylapse.capture.service import CaptureService, SessionSpec
 from skylapse.capture.writer import FrameWriter, WriteJob, encode_jpeg
 from skylapse.catalog.capture import Catalog, FrameRecord
 from skylapse.config import default_config
 from skylapse.exif import exif_bytes, with_exif_jpeg
+from skylapse.imaging.luma import linear_luminance
 
 
 def _peak_bytes(fn, *args):
@@ -197,3 +201,35 @@ def test_writer_queue_is_bounded_in_bytes(tmp_path):
 
     assert asyncio.run(one()) is not None and alone.waits == 0
     alone.close()
+
+
+def test_the_analysis_works_on_four_buffers_of_its_reduced_luminance():
+    pixels = _scene(540, 2000)
+    analyse_frame(pixels)  # first calls allocate once for good (numpy's lazy imports)
+    analysis, peak = _peak_bytes(analyse_frame, pixels)
+    small = analysis.reduced
+    plane = small.shape[0] * small.shape[1] * 4  # one float32 image of the reduced copy
+    # the reduced copy (kept), then four planes: the luminance with its linear RGB, or the
+    # score's work, which overwrites the luminance and reuses its buffers (was six planes)
+    assert peak < small.nbytes + 4.5 * plane
+    luma = linear_luminance(small)
+    assert analysis.metering == meter(luma, 0.98)
+    assert analysis.quality_score == image_quality_score(luma.copy())  # consume: same score
+    kept = luma.copy()
+    assert dataclasses.astuple(quality_components(luma)) == dataclasses.astuple(
+        quality_components(kept.copy(), consume=True)
+    )
+    assert np.array_equal(luma, kept)  # not consumed unless asked
+
+
+def test_the_jpeg_with_its_exif_is_copied_once():
+    pixels = _scene(900, 1600)
+    exif = exif_bytes(dt.datetime(2026, 6, 21, 12, 0, tzinfo=dt.UTC), exposure_time_s=0.004)
+    data, peak = _peak_bytes(lambda: with_exif_jpeg(encode_jpeg(pixels, 90), exif))
+    # the encoder's buffer and the file's bytes (were a copy of the buffer, its tail sliced
+    # off for the EXIF, and the file's bytes besides)
+    assert peak < 2.3 * len(data)
+    ok, reference = cv2.imencode(
+        ".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90]
+    )
+    assert ok and data == with_exif_jpeg(reference.tobytes(), exif)

@@ -51,7 +51,9 @@ def analyse_frame(pixels: np.ndarray, clip_level: float = 0.98) -> FrameAnalysis
     else:
         small = pixels
     luma = linear_luminance(small)
-    return FrameAnalysis(meter(luma, clip_level), image_quality_score(luma), small)
+    metering = meter(luma, clip_level)
+    # the luminance is not needed after the score: it is the score's scratch space
+    return FrameAnalysis(metering, image_quality_score(luma, consume=True), small)
 
 
 def analyse_frames(frames: Sequence[Frame], clip_level: float) -> list[FrameAnalysis]:

@@ -52,9 +52,11 @@ class QualityComponents:
     score: float
 
 
-def _gradient_magnitude(img: np.ndarray) -> np.ndarray:
+def _gradient_magnitude(img: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
+    """Central-difference gradient magnitude, in a new array; ``scratch`` (float32, ``img``'s
+    shape, not ``img`` itself) takes the vertical derivative on the way, and is overwritten."""
     gx = cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=1, scale=0.5)
-    gy = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=1, scale=0.5)
+    gy = cv2.Sobel(img, cv2.CV_32F, 0, 1, dst=scratch, ksize=1, scale=0.5)
     return cv2.magnitude(gx, gy, gx)  # into gx: one image buffer fewer at once
 
 
@@ -65,10 +67,18 @@ def noise_sigma(encoded: np.ndarray) -> float:
     return float(np.median(resp)) / 0.6745 / 6.0
 
 
-def edge_blur_px(encoded: np.ndarray, sigma_noise: float) -> float | None:
-    """Width (Gaussian sigma, px) of the strongest edges, or None when there are too few."""
-    g0 = _gradient_magnitude(encoded)
-    gb = _gradient_magnitude(cv2.GaussianBlur(encoded, (0, 0), _REBLUR_SIGMA))
+def edge_blur_px(encoded: np.ndarray, sigma_noise: float, *, consume: bool = False) -> float | None:
+    """Width (Gaussian sigma, px) of the strongest edges, or None when there are too few.
+
+    With ``consume`` (float32 ``encoded`` that the caller no longer needs) ``encoded`` is
+    overwritten as scratch space: four image buffers are live at once instead of five (the
+    same values either way)."""
+    scratch = np.empty_like(encoded, dtype=np.float32)
+    g0 = _gradient_magnitude(encoded, scratch)
+    blurred = cv2.GaussianBlur(encoded, (0, 0), _REBLUR_SIGMA, dst=scratch)
+    reuse = encoded if consume and encoded.dtype == np.float32 else None
+    gb = _gradient_magnitude(blurred, reuse)
+    del blurred, scratch, reuse
     sample = gb[::2, ::2].ravel()
     k = int(sample.size * 0.98)
     threshold = max(float(np.partition(sample, k)[k]), 3.0 * sigma_noise, 1e-4)
@@ -79,13 +89,21 @@ def edge_blur_px(encoded: np.ndarray, sigma_noise: float) -> float | None:
     return _REBLUR_SIGMA / math.sqrt(max(ratio * ratio - 1.0, 1e-6))
 
 
-def quality_components(frame_linear_luma: np.ndarray) -> QualityComponents:
-    """Score a frame's linear luminance (H x W, 0..1): clipping, focus, noise and combined."""
+def quality_components(
+    frame_linear_luma: np.ndarray, *, consume: bool = False
+) -> QualityComponents:
+    """Score a frame's linear luminance (H x W, 0..1): clipping, focus, noise and combined.
+
+    With ``consume`` the luminance (when float32 already) is overwritten as scratch space, one
+    image buffer fewer at once; the scores are the same either way (README: capture
+    footprint)."""
     luma: np.ndarray = np.asarray(frame_linear_luma, dtype=np.float32)
     if luma.ndim != 2:
         raise ValueError(f"expected a 2-D luminance image, got shape {luma.shape}")
     h, w = luma.shape
+    own = consume  # whether luma may be overwritten
     if w > MAX_WIDTH:
+        own = True
         luma = cv2.resize(
             luma, (MAX_WIDTH, max(1, round(h * MAX_WIDTH / w))), interpolation=cv2.INTER_AREA
         )
@@ -94,7 +112,8 @@ def quality_components(frame_linear_luma: np.ndarray) -> QualityComponents:
     low = float(np.count_nonzero(sub <= BLACK_LEVEL)) / sub.size
     clipping = max(0.0, 1.0 - high / 0.1 - low / 0.5)
 
-    encoded = np.maximum(luma, 0.0)
+    encoded = np.maximum(luma, 0.0, out=luma if own else None)
+    del luma, sub
     cv2.sqrt(encoded, encoded)
     sigma = noise_sigma(encoded)
     noise = 1.0 - math.log(max(sigma, _NOISE_GOOD) / _NOISE_GOOD) / math.log(
@@ -102,7 +121,8 @@ def quality_components(frame_linear_luma: np.ndarray) -> QualityComponents:
     )
     noise = min(max(noise, 0.0), 1.0)
 
-    blur = edge_blur_px(encoded, sigma)
+    blur = edge_blur_px(encoded, sigma, consume=True)
+    del encoded
     focus = 1.0 if blur is None else min(1.0, (_BLUR_GOOD_PX / blur) ** 2)
 
     # weighted geometric mean: any one part near zero pulls the score down
@@ -111,6 +131,6 @@ def quality_components(frame_linear_luma: np.ndarray) -> QualityComponents:
     return QualityComponents(clipping, focus, noise, sigma, blur, score)
 
 
-def image_quality_score(frame_linear_luma: np.ndarray) -> float:
+def image_quality_score(frame_linear_luma: np.ndarray, *, consume: bool = False) -> float:
     """The combined quality score in 0..1 (see :func:`quality_components`)."""
-    return quality_components(frame_linear_luma).score
+    return quality_components(frame_linear_luma, consume=consume).score

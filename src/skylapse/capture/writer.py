@@ -32,7 +32,7 @@ cannot be written is dropped, logged and counted; the loop carries on.
 
 API
 ---
-``encode_jpeg(pixels, quality=92) -> bytes``       RGB sRGB frame (uint8/uint16) -> 8-bit JPEG.
+``encode_jpeg(pixels, quality=92) -> memoryview``  RGB sRGB frame (uint8/uint16) -> 8-bit JPEG.
 ``frame_exif(record, camera_model, skylapse) -> bytes``   the EXIF block for a frame.
 ``WriteJob(pixels, record, camera_model, skylapse, dng=None, jpeg=True)``
 ``FrameWriter(root, catalog, storage=None, quality=92, maxsize=8, max_bytes=64 MB,
@@ -126,15 +126,18 @@ def retry_locked(call: Callable[..., Any], *args: Any) -> Any:
     raise AssertionError("unreachable")
 
 
-def _imencode(bgr: np.ndarray, quality: int) -> bytes:
+def _imencode(bgr: np.ndarray, quality: int) -> memoryview:
     ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise ValueError("JPEG encoding failed")
-    return buf.tobytes()
+    return buf.reshape(-1).data.toreadonly()
 
 
-def encode_jpeg(pixels: np.ndarray, quality: int = 92) -> bytes:
+def encode_jpeg(pixels: np.ndarray, quality: int = 92) -> memoryview:
     """An RGB sRGB frame (uint8, or uint16 over 0..65535) as baseline 8-bit JPEG bytes.
+
+    The bytes are a read-only view of the encoder's own buffer, not a copy of it: a 12 MP JPEG
+    is several MB, and :func:`skylapse.exif.with_exif_jpeg` copies it once more anyway.
 
     libjpeg takes OpenCV's BGR order, and no full-size copy is made for it (36 MB at 12 MP):
     16 bits are narrowed by ``cv2.convertScaleAbs`` (round(v / 257), saturating: the same

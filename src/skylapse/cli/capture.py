@@ -4,6 +4,10 @@ frames``, ``skylapse sky``.
 Argument errors (a malformed ``--duration``, ``--interval``, ``--location``, ``--start`` or
 ``--resolution``) raise ``typer.BadParameter``: a one-line message naming the option and exit
 status 2. The parsers themselves are `skylapse.capture.plan`'s.
+
+The weather replay (`skylapse.capture.weather_replay`, which brings the simulated camera and its
+scene) is imported inside the commands that take ``--weather``, so that `skylapse serve
+capture`, which loads this module, does not load it (README, "Capture footprint").
 """
 
 from __future__ import annotations
