@@ -440,7 +440,7 @@ def _check_record(meta: Any) -> None:
             )
 
 
-def _capture_time(meta: dict, info: sources.FrameInfo, mtime: float) -> datetime:
+def _capture_time(meta: dict[str, Any], info: sources.FrameInfo, mtime: float) -> datetime:
     """The record's ``captured_at``, else the EXIF capture time, else the file's mtime."""
     if meta.get("captured_at"):
         try:
