@@ -50,6 +50,18 @@ def test_learn_bins_by_direction_and_takes_the_clouds_out():
     assert rising.prior("rising", None)(0.0) == 0.0
 
 
+def test_offsets_that_are_not_sky_are_left_out_not_raised():
+    """A daytime frame replayed at night meters ~20.6 EV over the table (found by the footprint
+    test after dark): that bin is skipped, the others learned, nothing raised."""
+    night = [(-25.5, 20.6), (-25.5, 20.61), (-25.5, 20.59)]
+    evening = [(0.8, -0.5), (0.6, -0.4)]
+    memory = SkyMemory().learn(evening + night, None, 0.5, WHEN)
+    assert memory.bins == SkyMemory().learn(evening, None, 0.5, WHEN).bins
+    assert [(b.direction, b.from_deg) for b in memory.bins] == [("setting", 0.0)]
+    darkness = [(-25.5, -21.0), (-25.4, -21.0)]  # a covered lens
+    assert SkyMemory().learn(darkness, None, 0.5, WHEN).bins == []
+
+
 def test_memory_file_round_trip_errors_and_reset(tmp_path):
     path = tmp_path / MEMORY_NAME
     assert load_memory(path) == SkyMemory()  # nothing learned yet

@@ -69,6 +69,10 @@ from skylapse.log import get_logger
 log = get_logger(__name__)
 
 MEMORY_NAME = "sky-memory.json"
+#: The largest offset (EV) from the clear-sky table a bin may hold. Sky, snow, horizon and
+#: cloud stay within a few EV of the table; a median beyond this was not sky (a lamp in the
+#: frame at night, a covered lens, a replayed daytime frame): that bin is not learned.
+MAX_OFFSET_EV = 20.0
 Direction = Literal["rising", "setting"]
 
 
@@ -85,7 +89,9 @@ class SkyBin(_Model):
 
     direction: Direction
     from_deg: float = Field(ge=-90, le=90, description="lower edge of the elevation bin")
-    offset_ev: float = Field(ge=-20, le=20, description="scene minus clear-sky table, cloudless")
+    offset_ev: float = Field(
+        ge=-MAX_OFFSET_EV, le=MAX_OFFSET_EV, description="scene minus clear-sky table, cloudless"
+    )
     cloud_cover_pct: float | None = Field(None, ge=0, le=100)
     frames: int = Field(ge=1)
     sessions: int = Field(ge=1)
@@ -117,7 +123,8 @@ class SkyMemory(_Model):
     ) -> SkyMemory:
         """This memory with a session's ``(sun elevation, offset EV)`` samples (in time order,
         as `ExposureController.samples` keeps them) folded in; ``cloud_cover_pct`` is the
-        session's mean cover (None: unknown)."""
+        session's mean cover (None: unknown). A bin whose median offset is beyond
+        ``MAX_OFFSET_EV`` is logged and left as it was: what the camera saw there was not sky."""
         if len(samples) < 2:
             return self
         elev = np.array([e for e, _ in samples], dtype=np.float64)
@@ -130,6 +137,15 @@ class SkyMemory(_Model):
         known = {(b.direction, b.from_deg): b for b in self.bins}
         for (way, lo), offsets in groups.items():
             value = float(np.median(offsets))
+            if not abs(value) <= MAX_OFFSET_EV:
+                log.warning(
+                    "sky offset not learned: not sky",
+                    direction=way,
+                    from_deg=lo,
+                    offset_ev=round(value, 2),
+                    limit_ev=MAX_OFFSET_EV,
+                )
+                continue
             old = known.get((way, lo))
             if old is None:
                 known[(way, lo)] = SkyBin(
