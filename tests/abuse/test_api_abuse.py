@@ -35,6 +35,7 @@ from skylapse.api.capture.app import create_capture_app
 from skylapse.api.processing.app import ProcessingSettings, create_processing_app
 from skylapse.api.server import ConnectionLimits, ServerThread
 from skylapse.capture.cameras import CameraConfig, SimulatedCamera
+from skylapse.capture.clock import ShiftedClock
 from skylapse.capture.weather import WeatherService
 from skylapse.config import (
     LocationConfig,
@@ -59,11 +60,14 @@ def config_with(**sections):
 
 
 def capture_app(buffer: Path, config=None):
-    """The capture service over a small simulated camera, no sessions unless asked."""
+    """The capture service over a small simulated camera, no sessions unless asked; in
+    daylight whenever the test runs (at night the simulated camera exposes for up to 30 s)."""
+    clock = ShiftedClock(dt.datetime(2024, 3, 20, 12, tzinfo=dt.UTC))
     return create_capture_app(
         config or config_with(),
         TOKEN,
-        camera=SimulatedCamera(),
+        camera=SimulatedCamera(clock=clock),
+        clock=clock,
         buffer=buffer,
         camera_config=CameraConfig(resolution=(160, 90)),
         unattended=False,

@@ -27,6 +27,7 @@ from skylapse.alerts import AlertManager
 from skylapse.api.capture.app import create_capture_app
 from skylapse.capture.cameras import CameraConfig, CameraError, ReplayCamera, SimulatedCamera
 from skylapse.capture.cameras.factory import MissingCamera
+from skylapse.capture.clock import ShiftedClock
 from skylapse.capture.storage import DiskUsage
 from skylapse.capture.watchdog import Watchdog
 from skylapse.catalog import FrameRecord
@@ -38,22 +39,6 @@ TOKEN = "capture-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SMALL = CameraConfig(resolution=(320, 180))
 NOON = dt.datetime(2024, 3, 20, 12, 0, tzinfo=dt.UTC)
-
-
-class ShiftedClock:
-    """Real time, shifted to start at ``start`` (so the simulated sky is daylight)."""
-
-    def __init__(self, start: dt.datetime):
-        self.start, self.m0 = start, time.monotonic()
-
-    def now(self) -> dt.datetime:
-        return self.start + dt.timedelta(seconds=time.monotonic() - self.m0)
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds))
 
 
 class Recorder:

@@ -27,7 +27,7 @@ from skylapse.capture.cameras import (
     focus_score,
 )
 from skylapse.capture.cameras.factory import MissingCamera, camera_stack
-from skylapse.capture.clock import RealClock, SimulatedClock
+from skylapse.capture.clock import RealClock, ShiftedClock, SimulatedClock
 
 T0 = datetime(2026, 7, 1, 18, 0, tzinfo=UTC)
 
@@ -204,6 +204,17 @@ def test_simulated_clock_sleeps_instantly():
     with pytest.raises(ValueError):
         SimulatedClock(datetime(2026, 1, 1))  # naive
     assert RealClock().now().tzinfo is not None
+
+
+def test_shifted_clock_runs_in_real_time_from_its_start():
+    clock = ShiftedClock(T0)
+    m0 = clock.monotonic()
+    run(clock.sleep(0.05))
+    waited = clock.monotonic() - m0
+    assert waited >= 0.05  # a real wait
+    assert timedelta(seconds=0.05) <= clock.now() - T0 <= timedelta(seconds=waited + 0.05)
+    with pytest.raises(ValueError):
+        ShiftedClock(datetime(2026, 1, 1))  # naive
 
 
 # -- focus and brackets --------------------------------------------------------------------------

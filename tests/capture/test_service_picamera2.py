@@ -7,31 +7,15 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import math
-import time
 
 import pytest
 from _fake_picamera2 import FakePicamera2, RealTime, ct_curve_eval
 
 from skylapse.capture.cameras import CameraConfig, Picamera2Camera
+from skylapse.capture.clock import ShiftedClock
 from skylapse.capture.service import CaptureService, SessionSpec
 
 GOLDEN = dt.datetime(2024, 3, 20, 17, 55, tzinfo=dt.UTC)  # golden hour (HDR, 5500 K)
-
-
-class ShiftedClock:
-    """Real time, shifted to start at ``start`` (so the sun is where the test wants it)."""
-
-    def __init__(self, start: dt.datetime):
-        self.start, self.m0 = start, time.monotonic()
-
-    def now(self) -> dt.datetime:
-        return self.start + dt.timedelta(seconds=time.monotonic() - self.m0)
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds))
 
 
 @pytest.fixture

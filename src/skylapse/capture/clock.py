@@ -3,7 +3,9 @@
 Everything in the capture service that asks "what time is it" or waits goes through a
 :class:`Clock`. On the station that is :class:`RealClock`; in tests and in the demo it is a
 :class:`SimulatedClock`, whose ``sleep`` advances simulated time at once instead of waiting, so
-an evening of 0.5 s-interval captures runs as fast as the frames can be rendered.
+an evening of 0.5 s-interval captures runs as fast as the frames can be rendered. A
+:class:`ShiftedClock` runs in real time from a chosen instant: a test or bench whose service
+waits for real (threads, HTTP) still sees the sun where it wants it, whatever the hour it runs at.
 
 Times are timezone-aware UTC ``datetime`` objects (astral and EXIF both need an absolute time).
 """
@@ -88,3 +90,16 @@ async def interruptible_sleep(clock: Clock, seconds: float, stop: asyncio.Event)
     await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
     for task in (sleeper, stopper):
         task.cancel()
+
+
+class ShiftedClock(RealClock):
+    """Real time and real waits, but ``now()`` starts at ``start``: the wall clock moved to a
+    chosen instant (a daylight test run at night still captures daylight exposures)."""
+
+    def __init__(self, start: datetime) -> None:
+        if start.tzinfo is None:
+            raise ValueError("ShiftedClock needs a timezone-aware start time")
+        self._start, self._m0 = start.astimezone(UTC), time.monotonic()
+
+    def now(self) -> datetime:
+        return self._start + timedelta(seconds=time.monotonic() - self._m0)
