@@ -815,7 +815,8 @@ def test_simulated_camera_standing_in_is_degraded_health(tmp_path):
 def test_a_station_without_its_camera_is_failing_alerted_and_retrying(tmp_path):
     recorder = Recorder()
     camera = MissingCamera("no camera found on Raspberry Pi 5 Model B: libcamera lists none")
-    app = make_app(tmp_path / "buf", camera=camera, notifiers=[recorder], retry_s=0.1)
+    cfg = config_with(alerts={"evaluate_every_s": 0.1})
+    app = make_app(tmp_path / "buf", cfg, camera=camera, notifiers=[recorder], retry_s=0.1)
     with TestClient(app) as client:
         wait_for(
             lambda: any(e.alert == "camera_not_answering" for e in recorder.events),
