@@ -66,7 +66,12 @@ def weather_file(folder: Path, sky: str, start: dt.datetime = EVENING, hours: fl
 
 
 def run_evening(
-    buffer: Path, weather: Path | None, minutes: float = 28, start=EVENING, session="eve"
+    buffer: Path,
+    weather: Path | None,
+    minutes: float = 28,
+    start=EVENING,
+    session="eve",
+    config: SkylapseConfig = CFG,
 ):
     clock = SimulatedClock(start)
     camera = SimulatedCamera(clock=clock, seed=3)
@@ -74,7 +79,7 @@ def run_evening(
     if weather is not None:
         source = replayed_weather(weather, CFG.weather, CFG.location, clock.now, camera)
     service = CaptureService(
-        camera, buffer=buffer, clock=clock, camera_config=SMALL, weather=source, config=CFG
+        camera, buffer=buffer, clock=clock, camera_config=SMALL, weather=source, config=config
     )
 
     async def go():
