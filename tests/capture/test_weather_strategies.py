@@ -77,7 +77,7 @@ def run_evening(
     camera = SimulatedCamera(clock=clock, seed=3)
     source = None
     if weather is not None:
-        source = replayed_weather(weather, CFG.weather, CFG.location, clock.now, camera)
+        source = replayed_weather(weather, config.weather, config.location, clock.now, camera)
     service = CaptureService(
         camera, buffer=buffer, clock=clock, camera_config=SMALL, weather=source, config=config
     )
